@@ -1,0 +1,1 @@
+"""Amaranth generators of the accelerator blocks and the device."""

@@ -1,0 +1,1 @@
+"""Bit-exact NumPy models, Verilog export and the cocotb harness."""

@@ -1,0 +1,146 @@
+"""Run one cocotb test module against generated RTL on Icarus or Verilator.
+
+The same module runs unchanged on both simulators.  Builds are cached by the
+Verilog text, so re-running a test only re-runs the simulation.  Every run
+leaves a waveform (FST from Icarus, VCD from Verilator) whose path is printed
+when a test fails, ready for GTKWave or Surfer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .verilog import export_verilog, verilog_digest
+
+__all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env"]
+
+SIMULATORS = ("icarus", "verilator")
+
+
+def build_root() -> Path:
+    """Where builds and waveforms go: ``$HETACCEL_BUILD_DIR`` or ``./build``."""
+    return Path(os.environ.get("HETACCEL_BUILD_DIR", Path.cwd() / "build")).resolve()
+
+
+def simulator_env() -> dict:
+    """Environment with this interpreter's bin directory first on PATH.
+
+    The venv provides the Verilator that cocotb 2 needs; a system Verilator
+    that is too old must not shadow it.
+    """
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class CocotbRun:
+    sim: str
+    results_xml: Path
+    waveform: Path | None
+    tests: int
+    failures: list[tuple[str, str]]
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and not self.failures
+
+
+def _parse_results(path: Path) -> tuple[int, list[tuple[str, str]]]:
+    tests, failures = 0, []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        tests += 1
+        for tag in ("failure", "error"):
+            for node in case.iter(tag):
+                failures.append((case.get("name", "?"), (node.get("message") or node.text or "").strip()))
+    return tests, failures
+
+
+def _find_waveform(*dirs: Path) -> Path | None:
+    for d in dirs:
+        for pattern in ("*.fst", "*.vcd"):
+            found = sorted(d.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+            if found:
+                return found[0]
+    return None
+
+
+def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
+               extra_env: dict | None = None, testcase: str | None = None,
+               waves: bool = True, seed: int | None = None, check: bool = True,
+               timescale: tuple[str, str] = ("1ns", "1ps")) -> CocotbRun:
+    """Export ``component`` as ``toplevel`` and run ``test_module`` on ``sim``.
+
+    Parameters
+    ----------
+    component : amaranth Component
+        The design under test.  Its clock is ``clk`` and its reset ``rst``.
+    test_module : str
+        Importable cocotb module, e.g. ``"hetaccel.sim.systolic_tests"``.
+    sim : {"icarus", "verilator"}
+    extra_env : dict
+        Passed to the test process (e.g. the config as JSON).
+    check : bool
+        Raise :class:`AssertionError` listing each failing test and the
+        waveform path when any test fails or none ran.
+    """
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {SIMULATORS}, got {sim!r}")
+    from cocotb_tools.runner import get_runner
+
+    env = simulator_env()
+    os.environ["PATH"] = env["PATH"]  # cocotb's runner looks tools up in our PATH
+    root = build_root()
+    src = export_verilog(component, toplevel, root / "verilog")
+    digest = verilog_digest(src)
+    build_dir = root / f"{toplevel}-{sim}-{digest}{'-w' if waves else ''}"
+    # The source is copied beside the build so a concurrent export of another
+    # variant of the same toplevel cannot change it under the compiler.
+    runner = get_runner(sim)
+    build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
+    # Verilator's FST writer needs liblz4 headers; cocotb's waves=True gives VCD.
+    with _locked(root / "locks" / f"{build_dir.name}.lock"):
+        frozen = build_dir / f"{toplevel}.v"
+        if not frozen.exists():
+            build_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, frozen)
+        runner.build(sources=[frozen], hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args, waves=waves, timescale=timescale,
+                     always=False)
+    test_dir = build_dir / f"run-{uuid.uuid4().hex[:8]}"
+    test_dir.mkdir()
+    results = runner.test(
+        test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+        test_dir=test_dir, extra_env={**(extra_env or {}), "PATH": env["PATH"]},
+        testcase=testcase, waves=waves, seed=seed,
+        results_xml=str(test_dir / "results.xml"), timescale=timescale)
+    tests, failures = _parse_results(Path(results))
+    run = CocotbRun(sim=sim, results_xml=Path(results),
+                    waveform=_find_waveform(test_dir, build_dir) if waves else None,
+                    tests=tests, failures=failures)
+    if check and not run.passed:
+        lines = [f"{name}: {msg}" for name, msg in failures] or ["no cocotb test ran"]
+        raise AssertionError(
+            f"cocotb {test_module} on {sim} failed:\n  " + "\n  ".join(lines) +
+            f"\nwaveform: {run.waveform}\nresults: {run.results_xml}")
+    return run
