@@ -145,6 +145,12 @@ class AcceleratorConfig:
         Host UART baud rate on boards.
     max_payload : int
         Largest payload, in bytes, of one link frame.
+    link_buffers : int
+        Frame buffers in the host link (2..4): one frame can arrive while
+        another executes; with none free the link answers BUSY itself.
+    link_timeout_cycles : int
+        Inter-byte timeout of the host link in core cycles: a partial frame
+        is abandoned after this many cycles without a byte (16..2**28).
     """
 
     rows: int = 8
@@ -163,6 +169,8 @@ class AcceleratorConfig:
     clock_hz: int = 50_000_000
     baud: int = 3_000_000
     max_payload: int = 1024
+    link_buffers: int = 2
+    link_timeout_cycles: int = 1 << 20
     link: LinkFormat = field(default_factory=LinkFormat, compare=True)
 
     def __post_init__(self) -> None:
@@ -187,6 +195,8 @@ class AcceleratorConfig:
         _check_int("clock_hz", self.clock_hz, 1_000_000, 2_000_000_000)
         _check_int("baud", self.baud, 9600, 100_000_000)
         _check_int("max_payload", self.max_payload, 16, 65535)
+        _check_int("link_buffers", self.link_buffers, 2, 4)
+        _check_int("link_timeout_cycles", self.link_timeout_cycles, 16, 1 << 28)
         if self.weight_depth < self.rows:
             raise ValueError(
                 f"weight_depth must hold at least one weight tile (rows={self.rows}), "
