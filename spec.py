@@ -25,6 +25,8 @@ __all__ = [
     "MemSpace",
     "LinkFormat",
     "min_acc_bits",
+    "AdamMode",
+    "ADAM_HYPERPARAMETERS",
 ]
 
 
@@ -77,6 +79,38 @@ class MemSpace(enum.IntEnum):
     OUTPUT = 3      # int8 post-activation rows, ``cols`` bytes per word
     OPT = 4         # fp32 optimizer state (param, grad, m, v), 4 bytes per word
     TABLE = 5       # activation lookup tables, one byte per entry
+
+
+class AdamMode(enum.IntFlag):
+    """Weight-decay mode bits of the Adam unit (its 2-bit ``mode`` input).
+
+    ``L2`` adds ``weight_decay * p`` to the gradient (``torch.optim.Adam``);
+    ``DECOUPLED`` scales the parameter by ``decay = 1 - lr*weight_decay`` before
+    the update (``torch.optim.AdamW``).  The bits are independent; both set
+    applies both (L2 reads the parameter before the decoupled scaling).
+    """
+
+    NONE = 0
+    L2 = 1
+    DECOUPLED = 2
+
+
+#: fp32 hyperparameter inputs of the Adam unit, in register order.  The host
+#: computes every one of them from (lr, betas, eps, weight_decay, step) with
+#: ``hetaccel.sim.adam_model.hyperparameters``; the RTL port names, the model's
+#: dict keys and the device registers all come from this tuple (plus ``mode``,
+#: an :class:`AdamMode` value).  See docs/adam.md.
+ADAM_HYPERPARAMETERS: tuple[str, ...] = (
+    "beta1",            # b1
+    "one_minus_beta1",  # 1 - b1
+    "beta2",            # b2
+    "one_minus_beta2",  # 1 - b2
+    "eps",              # eps
+    "weight_decay",     # wd (L2 mode)
+    "decay",            # 1 - lr*wd (DECOUPLED mode)
+    "bc2_rsqrt",        # 1 / sqrt(1 - b2**step)
+    "step_size",        # lr / (1 - b1**step)
+)
 
 
 @dataclass(frozen=True)
