@@ -1,0 +1,345 @@
+"""Host link: framed byte protocol between the host and the command processor.
+
+:class:`HostLink` turns a byte stream from a PHY (the UART on boards, bytes
+injected directly in simulation) into checked frames, and frames the
+consumer's replies.  Frame format, statuses and resynchronisation rules are in
+docs/protocol.md; the Python reference is :mod:`hetaccel.host.protocol` (the
+parser) and :class:`hetaccel.sim.link_model.LinkModel` (this link, bit- and
+event-exact).
+
+Ports
+-----
+``rx`` : In(stream.Signature(8))
+    Request bytes.  ``rx.ready`` only drops while the link must queue one of
+    its own error replies and its reply queue (4 entries) is full, i.e. when
+    the host floods errors faster than the replies drain.
+``tx`` : Out(stream.Signature(8))
+    Reply bytes.
+``frame`` : Out(stream.Signature(FRAME_INFO))
+    One transfer per good frame, payload ``{"opcode": 8, "seq": 8, "length": 16}``.
+    While ``frame.valid`` the consumer reads the frame's payload bytes through
+    ``payload_addr`` / ``payload_data``; asserting ``frame.ready`` releases the
+    frame buffer (so do it once the payload is no longer needed).
+``payload_addr`` : In(range(max_payload))
+    Byte offset into the payload of the frame offered on ``frame``.
+``payload_data`` : Out(8)
+    The byte at ``payload_addr``, valid **one cycle after** the address
+    (synchronous block-RAM read; not transparent).  After ``frame.ready`` the
+    data refers to the next frame.
+``reply`` : In(stream.Signature(REPLY_HEADER))
+    Reply header ``{"status": 8, "seq": 8, "length": 16}``; after it the link
+    takes exactly ``length`` bytes from ``reply_data``.  The link adds the sync
+    byte and the CRC.
+``reply_data`` : In(stream.Signature(8))
+    Reply payload bytes, passed through to ``tx`` combinationally
+    (``tx.valid = reply_data.valid``, ``reply_data.ready = tx.ready``).
+``busy`` : Out(1)
+    A request is being received (between its sync byte and its last CRC byte)
+    or a reply is being sent; for idle detection and counters.
+
+Behaviour
+---------
+``config.link_buffers`` frame buffers of ``config.max_payload`` bytes each
+(one :class:`amaranth.lib.memory.Memory`).  When a header with a legal length
+completes and every buffer holds an unreleased frame, the frame is still
+received (not stored); a good CRC is answered BUSY by the link itself.  A
+length above ``max_payload`` is answered BAD_LENGTH as soon as the header is
+complete and the link hunts for the next sync byte; a CRC mismatch is answered
+BAD_CRC.  These replies carry the frame's sequence number and no payload, and
+take priority over the consumer's next reply (a reply already being sent is
+never interrupted).  ``config.link_timeout_cycles`` cycles without a byte in
+the middle of a frame abandon it silently.  Rejected frames never reach
+``frame`` and never write a buffer that holds an unreleased frame.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..host.protocol import LINK, crc16_update
+from ..spec import AcceleratorConfig, Status
+
+__all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next"]
+
+FRAME_INFO = data.StructLayout({"opcode": 8, "seq": 8, "length": 16})
+REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
+
+#: depth of the queue of the link's own error replies
+ERROR_QUEUE_DEPTH = 4
+
+
+def _crc_matrix():
+    # crc16_update is linear over GF(2) in (crc, byte), so each next-state bit is
+    # the XOR of the input bits whose unit vectors set it.  Deriving the network
+    # from the Python reference keeps one definition of the CRC.
+    crc_cols = [crc16_update(1 << j, 0) for j in range(16)]
+    byte_cols = [crc16_update(0, 1 << k) for k in range(8)]
+    return crc_cols, byte_cols
+
+
+def crc16_next(crc, byte):
+    """Amaranth expression: ``crc`` (16 bits) after one more ``byte``."""
+    crc_cols, byte_cols = _crc_matrix()
+    bits = []
+    for i in range(16):
+        terms = [crc[j] for j in range(16) if crc_cols[j] >> i & 1]
+        terms += [byte[k] for k in range(8) if byte_cols[k] >> i & 1]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc ^ t
+        bits.append(acc)
+    return Cat(*bits)
+
+
+class HostLink(wiring.Component):
+    """Framed, CRC-checked host link with its own error replies (see module doc).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``max_payload``, ``link_buffers`` and ``link_timeout_cycles``.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "frame": Out(stream.Signature(FRAME_INFO)),
+            "payload_addr": In(range(config.max_payload)),
+            "payload_data": Out(8),
+            "reply": In(stream.Signature(REPLY_HEADER)),
+            "reply_data": In(stream.Signature(8)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        nbuf = cfg.link_buffers
+        off_bits = max(1, (cfg.max_payload - 1).bit_length())
+        buf_bits = max(1, (nbuf - 1).bit_length())
+
+        # ---------------- frame buffers -------------------------------------
+        m.submodules.buffers = mem = memory.Memory(shape=8, depth=nbuf << off_bits, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=())
+
+        head = Signal(range(nbuf))          # oldest delivered frame (offered on `frame`)
+        tail = Signal(range(nbuf))          # buffer the next good frame goes to
+        used = Signal(range(nbuf + 1))      # delivered, not yet released
+        meta = Array(Signal(FRAME_INFO.size, name=f"meta{i}") for i in range(nbuf))
+
+        m.d.comb += [
+            self.frame.valid.eq(used != 0),
+            self.frame.payload.eq(meta[head]),
+            rp.addr.eq(Cat(self.payload_addr[:off_bits], head[:buf_bits] if nbuf > 1 else Const(0, 1))),
+            self.payload_data.eq(rp.data),
+        ]
+        release = Signal()
+        deliver = Signal()
+        m.d.comb += release.eq(self.frame.valid & self.frame.ready)
+
+        def wrap_inc(ptr):
+            return Mux(ptr == nbuf - 1, 0, ptr + 1)
+
+        with m.If(release):
+            m.d.sync += head.eq(wrap_inc(head))
+        with m.If(deliver):
+            m.d.sync += tail.eq(wrap_inc(tail))
+        with m.If(release & ~deliver):
+            m.d.sync += used.eq(used - 1)
+        with m.Elif(deliver & ~release):
+            m.d.sync += used.eq(used + 1)
+
+        # ---------------- own replies ---------------------------------------
+        m.submodules.errq = errq = fifo.SyncFIFOBuffered(width=16, depth=ERROR_QUEUE_DEPTH)
+
+        # ---------------- receiver ------------------------------------------
+        rx = self.rx
+        byte = rx.payload
+        take = Signal()                     # a byte is accepted this cycle
+        m.d.comb += take.eq(rx.valid & rx.ready)
+
+        r_len = Signal(16)
+        r_seq = Signal(8)
+        r_op = Signal(8)
+        r_cnt = Signal(16)
+        r_crc = Signal(16)
+        r_crc_lo = Signal(8)
+        r_drop = Signal()                   # no free buffer: receive but do not store
+        r_idle = Signal(range(cfg.link_timeout_cycles))
+        rx_active = Signal()
+
+        len_bad = Signal()
+        crc_good = Signal()
+        m.d.comb += [
+            len_bad.eq(r_len > cfg.max_payload),
+            crc_good.eq(Cat(r_crc_lo, byte) == r_crc),
+        ]
+
+        with m.If(take):
+            m.d.sync += r_idle.eq(0)
+
+        def crc_step():
+            m.d.sync += r_crc.eq(crc16_next(r_crc, byte))
+
+        # inter-byte timeout: link_timeout_cycles consecutive cycles with no byte
+        # offered mid-frame.  Cycles stalled by the link itself do not count.
+        timeout = Signal()
+        m.d.comb += timeout.eq(rx_active & ~rx.valid & (r_idle == cfg.link_timeout_cycles - 1))
+        with m.If(rx_active & ~rx.valid & ~timeout):
+            m.d.sync += r_idle.eq(r_idle + 1)
+        with m.Elif(~rx.valid):
+            m.d.sync += r_idle.eq(0)
+
+        def on_timeout():
+            with m.If(timeout):
+                m.next = "HUNT"
+
+        with m.FSM(name="rx_fsm") as rx_fsm:
+            with m.State("HUNT"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid & (byte == LINK.sync_request)):
+                    m.d.sync += r_crc.eq(LINK.crc_init)
+                    m.next = "LEN_LO"
+            with m.State("LEN_LO"):
+                on_timeout()
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += r_len[:8].eq(byte)
+                    crc_step()
+                    m.next = "LEN_HI"
+            with m.State("LEN_HI"):
+                on_timeout()
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += r_len[8:].eq(byte)
+                    crc_step()
+                    m.next = "SEQ"
+            with m.State("SEQ"):
+                on_timeout()
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += r_seq.eq(byte)
+                    crc_step()
+                    m.next = "CODE"
+            with m.State("CODE"):
+                on_timeout()
+                # a bad length is answered right away; wait for room in the queue
+                m.d.comb += rx.ready.eq(~len_bad | errq.w_rdy)
+                with m.If(take):
+                    m.d.sync += [r_op.eq(byte), r_cnt.eq(0), r_drop.eq(used == nbuf)]
+                    crc_step()
+                    with m.If(len_bad):
+                        m.d.comb += [errq.w_en.eq(1),
+                                     errq.w_data.eq(Cat(Const(Status.BAD_LENGTH, 8), r_seq))]
+                        m.next = "HUNT"
+                    with m.Elif(r_len == 0):
+                        m.next = "CRC_LO"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                on_timeout()
+                m.d.comb += rx.ready.eq(1)
+                m.d.comb += [
+                    wp.addr.eq(Cat(r_cnt[:off_bits], tail[:buf_bits] if nbuf > 1 else Const(0, 1))),
+                    wp.data.eq(byte),
+                    wp.en.eq(take & ~r_drop),
+                ]
+                with m.If(take):
+                    crc_step()
+                    m.d.sync += r_cnt.eq(r_cnt + 1)
+                    with m.If(r_cnt == r_len - 1):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                on_timeout()
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += r_crc_lo.eq(byte)
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                on_timeout()
+                need_reply = ~crc_good | r_drop
+                m.d.comb += rx.ready.eq(~need_reply | errq.w_rdy)
+                with m.If(take):
+                    with m.If(~crc_good):
+                        m.d.comb += [errq.w_en.eq(1),
+                                     errq.w_data.eq(Cat(Const(Status.BAD_CRC, 8), r_seq))]
+                    with m.Elif(r_drop):
+                        m.d.comb += [errq.w_en.eq(1),
+                                     errq.w_data.eq(Cat(Const(Status.BUSY, 8), r_seq))]
+                    with m.Else():
+                        m.d.comb += deliver.eq(1)
+                        m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
+                    m.next = "HUNT"
+        m.d.comb += rx_active.eq(~rx_fsm.ongoing("HUNT"))
+
+        # ---------------- transmitter ---------------------------------------
+        tx = self.tx
+        t_status = Signal(8)
+        t_seq = Signal(8)
+        t_len = Signal(16)
+        t_cnt = Signal(16)
+        t_crc = Signal(16)
+        t_byte = Signal(8)
+        sent = Signal()
+        m.d.comb += [tx.payload.eq(t_byte), sent.eq(tx.valid & tx.ready)]
+
+        with m.FSM(name="tx_fsm") as tx_fsm:
+            with m.State("IDLE"):
+                with m.If(errq.r_rdy):
+                    m.d.comb += errq.r_en.eq(1)
+                    m.d.sync += [t_status.eq(errq.r_data[:8]), t_seq.eq(errq.r_data[8:]),
+                                 t_len.eq(0)]
+                    m.next = "SYNC"
+                with m.Elif(self.reply.valid):
+                    m.d.comb += self.reply.ready.eq(1)
+                    m.d.sync += [t_status.eq(self.reply.payload.status),
+                                 t_seq.eq(self.reply.payload.seq),
+                                 t_len.eq(self.reply.payload.length)]
+                    m.next = "SYNC"
+            with m.State("SYNC"):
+                m.d.comb += [tx.valid.eq(1), t_byte.eq(LINK.sync_reply)]
+                with m.If(sent):
+                    m.d.sync += [t_crc.eq(LINK.crc_init), t_cnt.eq(0)]
+                    m.next = "LEN_LO"
+            for state, value, nxt in (("LEN_LO", t_len[:8], "LEN_HI"),
+                                      ("LEN_HI", t_len[8:], "SEQ"),
+                                      ("SEQ", t_seq, "CODE")):
+                with m.State(state):
+                    m.d.comb += [tx.valid.eq(1), t_byte.eq(value)]
+                    with m.If(sent):
+                        m.d.sync += t_crc.eq(crc16_next(t_crc, t_byte))
+                        m.next = nxt
+            with m.State("CODE"):
+                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_status)]
+                with m.If(sent):
+                    m.d.sync += t_crc.eq(crc16_next(t_crc, t_byte))
+                    with m.If(t_len == 0):
+                        m.next = "CRC_LO"
+                    with m.Else():
+                        m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [tx.valid.eq(self.reply_data.valid),
+                             t_byte.eq(self.reply_data.payload),
+                             self.reply_data.ready.eq(tx.ready)]
+                with m.If(sent):
+                    m.d.sync += [t_crc.eq(crc16_next(t_crc, t_byte)), t_cnt.eq(t_cnt + 1)]
+                    with m.If(t_cnt == t_len - 1):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_crc[:8])]
+                with m.If(sent):
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_crc[8:])]
+                with m.If(sent):
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(rx_active | ~tx_fsm.ongoing("IDLE"))
+        return m
