@@ -27,6 +27,16 @@ __all__ = [
     "min_acc_bits",
     "AdamMode",
     "ADAM_HYPERPARAMETERS",
+    "ActivationFunction",
+    "ActivationPrecision",
+    "ActivationFormat",
+    "ACTIVATION_FORMAT",
+    # instruction set (docs/isa.md)
+    "DEVICE_MAGIC", "ISA_VERSION", "WordFormat", "mem_present", "mem_word", "mem_depth",
+    "pack_words", "unpack_words", "InstructionFormat", "INSTRUCTIONS", "GEMM_ACCUMULATE",
+    "opcode_present", "encode_instruction", "decode_instruction", "Register",
+    "IDENTITY_FIELDS", "COUNTERS", "register_map", "identity_words", "config_from_identity",
+    "check_instruction", "activation_function_valid", "isa_markdown",
 ]
 
 
@@ -76,9 +86,58 @@ class MemSpace(enum.IntEnum):
     INPUT = 0       # int8 activation rows, ``rows`` bytes per word
     WEIGHT = 1      # int8 weight rows, ``cols`` bytes per word
     ACC = 2         # int32 accumulator rows, ``cols`` words of acc_bits per word
-    OUTPUT = 3      # int8 post-activation rows, ``cols`` bytes per word
-    OPT = 4         # fp32 optimizer state (param, grad, m, v), 4 bytes per word
-    TABLE = 5       # activation lookup tables, one byte per entry
+    OUTPUT = 3      # activation results, ``cols`` int16 LE per word (int8 sign-extended)
+    OPT = 4         # fp32 optimizer state: ``adam_lanes`` x (param, grad, m, v) per word
+    TABLE = 5       # activation lookup tables, one int8 entry per word, 256 per table
+    ACT_PARAM = 6   # per-channel requant parameters, ``cols`` x (bias, multiplier, shift)
+
+
+class ActivationFunction(enum.IntEnum):
+    """Function applied by the activation unit after requantisation, chosen per row.
+
+    In the int8 precision NONE and RELU act on the requantised code directly;
+    SIGMOID, TANH and GELU look the code up in a 256-entry table.  In the
+    16-bit precision every function is computed in fixed point (docs/numerics.md).
+    """
+
+    NONE = 0
+    RELU = 1
+    SIGMOID = 2
+    TANH = 3
+    GELU = 4
+
+
+class ActivationPrecision(enum.IntEnum):
+    """Number format of an activation pass (docs/numerics.md).
+
+    INT8: accumulator -> int8 code -> int8 result (table or ReLU/identity).
+    FIXED16: accumulator -> Q4.12 -> Q1.14 (sigmoid, tanh) or Q4.12 (none, ReLU, GELU).
+    """
+
+    INT8 = 0
+    FIXED16 = 1
+
+
+@dataclass(frozen=True)
+class ActivationFormat:
+    """Widths of the activation unit's parameters and fixed-point formats.
+
+    One requant parameter per channel: ``bias`` (signed), ``multiplier``
+    (unsigned, a Q0.31 fraction when normalised) and ``shift`` (total right
+    shift); result = sat(round((sat32(acc + bias) * multiplier) >> shift)).
+    """
+
+    bias_bits: int = 32
+    multiplier_bits: int = 31
+    shift_bits: int = 6          # right shift 0..63
+    table_entries: int = 256     # one per int8 code
+    out_bits: int = 16           # every result lane is int16 (int8 sign-extended)
+    fixed_in_frac: int = 12      # Q4.12 input of the 16-bit path
+    fixed_out_frac: int = 14     # Q1.14 sigmoid/tanh output (none/relu/gelu stay Q4.12)
+
+
+#: The one instance every activation generator, model and host helper uses.
+ACTIVATION_FORMAT = ActivationFormat()
 
 
 class AdamMode(enum.IntFlag):
@@ -185,6 +244,14 @@ class AcceleratorConfig:
     link_timeout_cycles : int
         Inter-byte timeout of the host link in core cycles: a partial frame
         is abandoned after this many cycles without a byte (16..2**28).
+    cmd_queue_depth : int
+        Compute instructions (GEMM / ACTIVATE / ADAM) the command processor
+        queues, the running one included, 1..16 (see docs/isa.md).
+    act_param_depth : int
+        Entries of the per-channel requant parameter memory
+        (``MemSpace.ACT_PARAM``); one entry holds ``cols`` channels.  Power of two.
+    act_tables : int
+        256-entry int8 lookup tables in ``MemSpace.TABLE``, 1..16.
     """
 
     rows: int = 8
@@ -205,6 +272,9 @@ class AcceleratorConfig:
     max_payload: int = 1024
     link_buffers: int = 2
     link_timeout_cycles: int = 1 << 20
+    cmd_queue_depth: int = 4
+    act_param_depth: int = 64
+    act_tables: int = 4
     link: LinkFormat = field(default_factory=LinkFormat, compare=True)
 
     def __post_init__(self) -> None:
@@ -229,6 +299,10 @@ class AcceleratorConfig:
         _check_int("clock_hz", self.clock_hz, 1_000_000, 2_000_000_000)
         _check_int("baud", self.baud, 9600, 100_000_000)
         _check_int("max_payload", self.max_payload, 16, 65535)
+        _check_int("cmd_queue_depth", self.cmd_queue_depth, 1, 16)
+        _check_int("act_param_depth", self.act_param_depth, 1, 1 << 16)
+        _check_pow2("act_param_depth", self.act_param_depth)
+        _check_int("act_tables", self.act_tables, 1, 16)
         _check_int("link_buffers", self.link_buffers, 2, 4)
         _check_int("link_timeout_cycles", self.link_timeout_cycles, 16, 1 << 28)
         if self.weight_depth < self.rows:
@@ -290,3 +364,554 @@ class AcceleratorConfig:
 
 
 DEFAULT_CONFIG = AcceleratorConfig()
+
+
+# =============================================================================
+# Instruction set, memory word formats and register map.
+#
+# Everything below is data derived from an AcceleratorConfig; the RTL command
+# decoder (rtl/command.py), the device model (sim/device_model.py), the host
+# runtime and docs/isa.md (generated by ``isa_markdown``) all read it.  The
+# validity rules of ``check_instruction`` are the ones the RTL implements, and
+# the fuzz tests hold the two to byte-identical replies.
+# =============================================================================
+
+#: ``ID`` register value: ASCII "HACC".
+DEVICE_MAGIC = 0x48414343
+#: Bumped whenever an instruction layout or the register map changes.
+ISA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WordFormat:
+    """Wire layout of one word of a memory space.
+
+    A word is ``elements`` little-endian elements of ``element_bytes`` bytes,
+    unpacked to an array of ``shape``.  ``kind`` is ``"int"`` (two's
+    complement; the memory keeps the low ``width`` bits of a written element
+    and a read sign-extends them) or ``"float"`` (IEEE-754 binary32 bit
+    patterns, stored unchanged).
+    """
+
+    shape: tuple[int, ...]
+    element_bytes: int
+    kind: str
+    width: int
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def bytes(self) -> int:
+        return self.elements * self.element_bytes
+
+    @property
+    def dtype(self) -> str:
+        if self.kind == "float":
+            return "<f4"
+        return {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}[self.element_bytes]
+
+
+def _pow2_bytes(bits: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, (bits + 7) // 8))))
+
+
+def mem_present(config: AcceleratorConfig, space: MemSpace | int) -> bool:
+    """Whether ``space`` exists in this config (OPT needs the Adam unit;
+    OUTPUT, TABLE and ACT_PARAM need the activation unit)."""
+    try:
+        space = MemSpace(space)
+    except ValueError:
+        return False
+    if space == MemSpace.OPT:
+        return config.has_adam
+    if space in (MemSpace.OUTPUT, MemSpace.TABLE, MemSpace.ACT_PARAM):
+        return config.has_activation
+    return True
+
+
+def mem_word(config: AcceleratorConfig, space: MemSpace | int) -> WordFormat:
+    """Word layout of ``space`` (see docs/isa.md, "Memory spaces")."""
+    space = MemSpace(space)
+    opb = _pow2_bytes(config.operand_bits)
+    if space == MemSpace.INPUT:
+        return WordFormat((config.rows,), opb, "int", config.operand_bits)
+    if space == MemSpace.WEIGHT:
+        return WordFormat((config.cols,), opb, "int", config.operand_bits)
+    if space == MemSpace.ACC:
+        return WordFormat((config.cols,), max(4, _pow2_bytes(config.acc_bits)), "int",
+                          config.acc_bits)
+    if space == MemSpace.OUTPUT:
+        return WordFormat((config.cols,), 2, "int", 16)
+    if space == MemSpace.OPT:
+        # per lane: param, grad, m, v
+        return WordFormat((config.adam_lanes, 4), 4, "float", 32)
+    if space == MemSpace.TABLE:
+        return WordFormat((1,), 1, "int", 8)
+    if space == MemSpace.ACT_PARAM:
+        # rows of the word: bias[cols], multiplier[cols], shift[cols]
+        return WordFormat((3, config.cols), 4, "int", 32)
+    raise ValueError(f"unknown memory space {space!r}")  # pragma: no cover
+
+
+def mem_depth(config: AcceleratorConfig, space: MemSpace | int) -> int:
+    """Words in ``space`` (0 when the space is absent from this config)."""
+    if not mem_present(config, space):
+        return 0
+    space = MemSpace(space)
+    return {
+        MemSpace.INPUT: config.input_depth,
+        MemSpace.WEIGHT: config.weight_depth,
+        MemSpace.ACC: config.acc_depth,
+        MemSpace.OUTPUT: config.output_depth,
+        MemSpace.OPT: config.opt_depth // config.adam_lanes,
+        MemSpace.TABLE: 256 * config.act_tables,
+        MemSpace.ACT_PARAM: config.act_param_depth,
+    }[space]
+
+
+def pack_words(config: AcceleratorConfig, space: MemSpace | int, values) -> bytes:
+    """Wire bytes of whole words of ``space`` (WRITE_MEM data, READ_MEM reply).
+
+    ``values`` has shape ``(n, *word.shape)`` or any shape with a multiple of
+    ``word.elements`` elements.  Integers must fit in ``word.width`` signed bits
+    (ValueError otherwise, naming the first bad value); floats are cast to
+    float32.
+    """
+    import numpy as np
+
+    word = mem_word(config, space)
+    arr = np.asarray(values)
+    if arr.size % word.elements:
+        raise ValueError(f"{MemSpace(space).name} words hold {word.elements} elements; "
+                         f"got {arr.size} values (shape {arr.shape})")
+    if word.kind == "float":
+        if arr.dtype == np.uint32:
+            return arr.astype("<u4").tobytes()
+        return arr.astype("<f4").tobytes()
+    if arr.dtype.kind not in "iub":
+        raise ValueError(f"{MemSpace(space).name} words hold integers, got dtype {arr.dtype}")
+    lo, hi = -(1 << (word.width - 1)), (1 << (word.width - 1)) - 1
+    bad = (arr < lo) | (arr > hi)
+    if bad.any():
+        i = tuple(int(x) for x in np.argwhere(bad)[0])
+        raise ValueError(f"{MemSpace(space).name} value {arr[i]} at index {i} does not fit "
+                         f"in {word.width} signed bits [{lo}, {hi}]")
+    return arr.astype(word.dtype).tobytes()
+
+
+def unpack_words(config: AcceleratorConfig, space: MemSpace | int, data: bytes):
+    """Array of shape ``(n, *word.shape)`` from the wire bytes of ``n`` words."""
+    import numpy as np
+
+    word = mem_word(config, space)
+    if len(data) % word.bytes:
+        raise ValueError(f"{MemSpace(space).name} words are {word.bytes} bytes; "
+                         f"got {len(data)} bytes")
+    arr = np.frombuffer(bytes(data), dtype=word.dtype)
+    return arr.reshape((-1,) + word.shape)
+
+
+@dataclass(frozen=True)
+class InstructionFormat:
+    """Payload layout of one opcode.
+
+    ``fields`` are little-endian unsigned integers, in order.  ``tail`` says
+    what follows them: ``"none"`` (nothing: the payload is exactly the fields),
+    ``"words"`` (one or more whole words of the addressed space) or
+    ``"repeat"`` (the fields repeat, one or more times; the payload is a whole
+    number of records).
+    """
+
+    opcode: Opcode
+    fields: tuple[tuple[str, int], ...]
+    tail: str
+    compute: bool
+    doc: str
+
+    @property
+    def fixed_bytes(self) -> int:
+        return sum(n for _, n in self.fields)
+
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        """``name -> (byte offset, bytes)`` within one record."""
+        out, at = {}, 0
+        for name, n in self.fields:
+            out[name] = (at, n)
+            at += n
+        return out
+
+
+#: GEMM ``flags`` bit 0: add to the accumulator rows instead of overwriting them.
+GEMM_ACCUMULATE = 0x01
+
+INSTRUCTIONS: dict[Opcode, InstructionFormat] = {f.opcode: f for f in (
+    InstructionFormat(Opcode.NOP, (), "none", False,
+                      "Reply OK with the ID and VERSION registers (8 bytes)."),
+    InstructionFormat(Opcode.WRITE_MEM, (("space", 1), ("addr", 4)), "words", False,
+                      "Write the data words to `space` from word `addr` on."),
+    InstructionFormat(Opcode.READ_MEM, (("space", 1), ("addr", 4), ("count", 2)), "none",
+                      False, "Reply with `count` words of `space` from word `addr` on."),
+    InstructionFormat(Opcode.WRITE_REG, (("reg", 2), ("value", 4)), "repeat", False,
+                      "Write each register; all are checked before any is written."),
+    InstructionFormat(Opcode.READ_REG, (("reg", 2),), "repeat", False,
+                      "Reply with each register's u32 value, in request order."),
+    InstructionFormat(Opcode.GEMM, (("a_addr", 4), ("w_addr", 4), ("acc_addr", 4), ("m", 2),
+                                    ("flags", 1)), "none", True,
+                      "ACC[acc_addr+i] (+)= INPUT[a_addr+i] @ WEIGHT[w_addr : w_addr+rows] "
+                      "for i < m; flags bit 0 accumulates."),
+    InstructionFormat(Opcode.ACTIVATE, (("acc_addr", 4), ("out_addr", 4), ("m", 2),
+                                        ("param_entry", 2), ("function", 1), ("flags", 1)),
+                      "none", True,
+                      "OUTPUT[out_addr+i] = activation(ACC[acc_addr+i], "
+                      "ACT_PARAM[param_entry], function, flags) for i < m."),
+    InstructionFormat(Opcode.ADAM, (("addr", 4), ("count", 4)), "none", True,
+                      "Adam step on OPT words addr .. addr+count-1 (param, m, v rewritten) "
+                      "with the ADAM_* registers."),
+    InstructionFormat(Opcode.SYNC, (), "none", False,
+                      "Reply OK once every queued compute instruction has retired."),
+)}
+
+
+def opcode_present(config: AcceleratorConfig, opcode: int) -> bool:
+    """Whether the device built from ``config`` executes ``opcode``."""
+    try:
+        op = Opcode(opcode)
+    except ValueError:
+        return False
+    if op == Opcode.ACTIVATE:
+        return config.has_activation
+    if op == Opcode.ADAM:
+        return config.has_adam
+    return op in INSTRUCTIONS
+
+
+def encode_instruction(opcode: Opcode | int, *records: Mapping[str, int] | None,
+                       data: bytes = b"", **fields: int) -> bytes:
+    """Payload bytes of one instruction.
+
+    Fixed-layout opcodes take the fields as keywords
+    (``encode_instruction(Opcode.GEMM, a_addr=0, w_addr=0, acc_addr=0, m=4,
+    flags=0)``); WRITE_MEM adds ``data`` (packed words, see :func:`pack_words`);
+    WRITE_REG / READ_REG take one mapping per record.  Raises ValueError naming
+    a missing, unknown or out-of-range field.
+    """
+    fmt = INSTRUCTIONS.get(Opcode(opcode))
+    if fmt is None:  # pragma: no cover - every Opcode has a format
+        raise ValueError(f"no instruction format for opcode {opcode!r}")
+    if fmt.tail == "repeat":
+        if fields:
+            raise ValueError(f"{fmt.opcode.name} takes one mapping per record, "
+                             f"not keyword fields {sorted(fields)}")
+        if not records:
+            raise ValueError(f"{fmt.opcode.name} needs at least one record")
+    else:
+        if records:
+            raise ValueError(f"{fmt.opcode.name} takes keyword fields, not records")
+        records = (fields,)
+    if data and fmt.tail != "words":
+        raise ValueError(f"{fmt.opcode.name} carries no data")
+    out = bytearray()
+    for rec in records:
+        names = [n for n, _ in fmt.fields]
+        extra = set(rec) - set(names)
+        if extra:
+            raise ValueError(f"{fmt.opcode.name} has no field(s) {sorted(extra)}; "
+                             f"its fields are {names}")
+        for name, nbytes in fmt.fields:
+            if name not in rec:
+                raise ValueError(f"{fmt.opcode.name} needs field {name!r}")
+            value = rec[name]
+            _check_int(f"{fmt.opcode.name}.{name}", int(value) if not isinstance(value, bool)
+                       else value, 0, (1 << (8 * nbytes)) - 1)
+            out += int(value).to_bytes(nbytes, "little")
+    return bytes(out) + bytes(data)
+
+
+def decode_instruction(opcode: Opcode | int, payload: bytes) -> dict:
+    """Fields of a payload (no validity checks beyond the layout).
+
+    Returns a dict of the fields; WRITE_MEM adds ``"data"`` (the word bytes),
+    WRITE_REG / READ_REG return ``{"records": [dict, ...]}``.  Raises ValueError
+    when the payload cannot hold the layout.
+    """
+    fmt = INSTRUCTIONS[Opcode(opcode)]
+    payload = bytes(payload)
+
+    def one(buf: bytes) -> dict:
+        rec, at = {}, 0
+        for name, n in fmt.fields:
+            rec[name] = int.from_bytes(buf[at:at + n], "little")
+            at += n
+        return rec
+
+    size = fmt.fixed_bytes
+    if fmt.tail == "repeat":
+        if not payload or len(payload) % size:
+            raise ValueError(f"{fmt.opcode.name} payload must be a positive multiple of "
+                             f"{size} bytes, got {len(payload)}")
+        return {"records": [one(payload[i:i + size]) for i in range(0, len(payload), size)]}
+    if fmt.tail == "words":
+        if len(payload) <= size:
+            raise ValueError(f"{fmt.opcode.name} payload must be more than {size} bytes, "
+                             f"got {len(payload)}")
+        return {**one(payload[:size]), "data": payload[size:]}
+    if len(payload) != size:
+        raise ValueError(f"{fmt.opcode.name} payload must be {size} bytes, got {len(payload)}")
+    return one(payload)
+
+
+# --- register map -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Register:
+    """One 32-bit device register.
+
+    ``access`` is ``"r"`` (read-only; writes are rejected with ADDR_RANGE),
+    ``"rw"`` or ``"w"`` (a command: reads as 0).
+    """
+
+    name: str
+    addr: int
+    access: str
+    doc: str
+
+
+#: Identity registers and the config fields packed into them: (register,
+#: ((field, bits, encoding), ...)) with encoding "raw", "log2" or "minus1".
+IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
+    ("CONFIG0", (("rows", 8, "raw"), ("cols", 8, "raw"), ("operand_bits", 8, "raw"),
+                 ("acc_bits", 8, "raw"))),
+    ("CONFIG1", (("input_depth", 5, "log2"), ("weight_depth", 5, "log2"),
+                 ("acc_depth", 5, "log2"), ("output_depth", 5, "log2"),
+                 ("opt_depth", 5, "log2"), ("adam_lanes", 4, "minus1"),
+                 ("has_activation", 1, "raw"), ("has_adam", 1, "raw"))),
+    ("CONFIG2", (("max_payload", 16, "raw"), ("cmd_queue_depth", 5, "minus1"),
+                 ("act_param_depth", 5, "log2"), ("act_tables", 4, "minus1"),
+                 ("link_buffers", 2, "minus1"))),
+    ("CONFIG3", (("max_k", 21, "raw"),)),
+    ("CLOCK_HZ", (("clock_hz", 32, "raw"),)),
+    ("BAUD", (("baud", 32, "raw"),)),
+)
+
+#: Performance counters (32 bits, wrapping; cleared by CONTROL bit 0 and reset).
+#: The model predicts CYCLES and the busy/stall counters; BYTES_IN, BYTES_OUT
+#: and FRAMES are exact in both.
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("CYCLES", "core clock cycles"),
+    ("BYTES_IN", "bytes accepted on rx"),
+    ("BYTES_OUT", "bytes sent on tx"),
+    ("FRAMES", "good frames the link delivered to the command processor"),
+    ("GEMM_BUSY", "cycles a GEMM was executing"),
+    ("GEMM_STALL", "cycles a GEMM waited on the matmul engine's backpressure"),
+    ("ACT_BUSY", "cycles an ACTIVATE was executing"),
+    ("ACT_STALL", "cycles an ACTIVATE waited on the activation unit's backpressure"),
+    ("ADAM_BUSY", "cycles an ADAM was executing"),
+    ("ADAM_STALL", "cycles an ADAM waited on the Adam unit's backpressure"),
+    ("QUEUE_FULL", "cycles a compute instruction waited for a free queue slot"),
+    ("HAZARD_WAIT", "cycles a load/store/register write waited on queued compute"),
+)
+
+_REGISTER_BASES = {"identity": 0x000, "control": 0x040, "counter": 0x080, "adam": 0x100}
+
+
+def register_map(config: AcceleratorConfig) -> dict[str, Register]:
+    """Name -> :class:`Register` of the device built from ``config``.
+
+    Addresses are stable across configs (groups at fixed bases); registers of
+    an absent unit are simply missing (ADDR_RANGE on access).
+    """
+    regs: list[Register] = []
+
+    def group(base: int, items):
+        for i, (name, access, doc) in enumerate(items):
+            regs.append(Register(name, base + i, access, doc))
+
+    group(_REGISTER_BASES["identity"],
+          [("ID", "r", f"0x{DEVICE_MAGIC:08X} (ASCII 'HACC')"),
+           ("VERSION", "r", "ISA version")] +
+          [(name, "r", ", ".join(f"{f}:{b}{'' if e == 'raw' else ' (' + e + ')'}"
+                                 for f, b, e in fields))
+           for name, fields in IDENTITY_FIELDS])
+    group(_REGISTER_BASES["control"],
+          [("CONTROL", "w", "bit 0: clear the performance counters")])
+    group(_REGISTER_BASES["counter"], [(n, "r", d) for n, d in COUNTERS])
+    if config.has_adam:
+        group(_REGISTER_BASES["adam"],
+              [(f"ADAM_{n.upper()}", "rw", f"Adam hyperparameter {n} (fp32 bits)")
+               for n in ADAM_HYPERPARAMETERS] +
+              [("ADAM_MODE", "rw", "AdamMode bits (1: L2, 2: decoupled)")])
+    return {r.name: r for r in regs}
+
+
+def identity_words(config: AcceleratorConfig) -> dict[str, int]:
+    """Values of the identity registers (ID, VERSION, CONFIG0..., CLOCK_HZ, BAUD)."""
+    out = {"ID": DEVICE_MAGIC, "VERSION": ISA_VERSION}
+    for reg, fields in IDENTITY_FIELDS:
+        word, at = 0, 0
+        for name, bits, enc in fields:
+            v = int(getattr(config, name))
+            v = {"raw": v, "log2": v.bit_length() - 1, "minus1": v - 1}[enc]
+            if not 0 <= v < (1 << bits):  # pragma: no cover - config validation prevents it
+                raise ValueError(f"{name}={getattr(config, name)} does not fit {reg}")
+            word |= v << at
+            at += bits
+        out[reg] = word
+    return out
+
+
+def config_from_identity(words: Mapping[str, int]) -> AcceleratorConfig:
+    """The config a device reports in its identity registers (host side)."""
+    if words.get("ID") != DEVICE_MAGIC:
+        raise ValueError(f"ID register is {words.get('ID')!r}, not 0x{DEVICE_MAGIC:08X}: "
+                         f"not a hetaccel device")
+    if words.get("VERSION") != ISA_VERSION:
+        raise ValueError(f"device ISA version {words.get('VERSION')} != {ISA_VERSION}")
+    fields: dict[str, Any] = {}
+    for reg, layout in IDENTITY_FIELDS:
+        word, at = int(words[reg]), 0
+        for name, bits, enc in layout:
+            v = (word >> at) & ((1 << bits) - 1)
+            at += bits
+            v = {"raw": v, "log2": 1 << v, "minus1": v + 1}[enc]
+            fields[name] = bool(v) if name.startswith("has_") else v
+    return AcceleratorConfig(**fields)
+
+
+def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) -> Status:
+    """The status the device answers a delivered frame with.
+
+    Checks, in this order (the first failing one decides):
+
+    1. UNKNOWN_OPCODE: ``opcode`` is not an :class:`Opcode`, or names a unit
+       this config does not have (ACTIVATE without activation, ADAM without Adam).
+    2. BAD_LENGTH: the payload does not fit the opcode's layout
+       (:data:`INSTRUCTIONS`).
+    3. ADDR_RANGE: WRITE_MEM / READ_MEM name an absent or unknown space.
+    4. BAD_LENGTH: WRITE_MEM data is not a whole number of words; READ_MEM
+       ``count`` is 0 or its reply would exceed ``max_payload``; a READ_REG
+       reply would exceed ``max_payload``.
+    5. ADDR_RANGE: any word range is empty or leaves its memory; an unknown
+       register, or a write to a read-only one; an ACTIVATE ``param_entry``,
+       ``function`` or table out of range.
+
+    A frame that fails any check has no effect besides its reply.
+    """
+    if not opcode_present(config, opcode):
+        return Status.UNKNOWN_OPCODE
+    op = Opcode(opcode)
+    try:
+        f = decode_instruction(op, payload)
+    except ValueError:
+        return Status.BAD_LENGTH
+    regs = {r.addr: r for r in register_map(config).values()}
+
+    def inside(space, addr, n):
+        return n >= 1 and addr < mem_depth(config, space) and n <= mem_depth(config, space) - addr
+
+    if op in (Opcode.WRITE_MEM, Opcode.READ_MEM):
+        if not mem_present(config, f["space"]):
+            return Status.ADDR_RANGE
+        wb = mem_word(config, f["space"]).bytes
+        if op == Opcode.WRITE_MEM:
+            if len(f["data"]) % wb:
+                return Status.BAD_LENGTH
+            n = len(f["data"]) // wb
+        else:
+            n = f["count"]
+            if n == 0 or n * wb > config.max_payload:
+                return Status.BAD_LENGTH
+        return Status.OK if inside(f["space"], f["addr"], n) else Status.ADDR_RANGE
+    if op == Opcode.WRITE_REG:
+        for rec in f["records"]:
+            r = regs.get(rec["reg"])
+            if r is None or "w" not in r.access:
+                return Status.ADDR_RANGE
+        return Status.OK
+    if op == Opcode.READ_REG:
+        if 4 * len(f["records"]) > config.max_payload:
+            return Status.BAD_LENGTH
+        ok = all(rec["reg"] in regs for rec in f["records"])
+        return Status.OK if ok else Status.ADDR_RANGE
+    if op == Opcode.GEMM:
+        ok = (inside(MemSpace.INPUT, f["a_addr"], f["m"])
+              and inside(MemSpace.WEIGHT, f["w_addr"], config.rows)
+              and inside(MemSpace.ACC, f["acc_addr"], f["m"]))
+        return Status.OK if ok else Status.ADDR_RANGE
+    if op == Opcode.ACTIVATE:
+        ok = (inside(MemSpace.ACC, f["acc_addr"], f["m"])
+              and inside(MemSpace.OUTPUT, f["out_addr"], f["m"])
+              and f["param_entry"] < config.act_param_depth
+              and activation_function_valid(config, f["function"], f["flags"]))
+        return Status.OK if ok else Status.ADDR_RANGE
+    if op == Opcode.ADAM:
+        return Status.OK if inside(MemSpace.OPT, f["addr"], f["count"]) else Status.ADDR_RANGE
+    return Status.OK  # NOP, SYNC
+
+
+def activation_function_valid(config: AcceleratorConfig, function: int, flags: int) -> bool:
+    """Whether ACTIVATE's ``function`` is an :class:`ActivationFunction` and
+    ``flags`` bit 0 (the :class:`ActivationPrecision`) is valid; the other
+    flag bits are reserved and ignored."""
+    return function in set(int(f) for f in ActivationFunction)
+
+
+def isa_markdown(config: AcceleratorConfig = None) -> str:
+    """docs/isa.md, generated from the tables above (tests keep the file in sync)."""
+    import inspect
+
+    config = config or DEFAULT_CONFIG
+    out = ["# hetaccel instruction set and register map", "",
+           "<!-- Generated by hetaccel.spec.isa_markdown(); edit spec.py, then run",
+           "     `python -c 'import hetaccel.spec as s; print(s.isa_markdown(), end=\"\")' > docs/isa.md`",
+           "     (tests/test_device.py fails when this file is stale). -->", "",
+           "One instruction per host-link frame (framing: docs/protocol.md). Every field is a",
+           "little-endian unsigned integer. Every frame gets exactly one reply; a frame",
+           "that fails a check has no effect besides its reply.", "",
+           "## Instructions", "",
+           "| opcode | name | payload | tail | queued | meaning |",
+           "|---|---|---|---|---|---|"]
+    for op, fmt in INSTRUCTIONS.items():
+        layout = ", ".join(f"{n} u{8 * b}" for n, b in fmt.fields) or "(empty)"
+        tail = {"none": "-", "words": "data words", "repeat": "record repeats"}[fmt.tail]
+        out.append(f"| 0x{int(op):02X} | {op.name} | {layout} | {tail} | "
+                   f"{'yes' if fmt.compute else 'no'} | {fmt.doc} |")
+    out += ["", "GEMM `flags` bit 0 = accumulate. Reserved flag bits are ignored.", "",
+            "## Checks and statuses", "",
+            "```", inspect.cleandoc(check_instruction.__doc__ or ""), "```", "",
+            "## Ordering and hazards", "",
+            "Compute instructions (GEMM, ACTIVATE, ADAM) reply OK when they enter the",
+            f"command queue (`cmd_queue_depth` = {config.cmd_queue_depth} entries including the running",
+            "one) and retire strictly in order. A WRITE_MEM waits until no queued or",
+            "running compute instruction reads or writes any word it writes; a READ_MEM",
+            "waits until none writes a word it reads; WRITE_REG waits until the queue is",
+            "empty (Adam hyperparameters stay stable during a pass); SYNC replies when",
+            "the queue is empty. A full queue stalls the command processor; the link",
+            "then answers BUSY to frames it has no buffer for.", "",
+            "## Memory spaces", "",
+            f"Word formats for the default config ({config.rows}x{config.cols}); "
+            "`int` words keep the low `width` bits of each element and read back sign-extended.", "",
+            "| space | id | word shape | element | width | bytes/word | depth (words) |",
+            "|---|---|---|---|---|---|---|"]
+    for sp in MemSpace:
+        w = mem_word(config, sp)
+        out.append(f"| {sp.name} | {int(sp)} | {w.shape} | {w.kind}{8 * w.element_bytes} | "
+                   f"{w.width} | {w.bytes} | {mem_depth(config, sp)} |")
+    out += ["", "OPT words are `adam_lanes` x (param, grad, m, v). ACT_PARAM words are",
+            "bias[cols], multiplier[cols], shift[cols]. TABLE word `t*256 + code` is entry",
+            "`code` (the int8 input as an unsigned byte) of table `t`.", "",
+            "## Registers", "",
+            "| addr | name | access | meaning |", "|---|---|---|---|"]
+    for r in register_map(config).values():
+        out.append(f"| 0x{r.addr:03X} | {r.name} | {r.access} | {r.doc} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    if sys.argv[1:] == ["isa"]:
+        sys.stdout.write(isa_markdown())
+    else:
+        sys.exit("usage: python -m hetaccel.spec isa")
