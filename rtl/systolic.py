@@ -1,0 +1,359 @@
+"""Weight-stationary systolic int8 matrix-multiply array and its accumulator.
+
+Two components, both built from one :class:`hetaccel.spec.AcceleratorConfig`:
+
+:class:`SystolicArray`
+    ``rows x cols`` processing elements.  PE ``(i, j)`` holds weight
+    ``W[k0+i, n0+j]`` of the current tile; activation row ``A[m, k0:k0+rows]``
+    enters skewed (element ``i`` is delayed ``i`` cycles), moves right along PE
+    row ``i``, partial sums move down the columns, and the column sums leave
+    deskewed as one result row ``A[m, k-slice] . W_tile`` (``cols`` values of
+    ``acc_bits``).  Every PE holds two weight registers (banks): a weight tile
+    loads into the idle bank while the other bank computes.  The bank a PE
+    multiplies with travels with the activation wavefront, so the first row of
+    the next tile follows the last row of the current one on the very next
+    cycle: consecutive tiles stream with no pipeline drain.
+:class:`MatmulEngine`
+    A :class:`SystolicArray` plus the accumulator memory (``acc_depth`` rows of
+    ``cols`` x ``acc_bits``) into which each result row is written
+    (``accumulate=0``) or added (``accumulate=1``) at its ``acc_addr``; a long K
+    is therefore a sequence of tiles whose rows accumulate into the same rows.
+
+Flow control: the whole array advances on one enable, ``en = ~out_valid |
+results.ready``.  When the consumer holds ``results.ready`` low with a result
+waiting, every pipeline register holds, ``acts.ready`` drops and nothing is lost
+or duplicated.  Empty slots (cycles without an activation) travel as bubbles
+with a cleared valid bit.  Loading weights never depends on ``en``: a bank is
+overwritten only once no activation that still has to multiply with it is in
+the array (``busy``), and only after the last activation row of its tile was
+accepted.
+
+Timing (cycles counted from the transfer, all ports at full rate): an activation
+row accepted in cycle ``c`` leaves on ``results`` in cycle ``c + rows + cols``;
+the engine writes it into the accumulator memory in cycle ``c + rows + cols + 1``.
+See docs/matmul.md and :func:`hetaccel.sim.systolic_model.tile_cycles`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..spec import AcceleratorConfig
+
+__all__ = ["SystolicArray", "MatmulEngine", "weight_layout", "act_layout",
+           "result_layout", "acc_row_layout", "acc_write_layout", "latency"]
+
+
+def _check_config(config, who: str) -> AcceleratorConfig:
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"{who}: config must be a hetaccel.spec.AcceleratorConfig, "
+                        f"not {type(config).__name__} ({config!r})")
+    return config
+
+
+def weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """Payload of one ``weights`` transfer: one weight-tile row, ``cols`` operands."""
+    return data.ArrayLayout(signed(config.operand_bits), config.cols)
+
+
+def act_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of one ``acts`` transfer: one activation row plus its control."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(config.operand_bits), config.rows),
+        "last": 1,
+        "accumulate": 1,
+        "acc_addr": range(config.acc_depth),
+    })
+
+
+def acc_row_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """One accumulator row: ``cols`` signed ``acc_bits`` values."""
+    return data.ArrayLayout(signed(config.acc_bits), config.cols)
+
+
+def result_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of one ``results`` transfer of :class:`SystolicArray`."""
+    return data.StructLayout({
+        "data": acc_row_layout(config),
+        "last": 1,
+        "accumulate": 1,
+        "acc_addr": range(config.acc_depth),
+    })
+
+
+def acc_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of :class:`MatmulEngine`'s ``acc_write`` port."""
+    return data.StructLayout({"addr": range(config.acc_depth), "data": acc_row_layout(config)})
+
+
+def latency(config: AcceleratorConfig) -> int:
+    """Pipeline registers between an accepted activation row and its result.
+
+    The result of a row accepted in cycle ``c`` is offered in cycle
+    ``c + latency(config) + 1`` (``rows`` steps down a column, ``cols - 1``
+    steps of skew/deskew across the columns).
+    """
+    return config.rows + config.cols - 1
+
+
+def _sum_bits(config: AcceleratorConfig, terms: int) -> int:
+    # A partial sum of `terms` products never needs more than this; past
+    # acc_bits it is kept modulo 2**acc_bits, which is exact whenever the final
+    # sum fits (guaranteed by the config for K <= max_k).
+    need = 2 * config.operand_bits + max(0, (terms - 1).bit_length())
+    return min(config.acc_bits, need)
+
+
+class SystolicArray(wiring.Component):
+    """Weight-stationary ``rows x cols`` int systolic array, double-buffered weights.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``rows``, ``cols``, ``operand_bits``, ``acc_bits`` and ``acc_depth``
+        (the width of the ``acc_addr`` field) are used.
+
+    Attributes
+    ----------
+    weights : In(stream.Signature(weight_layout(config)))
+        One row of a weight tile per transfer; ``rows`` transfers form one tile,
+        transfer ``i`` being ``W[k0+i, n0:n0+cols]`` (zero-padded).  Tiles are
+        used in the order loaded.  Ready while a weight bank is free, i.e. up to
+        one tile ahead of the tile computing.
+    acts : In(stream.Signature(act_layout(config)))
+        One activation row ``A[m, k0:k0+rows]`` (zero-padded) per transfer.
+        ``last`` marks the final row multiplied with the current weight tile;
+        the next row uses the next tile.  ``accumulate`` and ``acc_addr`` ride
+        along unchanged to ``results``.  Not ready until the tile's weights are
+        completely loaded, nor while ``results`` is back-pressured.
+    results : Out(stream.Signature(result_layout(config)))
+        One result row per activation row, in order: ``data[j] =
+        sum_i A[m, k0+i] * W[k0+i, n0+j]`` as signed ``acc_bits``.
+    idle : Out(1)
+        No activation row is inside the array (all results have left).
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self._config = _check_config(config, "SystolicArray")
+        super().__init__({
+            "weights": In(stream.Signature(weight_layout(config))),
+            "acts": In(stream.Signature(act_layout(config))),
+            "results": Out(stream.Signature(result_layout(config))),
+            "idle": Out(1),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        R, C, ob = cfg.rows, cfg.cols, cfg.operand_bits
+        L = latency(cfg)
+        m = Module()
+
+        # ---- weight banks and their loader ---------------------------------
+        w = [[[Signal(signed(ob), name=f"w{b}_r{i}_c{j}") for b in range(2)]
+              for j in range(C)] for i in range(R)]
+        filled = [Signal(name=f"filled{b}") for b in range(2)]
+        busy = [Signal(name=f"busy{b}") for b in range(2)]
+        wr_bank = Signal()
+        wr_row = Signal(range(R))
+        rd_bank = Signal()
+
+        meta_layout = data.StructLayout({
+            "valid": 1, "bank": 1, "last": 1, "accumulate": 1,
+            "acc_addr": range(cfg.acc_depth)})
+        # meta[k] describes the row accepted k+1 enabled cycles ago; meta[L]
+        # is the row on `results`.
+        meta = [Signal(meta_layout, name=f"meta{k}") for k in range(L + 1)]
+
+        en = Signal()
+        m.d.comb += en.eq(~meta[L].valid | self.results.ready)
+
+        for b in range(2):
+            # Stages 0..L-1 still have multiplications ahead of them; the row in
+            # meta[L] is done with the weights.
+            m.d.comb += busy[b].eq(Cat(*[meta[k].valid & (meta[k].bank == b)
+                                         for k in range(L)]).any())
+
+        w_ready = Mux(wr_bank, ~filled[1] & ~busy[1], ~filled[0] & ~busy[0])
+        m.d.comb += self.weights.ready.eq(w_ready)
+        w_accept = self.weights.valid & self.weights.ready
+
+        a_ready = en & Mux(rd_bank, filled[1], filled[0])
+        m.d.comb += self.acts.ready.eq(a_ready)
+        a_accept = self.acts.valid & self.acts.ready
+
+        for i in range(R):
+            for b in range(2):
+                with m.If(w_accept & (wr_row == i) & (wr_bank == b)):
+                    m.d.sync += [w[i][j][b].eq(self.weights.payload[j]) for j in range(C)]
+        with m.If(w_accept):
+            with m.If(wr_row == R - 1):
+                m.d.sync += [wr_row.eq(0), wr_bank.eq(~wr_bank)]
+            with m.Else():
+                m.d.sync += wr_row.eq(wr_row + 1)
+        for b in range(2):
+            with m.If(w_accept & (wr_bank == b) & (wr_row == R - 1)):
+                m.d.sync += filled[b].eq(1)
+            with m.If(a_accept & (rd_bank == b) & self.acts.payload.last):
+                m.d.sync += filled[b].eq(0)
+        with m.If(a_accept & self.acts.payload.last):
+            m.d.sync += rd_bank.eq(~rd_bank)
+
+        # ---- the array --------------------------------------------------------
+        # Row i's operand chain: i skew registers, then one register per PE;
+        # chain[i][i + j] feeds PE (i, j).  The bank bit travels beside it.
+        chain = [[Signal(signed(ob), name=f"a_r{i}_{e}") for e in range(i + C)] for i in range(R)]
+        cbank = [[Signal(name=f"ab_r{i}_{e}") for e in range(i + C)] for i in range(R)]
+        psum = [[Signal(signed(_sum_bits(cfg, i + 1)), name=f"p_r{i}_c{j}") for j in range(C)]
+                for i in range(R)]
+        # Column j finishes cols-1-j cycles before the last column: delay it.
+        deskew = [[Signal(signed(cfg.acc_bits), name=f"d_c{j}_{e}") for e in range(C - 1 - j)]
+                  for j in range(C)]
+
+        with m.If(en):
+            m.d.sync += meta[0].valid.eq(a_accept)
+            m.d.sync += [
+                meta[0].bank.eq(rd_bank),
+                meta[0].last.eq(self.acts.payload.last),
+                meta[0].accumulate.eq(self.acts.payload.accumulate),
+                meta[0].acc_addr.eq(self.acts.payload.acc_addr),
+            ]
+            m.d.sync += [meta[k].eq(meta[k - 1]) for k in range(1, L + 1)]
+            for i in range(R):
+                m.d.sync += [chain[i][0].eq(self.acts.payload.data[i]), cbank[i][0].eq(rd_bank)]
+                for e in range(1, i + C):
+                    m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
+                for j in range(C):
+                    a = chain[i][i + j]
+                    wt = Mux(cbank[i][i + j], w[i][j][1], w[i][j][0])
+                    prod = a * wt
+                    m.d.sync += psum[i][j].eq(prod if i == 0 else psum[i - 1][j] + prod)
+            for j in range(C):
+                for e, reg in enumerate(deskew[j]):
+                    m.d.sync += reg.eq(psum[R - 1][j] if e == 0 else deskew[j][e - 1])
+
+        for j in range(C):
+            out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
+            m.d.comb += self.results.payload.data[j].eq(out)
+        m.d.comb += [
+            self.results.valid.eq(meta[L].valid),
+            self.results.payload.last.eq(meta[L].last),
+            self.results.payload.accumulate.eq(meta[L].accumulate),
+            self.results.payload.acc_addr.eq(meta[L].acc_addr),
+            self.idle.eq(~Cat(*[mk.valid for mk in meta]).any()),
+        ]
+        return m
+
+
+class MatmulEngine(wiring.Component):
+    """Systolic array plus accumulator memory: the GEMM engine of the device.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    weights : In(stream.Signature(weight_layout(config)))
+        Weight-tile rows, exactly as :attr:`SystolicArray.weights`.
+    acts : In(stream.Signature(act_layout(config)))
+        Activation rows with ``last`` / ``accumulate`` / ``acc_addr``, exactly as
+        :attr:`SystolicArray.acts`.  Each row's result is written
+        (``accumulate=0``) or added (``accumulate=1``, wrapping modulo
+        ``2**acc_bits``, which a legal K <= max_k never reaches) into
+        accumulator row ``acc_addr``.  The engine never back-pressures the
+        array: a row accepted in cycle ``c`` lands in the memory at the clock
+        edge ending cycle ``c + rows + cols + 1``.
+    rd_addr : In(stream.Signature(range(acc_depth)))
+        Read request: accumulator row address.  Ready when ``rd_data`` is empty
+        or being consumed (``~rd_data.valid | rd_data.ready``), so reads stream
+        at one row per cycle.
+    rd_data : Out(stream.Signature(acc_row_layout(config)))
+        The row read, offered the cycle after its address was accepted, held
+        until taken.  Reads see every write that landed before the read's
+        address was accepted (and one landing in that same cycle).
+    acc_write : In(stream.Signature(acc_write_layout(config)))
+        ``{addr, data}``: overwrite accumulator row ``addr`` (e.g. to preload a
+        bias).  Array results have priority: ready only in cycles the engine is
+        not writing a result.
+    idle : Out(1)
+        No activation row in the array and no result waiting to be written:
+        every accepted row has landed in the memory.  Wait for it before
+        reading rows a GEMM writes.
+    active : Out(1)
+        An activation row is accepted this cycle (one row = ``rows x cols``
+        MACs), for utilisation counters.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self._config = _check_config(config, "MatmulEngine")
+        super().__init__({
+            "weights": In(stream.Signature(weight_layout(config))),
+            "acts": In(stream.Signature(act_layout(config))),
+            "rd_addr": In(stream.Signature(range(config.acc_depth))),
+            "rd_data": Out(stream.Signature(acc_row_layout(config))),
+            "acc_write": In(stream.Signature(acc_write_layout(config))),
+            "idle": Out(1),
+            "active": Out(1),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        m.submodules.array = array = SystolicArray(cfg)
+        wiring.connect(m, wiring.flipped(self.weights), array.weights)
+        wiring.connect(m, wiring.flipped(self.acts), array.acts)
+
+        m.submodules.acc = acc = memory.Memory(shape=acc_row_layout(cfg), depth=cfg.acc_depth,
+                                               init=[])
+        wp = acc.write_port()
+        # Transparent so a row accumulating onto the row written in the same
+        # cycle (same acc_addr back to back) reads the new value.
+        rmw_rp = acc.read_port(transparent_for=(wp,))
+        ext_rp = acc.read_port(transparent_for=(wp,))
+
+        # Stage 0: the result row is on `results`, its old accumulator row is read.
+        res = array.results
+        m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(res.payload.acc_addr), rmw_rp.en.eq(1)]
+        # Stage 1: add (or not) and write.
+        s1_valid = Signal()
+        s1_acc = Signal()
+        s1_addr = Signal(range(cfg.acc_depth))
+        s1_data = Signal(acc_row_layout(cfg))
+        m.d.sync += [s1_valid.eq(res.valid), s1_acc.eq(res.payload.accumulate),
+                     s1_addr.eq(res.payload.acc_addr), s1_data.eq(res.payload.data)]
+
+        m.d.comb += self.acc_write.ready.eq(~s1_valid)
+        with m.If(s1_valid):
+            m.d.comb += [wp.en.eq(1), wp.addr.eq(s1_addr)]
+            for j in range(cfg.cols):
+                # Truncation to acc_bits is the documented wrap; unreachable for K <= max_k.
+                m.d.comb += wp.data[j].eq(Mux(s1_acc, rmw_rp.data[j] + s1_data[j], s1_data[j]))
+        with m.Elif(self.acc_write.valid):
+            m.d.comb += [wp.en.eq(1), wp.addr.eq(self.acc_write.payload.addr),
+                         wp.data.eq(self.acc_write.payload.data)]
+
+        # Readout: a one-deep pipeline that holds its data under back-pressure.
+        m.d.comb += [
+            self.rd_addr.ready.eq(~self.rd_data.valid | self.rd_data.ready),
+            ext_rp.addr.eq(self.rd_addr.payload),
+            ext_rp.en.eq(self.rd_addr.ready),
+            self.rd_data.payload.eq(ext_rp.data),
+        ]
+        with m.If(self.rd_addr.ready):
+            m.d.sync += self.rd_data.valid.eq(self.rd_addr.valid)
+
+        m.d.comb += [
+            self.idle.eq(array.idle & ~s1_valid),
+            self.active.eq(array.acts.valid & array.acts.ready),
+        ]
+        return m

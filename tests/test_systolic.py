@@ -1,0 +1,302 @@
+"""Fast Amaranth-simulator tests of the systolic array / matmul engine and its models."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hetaccel.rtl.systolic import MatmulEngine, SystolicArray
+from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.sim.systolic_model import (
+    EngineModel, gemm_cycles, gemm_model, gemm_reference, plan_gemm, tile_cycles,
+    tile_streams, wrap)
+from hetaccel.spec import AcceleratorConfig, min_acc_bits
+
+
+def cfg(rows, cols, **kw):
+    kw.setdefault("acc_depth", 16)
+    return AcceleratorConfig(rows=rows, cols=cols, **kw)
+
+
+def rand_int8(rng, shape, config):
+    return rng.integers(config.operand_min, config.operand_max + 1, size=shape, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+
+def test_reference_is_exact_int64():
+    a = np.full((3, 5000), -128, dtype=np.int8)
+    b = np.full((5000, 2), -128, dtype=np.int8)
+    assert gemm_reference(a, b)[0, 0] == 5000 * 16384
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (9, 17, 10), (40, 3, 1)])
+@pytest.mark.parametrize("rc", [(1, 1), (2, 2), (4, 8), (3, 2)])
+def test_tile_model_matches_reference(shape, rc):
+    config = cfg(*rc, acc_depth=32)
+    rng = np.random.default_rng(sum(shape) + rc[0])
+    m, k, n = shape
+    a, b = rand_int8(rng, (m, k), config), rand_int8(rng, (k, n), config)
+    assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b), "tile model")
+
+
+def test_model_at_accumulator_limit():
+    # K = max_k with acc_bits = min_acc_bits: the extreme sum fits exactly.
+    config = cfg(2, 2, max_k=64, acc_bits=min_acc_bits(8, 64))
+    for fill in (-128, 127):
+        a = np.full((3, 64), fill)
+        b = np.full((64, 3), -128)
+        assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b), f"fill {fill}")
+    with pytest.raises(ValueError, match="max_k"):
+        plan_gemm(config, 3, 65, 3)
+
+
+def test_model_wraps_like_the_register():
+    assert wrap(2 ** 21, 22) == -(2 ** 21)
+    config = cfg(1, 1, max_k=1, acc_bits=16)
+    model = EngineModel(config)
+    model.load_weights([[-128]])
+    model.load_weights([[-128]])
+    model.stream([[-128]], True, False, 0)
+    model.stream([[-128]], True, True, 0)   # 2 * 16384 wraps in 16 bits
+    assert model.read(0)[0, 0] == -32768
+
+
+def test_plan_covers_every_output_once():
+    config = cfg(4, 8, acc_depth=16)
+    plan = plan_gemm(config, 21, 9, 17)
+    seen = np.zeros((21, 17), dtype=int)
+    for blk in plan.blocks:
+        seen[blk.m0:blk.m0 + blk.m, blk.n0:blk.n0 + 8] += 1
+    assert (seen == 1).all()
+    assert all(t.accumulate == (t.k0 > 0) for t in plan.tiles)
+
+
+def test_bad_inputs_are_named():
+    config = cfg(2, 2)
+    with pytest.raises(TypeError, match="AcceleratorConfig"):
+        SystolicArray({"rows": 2})
+    with pytest.raises(TypeError, match="AcceleratorConfig"):
+        MatmulEngine(None)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        gemm_reference(np.zeros((2, 3), int), np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match="128"):
+        list(tile_streams(config, np.full((1, 1), 128), np.ones((1, 1), int)))
+    with pytest.raises(ValueError, match="k must be"):
+        plan_gemm(config, 1, 0, 1)
+    with pytest.raises(TypeError, match="integers"):
+        gemm_reference(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_cycle_model_hides_weight_loads_for_long_tiles():
+    config = cfg(8, 8, acc_depth=512)
+    plan = plan_gemm(config, 128, 384, 384)
+    total = gemm_cycles(config, 128, 384, 384)
+    assert total == 8 + plan.act_rows + 15 + 2
+    # Short tiles are bound by the weight loads and the bank release.
+    assert tile_cycles(config, [1, 1, 1]) > 3 * 8
+
+
+# ---------------------------------------------------------------------------
+# RTL in the Amaranth simulator
+# ---------------------------------------------------------------------------
+
+def _stream_items(config, a, b, plan):
+    w_items, a_items = [], []
+    for ts in tile_streams(config, a, b, plan):
+        w_items += [list(map(int, row)) for row in ts.weights]
+        for r in range(ts.op.m):
+            a_items.append((list(map(int, ts.acts[r])), bool(ts.last[r]),
+                            bool(ts.accumulate[r]), int(ts.acc_addr[r])))
+    return w_items, a_items
+
+
+def run_array(config, a, b, *, in_gap=0.0, out_stall=0.0, seed=0, max_cycles=20000):
+    """Drive a SystolicArray; returns (results in order, cycles first-in..last-out)."""
+    dut = SystolicArray(config)
+    plan = plan_gemm(config, a.shape[0], a.shape[1], b.shape[1])
+    w_items, a_items = _stream_items(config, a, b, plan)
+    rng = random.Random(seed)
+    got, log = [], {}
+
+    async def tb(ctx):
+        wi = ai = 0
+        cycle = 0
+        first = None
+        while len(got) < len(a_items) and cycle < max_cycles:
+            wv = wi < len(w_items) and rng.random() >= in_gap
+            av = ai < len(a_items) and rng.random() >= in_gap
+            ctx.set(dut.weights.valid, wv)
+            if wv:
+                ctx.set(dut.weights.payload, w_items[wi])
+            ctx.set(dut.acts.valid, av)
+            if av:
+                data, last, acc, addr = a_items[ai]
+                ctx.set(dut.acts.payload, {"data": data, "last": last, "accumulate": acc,
+                                           "acc_addr": addr})
+            rr = rng.random() >= out_stall
+            ctx.set(dut.results.ready, rr)
+            wx = wv and ctx.get(dut.weights.ready)
+            ax = av and ctx.get(dut.acts.ready)
+            if ctx.get(dut.results.valid) and rr:
+                p = ctx.get(dut.results.payload)
+                got.append(([int(p.data[j]) for j in range(config.cols)], int(p.last),
+                            int(p.accumulate), int(p.acc_addr)))
+                log["last_out"] = cycle
+            if (wx or ax) and first is None:
+                first = cycle
+            wi += wx
+            ai += ax
+            await ctx.tick()
+            cycle += 1
+        log["first_in"] = first
+        # Nothing more may come out once every row has left.
+        for _ in range(config.rows + config.cols + 2):
+            ctx.set(dut.results.ready, 1)
+            assert not ctx.get(dut.results.valid), "extra result row"
+            await ctx.tick()
+        assert ctx.get(dut.idle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(got) == len(a_items), f"only {len(got)} of {len(a_items)} result rows"
+    return got, a_items, plan, log["last_out"] - log["first_in"] + 1
+
+
+def _check_array_results(config, a, b, got, a_items, plan):
+    model = EngineModel(config)
+    expected_rows = []
+    for ts in tile_streams(config, a, b, plan):
+        model.load_weights(ts.weights)
+        expected_rows.append(model.stream(ts.acts, ts.last, ts.accumulate, ts.acc_addr))
+    expected = np.concatenate(expected_rows)
+    assert_bit_exact(expected, np.array([g[0] for g in got]), "result rows")
+    assert [g[1:] for g in got] == [(int(x[1]), int(x[2]), x[3]) for x in a_items], "control fields"
+
+
+@pytest.mark.parametrize("rc", [(1, 1), (2, 2), (2, 3)])
+def test_array_full_rate_matches_model_and_cycle_model(rc):
+    config = cfg(*rc)
+    rng = np.random.default_rng(1)
+    a, b = rand_int8(rng, (7, 5), config), rand_int8(rng, (5, 5), config)
+    got, a_items, plan, cycles = run_array(config, a, b)
+    _check_array_results(config, a, b, got, a_items, plan)
+    assert cycles == gemm_cycles(config, 7, 5, 5, engine=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_array_stalls_without_loss_or_duplication(seed):
+    config = cfg(2, 2)
+    rng = np.random.default_rng(seed)
+    a, b = rand_int8(rng, (6, 5), config), rand_int8(rng, (5, 3), config)
+    got, a_items, plan, _ = run_array(config, a, b, in_gap=0.4, out_stall=0.5, seed=seed)
+    _check_array_results(config, a, b, got, a_items, plan)
+
+
+def test_double_buffering_streams_tiles_back_to_back():
+    # With tiles longer than the pipeline, a new tile's weights load under the
+    # previous tile's rows: activation rows enter on every cycle.
+    config = cfg(2, 2)
+    rng = np.random.default_rng(3)
+    a, b = rand_int8(rng, (6, 8), config), rand_int8(rng, (8, 2), config)
+    got, a_items, plan, cycles = run_array(config, a, b)
+    _check_array_results(config, a, b, got, a_items, plan)
+    assert len(plan.tiles) == 4
+    assert cycles == config.rows + len(a_items) + config.rows + config.cols
+
+
+def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=20000):
+    dut = MatmulEngine(config)
+    plan = plan_gemm(config, a.shape[0], a.shape[1], b.shape[1])
+    w_items, a_items = _stream_items(config, a, b, plan)
+    rng = random.Random(seed)
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
+    info = {}
+
+    async def tb(ctx):
+        wi = ai = 0
+        cycle = 0
+        while (wi < len(w_items) or ai < len(a_items)) and cycle < max_cycles:
+            wv = wi < len(w_items) and rng.random() >= in_gap
+            av = ai < len(a_items) and rng.random() >= in_gap
+            ctx.set(dut.weights.valid, wv)
+            if wv:
+                ctx.set(dut.weights.payload, w_items[wi])
+            ctx.set(dut.acts.valid, av)
+            if av:
+                data, last, acc, addr = a_items[ai]
+                ctx.set(dut.acts.payload, {"data": data, "last": last, "accumulate": acc,
+                                           "acc_addr": addr})
+            wx = wv and ctx.get(dut.weights.ready)
+            ax = av and ctx.get(dut.acts.ready)
+            if ai == 0 and wi == 0 and wx:
+                info["first"] = cycle
+            wi += wx
+            ai += ax
+            await ctx.tick()
+            cycle += 1
+        ctx.set(dut.weights.valid, 0)
+        ctx.set(dut.acts.valid, 0)
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+            cycle += 1
+        info["cycles"] = cycle - info["first"]
+        # Read every accumulator row back with random back-pressure.
+        addrs = list(range(config.acc_depth))
+        rows, ri = [], 0
+        while len(rows) < len(addrs):
+            ctx.set(dut.rd_addr.valid, ri < len(addrs))
+            ctx.set(dut.rd_addr.payload, addrs[ri] if ri < len(addrs) else 0)
+            rr = rng.random() >= rd_stall
+            ctx.set(dut.rd_data.ready, rr)
+            if ctx.get(dut.rd_data.valid) and rr:
+                p = ctx.get(dut.rd_data.payload)
+                rows.append([int(p[j]) for j in range(config.cols)])
+            if ri < len(addrs) and ctx.get(dut.rd_addr.ready):
+                ri += 1
+            await ctx.tick()
+        info["acc"] = np.array(rows, dtype=np.int64)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return plan, info
+
+
+def test_engine_accumulates_and_reads_back():
+    # M=3 in a 16-row memory: the last block's rows are still there to read.
+    config = cfg(2, 2, acc_depth=8)
+    rng = np.random.default_rng(5)
+    a, b = rand_int8(rng, (3, 5), config), rand_int8(rng, (5, 2), config)
+    plan, info = run_engine(config, a, b, in_gap=0.3, rd_stall=0.5, seed=2)
+    model = EngineModel(config)
+    for ts in tile_streams(config, a, b, plan):
+        model.run(ts)
+    assert_bit_exact(model.acc, info["acc"], "accumulator memory")
+    blk = plan.blocks[-1]
+    assert_bit_exact(gemm_reference(a, b), info["acc"][blk.acc_addr:blk.acc_addr + 3], "C")
+
+
+def test_engine_cycles_match_model_at_full_rate():
+    config = cfg(2, 2, acc_depth=8)
+    rng = np.random.default_rng(6)
+    a, b = rand_int8(rng, (4, 6), config), rand_int8(rng, (6, 4), config)
+    plan, info = run_engine(config, a, b)
+    assert info["cycles"] == gemm_cycles(config, 4, 6, 4)
+
+
+def test_engine_same_address_back_to_back_accumulates():
+    # Single-row tiles accumulating into one row: read-modify-write hazards.
+    config = cfg(1, 1, acc_depth=4)
+    a = np.array([[3, -7, 11, 127, -128]])
+    b = np.array([[5], [9], [-2], [127], [-128]])
+    plan, info = run_engine(config, a, b)
+    assert info["acc"][plan.blocks[0].acc_addr, 0] == int(gemm_reference(a, b)[0, 0])
