@@ -34,7 +34,8 @@ __all__ = [
     # instruction set (docs/isa.md)
     "DEVICE_MAGIC", "ISA_VERSION", "WordFormat", "mem_present", "mem_word", "mem_depth",
     "pack_words", "unpack_words", "InstructionFormat", "INSTRUCTIONS", "GEMM_ACCUMULATE",
-    "opcode_present", "encode_instruction", "decode_instruction", "Register",
+    "opcode_present", "encode_instruction", "mem_readable", "ACT_PRECISION_MASK",
+    "ACT_TABLE_SHIFT", "activate_flags", "decode_instruction", "Register",
     "IDENTITY_FIELDS", "COUNTERS", "register_map", "identity_words", "config_from_identity",
     "check_instruction", "activation_function_valid", "isa_markdown",
 ]
@@ -431,6 +432,13 @@ def mem_present(config: AcceleratorConfig, space: MemSpace | int) -> bool:
     return True
 
 
+def mem_readable(config: AcceleratorConfig, space: MemSpace | int) -> bool:
+    """Whether READ_MEM may read ``space``: TABLE and ACT_PARAM live inside the
+    activation unit, which has write ports only."""
+    return mem_present(config, space) and MemSpace(space) not in (MemSpace.TABLE,
+                                                                   MemSpace.ACT_PARAM)
+
+
 def mem_word(config: AcceleratorConfig, space: MemSpace | int) -> WordFormat:
     """Word layout of ``space`` (see docs/isa.md, "Memory spaces")."""
     space = MemSpace(space)
@@ -545,6 +553,17 @@ class InstructionFormat:
 
 #: GEMM ``flags`` bit 0: add to the accumulator rows instead of overwriting them.
 GEMM_ACCUMULATE = 0x01
+#: ACTIVATE ``flags``: bit 0 is the :class:`ActivationPrecision`, bits 4..7 the
+#: table slot used by SIGMOID / TANH / GELU in the INT8 precision.
+ACT_PRECISION_MASK = 0x01
+ACT_TABLE_SHIFT = 4
+
+
+def activate_flags(precision: int = 0, table: int = 0) -> int:
+    """ACTIVATE ``flags`` byte for ``precision`` and table slot ``table``."""
+    _check_int("precision", int(precision), 0, 1)
+    _check_int("table", int(table), 0, 15)
+    return int(precision) | int(table) << ACT_TABLE_SHIFT
 
 INSTRUCTIONS: dict[Opcode, InstructionFormat] = {f.opcode: f for f in (
     InstructionFormat(Opcode.NOP, (), "none", False,
@@ -676,6 +695,7 @@ class Register:
     addr: int
     access: str
     doc: str
+    bits: int = 32   # a write keeps the low ``bits``; reads return them zero-extended
 
 
 #: Identity registers and the config fields packed into them: (register,
@@ -725,8 +745,8 @@ def register_map(config: AcceleratorConfig) -> dict[str, Register]:
     regs: list[Register] = []
 
     def group(base: int, items):
-        for i, (name, access, doc) in enumerate(items):
-            regs.append(Register(name, base + i, access, doc))
+        for i, (name, access, doc, *bits) in enumerate(items):
+            regs.append(Register(name, base + i, access, doc, *bits))
 
     group(_REGISTER_BASES["identity"],
           [("ID", "r", f"0x{DEVICE_MAGIC:08X} (ASCII 'HACC')"),
@@ -741,7 +761,7 @@ def register_map(config: AcceleratorConfig) -> dict[str, Register]:
         group(_REGISTER_BASES["adam"],
               [(f"ADAM_{n.upper()}", "rw", f"Adam hyperparameter {n} (fp32 bits)")
                for n in ADAM_HYPERPARAMETERS] +
-              [("ADAM_MODE", "rw", "AdamMode bits (1: L2, 2: decoupled)")])
+              [("ADAM_MODE", "rw", "AdamMode bits (1: L2, 2: decoupled)", 2)])
     return {r.name: r for r in regs}
 
 
@@ -788,13 +808,14 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
        this config does not have (ACTIVATE without activation, ADAM without Adam).
     2. BAD_LENGTH: the payload does not fit the opcode's layout
        (:data:`INSTRUCTIONS`).
-    3. ADDR_RANGE: WRITE_MEM / READ_MEM name an absent or unknown space.
+    3. ADDR_RANGE: WRITE_MEM / READ_MEM name an absent or unknown space, or
+       READ_MEM a write-only one (TABLE, ACT_PARAM).
     4. BAD_LENGTH: WRITE_MEM data is not a whole number of words; READ_MEM
        ``count`` is 0 or its reply would exceed ``max_payload``; a READ_REG
        reply would exceed ``max_payload``.
     5. ADDR_RANGE: any word range is empty or leaves its memory; an unknown
        register, or a write to a read-only one; an ACTIVATE ``param_entry``,
-       ``function`` or table out of range.
+       ``function`` or table slot (``flags >> 4``) out of range.
 
     A frame that fails any check has no effect besides its reply.
     """
@@ -811,7 +832,7 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
         return n >= 1 and addr < mem_depth(config, space) and n <= mem_depth(config, space) - addr
 
     if op in (Opcode.WRITE_MEM, Opcode.READ_MEM):
-        if not mem_present(config, f["space"]):
+        if not (mem_present if op == Opcode.WRITE_MEM else mem_readable)(config, f["space"]):
             return Status.ADDR_RANGE
         wb = mem_word(config, f["space"]).bytes
         if op == Opcode.WRITE_MEM:
@@ -852,9 +873,10 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
 
 def activation_function_valid(config: AcceleratorConfig, function: int, flags: int) -> bool:
     """Whether ACTIVATE's ``function`` is an :class:`ActivationFunction` and
-    ``flags`` bit 0 (the :class:`ActivationPrecision`) is valid; the other
-    flag bits are reserved and ignored."""
-    return function in set(int(f) for f in ActivationFunction)
+    its table slot ``flags >> 4`` is below ``config.act_tables`` (bit 0 is the
+    :class:`ActivationPrecision`; bits 1..3 are reserved and ignored)."""
+    return (function in set(int(f) for f in ActivationFunction)
+            and (flags >> ACT_TABLE_SHIFT) < config.act_tables)
 
 
 def isa_markdown(config: AcceleratorConfig = None) -> str:
@@ -877,7 +899,8 @@ def isa_markdown(config: AcceleratorConfig = None) -> str:
         tail = {"none": "-", "words": "data words", "repeat": "record repeats"}[fmt.tail]
         out.append(f"| 0x{int(op):02X} | {op.name} | {layout} | {tail} | "
                    f"{'yes' if fmt.compute else 'no'} | {fmt.doc} |")
-    out += ["", "GEMM `flags` bit 0 = accumulate. Reserved flag bits are ignored.", "",
+    out += ["", "GEMM `flags` bit 0 = accumulate. ACTIVATE `flags` bit 0 = precision",
+            "(0 INT8, 1 FIXED16), bits 4..7 = table slot. Reserved flag bits are ignored.", "",
             "## Checks and statuses", "",
             "```", inspect.cleandoc(check_instruction.__doc__ or ""), "```", "",
             "## Ordering and hazards", "",
@@ -898,13 +921,18 @@ def isa_markdown(config: AcceleratorConfig = None) -> str:
         w = mem_word(config, sp)
         out.append(f"| {sp.name} | {int(sp)} | {w.shape} | {w.kind}{8 * w.element_bytes} | "
                    f"{w.width} | {w.bytes} | {mem_depth(config, sp)} |")
-    out += ["", "OPT words are `adam_lanes` x (param, grad, m, v). ACT_PARAM words are",
-            "bias[cols], multiplier[cols], shift[cols]. TABLE word `t*256 + code` is entry",
-            "`code` (the int8 input as an unsigned byte) of table `t`.", "",
+    out += ["", "OPT words are `adam_lanes` x (param, grad, m, v); ADAM rewrites param, m",
+            "and v and leaves grad. ACT_PARAM words are bias[cols], multiplier[cols],",
+            "shift[cols]; the unit keeps the low bits of each (bias 32, multiplier 31,",
+            "shift 6; `ActivationFormat`). TABLE word `t*256 + code` is entry `code` (the",
+            "int8 input as an unsigned byte) of table slot `t`. TABLE and ACT_PARAM are",
+            "write-only (they live in the activation unit).", "",
             "## Registers", "",
-            "| addr | name | access | meaning |", "|---|---|---|---|"]
+            "Registers keep the low `bits` of a write; `w` registers read as 0; registers",
+            "of an absent unit do not exist (ADDR_RANGE).", "",
+            "| addr | name | access | bits | meaning |", "|---|---|---|---|---|"]
     for r in register_map(config).values():
-        out.append(f"| 0x{r.addr:03X} | {r.name} | {r.access} | {r.doc} |")
+        out.append(f"| 0x{r.addr:03X} | {r.name} | {r.access} | {r.bits} | {r.doc} |")
     return "\n".join(out) + "\n"
 
 
