@@ -1,0 +1,470 @@
+"""The ``rtl`` backend: the generated Device running in Icarus or Verilator.
+
+Three pieces:
+
+* :class:`BridgeTop` wraps ``hetaccel.rtl.device.Device`` with a wide receive
+  FIFO that serialises whole words into the device's ``rx`` byte stream, and a
+  transmit packer that gathers ``tx`` bytes into words.  The cocotb side moves
+  ``word_bytes`` bytes per simulator call instead of one, and between calls the
+  simulator runs on its own (no Python per cycle), which is what makes the
+  Verilator backend fast.  Exact port list: ``rx_word`` (In, 8*W bits, byte 0
+  in bits 0..7), ``rx_count`` (In, valid bytes of ``rx_word``), ``rx_push``
+  (In, enqueue on a clock edge when ``rx_space`` > 0), ``rx_space`` (Out, free
+  FIFO words), ``rx_idle`` (Out, nothing left to serialise); ``tx_word`` (Out,
+  the last ``tx_count`` bytes of the word, i.e. bits ``8*(W-tx_count)`` up, in
+  order), ``tx_count``, ``tx_avail``, ``tx_level`` (Out, words queued),
+  ``tx_pop`` (In); ``cycles`` (Out, 64-bit clock count since reset);
+  ``dev_reset`` (In, resets the device alone, as a power glitch would).
+* :mod:`hetaccel.sim.bridge_tests` is the cocotb module.  It connects to the
+  host over a Unix socket and serves a tiny message protocol (below).
+* :class:`RtlTransport` starts ``python -m hetaccel.host.rtl_bridge serve`` in
+  its own process group (which runs the cocotb build+simulation), talks to it,
+  and on close — also on an exception or Ctrl-C in the host — terminates the
+  whole group, so no simulator is left behind.
+
+Bridge messages, each ``cmd u8 | len u32 LE | body``:
+
+``D``  host->sim: append ``body`` to the device's receive stream.
+``R``  host->sim: body ``max_cycles u64 | frames u32``: run the simulation
+       until ``frames`` more complete reply frames left the device or
+       ``max_cycles`` cycles passed; answered by ``T``.
+``T``  sim->host: body ``cycles u64 | tx bytes``.
+``X``  host->sim: reset the device (scratchpads, queues), keep the bridge.
+``Q``  host->sim: finish the simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .transport import Transport
+
+__all__ = ["BridgeTop", "LoopbackDevice", "RtlTransport", "BRIDGE_TOPLEVEL"]
+
+BRIDGE_TOPLEVEL = "hetaccel_bridge"
+
+_HDR = struct.Struct("<cI")
+
+
+class LoopbackDevice(wiring.Component):
+    """rx -> tx through a FIFO: a stand-in device for testing the bridge itself."""
+
+    def __init__(self, depth: int = 16):
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an integer >= 2, got {depth!r}")
+        self.depth = depth
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.q = q = fifo.SyncFIFOBuffered(width=8, depth=self.depth)
+        m.d.comb += [
+            q.w_data.eq(self.rx.payload), q.w_en.eq(self.rx.valid), self.rx.ready.eq(q.w_rdy),
+            self.tx.payload.eq(q.r_data), self.tx.valid.eq(q.r_rdy), q.r_en.eq(self.tx.ready),
+        ]
+        return m
+
+
+class BridgeTop(wiring.Component):
+    """A device plus word-wide receive/transmit FIFOs for the cocotb bridge.
+
+    Parameters
+    ----------
+    device : Component
+        Has ``rx: In(stream.Signature(8))`` and ``tx: Out(stream.Signature(8))``.
+    word_bytes : int
+        Bytes moved per simulator call (W).
+    fifo_words : int
+        Depth of each FIFO in words (power of two).
+    """
+
+    def __init__(self, device, *, word_bytes: int = 64, fifo_words: int = 64):
+        if not isinstance(word_bytes, int) or not 1 <= word_bytes <= 512:
+            raise ValueError(f"word_bytes must be an integer in [1, 512], got {word_bytes!r}")
+        if not isinstance(fifo_words, int) or fifo_words < 2 or fifo_words & (fifo_words - 1):
+            raise ValueError(f"fifo_words must be a power of two >= 2, got {fifo_words!r}")
+        self.device = device
+        self.word_bytes = W = word_bytes
+        self.fifo_words = fifo_words
+        super().__init__({
+            "rx_word": In(8 * W), "rx_count": In(range(W + 1)), "rx_push": In(1),
+            "rx_space": Out(range(fifo_words + 1)), "rx_idle": Out(1),
+            "tx_word": Out(8 * W), "tx_count": Out(range(W + 1)), "tx_avail": Out(1),
+            "tx_level": Out(range(fifo_words + 1)), "tx_pop": In(1),
+            "cycles": Out(64), "dev_reset": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.word_bytes
+        cbits = len(self.rx_count)
+        m.submodules.device = dev = ResetInserter(self.dev_reset)(self.device)
+        m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # Receive: FIFO of words, then a shift register feeding one byte per cycle.
+        m.submodules.rxq = rxq = fifo.SyncFIFOBuffered(width=8 * W + cbits, depth=self.fifo_words)
+        m.d.comb += [
+            rxq.w_data.eq(Cat(self.rx_word, self.rx_count)),
+            rxq.w_en.eq(self.rx_push & (self.rx_count != 0)),
+            self.rx_space.eq(self.fifo_words - rxq.w_level),
+        ]
+        shreg = Signal(8 * W)
+        cnt = Signal(range(W + 1))
+        take = Signal()
+        m.d.comb += [
+            dev.rx.payload.eq(shreg[:8]),
+            dev.rx.valid.eq(cnt != 0),
+            take.eq(dev.rx.valid & dev.rx.ready),
+            self.rx_idle.eq((cnt == 0) & ~rxq.r_rdy),
+        ]
+        empty_next = (cnt == 0) | ((cnt == 1) & take)
+        with m.If(empty_next & rxq.r_rdy):
+            m.d.comb += rxq.r_en.eq(1)
+            m.d.sync += [shreg.eq(rxq.r_data[:8 * W]), cnt.eq(rxq.r_data[8 * W:])]
+        with m.Elif(take):
+            m.d.sync += [shreg.eq(shreg >> 8), cnt.eq(cnt - 1)]
+
+        # Transmit: bytes shift in from the top; a word is committed when full or
+        # when the device pauses, so a short reply is not held back.
+        m.submodules.txq = txq = fifo.SyncFIFOBuffered(width=8 * W + cbits, depth=self.fifo_words)
+        pk = Signal(8 * W)
+        pk_cnt = Signal(range(W + 1))
+        accept = Signal()
+        m.d.comb += [
+            dev.tx.ready.eq(txq.w_rdy),
+            accept.eq(dev.tx.valid & dev.tx.ready),
+        ]
+        shifted = Cat(pk[8:], dev.tx.payload)
+        new_cnt = pk_cnt + accept
+        commit = Signal()
+        m.d.comb += commit.eq((new_cnt == W) | (~dev.tx.valid & (pk_cnt != 0)))
+        m.d.comb += [
+            txq.w_data.eq(Cat(Mux(accept, shifted, pk), new_cnt[:cbits])),
+            txq.w_en.eq(commit),
+        ]
+        with m.If(commit):
+            m.d.sync += pk_cnt.eq(0)
+        with m.Elif(accept):
+            m.d.sync += [pk.eq(shifted), pk_cnt.eq(new_cnt)]
+        m.d.comb += [
+            self.tx_word.eq(txq.r_data[:8 * W]),
+            self.tx_count.eq(txq.r_data[8 * W:]),
+            self.tx_avail.eq(txq.r_rdy),
+            self.tx_level.eq(txq.r_level),
+            txq.r_en.eq(self.tx_pop),
+        ]
+        return m
+
+
+def build_top(config, device: str = "device", *, word_bytes: int = 64, fifo_words: int = 64):
+    """The :class:`BridgeTop` for ``config`` around the real Device (or the loopback)."""
+    if device == "device":
+        from ..rtl.device import Device
+
+        dev = Device(config)
+    elif device == "loopback":
+        dev = LoopbackDevice()
+    else:
+        raise ValueError(f"device must be 'device' or 'loopback', got {device!r}")
+    return BridgeTop(dev, word_bytes=word_bytes, fifo_words=fifo_words)
+
+
+class BridgeError(ConnectionError):
+    """The simulator process failed or went away."""
+
+
+class RtlTransport(Transport):
+    """Bytes to and from the generated Device in a simulator subprocess.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    sim : {"verilator", "icarus"}
+    device : {"device", "loopback"}
+        ``loopback`` tests the bridge alone.
+    start_timeout : float
+        Wall seconds allowed for the (cached) build and simulator start.
+    """
+
+    kind = "rtl"
+    simulated = True
+
+    def __init__(self, config, sim: str = "verilator", *, device: str = "device",
+                 start_timeout: float = 900.0, word_bytes: int = 64, fifo_words: int = 64,
+                 log_path: str | None = None):
+        from ..sim.cocotb_runner import SIMULATORS
+
+        if sim not in SIMULATORS:
+            raise ValueError(f"sim must be one of {SIMULATORS}, got {sim!r}")
+        if device not in ("device", "loopback"):
+            raise ValueError(f"device must be 'device' or 'loopback', got {device!r}")
+        self.config = config
+        self.sim = sim
+        self._cycles = 0
+        self._proc = None
+        self._conn = None
+        self._clean = True  # False while a message exchange is half done
+        self._tmp = tempfile.mkdtemp(prefix="hetaccel-rtl-")
+        path = os.path.join(self._tmp, "bridge.sock")
+        self.log_path = log_path or os.path.join(self._tmp, "bridge.log")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(1)
+            listener.settimeout(0.2)
+            log = open(self.log_path, "wb")
+            cmd = [sys.executable, "-m", "hetaccel.host.rtl_bridge", "serve",
+                   "--sim", sim, "--config", config.to_json(), "--socket", path,
+                   "--device", device, "--word-bytes", str(word_bytes),
+                   "--fifo-words", str(fifo_words)]
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+            # The finalizer kills the group even if the user never closes us.
+            self._finalizer = weakref.finalize(self, _kill_group, self._proc, self._tmp)
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    self._conn, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    if self._proc.poll() is not None:
+                        raise BridgeError(
+                            f"{sim} bridge exited with code {self._proc.returncode} before "
+                            f"connecting:\n{self._log_tail()}")
+                    if time.monotonic() > deadline:
+                        raise BridgeError(f"{sim} bridge did not start within {start_timeout} s:\n"
+                                          f"{self._log_tail()}")
+            self._conn.setblocking(True)
+        except BaseException:
+            listener.close()
+            self.close()
+            raise
+        listener.close()
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the bridge (leader of its process group)."""
+        return self._proc.pid if self._proc else None
+
+    def _log_tail(self, n: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def _send_msg(self, cmd: bytes, body: bytes = b"") -> None:
+        if self._conn is None:
+            raise BridgeError("rtl transport is closed")
+        self._clean = False
+        try:
+            self._conn.sendall(_HDR.pack(cmd, len(body)) + body)
+        except OSError as exc:
+            raise BridgeError(f"simulator bridge went away: {exc}\n{self._log_tail()}") from exc
+        self._clean = True
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = self._conn.recv(n - len(buf))
+            except OSError as exc:
+                raise BridgeError(f"simulator bridge went away: {exc}") from exc
+            if not chunk:
+                raise BridgeError(f"simulator bridge closed the connection:\n{self._log_tail()}")
+            buf += chunk
+        return bytes(buf)
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._send_msg(b"D", bytes(data))
+
+    def receive(self, timeout: float, frames: int = 1) -> bytes:
+        max_cycles = max(1, int(timeout * self.config.clock_hz))
+        self._send_msg(b"R", struct.pack("<QI", max_cycles, max(0, frames)))
+        self._clean = False
+        cmd, n = _HDR.unpack(self._recv_exact(_HDR.size))
+        body = self._recv_exact(n)
+        self._clean = True
+        if cmd != b"T" or n < 8:
+            raise BridgeError(f"unexpected bridge message {cmd!r} of {n} bytes")
+        (self._cycles,) = struct.unpack_from("<Q", body)
+        return body[8:]
+
+    @property
+    def device_cycles(self) -> int:
+        return self._cycles
+
+    def reset_device(self) -> None:
+        self._send_msg(b"X")
+
+    def close(self) -> None:
+        proc, conn = self._proc, self._conn
+        self._conn = None
+        if conn is not None:
+            if self._clean:
+                try:
+                    conn.sendall(_HDR.pack(b"Q", 0))
+                except OSError:
+                    pass
+            conn.close()
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.wait(timeout=10 if self._clean else 0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        if getattr(self, "_finalizer", None) is not None:
+            self._finalizer()
+        elif proc is None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _kill_group(proc, tmp) -> None:
+    """Terminate the bridge's process group (cocotb runner and simulator) and wait."""
+    try:
+        if proc.poll() is None or True:
+            for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    continue
+                # The leader is gone; make sure no member of the group survives it.
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_WRAPPER_PORTS_IN = ("rx_word", "rx_count", "rx_push", "tx_pop", "dev_reset")
+_WRAPPER_PORTS_OUT = ("rx_space", "rx_idle", "tx_word", "tx_count", "tx_avail", "tx_level", "cycles")
+
+
+def wrapper_verilog(top: BridgeTop, inner: str, name: str) -> str:
+    """A testbench module that clocks ``inner`` from a Verilog delay loop.
+
+    A clock started from cocotb costs two Python/VPI callbacks per cycle
+    (~3 µs, i.e. ~300k cycles/s before the device does anything); a clock
+    toggled by the simulator itself costs nothing, so the device runs at the
+    simulator's native speed between bridge calls.
+    """
+    lines = ["`timescale 1ns/1ps", f"module {name};",
+             "  reg clk = 1'b0;", "  always #5 clk = ~clk;", "  reg rst = 1'b1;"]
+    conns = [".clk(clk)", ".rst(rst)"]
+    for port in _WRAPPER_PORTS_IN:
+        w = len(getattr(top, port))
+        lines.append(f"  reg [{w - 1}:0] {port} = {w}'d0;")
+        conns.append(f".{port}({port})")
+    for port in _WRAPPER_PORTS_OUT:
+        w = len(getattr(top, port))
+        lines.append(f"  wire [{w - 1}:0] {port};")
+        conns.append(f".{port}({port})")
+    lines.append(f"  {inner} bridge ({', '.join(conns)});")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def run_bridge_sim(top: BridgeTop, *, toplevel: str, sim: str, extra_env: dict,
+                   test_module: str = "hetaccel.sim.bridge_tests") -> bool:
+    """Build (cached by Verilog text) and run the bridge; True if it ended cleanly.
+
+    This is :func:`hetaccel.sim.cocotb_runner.run_cocotb` plus one extra
+    source, the clocking wrapper above, which ``run_cocotb`` (one component in,
+    one module out) cannot take.
+    """
+    import fcntl
+    import hashlib
+    from pathlib import Path
+
+    from cocotb_tools.runner import get_runner
+
+    from ..sim.cocotb_runner import _parse_results, build_root, simulator_env
+    from ..sim.verilog import export_verilog
+
+    env = simulator_env()
+    os.environ["PATH"] = env["PATH"]
+    root = build_root()
+    src = export_verilog(top, toplevel, root / "verilog")
+    tb_name = toplevel + "_tb"
+    tb_text = wrapper_verilog(top, toplevel, tb_name)
+    digest = hashlib.sha256(src.read_bytes() + tb_text.encode()).hexdigest()[:16]
+    build_dir = root / f"{toplevel}-{sim}-{digest}"
+    build_args = ["-Wno-fatal", "-O3", "--timing", "-CFLAGS", "-std=c++20 -fcoroutines"] if sim == "verilator" else []
+    lock = root / "locks" / f"{build_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(sim)
+    with open(lock, "w") as lf:
+        fcntl.flock(lf, fcntl.LOCK_EX)
+        try:
+            frozen = build_dir / f"{toplevel}.v"
+            tb = build_dir / f"{tb_name}.v"
+            if not frozen.exists():
+                build_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, frozen)
+                tb.write_text(tb_text)
+            runner.build(sources=[frozen, tb], hdl_toplevel=tb_name, build_dir=build_dir,
+                         build_args=build_args, waves=False, timescale=("1ns", "1ps"),
+                         always=False)
+        finally:
+            fcntl.flock(lf, fcntl.LOCK_UN)
+    test_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    try:
+        results = runner.test(
+            test_module=test_module, hdl_toplevel=tb_name, build_dir=build_dir,
+            test_dir=test_dir, extra_env={**extra_env, "PATH": env["PATH"]}, waves=False,
+            results_xml=str(test_dir / "results.xml"), timescale=("1ns", "1ps"))
+        tests, failures = _parse_results(Path(results))
+        return tests > 0 and not failures
+    finally:
+        shutil.rmtree(test_dir, ignore_errors=True)
+
+
+def serve(argv=None) -> int:
+    """Entry point of the bridge subprocess: build and run the cocotb bridge."""
+    from ..spec import AcceleratorConfig
+
+    p = argparse.ArgumentParser(prog="python -m hetaccel.host.rtl_bridge serve")
+    p.add_argument("--sim", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--socket", required=True)
+    p.add_argument("--device", default="device")
+    p.add_argument("--word-bytes", type=int, default=64)
+    p.add_argument("--fifo-words", type=int, default=64)
+    args = p.parse_args(argv)
+    config = AcceleratorConfig.from_json(args.config)
+    top = build_top(config, args.device, word_bytes=args.word_bytes, fifo_words=args.fifo_words)
+    toplevel = BRIDGE_TOPLEVEL if args.device == "device" else BRIDGE_TOPLEVEL + "_loopback"
+    ok = run_bridge_sim(top, toplevel=toplevel, sim=args.sim,
+                        extra_env={"HETACCEL_BRIDGE_SOCKET": args.socket,
+                                   "HETACCEL_BRIDGE_WORD_BYTES": str(args.word_bytes),
+                                   "HETACCEL_BRIDGE_FIFO_BYTES": str(args.word_bytes * args.fifo_words),
+                                   "HETACCEL_CONFIG": config.to_json()})
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        raise SystemExit(serve(sys.argv[2:]))
+    print("usage: python -m hetaccel.host.rtl_bridge serve --sim S --config JSON --socket PATH",
+          file=sys.stderr)
+    raise SystemExit(2)
