@@ -1,0 +1,878 @@
+"""Command processor: decodes link frames, owns the scratchpads, runs the units.
+
+:class:`CommandProcessor` sits behind :class:`hetaccel.rtl.link.HostLink`.  It
+takes one checked frame at a time from the link's ``frame`` stream, validates
+it exactly as :func:`hetaccel.spec.check_instruction` specifies (the fuzz
+tests hold both to identical replies), executes it and answers on
+``reply`` / ``reply_data``.  Instruction layouts, memory word formats and the
+register map are all generated from :mod:`hetaccel.spec` (docs/isa.md).
+
+Structure
+---------
+*Front end* (one FSM, ``decoder_idle`` high in its idle state): fetches the
+fixed fields, checks opcode / length / space / ranges / registers, then
+
+- WRITE_MEM streams the payload into the scratchpad one byte per cycle,
+  READ_MEM streams words out, WRITE_REG / READ_REG walk their records,
+  NOP answers the ID and VERSION registers, SYNC waits for an empty queue;
+- GEMM / ACTIVATE / ADAM are pushed into the *command queue*
+  (``config.cmd_queue_depth`` entries) and answered OK at once.
+
+*Executor*: runs the oldest queued instruction (strictly in order) while the
+front end keeps taking frames, so loads and stores overlap compute.  A GEMM
+streams ``m`` INPUT rows into the :class:`~hetaccel.rtl.systolic.MatmulEngine`;
+a separate *weight feeder* streams each queued GEMM's weight tile ahead (the
+engine double-buffers it), so consecutive GEMMs run back to back.  ACTIVATE
+waits for the engine to be idle (all GEMM results landed), streams ACC rows
+through the :class:`~hetaccel.rtl.activation.ActivationUnit` into OUTPUT;
+ADAM streams OPT words through the :class:`~hetaccel.rtl.adam.AdamUnit` and
+writes param, m and v back (grad is kept).  An entry leaves the queue when its
+last result is written (a GEMM: when its last row entered the engine; reads of
+the ACC then also wait for ``engine.idle``).
+
+*Hazards* (checked in hardware before a load/store touches a scratchpad): a
+front-end access waits while a queued or running instruction
+
+- GEMM: reads INPUT/WEIGHT rows it writes, or writes ACC rows it reads; any
+  READ_MEM of INPUT/WEIGHT and any WRITE_MEM of ACC also waits (shared ports);
+- ACTIVATE: any access to ACC, TABLE, ACT_PARAM or a write to OUTPUT, and a
+  read of OUTPUT rows it writes;
+- ADAM: any access to OPT;
+
+and every ACC access waits for ``engine.idle``.  WRITE_REG waits for an empty
+queue (the Adam hyperparameters stay stable during a pass); SYNC replies once
+the queue is empty and the engine idle.
+
+Counters (``hetaccel.spec.COUNTERS``) count here; ``rx_byte`` is the Device's
+rx handshake.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
+                    COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
+                    ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
+                    mem_present, mem_readable, mem_word, opcode_present, register_map)
+from .link import FRAME_INFO, REPLY_HEADER
+from .systolic import MatmulEngine
+
+__all__ = ["CommandProcessor"]
+
+# Queue entry operation codes.
+_OP_GEMM, _OP_ACT, _OP_ADAM = 0, 1, 2
+#: Bytes of the fixed-field prefix fetched for every frame (the longest layout).
+_HDR_BYTES = max(f.fixed_bytes for f in INSTRUCTIONS.values())
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+def _sext(value, width: int, to: int):
+    value = value[:width]
+    if to <= width:
+        return value[:to]
+    return Cat(value, value[width - 1].replicate(to - width))
+
+
+class CommandProcessor(wiring.Component):
+    """Frame decoder, command queue, executor, scratchpads and units (see module doc).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    frame, payload_addr, payload_data, reply, reply_data
+        The consumer side of :class:`hetaccel.rtl.link.HostLink` (same names,
+        flipped directions); connect them one to one.
+    rx_byte : In(1)
+        A request byte was accepted this cycle (BYTES_IN counter).
+    decoder_idle : Out(1)
+        The front end is in its idle state (waiting for a frame); it returns
+        there after every frame.
+    queue_empty : Out(1)
+        No compute instruction queued or running.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({
+            "frame": In(stream.Signature(FRAME_INFO)),
+            "payload_addr": Out(range(config.max_payload)),
+            "payload_data": In(8),
+            "reply": Out(stream.Signature(REPLY_HEADER)),
+            "reply_data": Out(stream.Signature(8)),
+            "rx_byte": In(1),
+            "decoder_idle": Out(1),
+            "queue_empty": Out(1),
+        })
+
+    # ------------------------------------------------------------------ helpers
+
+    def _spaces(self):
+        return [s for s in MemSpace if mem_present(self.config, s)]
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        QD = cfg.cmd_queue_depth
+        spaces = self._spaces()
+        depth = {s: mem_depth(cfg, s) for s in spaces}
+        word = {s: mem_word(cfg, s) for s in spaces}
+        wbytes = {s: word[s].bytes for s in spaces}
+        AW = max(depth.values()).bit_length() + 1       # holds addr + n for any space
+        max_wb = max(wbytes.values())
+        rd_spaces = [s for s in spaces if mem_readable(cfg, s)]
+        max_rb = max(max(wbytes[s] for s in rd_spaces), 8)
+
+        # ------------------------------------------------------------ units
+        m.submodules.engine = engine = MatmulEngine(cfg)
+        act = adam = None
+        if cfg.has_activation:
+            from .activation import ActivationUnit
+            m.submodules.act = act = ActivationUnit(cfg)
+        if cfg.has_adam:
+            from .adam import AdamUnit
+            m.submodules.adam = adam = AdamUnit(cfg)
+
+        # ------------------------------------------------------- scratchpads
+        ob = cfg.operand_bits
+        m.submodules.mem_input = mem_in = memory.Memory(
+            shape=data.ArrayLayout(signed(ob), cfg.rows), depth=cfg.input_depth, init=[])
+        m.submodules.mem_weight = mem_w = memory.Memory(
+            shape=data.ArrayLayout(signed(ob), cfg.cols), depth=cfg.weight_depth, init=[])
+        in_wp, in_rp = mem_in.write_port(), mem_in.read_port()
+        w_wp, w_rp = mem_w.write_port(), mem_w.read_port()
+        out_wp = out_rp = opt_wp = opt_rp = None
+        if cfg.has_activation:
+            m.submodules.mem_output = mem_out = memory.Memory(
+                shape=data.ArrayLayout(signed(16), cfg.cols), depth=cfg.output_depth, init=[])
+            out_wp, out_rp = mem_out.write_port(), mem_out.read_port()
+        if cfg.has_adam:
+            m.submodules.mem_opt = mem_opt = memory.Memory(
+                shape=unsigned(128 * cfg.adam_lanes), depth=depth[MemSpace.OPT], init=[])
+            opt_wp, opt_rp = mem_opt.write_port(granularity=32), mem_opt.read_port()
+
+        # ------------------------------------------------------------ registers
+        regs = list(register_map(cfg).values())
+        ident = identity_words(cfg)
+        rw_regs = {r.name: Signal(r.bits, name=f"reg_{r.name.lower()}")
+                   for r in regs if r.access == "rw"}
+        counters = {name: Signal(32, name=f"cnt_{name.lower()}") for name, _ in COUNTERS}
+        cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name in counters}
+        cnt_clear = Signal()
+        if adam is not None:
+            for name in ADAM_HYPERPARAMETERS:
+                m.d.comb += getattr(adam, name).eq(rw_regs[f"ADAM_{name.upper()}"])
+            m.d.comb += adam.mode.eq(rw_regs["ADAM_MODE"])
+
+        def reg_lookup(addr):
+            """(exists, writable, value) of register ``addr`` as expressions."""
+            exists, writable, value = Signal(), Signal(), Signal(32)
+            with m.Switch(addr):
+                for r in regs:
+                    with m.Case(r.addr):
+                        m.d.comb += exists.eq(1)
+                        if "w" in r.access:
+                            m.d.comb += writable.eq(1)
+                        if r.name in ident:
+                            m.d.comb += value.eq(ident[r.name])
+                        elif r.name in counters:
+                            m.d.comb += value.eq(counters[r.name])
+                        elif r.name in rw_regs:
+                            m.d.comb += value.eq(rw_regs[r.name])
+            return exists, writable, value
+
+        # -------------------------------------------------------- command queue
+        q_valid = Signal(QD)
+        q_op = Array(Signal(2, name=f"q_op{i}") for i in range(QD))
+        q_x = Array(Signal(AW, name=f"q_x{i}") for i in range(QD))    # a / acc / addr
+        q_y = Array(Signal(AW, name=f"q_y{i}") for i in range(QD))    # w / out
+        q_z = Array(Signal(AW, name=f"q_z{i}") for i in range(QD))    # acc (GEMM)
+        q_n = Array(Signal(AW, name=f"q_n{i}") for i in range(QD))    # m / count
+        q_flags = Array(Signal(8, name=f"q_flags{i}") for i in range(QD))
+        q_func = Array(Signal(8, name=f"q_func{i}") for i in range(QD))
+        q_pe = Array(Signal(16, name=f"q_pe{i}") for i in range(QD))
+        head = Signal(range(QD))
+        tail = Signal(range(QD))
+        q_full = Signal()
+        m.d.comb += [q_full.eq(q_valid.bit_select(tail, 1)),
+                     self.queue_empty.eq(q_valid == 0)]
+
+        def wrap_inc(ptr):
+            return Mux(ptr == QD - 1, 0, ptr + 1)
+
+        # weight jobs: one per queued GEMM, consumed by the weight feeder in order
+        m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(width=AW, depth=QD)
+
+        # ---------------------------------------------------------- front end
+        hdr = Signal(8 * _HDR_BYTES)
+        op = Signal(8)
+        seq = Signal(8)
+        length = Signal(16)
+        status = Signal(8)
+        rlen = Signal(16)
+        cnt = Signal(range(_HDR_BYTES + 2))
+        paddr = Signal(16)
+        m.d.comb += self.payload_addr.eq(paddr)
+
+        def field(opcode, name):
+            off, nbytes = INSTRUCTIONS[opcode].offsets()[name]
+            return hdr[8 * off: 8 * (off + nbytes)]
+
+        f_space = field(Opcode.WRITE_MEM, "space")
+        f_addr = field(Opcode.WRITE_MEM, "addr")
+        f_count = field(Opcode.READ_MEM, "count")
+
+        # memory access being prepared/performed by the front end
+        acc_space = Signal(3)
+        acc_base = Signal(AW)
+        acc_n = Signal(AW)
+        acc_write = Signal()
+        k = Signal(AW)          # word index in a READ_MEM / WRITE_MEM
+        p = Signal(16)          # payload byte pointer
+        bcnt = Signal(range(max(max_wb, 8) + 1))   # byte within a word
+        obuf = Signal(8 * max_rb)
+        onbytes = Signal(range(max_rb + 1))
+        ibuf = Signal(8 * max_wb)
+        err = Signal()
+        rec = Signal(48)
+        rec_len = Signal(3)
+        rec_mode = Signal(2)    # 0 scan, 1 write, 2 read
+        _SCAN, _WRITE, _READ = 0, 1, 2
+
+        # --- static checks (combinational on the fetched header)
+        def inside(addr, n, dep):
+            ok = Signal()
+            m.d.comb += ok.eq((n != 0) & (addr < dep) &
+                              (n <= (Const(dep, AW + 1) - addr[:AW + 1])))
+            return ok
+
+        present_ops = [o for o in Opcode if opcode_present(cfg, o)]
+        op_known = Signal()
+        len_ok = Signal()
+        with m.Switch(op):
+            for o in present_ops:
+                with m.Case(int(o)):
+                    m.d.comb += op_known.eq(1)
+                    fmt = INSTRUCTIONS[o]
+                    if fmt.tail == "none":
+                        m.d.comb += len_ok.eq(length == fmt.fixed_bytes)
+                    elif fmt.tail == "words":
+                        m.d.comb += len_ok.eq(length > fmt.fixed_bytes)
+                    else:   # repeat: the %6 of WRITE_REG is found by the record scan
+                        m.d.comb += len_ok.eq((length != 0) &
+                                              ((length & 1) == 0 if fmt.fixed_bytes == 2 else 1))
+
+        space_ok_w = Signal()
+        space_ok_r = Signal()
+        sp_wb = Signal(16)
+        sp_depth = Signal(AW)
+        sp_maxcount = Signal(16)
+        with m.Switch(f_space):
+            for s in spaces:
+                with m.Case(int(s)):
+                    m.d.comb += [space_ok_w.eq(1), sp_wb.eq(wbytes[s]), sp_depth.eq(depth[s]),
+                                 sp_maxcount.eq(min(0xFFFF, cfg.max_payload // wbytes[s]))]
+                    if s in rd_spaces:
+                        m.d.comb += space_ok_r.eq(1)
+
+        def inside_sp(addr, n):
+            ok = Signal()
+            m.d.comb += ok.eq((n != 0) & (addr < sp_depth) &
+                              (n <= (sp_depth - addr[:AW])))
+            return ok
+
+        rm_count_ok = Signal()
+        m.d.comb += rm_count_ok.eq((f_count != 0) & (f_count <= sp_maxcount))
+        rm_range_ok = inside_sp(f_addr, f_count)
+
+        g_ok = Signal()
+        m.d.comb += g_ok.eq(
+            inside(field(Opcode.GEMM, "a_addr"), field(Opcode.GEMM, "m"), cfg.input_depth) &
+            inside(field(Opcode.GEMM, "w_addr"), Const(cfg.rows, 8), cfg.weight_depth) &
+            inside(field(Opcode.GEMM, "acc_addr"), field(Opcode.GEMM, "m"), cfg.acc_depth))
+        a_ok = Signal()
+        if cfg.has_activation:
+            fn = field(Opcode.ACTIVATE, "function")
+            fl = field(Opcode.ACTIVATE, "flags")
+            fn_ok = Signal()
+            with m.Switch(fn):
+                for f_ in ActivationFunction:
+                    with m.Case(int(f_)):
+                        m.d.comb += fn_ok.eq(1)
+            m.d.comb += a_ok.eq(
+                inside(field(Opcode.ACTIVATE, "acc_addr"), field(Opcode.ACTIVATE, "m"),
+                       cfg.acc_depth) &
+                inside(field(Opcode.ACTIVATE, "out_addr"), field(Opcode.ACTIVATE, "m"),
+                       cfg.output_depth) &
+                (field(Opcode.ACTIVATE, "param_entry") < cfg.act_param_depth) & fn_ok &
+                ((fl >> ACT_TABLE_SHIFT) < cfg.act_tables))
+        d_ok = Signal()
+        if cfg.has_adam:
+            m.d.comb += d_ok.eq(inside(field(Opcode.ADAM, "addr"), field(Opcode.ADAM, "count"),
+                                       depth[MemSpace.OPT]))
+
+        # --- divider for WRITE_MEM: words = (length - 5) / wb
+        div_n = Signal(16)
+        div_q = Signal(16)
+        div_r = Signal(17)
+        div_i = Signal(5)
+
+        wm_range_ok = inside_sp(f_addr, div_q)
+
+        # --- hazard check of the prepared access against the queue
+        conflict = Signal()
+        terms = []
+        for i in range(QD):
+            v = q_valid[i]
+            opi, xi, yi, zi, ni = q_op[i], q_x[i], q_y[i], q_z[i], q_n[i]
+
+            def ov(lo, n):
+                return (acc_base < lo + n) & (lo < acc_base + acc_n)
+
+            sp = acc_space
+            t = Signal(name=f"haz{i}")
+            gemm = (opi == _OP_GEMM)
+            actv = (opi == _OP_ACT)
+            adm = (opi == _OP_ADAM)
+            m.d.comb += t.eq(v & (
+                (gemm & (sp == MemSpace.INPUT) & (~acc_write | ov(xi, ni))) |
+                (gemm & (sp == MemSpace.WEIGHT) & (~acc_write | ov(yi, cfg.rows))) |
+                (gemm & (sp == MemSpace.ACC) & (acc_write | ov(zi, ni))) |
+                (actv & ((sp == MemSpace.ACC) | (sp == MemSpace.TABLE) |
+                         (sp == MemSpace.ACT_PARAM))) |
+                (actv & (sp == MemSpace.OUTPUT) & (acc_write | ov(yi, ni))) |
+                (adm & (sp == MemSpace.OPT))))
+            terms.append(t)
+        m.d.comb += conflict.eq(Cat(*terms).any() | ((acc_space == MemSpace.ACC) & ~engine.idle))
+
+        # --- front-end memory port requests (muxed with the executor below)
+        fe_in_raddr = Signal(AW); fe_in_ren = Signal()
+        fe_w_raddr = Signal(AW); fe_w_ren = Signal()
+        fe_out_raddr = Signal(AW); fe_out_ren = Signal()
+        fe_opt_raddr = Signal(AW); fe_opt_ren = Signal()
+        fe_we = Signal()                  # write the assembled word this cycle
+        fe_waddr = Signal(AW)
+        ibuf_next = Signal.like(ibuf)
+        m.d.comb += ibuf_next.eq(Cat(ibuf[8:], self.payload_data))
+
+        # reply defaults
+        m.d.comb += [self.reply.payload.status.eq(status), self.reply.payload.seq.eq(seq),
+                     self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(obuf[:8])]
+
+        rd_word = Signal(8 * max_rb)     # formatted word of the space being read
+        rd_valid_acc = Signal()
+
+        is_rd_acc = acc_space == MemSpace.ACC
+        rec_reg = Signal(16)
+        m.d.comb += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
+        exists, writable, regval = reg_lookup(rec_reg)
+        rec_value = rec[16:48]
+
+        with m.FSM(name="decoder") as fsm:
+            with m.State("IDLE"):
+                m.d.sync += [cnt.eq(0), paddr.eq(0)]
+                with m.If(self.frame.valid):
+                    m.d.sync += [op.eq(self.frame.payload.opcode), seq.eq(self.frame.payload.seq),
+                                 length.eq(self.frame.payload.length), err.eq(0)]
+                    m.next = "FETCH"
+
+            with m.State("FETCH"):
+                # payload_data is the byte at the previous cycle's address
+                m.d.sync += [cnt.eq(cnt + 1), paddr.eq(paddr + 1)]
+                with m.If(cnt != 0):
+                    m.d.sync += hdr.eq(Cat(hdr[8:], self.payload_data))
+                with m.If(cnt == _HDR_BYTES):
+                    m.next = "CHECK"
+
+            def error(st):
+                m.d.sync += [status.eq(st), rlen.eq(0)]
+                m.next = "REPLY"
+
+            with m.State("CHECK"):
+                m.d.sync += [status.eq(Status.OK), rlen.eq(0), p.eq(0), k.eq(0)]
+                with m.If(~op_known):
+                    error(Status.UNKNOWN_OPCODE)
+                with m.Elif(~len_ok):
+                    error(Status.BAD_LENGTH)
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Opcode.NOP):
+                            m.d.sync += [rlen.eq(8), obuf.eq(ident["ID"] | ident["VERSION"] << 32),
+                                         onbytes.eq(8)]
+                            m.next = "REPLY"
+                        with m.Case(Opcode.SYNC):
+                            m.next = "SYNC_WAIT"
+                        with m.Case(Opcode.WRITE_MEM):
+                            with m.If(~space_ok_w):
+                                error(Status.ADDR_RANGE)
+                            with m.Else():
+                                m.d.sync += [div_n.eq(length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes),
+                                             div_q.eq(0), div_r.eq(0), div_i.eq(0),
+                                             acc_space.eq(f_space), acc_write.eq(1)]
+                                m.next = "DIV"
+                        with m.Case(Opcode.READ_MEM):
+                            with m.If(~space_ok_r):
+                                error(Status.ADDR_RANGE)
+                            with m.Elif(~rm_count_ok):
+                                error(Status.BAD_LENGTH)
+                            with m.Elif(~rm_range_ok):
+                                error(Status.ADDR_RANGE)
+                            with m.Else():
+                                m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
+                                             acc_base.eq(f_addr), acc_n.eq(f_count)]
+                                m.next = "HAZARD"
+                        with m.Case(Opcode.WRITE_REG, Opcode.READ_REG):
+                            with m.If((op == Opcode.READ_REG) & (length > cfg.max_payload // 2)):
+                                error(Status.BAD_LENGTH)
+                            with m.Else():
+                                m.d.sync += [rec_mode.eq(_SCAN), cnt.eq(0),
+                                             rec_len.eq(Mux(op == Opcode.WRITE_REG, 6, 2))]
+                                m.next = "REC"
+                        with m.Case(Opcode.GEMM):
+                            with m.If(~g_ok):
+                                error(Status.ADDR_RANGE)
+                            with m.Else():
+                                m.next = "ENQUEUE"
+                        with m.Case(Opcode.ACTIVATE):
+                            with m.If(~a_ok):
+                                error(Status.ADDR_RANGE)
+                            with m.Else():
+                                m.next = "ENQUEUE"
+                        with m.Case(Opcode.ADAM):
+                            with m.If(~d_ok):
+                                error(Status.ADDR_RANGE)
+                            with m.Else():
+                                m.next = "ENQUEUE"
+
+            with m.State("DIV"):
+                # restoring division, one quotient bit per cycle, MSB first
+                r2 = Cat(div_n[15], div_r[:16])
+                m.d.sync += div_n.eq(div_n << 1)
+                with m.If(r2 >= sp_wb):
+                    m.d.sync += [div_r.eq(r2 - sp_wb), div_q.eq(Cat(1, div_q[:15]))]
+                with m.Else():
+                    m.d.sync += [div_r.eq(r2), div_q.eq(Cat(0, div_q[:15]))]
+                m.d.sync += div_i.eq(div_i + 1)
+                with m.If(div_i == 15):
+                    m.next = "WM_CHECK"
+
+            with m.State("WM_CHECK"):
+                with m.If(div_r != 0):
+                    error(Status.BAD_LENGTH)
+                with m.Elif(~wm_range_ok):
+                    error(Status.ADDR_RANGE)
+                with m.Else():
+                    m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q)]
+                    m.next = "HAZARD"
+
+            with m.State("HAZARD"):
+                m.d.comb += cnt_inc["HAZARD_WAIT"].eq(conflict)
+                with m.If(~conflict):
+                    m.d.sync += [k.eq(0), bcnt.eq(0),
+                                 p.eq(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes), cnt.eq(0)]
+                    with m.If(acc_write):
+                        m.next = "WM_STREAM"
+                    with m.Else():
+                        m.d.sync += onbytes.eq(sp_wb)
+                        with m.Switch(acc_space):
+                            for s_ in rd_spaces:
+                                with m.Case(int(s_)):
+                                    m.d.sync += rlen.eq(acc_n * wbytes[s_])
+                        m.next = "REPLY"
+
+            # ---- WRITE_MEM: one payload byte per cycle, a word written as it completes
+            with m.State("WM_STREAM"):
+                m.d.comb += self.payload_addr.eq(p)
+                m.d.sync += [p.eq(p + 1), cnt.eq(1)]
+                with m.If(cnt != 0):
+                    m.d.sync += [ibuf.eq(ibuf_next), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == sp_wb - 1):
+                        m.d.comb += [fe_we.eq(1), fe_waddr.eq(acc_base + k)]
+                        m.d.sync += [bcnt.eq(0), k.eq(k + 1)]
+                        with m.If(k + 1 == acc_n):
+                            m.next = "REPLY"
+
+            # ---- READ_MEM: read a word, send its bytes
+            with m.State("RM_ADDR"):
+                with m.If(is_rd_acc):
+                    m.d.comb += [engine.rd_addr.valid.eq(1),
+                                 engine.rd_addr.payload.eq(acc_base + k)]
+                    with m.If(engine.rd_addr.ready):
+                        m.next = "RM_DATA"
+                with m.Else():
+                    m.d.comb += [fe_in_raddr.eq(acc_base + k), fe_in_ren.eq(1),
+                                 fe_w_raddr.eq(acc_base + k), fe_w_ren.eq(1),
+                                 fe_out_raddr.eq(acc_base + k), fe_out_ren.eq(1),
+                                 fe_opt_raddr.eq(acc_base + k), fe_opt_ren.eq(1)]
+                    m.next = "RM_DATA"
+            with m.State("RM_DATA"):
+                with m.If(is_rd_acc):
+                    m.d.comb += engine.rd_data.ready.eq(1)
+                    with m.If(engine.rd_data.valid):
+                        m.d.sync += [obuf.eq(rd_word), bcnt.eq(0)]
+                        m.next = "SEND"
+                with m.Else():
+                    m.d.sync += [obuf.eq(rd_word), bcnt.eq(0)]
+                    m.next = "SEND"
+
+            with m.State("SEND"):
+                m.d.comb += self.reply_data.valid.eq(1)
+                with m.If(self.reply_data.ready):
+                    m.d.sync += [obuf.eq(obuf >> 8), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == onbytes - 1):
+                        m.d.sync += bcnt.eq(0)
+                        with m.Switch(op):
+                            with m.Case(Opcode.READ_MEM):
+                                m.d.sync += k.eq(k + 1)
+                                with m.If(k + 1 == acc_n):
+                                    m.next = "DONE"
+                                with m.Else():
+                                    m.next = "RM_ADDR"
+                            with m.Case(Opcode.READ_REG):
+                                m.d.sync += [p.eq(p + 2), cnt.eq(0)]
+                                with m.If(p + 2 == length):
+                                    m.next = "DONE"
+                                with m.Else():
+                                    m.next = "REC"
+                            with m.Default():
+                                m.next = "DONE"
+
+            # ---- register records: fetch rec_len bytes at p
+            with m.State("REC"):
+                m.d.comb += self.payload_addr.eq(p + cnt)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt != 0):
+                    m.d.sync += rec.eq(Cat(rec[8:], self.payload_data))
+                with m.If(cnt == rec_len):
+                    m.next = "REC_DONE"
+            with m.State("REC_DONE"):
+                m.d.sync += cnt.eq(0)
+                with m.Switch(rec_mode):
+                    with m.Case(_SCAN):
+                        bad = ~exists | ((op == Opcode.WRITE_REG) & ~writable)
+                        m.d.sync += [err.eq(err | bad), p.eq(p + rec_len)]
+                        with m.If(p + rec_len + rec_len > length):
+                            m.next = "SCAN_END"
+                        with m.Else():
+                            m.next = "REC"
+                    with m.Case(_WRITE):
+                        with m.If(rec_reg == register_map(cfg)["CONTROL"].addr):
+                            m.d.comb += cnt_clear.eq(rec_value[0])
+                        for r in regs:
+                            if r.name in rw_regs:
+                                with m.If(rec_reg == r.addr):
+                                    m.d.sync += rw_regs[r.name].eq(rec_value[:r.bits])
+                        m.d.sync += p.eq(p + 6)
+                        with m.If(p + 6 == length):
+                            m.next = "REPLY"
+                        with m.Else():
+                            m.next = "REC"
+                    with m.Case(_READ):
+                        m.d.sync += [obuf.eq(regval), onbytes.eq(4), bcnt.eq(0)]
+                        m.next = "SEND"
+            with m.State("SCAN_END"):
+                m.d.sync += [p.eq(0), cnt.eq(0)]
+                with m.If(p != length):
+                    error(Status.BAD_LENGTH)
+                with m.Elif(err):
+                    error(Status.ADDR_RANGE)
+                with m.Elif(op == Opcode.WRITE_REG):
+                    m.next = "REG_WAIT"
+                with m.Else():
+                    m.d.sync += rlen.eq(length << 1)
+                    m.next = "REPLY"
+            with m.State("REG_WAIT"):
+                m.d.comb += cnt_inc["HAZARD_WAIT"].eq(~self.queue_empty)
+                with m.If(self.queue_empty):
+                    m.d.sync += [rec_mode.eq(_WRITE), cnt.eq(0)]
+                    m.next = "REC"
+
+            with m.State("SYNC_WAIT"):
+                with m.If(self.queue_empty & engine.idle):
+                    m.next = "REPLY"
+
+            with m.State("ENQUEUE"):
+                m.d.comb += cnt_inc["QUEUE_FULL"].eq(q_full)
+                with m.If(~q_full & (wjobs.w_rdy | (op != Opcode.GEMM))):
+                    m.d.sync += q_valid.bit_select(tail, 1).eq(1)
+                    m.d.sync += tail.eq(wrap_inc(tail))
+                    with m.Switch(op):
+                        with m.Case(Opcode.GEMM):
+                            m.d.comb += [wjobs.w_en.eq(1),
+                                         wjobs.w_data.eq(field(Opcode.GEMM, "w_addr"))]
+                            m.d.sync += [q_op[tail].eq(_OP_GEMM),
+                                         q_x[tail].eq(field(Opcode.GEMM, "a_addr")),
+                                         q_y[tail].eq(field(Opcode.GEMM, "w_addr")),
+                                         q_z[tail].eq(field(Opcode.GEMM, "acc_addr")),
+                                         q_n[tail].eq(field(Opcode.GEMM, "m")),
+                                         q_flags[tail].eq(field(Opcode.GEMM, "flags"))]
+                        if cfg.has_activation:
+                            with m.Case(Opcode.ACTIVATE):
+                                m.d.sync += [q_op[tail].eq(_OP_ACT),
+                                             q_x[tail].eq(field(Opcode.ACTIVATE, "acc_addr")),
+                                             q_y[tail].eq(field(Opcode.ACTIVATE, "out_addr")),
+                                             q_n[tail].eq(field(Opcode.ACTIVATE, "m")),
+                                             q_pe[tail].eq(field(Opcode.ACTIVATE, "param_entry")),
+                                             q_func[tail].eq(field(Opcode.ACTIVATE, "function")),
+                                             q_flags[tail].eq(field(Opcode.ACTIVATE, "flags"))]
+                        if cfg.has_adam:
+                            with m.Case(Opcode.ADAM):
+                                m.d.sync += [q_op[tail].eq(_OP_ADAM),
+                                             q_x[tail].eq(field(Opcode.ADAM, "addr")),
+                                             q_n[tail].eq(field(Opcode.ADAM, "count"))]
+                    m.next = "REPLY"
+
+            with m.State("REPLY"):
+                m.d.comb += self.reply.valid.eq(1)
+                with m.If(self.reply.ready):
+                    with m.If(rlen == 0):
+                        m.next = "DONE"
+                    with m.Elif(op == Opcode.READ_MEM):
+                        m.d.sync += k.eq(0)
+                        m.next = "RM_ADDR"
+                    with m.Elif(op == Opcode.READ_REG):
+                        m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), p.eq(0)]
+                        m.next = "REC"
+                    with m.Else():
+                        m.d.sync += bcnt.eq(0)
+                        m.next = "SEND"
+
+            with m.State("DONE"):
+                m.d.comb += [self.frame.ready.eq(1), cnt_inc["FRAMES"].eq(1)]
+                m.next = "IDLE"
+
+        m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
+
+
+        # --- formatted word for READ_MEM (sign-extended elements, LE bytes)
+        def fmt_word(space, raw):
+            w = word[space]
+            eb = 8 * w.element_bytes
+            if w.kind == "float":
+                return raw
+            elems = [raw[i * w.width:(i + 1) * w.width] for i in range(w.elements)]
+            return Cat(*(_sext(e, w.width, eb) for e in elems))
+
+        with m.Switch(acc_space):
+            with m.Case(MemSpace.INPUT):
+                m.d.comb += rd_word.eq(fmt_word(MemSpace.INPUT, in_rp.data.as_value()))
+            with m.Case(MemSpace.WEIGHT):
+                m.d.comb += rd_word.eq(fmt_word(MemSpace.WEIGHT, w_rp.data.as_value()))
+            with m.Case(MemSpace.ACC):
+                m.d.comb += rd_word.eq(fmt_word(MemSpace.ACC, engine.rd_data.payload.as_value()))
+            if out_rp is not None:
+                with m.Case(MemSpace.OUTPUT):
+                    m.d.comb += rd_word.eq(fmt_word(MemSpace.OUTPUT, out_rp.data.as_value()))
+            if opt_rp is not None:
+                with m.Case(MemSpace.OPT):
+                    m.d.comb += rd_word.eq(opt_rp.data)
+
+        # --- assembled word for WRITE_MEM (top wb bytes of ibuf_next)
+        def word_bits(space):
+            w = word[space]
+            base = 8 * (max_wb - w.bytes)
+            eb = 8 * w.element_bytes
+            raw = ibuf_next[base:base + 8 * w.bytes]
+            if w.kind == "float":
+                return raw
+            return Cat(*(raw[i * eb:i * eb + w.width] for i in range(w.elements)))
+
+        with m.If(fe_we):
+            with m.Switch(acc_space):
+                with m.Case(MemSpace.INPUT):
+                    m.d.comb += [in_wp.en.eq(1), in_wp.addr.eq(fe_waddr),
+                                 in_wp.data.eq(word_bits(MemSpace.INPUT))]
+                with m.Case(MemSpace.WEIGHT):
+                    m.d.comb += [w_wp.en.eq(1), w_wp.addr.eq(fe_waddr),
+                                 w_wp.data.eq(word_bits(MemSpace.WEIGHT))]
+                with m.Case(MemSpace.ACC):
+                    # The hazard rules keep the engine idle, so acc_write is ready.
+                    m.d.comb += [engine.acc_write.valid.eq(1),
+                                 engine.acc_write.payload.addr.eq(fe_waddr),
+                                 engine.acc_write.payload.data.eq(word_bits(MemSpace.ACC))]
+                if act is not None:
+                    with m.Case(MemSpace.TABLE):
+                        m.d.comb += [act.table_w_en.eq(1), act.table_w_addr.eq(fe_waddr),
+                                     act.table_w_data.eq(word_bits(MemSpace.TABLE))]
+                    with m.Case(MemSpace.ACT_PARAM):
+                        bits = word_bits(MemSpace.ACT_PARAM)
+                        F = ACTIVATION_FORMAT
+                        m.d.comb += [act.param_w_en.eq(1), act.param_w_addr.eq(fe_waddr)]
+                        for j in range(cfg.cols):
+                            def elem(row):
+                                i = row * cfg.cols + j
+                                return bits[32 * i:32 * i + 32]
+                            m.d.comb += [act.param_w_data[j].bias.eq(elem(0)[:F.bias_bits]),
+                                         act.param_w_data[j].multiplier.eq(elem(1)[:F.multiplier_bits]),
+                                         act.param_w_data[j].shift.eq(elem(2)[:F.shift_bits])]
+
+        # ----------------------------------------------------------- executor
+        ex_i = Signal(AW)       # rows issued
+        ex_j = Signal(AW)       # results written / rows delivered
+        ex_run = Signal()
+        h_op, h_x, h_y, h_z, h_n = q_op[head], q_x[head], q_y[head], q_z[head], q_n[head]
+        h_flags, h_func, h_pe = q_flags[head], q_func[head], q_pe[head]
+        h_valid = q_valid.bit_select(head, 1)
+        retire = Signal()
+
+        run_gemm = Signal()
+        run_act = Signal()
+        run_adam = Signal()
+        m.d.comb += [run_gemm.eq(h_valid & (h_op == _OP_GEMM)),
+                     run_act.eq(h_valid & (h_op == _OP_ACT) & ex_run),
+                     run_adam.eq(h_valid & (h_op == _OP_ADAM))]
+
+        # GEMM: INPUT rows -> engine.acts (read port data held under back-pressure)
+        acts = engine.acts
+        acts_last = Signal()
+        acts_addr = Signal(range(cfg.acc_depth))
+        acts_accum = Signal()
+        adv = ~acts.valid | acts.ready
+        ex_in_ren = Signal()
+        ex_in_raddr = Signal(AW)
+        m.d.comb += [acts.payload.data.eq(in_rp.data), acts.payload.last.eq(acts_last),
+                     acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
+        with m.If(adv):
+            m.d.sync += acts.valid.eq(0)
+            with m.If(run_gemm & (ex_i < h_n)):
+                m.d.comb += [ex_in_ren.eq(1), ex_in_raddr.eq(h_x + ex_i)]
+                m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_i == h_n - 1),
+                             acts_addr.eq(h_z + ex_i),
+                             acts_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
+                             ex_i.eq(ex_i + 1)]
+            with m.If(run_gemm & (ex_i == h_n)):
+                m.d.comb += retire.eq(1)
+        m.d.comb += [cnt_inc["GEMM_BUSY"].eq(run_gemm),
+                     cnt_inc["GEMM_STALL"].eq(acts.valid & ~acts.ready)]
+        gemm_port = run_gemm | acts.valid
+        m.d.comb += [in_rp.addr.eq(Mux(gemm_port, ex_in_raddr, fe_in_raddr)),
+                     in_rp.en.eq(Mux(gemm_port, ex_in_ren, fe_in_ren))]
+
+        # weight feeder
+        wts = engine.weights
+        wf_base = Signal(AW)
+        wf_r = Signal(range(cfg.rows + 1))
+        wf_busy = Signal()
+        wadv = ~wts.valid | wts.ready
+        wf_ren = Signal()
+        wf_raddr = Signal(AW)
+        m.d.comb += wts.payload.eq(w_rp.data)
+        with m.If(~wf_busy):
+            m.d.comb += wjobs.r_en.eq(1)
+            with m.If(wjobs.r_rdy):
+                m.d.sync += [wf_busy.eq(1), wf_base.eq(wjobs.r_data), wf_r.eq(0)]
+        with m.If(wadv):
+            m.d.sync += wts.valid.eq(0)
+            with m.If(wf_busy):
+                with m.If(wf_r < cfg.rows):
+                    m.d.comb += [wf_ren.eq(1), wf_raddr.eq(wf_base + wf_r)]
+                    m.d.sync += [wts.valid.eq(1), wf_r.eq(wf_r + 1)]
+                with m.Else():
+                    m.d.sync += wf_busy.eq(0)
+        w_port = wf_busy | wts.valid
+        m.d.comb += [w_rp.addr.eq(Mux(w_port, wf_raddr, fe_w_raddr)),
+                     w_rp.en.eq(Mux(w_port, wf_ren, fe_w_ren))]
+
+        # ACTIVATE: wait for the engine to drain, ACC rows -> unit -> OUTPUT
+        if act is not None:
+            with m.If(h_valid & (h_op == _OP_ACT) & ~ex_run & engine.idle):
+                m.d.sync += ex_run.eq(1)
+            with m.If(run_act):
+                m.d.comb += [engine.rd_addr.valid.eq(ex_i < h_n),
+                             engine.rd_addr.payload.eq(h_x + ex_i)]
+                with m.If(engine.rd_addr.valid & engine.rd_addr.ready):
+                    m.d.sync += ex_i.eq(ex_i + 1)
+                m.d.comb += [act.inp.valid.eq(engine.rd_data.valid),
+                             engine.rd_data.ready.eq(act.inp.ready)]
+            a_in_cnt = Signal(AW)
+            m.d.comb += [act.inp.payload.data.eq(engine.rd_data.payload),
+                         act.inp.payload.function.eq(h_func),
+                         act.inp.payload.precision.eq(h_flags & ACT_PRECISION_MASK),
+                         act.inp.payload.param_entry.eq(h_pe),
+                         act.inp.payload.table.eq(h_flags >> ACT_TABLE_SHIFT),
+                         act.inp.payload.last.eq(a_in_cnt == h_n - 1),
+                         act.out.ready.eq(1)]
+            with m.If(act.inp.valid & act.inp.ready):
+                m.d.sync += a_in_cnt.eq(a_in_cnt + 1)
+            with m.If(retire):
+                m.d.sync += a_in_cnt.eq(0)
+            ex_out_we = Signal()
+            with m.If(run_act & act.out.valid):
+                m.d.comb += ex_out_we.eq(1)
+                m.d.sync += ex_j.eq(ex_j + 1)
+                with m.If(ex_j + 1 == h_n):
+                    m.d.comb += retire.eq(1)
+            m.d.comb += [out_wp.en.eq(Mux(run_act, ex_out_we, fe_we & (acc_space == MemSpace.OUTPUT))),
+                         out_wp.addr.eq(Mux(run_act, h_y + ex_j, fe_waddr)),
+                         out_wp.data.eq(Mux(run_act, act.out.payload.data.as_value(),
+                                            word_bits(MemSpace.OUTPUT))),
+                         out_rp.addr.eq(fe_out_raddr), out_rp.en.eq(fe_out_ren)]
+            m.d.comb += [cnt_inc["ACT_BUSY"].eq(h_valid & (h_op == _OP_ACT)),
+                         cnt_inc["ACT_STALL"].eq(act.inp.valid & ~act.inp.ready)]
+
+        # ADAM: OPT words -> unit -> param, m, v written back
+        if adam is not None:
+            ain = adam.inp
+            aadv = ~ain.valid | ain.ready
+            ex_opt_ren = Signal()
+            ex_opt_raddr = Signal(AW)
+            a_last = Signal()
+            m.d.comb += [ain.payload.lanes.eq(opt_rp.data), ain.payload.last.eq(a_last),
+                         adam.out.ready.eq(1)]
+            with m.If(aadv):
+                m.d.sync += ain.valid.eq(0)
+                with m.If(run_adam & (ex_i < h_n)):
+                    m.d.comb += [ex_opt_ren.eq(1), ex_opt_raddr.eq(h_x + ex_i)]
+                    m.d.sync += [ain.valid.eq(1), a_last.eq(ex_i == h_n - 1), ex_i.eq(ex_i + 1)]
+            ex_opt_we = Signal()
+            with m.If(run_adam & adam.out.valid):
+                m.d.comb += ex_opt_we.eq(1)
+                m.d.sync += ex_j.eq(ex_j + 1)
+                with m.If(ex_j + 1 == h_n):
+                    m.d.comb += retire.eq(1)
+            adam_word = Cat(*(Cat(adam.out.payload.lanes[i].param, Const(0, 32),
+                                  adam.out.payload.lanes[i].m, adam.out.payload.lanes[i].v)
+                              for i in range(cfg.adam_lanes)))
+            adam_en = Cat(*(Const(0b1101, 4) for _ in range(cfg.adam_lanes)))
+            adam_port = run_adam | ain.valid
+            m.d.comb += [
+                opt_rp.addr.eq(Mux(adam_port, ex_opt_raddr, fe_opt_raddr)),
+                opt_rp.en.eq(Mux(adam_port, ex_opt_ren, fe_opt_ren)),
+                opt_wp.addr.eq(Mux(run_adam, h_x + ex_j, fe_waddr)),
+                opt_wp.data.eq(Mux(run_adam, adam_word, word_bits(MemSpace.OPT))),
+                opt_wp.en.eq(Mux(run_adam, Mux(ex_opt_we, adam_en, 0),
+                                 Mux(fe_we & (acc_space == MemSpace.OPT),
+                                     (1 << (4 * cfg.adam_lanes)) - 1, 0))),
+                cnt_inc["ADAM_BUSY"].eq(run_adam),
+                cnt_inc["ADAM_STALL"].eq(ain.valid & ~ain.ready),
+            ]
+
+        # retiring resets the executor (after the unit blocks, so it wins)
+        with m.If(retire):
+            m.d.sync += [q_valid.bit_select(head, 1).eq(0), head.eq(wrap_inc(head)),
+                         ex_run.eq(0), ex_i.eq(0), ex_j.eq(0)]
+
+        # ----------------------------------------------------------- counters
+        m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]
+        for name, c in counters.items():
+            if name == "BYTES_OUT":
+                with m.If(cnt_clear):
+                    m.d.sync += c.eq(0)
+                with m.Elif(fsm.ongoing("DONE")):
+                    m.d.sync += c.eq(c + rlen + 7)
+                continue
+            with m.If(cnt_clear):
+                m.d.sync += c.eq(0)
+            with m.Elif(cnt_inc[name]):
+                m.d.sync += c.eq(c + 1)
+        return m
