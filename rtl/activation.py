@@ -118,6 +118,7 @@ class ActivationUnit(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
+            self._MustUse__silence = True   # a rejected unit is not "unused"
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
         if config.acc_bits < 2:
             raise ValueError(f"acc_bits must be >= 2, got {config.acc_bits}")

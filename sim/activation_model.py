@@ -325,6 +325,7 @@ def _pwl_rom_cached() -> tuple[np.ndarray, np.ndarray]:
     t = np.arange(seg, dtype=np.int64)
     c0s, c1s = [], []
     for bank in PWL_BANKS:
+        prev_end = 0
         for i in range(PWL_SEGMENTS):
             target = _pwl_target(bank, i * seg + t)
             chord = (target[-1] - target[0]) / (seg - 1) * (1 << PWL_SLOPE_FRAC)
@@ -339,19 +340,24 @@ def _pwl_rom_cached() -> tuple[np.ndarray, np.ndarray]:
                 worst = float(np.max(np.abs(target - (approx + c0))))
                 if best is None or worst < best[0]:
                     best = (worst, c0, c1)
-            c0s.append(best[1])
-            c1s.append(best[2])
+            _, c0, c1 = best
+            # Monotonic across segment joins: never start below where the
+            # previous segment ended (costs a fraction of an LSB at most).
+            c0 = max(c0, prev_end)
+            prev_end = int(_segment_eval(c0, c1, seg - 1))
+            c0s.append(c0)
+            c1s.append(c1)
     c0 = np.array(c0s, dtype=np.int64)
     c1 = np.array(c1s, dtype=np.int64)
     assert c0.min() >= 0 and c0.max() < (1 << PWL_C0_BITS)
     assert c1.min() >= 0 and c1.max() < (1 << PWL_C1_BITS)
     # sigma and Phi of |z| lie in [1/2, 1]: the RTL's unsigned "1 - S" and
-    # "2S - 1" rely on it.
+    # "2S - 1" rely on it.  Both are non-decreasing in |z|.
     a = np.arange(PWL_SEGMENTS << PWL_SEGMENT_BITS, dtype=np.int64)
     for bank in range(len(PWL_BANKS)):
         idx = bank * PWL_SEGMENTS + (a >> PWL_SEGMENT_BITS)
         s = _segment_eval(c0[idx], c1[idx], a & ((1 << PWL_SEGMENT_BITS) - 1))
-        assert s.min() >= _ONE // 2 and s.max() <= _ONE
+        assert s.min() >= _ONE // 2 and s.max() <= _ONE and np.all(np.diff(s) >= 0)
     c0.setflags(write=False)
     c1.setflags(write=False)
     return c0, c1
