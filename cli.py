@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
 
 #: ``hetaccel bench NAME`` -> module implementing it.
 BENCHES: dict[str, str] = {
+    "adam": "hetaccel.sim.bench_adam",
 }
 
 

@@ -145,8 +145,8 @@ class AdamMode(enum.IntFlag):
     """Weight-decay mode bits of the Adam unit (its 2-bit ``mode`` input).
 
     ``L2`` adds ``weight_decay * p`` to the gradient (``torch.optim.Adam``);
-    ``DECOUPLED`` scales the parameter by ``decay = 1 - lr*weight_decay`` before
-    the update (``torch.optim.AdamW``).  The bits are independent; both set
+    ``DECOUPLED`` decays the parameter, ``p - (lr*weight_decay)*p``, before the
+    update (``torch.optim.AdamW``).  The bits are independent; both set
     applies both (L2 reads the parameter before the decoupled scaling).
     """
 
@@ -167,7 +167,7 @@ ADAM_HYPERPARAMETERS: tuple[str, ...] = (
     "one_minus_beta2",  # 1 - b2
     "eps",              # eps
     "weight_decay",     # wd (L2 mode)
-    "decay",            # 1 - lr*wd (DECOUPLED mode)
+    "lr_wd",            # lr*wd (DECOUPLED mode: p - lr_wd*p)
     "bc2_rsqrt",        # 1 / sqrt(1 - b2**step)
     "step_size",        # lr / (1 - b1**step)
 )
