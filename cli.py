@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
 #: ``hetaccel bench NAME`` -> module implementing it.
 BENCHES: dict[str, str] = {
     "adam": "hetaccel.sim.bench_adam",
+    "activations": "hetaccel.sim.bench_activations",
+    "gemm": "hetaccel.sim.bench_gemm",
 }
 
 
