@@ -86,7 +86,7 @@ def test_requantize_corners():
     assert [r(a, 0, 1 << 30, 30) for a in (127, 128, -128, -129)] == [127, 127, -128, -128]
     assert [r(a, 0, 1 << 30, 30, precision=AP.FIXED16) for a in (32767, 32768, -32768, -32769)] \
         == [32767, 32767, -32768, -32768]
-    # Multiplier 0 -> 0; shift 63: |x*M| < 2**62 so the result is 0 or +-1 (ties at 2**62 impossible).
+    # Multiplier 0 -> 0; shift 63: |x*M| < 2**62, so |x*M / 2**63| < 1/2 rounds to 0.
     assert r(2**31 - 1, 0, 0, 5) == 0
     assert r(2**31 - 1, 0, am.MULTIPLIER_MAX, 63) == 0
     assert r(-2**31, 0, am.MULTIPLIER_MAX, 63) == 0
