@@ -192,15 +192,23 @@ class CommandProcessor(wiring.Component):
             return exists, writable, value
 
         # -------------------------------------------------------- command queue
+        # Entry fields start all-ones (never a value an enqueue writes first) so
+        # the first write changes them: Icarus does not evaluate an always @*
+        # block until one of its inputs changes, and the Array read muxes would
+        # stay X if an entry were first written with its reset value.
         q_valid = Signal(QD)
-        q_op = Array(Signal(2, name=f"q_op{i}") for i in range(QD))
-        q_x = Array(Signal(AW, name=f"q_x{i}") for i in range(QD))    # a / acc / addr
-        q_y = Array(Signal(AW, name=f"q_y{i}") for i in range(QD))    # w / out
-        q_z = Array(Signal(AW, name=f"q_z{i}") for i in range(QD))    # acc (GEMM)
-        q_n = Array(Signal(AW, name=f"q_n{i}") for i in range(QD))    # m / count
-        q_flags = Array(Signal(8, name=f"q_flags{i}") for i in range(QD))
-        q_func = Array(Signal(8, name=f"q_func{i}") for i in range(QD))
-        q_pe = Array(Signal(16, name=f"q_pe{i}") for i in range(QD))
+
+        def entry(width, name):
+            return Array(Signal(width, name=f"{name}{i}", init=(1 << width) - 1)
+                         for i in range(QD))
+        q_op = entry(2, "q_op")
+        q_x = entry(AW, "q_x")          # a / acc / addr
+        q_y = entry(AW, "q_y")          # w / out
+        q_z = entry(AW, "q_z")          # acc (GEMM)
+        q_n = entry(AW, "q_n")          # m / count
+        q_flags = entry(8, "q_flags")
+        q_func = entry(8, "q_func")
+        q_pe = entry(16, "q_pe")
         head = Signal(range(QD))
         tail = Signal(range(QD))
         q_full = Signal()
