@@ -56,7 +56,8 @@ from amaranth.lib.wiring import In, Out
 from ..spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode
 from .fp32 import FPAdd, FPDiv, FPMul, FPSqrt
 
-__all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout"]
+__all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout",
+           "pipeline_latency"]
 
 ADAM_IN = data.StructLayout({"param": 32, "grad": 32, "m": 32, "v": 32})
 ADAM_OUT = data.StructLayout({"param": 32, "m": 32, "v": 32})
@@ -130,12 +131,9 @@ class AdamUnit(wiring.Component):
                 cur = nxt
             return cur
 
-        count = [0]
-
         def block(cls, *operands, name):
             blk = cls()
-            m.submodules[f"{name}_{count[0]}"] = blk
-            count[0] += 1
+            m.submodules[name] = blk
             m.d.comb += blk.en.eq(adv)
             m.d.comb += blk.a.eq(operands[0])
             if len(operands) > 1:

@@ -149,7 +149,6 @@ class _Stages:
     def __init__(self, m: Module, en):
         self.m = m
         self.en = en
-        self.count = 0
 
     def reg(self, name: str, value, shape=None):
         sig = Signal(shape if shape is not None else len(value), name=name)
