@@ -28,6 +28,7 @@ BENCHES: dict[str, str] = {
     "adam": "hetaccel.sim.bench_adam",
     "activations": "hetaccel.sim.bench_activations",
     "gemm": "hetaccel.sim.bench_gemm",
+    "runtime": "hetaccel.host.bench_runtime",
 }
 
 

@@ -39,16 +39,17 @@ that reset during the operation.
 
 from __future__ import annotations
 
-import math
+import struct
 import time
 from collections import deque
+from functools import lru_cache
 
 import numpy as np
 
 from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_ACCUMULATE,
-                    AcceleratorConfig, ActivationFunction, ActivationPrecision, MemSpace, Opcode,
-                    Status, config_from_identity, encode_instruction, mem_depth, mem_word,
-                    register_map)
+                    INSTRUCTIONS, AcceleratorConfig, ActivationFunction, ActivationPrecision,
+                    MemSpace, Opcode, Status, config_from_identity, encode_instruction, mem_depth,
+                    mem_word, register_map)
 from .profiler import OpRecord, Profile, board_params
 from .protocol import FrameError, ReplyDecoder, encode_request
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
@@ -105,6 +106,23 @@ def _precision(p) -> ActivationPrecision:
     raise ValueError(f"precision must be 'int8' or 'fixed16', got {p!r}")
 
 
+@lru_cache(maxsize=None)
+def _packer(op: Opcode) -> struct.Struct:
+    """The fixed fields of ``op`` as a struct, derived from :data:`INSTRUCTIONS`.
+
+    :func:`~hetaccel.spec.encode_instruction` produces the same bytes with a
+    range check per field; the scheduler's thousands of GEMM/ACTIVATE frames
+    take this path (their fields are in range by construction and the device
+    checks them again).
+    """
+    codes = {1: "B", 2: "H", 4: "I"}
+    return struct.Struct("<" + "".join(codes[n] for _, n in INSTRUCTIONS[op].fields))
+
+
+def _gemm(a_addr: int, w_addr: int, acc_addr: int, m: int, flags: int) -> tuple:
+    return Opcode.GEMM, _packer(Opcode.GEMM).pack(a_addr, w_addr, acc_addr, m, flags)
+
+
 # ---------------------------------------------------------------------------
 # the link session: sequence numbers, windowed exchange, recovery
 
@@ -128,6 +146,7 @@ class _Link:
         self.frames_sent = 0
         self.retry_count = 0
         self.fault_log: list[str] = []
+        self._frames_reg: int | None = None   # FRAMES register, once baselined
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -259,6 +278,8 @@ class _Link:
     def check_frames(self, frames_value: int | None = None) -> None:
         """Raise DeviceResetError if the device delivered fewer frames than
         the host saw acknowledged since the baseline."""
+        if self._frames_reg is None:
+            return
         if frames_value is None:
             payload = encode_instruction(Opcode.READ_REG, {"reg": self._frames_reg})
             before = self.frames_ok
@@ -267,6 +288,8 @@ class _Link:
         else:
             acked = self.frames_ok - 1  # the READ_REG that returned the value
         delivered = (frames_value - self.frames_base) & 0xFFFFFFFF
+        if delivered >= 1 << 31:
+            delivered -= 1 << 32  # the counter went backwards: cleared by a reset
         if delivered < acked:
             raise DeviceResetError(
                 f"the device reset: it reports {delivered} frames delivered since the session "
@@ -682,11 +705,9 @@ class Accelerator:
                             np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm]).tobytes())
                     for t in range(tt):
                         for j in range(nn):
-                            reqs.append((Opcode.GEMM, encode_instruction(
-                                Opcode.GEMM, a_addr=a_base_t + t * mm,
-                                w_addr=w_base + (t * nn + j) * R,
-                                acc_addr=region + j * mm, m=mm,
-                                flags=GEMM_ACCUMULATE if t0 + t > 0 else 0)))
+                            reqs.append(_gemm(a_base_t + t * mm, w_base + (t * nn + j) * R,
+                                              region + j * mm, mm,
+                                              GEMM_ACCUMULATE if t0 + t > 0 else 0))
                 if act is not None:
                     obase = (group_no % 2) * out_half
                     reqs += act.activates(group_no, region, obase, mm, nn)

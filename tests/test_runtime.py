@@ -1,0 +1,268 @@
+"""The host runtime's API on the emulator and on the generated RTL.
+
+One parametrized suite: every operation runs on ``emu`` (the device model) and
+on ``rtl`` (the generated Device in Verilator through the cocotb bridge, a
+small config), and must give bit-identical results on both and match NumPy /
+the unit models.  One case also runs on Icarus.
+"""
+
+import numpy as np
+import pytest
+
+from hetaccel.host import Accelerator
+from hetaccel.sim import activation_model as am
+from hetaccel.sim.adam_model import adam_reference, adam_step, hyperparameters
+from hetaccel.spec import AcceleratorConfig, ActivationFunction
+
+#: The rtl backend's config: small, so the Verilator build and the runs stay short,
+#: and odd (acc_bits=24, 64-byte frames) so the runtime's tiling is exercised.
+SMALL = AcceleratorConfig(rows=4, cols=4, input_depth=32, weight_depth=32, acc_depth=32,
+                          output_depth=32, opt_depth=32, max_k=256, acc_bits=24,
+                          act_param_depth=4, act_tables=3, max_payload=128)
+
+BACKENDS = ["emu", "rtl"]
+
+
+@pytest.fixture(scope="module")
+def emu_small():
+    with Accelerator.open("emu", config=SMALL) as acc:
+        yield acc
+
+
+@pytest.fixture(scope="module")
+def rtl_small():
+    with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.01) as acc:
+        yield acc
+
+
+@pytest.fixture
+def acc(request, emu_small):
+    if request.param == "emu":
+        return emu_small
+    return request.getfixturevalue("rtl_small")
+
+
+def both(acc, emu_small, fn):
+    """Run ``fn`` on the backend under test and on the emulator; they must agree bit for bit."""
+    got = fn(acc)
+    if acc is not emu_small:
+        ref = fn(emu_small)
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint8),
+                                      np.asarray(ref).view(np.uint8))
+    return got
+
+
+def _fn(name):
+    return ActivationFunction[(name or "none").upper()]
+
+
+@pytest.mark.parametrize("acc", BACKENDS, indirect=True)
+def test_matmul_is_exact_for_any_shape(acc, emu_small):
+    rng = np.random.default_rng(1)
+    shapes = [(1, 1, 1), (3, 5, 7), (17, 9, 6), (40, 33, 13)]
+    if acc.backend == "emu":
+        shapes += [(24, 250, 10)]
+    for m, k, n in shapes:
+        a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+        c = both(acc, emu_small, lambda d: d.matmul(a, b))
+        assert c.dtype == np.int32 and c.shape == (m, n)
+        np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+    # the corners of the operand range, where a product is largest
+    a = np.full((5, 64), -128, dtype=np.int8)
+    b = np.full((64, 3), -128, dtype=np.int8)
+    np.testing.assert_array_equal(both(acc, emu_small, lambda d: d.matmul(a, b)),
+                                  np.full((5, 3), 64 * 128 * 128))
+    assert acc.profile.last.op == "matmul" and acc.profile.last.backend == acc.backend
+
+
+@pytest.mark.parametrize("acc", BACKENDS, indirect=True)
+def test_linear_int8_every_function_and_precision(acc, emu_small):
+    rng = np.random.default_rng(2)
+    m, k, n = 6, 11, 9
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    scale = rng.uniform(2e-4, 2e-3, n)
+    mult, shift = am.quantize_multiplier(scale)
+    accv = x.astype(np.int64) @ w.T.astype(np.int64)
+    for name in (None, "relu", "sigmoid", "tanh", "gelu"):
+        table = am.build_table(_fn(name), 0.05, 1 / 127) if name in ("sigmoid", "tanh", "gelu") \
+            else None
+        y = both(acc, emu_small, lambda d: d.linear(x, w, bias, name, scale=scale,
+                                                    table_scales=(0.05, 1 / 127)))
+        assert y.dtype == np.int8
+        np.testing.assert_array_equal(y, am.apply(accv, bias, mult, shift, _fn(name), 0, table))
+        y16 = both(acc, emu_small, lambda d: d.linear(x, w, bias, name, scale=scale,
+                                                      precision="fixed16"))
+        assert y16.dtype == np.int16
+        np.testing.assert_array_equal(y16, am.apply(accv, bias, mult, shift, _fn(name), 1))
+
+
+@pytest.mark.parametrize("acc", BACKENDS, indirect=True)
+def test_linear_float_layer(acc, emu_small):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 12)).astype(np.float32)
+    w = (rng.standard_normal((10, 12)) / 4).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    for name in (None, "relu", "sigmoid", "tanh", "gelu"):
+        y = both(acc, emu_small, lambda d: d.linear(x, w, b, name))
+        assert y.dtype == np.float32 and y.shape == (2, 3, 10)
+        ref = am.reference_function(_fn(name), pre)
+        # int8 operands: a few percent of the output range
+        assert np.max(np.abs(y - ref)) <= 0.03 * max(1.0, np.max(np.abs(ref))), name
+
+
+@pytest.mark.parametrize("acc", BACKENDS, indirect=True)
+def test_activation_unit_alone(acc, emu_small):
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-7.9, 7.9, (3, 11)).astype(np.float32)
+    for name in ("relu", "sigmoid", "tanh", "gelu", None):
+        y = both(acc, emu_small, lambda d: d.activation(name, x))
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert np.max(np.abs(y - am.reference_function(_fn(name), x))) < 2e-3, name
+    xi = rng.integers(-2 ** 20, 2 ** 20, (5, 3)).astype(np.int32)
+    y = both(acc, emu_small, lambda d: d.activation("tanh", xi, scale=1 / 4096,
+                                                    table_scales=(0.06, 1 / 127)))
+    mult, shift = am.quantize_multiplier(1 / 4096)
+    np.testing.assert_array_equal(
+        y, am.apply(xi, 0, mult, shift, ActivationFunction.TANH, 0,
+                    am.build_table(ActivationFunction.TANH, 0.06, 1 / 127)))
+
+
+@pytest.mark.parametrize("acc", BACKENDS, indirect=True)
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_step_matches_the_unit_and_torch_formula(acc, emu_small, decoupled):
+    rng = np.random.default_rng(5 + decoupled)
+    n = 45 if acc.backend == "rtl" else 2000
+    p = rng.standard_normal((n,)).astype(np.float32)
+    g = rng.standard_normal((n,)).astype(np.float32)
+    m = (rng.standard_normal((n,)) * 0.1).astype(np.float32)
+    v = (np.abs(rng.standard_normal((n,))) * 0.01).astype(np.float32)
+    kw = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, step=7,
+              decoupled=decoupled)
+    hp = hyperparameters(**kw)
+    rp, rm, rv = adam_step(p, g, m, v, hp)
+    fp, fm, fv = adam_reference(p, g, m, v, **kw)
+
+    def run(d):
+        pp, mm, vv = p.copy(), m.copy(), v.copy()
+        out = d.adam_step(pp, g, mm, vv, **kw)
+        assert out[0] is pp  # updated in place, as torch does
+        return np.stack([pp, mm, vv])
+
+    got = both(acc, emu_small, run)
+    for arr, ref in zip(got, (rp, rm, rv)):
+        np.testing.assert_array_equal(arr.view(np.uint32), ref.view(np.uint32))
+    np.testing.assert_allclose(got[0], fp, rtol=1e-5, atol=1e-6)
+
+
+def test_icarus_backend_runs_the_same_command_stream():
+    rng = np.random.default_rng(6)
+    a = rng.integers(-128, 128, (5, 9), dtype=np.int8)
+    b = rng.integers(-128, 128, (9, 6), dtype=np.int8)
+    with Accelerator.open("rtl", config=SMALL, sim="icarus", timeout=0.01) as acc:
+        c = acc.matmul(a, b)
+        assert acc.profile.last.backend == "rtl" and acc.profile.last.device_cycles > 0
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+
+
+# --- profiler ------------------------------------------------------------------
+
+
+def test_profile_reports_where_and_what_bounds_each_op(emu_small):
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (16, 32), dtype=np.int8)
+    b = rng.integers(-128, 128, (32, 8), dtype=np.int8)
+    emu_small.matmul(a, b)
+    rec = emu_small.profile.last
+    d = rec.as_dict()
+    assert d["ran_on"] == "emu" and d["shape"] == {"m": 16, "k": 32, "n": 8}
+    assert d["device_cycles"] > 0 and d["busy_cycles"]["gemm"] > 0
+    assert 0 < d["utilization"]["mac"] <= 1 and 0 < d["utilization"]["gemm"] <= 1
+    assert d["device_bytes_in"] >= a.size + b.size and d["device_bytes_out"] >= 16 * 8 * 4
+    p = d["projection"]
+    assert p["bound"] in ("link", "compute")
+    assert p["projected_s"] == max(p["compute_s"], p["link_s"])
+    text = emu_small.profile.report()
+    assert "matmul" in text and "emu" in text and "total" in text
+    totals = emu_small.profile.totals()
+    assert totals["device_cycles"] >= rec.device_cycles
+
+
+def test_profile_unknown_board_is_rejected():
+    with pytest.raises(ValueError, match="unknown board 'nosuchboard'"):
+        Accelerator.open("emu", board="nosuchboard")
+
+
+# --- bad input --------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_naming_the_value(emu_small):
+    acc = emu_small
+    a = np.zeros((4, 5), dtype=np.int8)
+    with pytest.raises(TypeError, match="float64"):
+        acc.matmul(a.astype(np.float64), a.T)
+    with pytest.raises(TypeError, match="list|numpy"):
+        acc.matmul("abc", a)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        acc.matmul(a, a)
+    with pytest.raises(ValueError, match=r"a\[1, 2\] = 300"):
+        bad = np.zeros((4, 5), dtype=np.int16)
+        bad[1, 2] = 300
+        acc.matmul(bad, a.T)
+    with pytest.raises(ValueError, match="2-D"):
+        acc.matmul(np.zeros((2, 2, 2), np.int8), a)
+    with pytest.raises(ValueError, match="empty"):
+        acc.matmul(np.zeros((0, 5), np.int8), a.T)
+    with pytest.raises(ValueError, match="max_k=256"):
+        acc.matmul(np.zeros((1, 300), np.int8), np.zeros((300, 1), np.int8))
+    x = np.ones((2, 3), np.float32)
+    x[1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x\[1, 1\] = nan"):
+        acc.linear(x, np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        acc.linear(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), activation="swish")
+    with pytest.raises(ValueError, match="features"):
+        acc.linear(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match="scale"):
+        acc.linear(a, a)  # int8 path without requantisation
+    with pytest.raises(ValueError, match="table"):
+        acc.linear(a, a, scale=0.01, activation="gelu")
+    with pytest.raises(ValueError, match=r"outside the Q4.12 range"):
+        acc.activation("gelu", np.array([1.0, 9.0], np.float32))
+    p = np.zeros(4, np.float32)
+    with pytest.raises(TypeError, match="grads must have dtype float32"):
+        acc.adam_step(p, p.astype(np.float64), p.copy(), p.copy(), lr=1e-3, step=1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        acc.adam_step(p, p.copy(), p.copy(), p.copy(), lr=-1.0, step=1)
+    with pytest.raises(ValueError, match="step must be an integer >= 1"):
+        acc.adam_step(p, p.copy(), p.copy(), p.copy(), lr=1e-3, step=0)
+    with pytest.raises(ValueError, match="shape"):
+        acc.adam_step(p, np.zeros(5, np.float32), p.copy(), p.copy(), lr=1e-3, step=1)
+
+
+def test_open_rejects_bad_targets_and_configs():
+    with pytest.raises(ValueError, match="target must be"):
+        Accelerator.open("fpga")
+    with pytest.raises(TypeError, match="config must be an AcceleratorConfig"):
+        Accelerator.open("emu", config={"rows": 4})
+    with pytest.raises(ValueError, match="sim must be one of"):
+        Accelerator.open("rtl", config=SMALL, sim="modelsim")
+    acc = Accelerator.open("emu")
+    acc.close()
+    with pytest.raises(ValueError, match="closed"):
+        acc.matmul(np.ones((1, 1), np.int8), np.ones((1, 1), np.int8))
+
+
+def test_units_absent_from_the_config_are_refused_not_emulated():
+    bare = SMALL.replace(has_activation=False, has_adam=False)
+    with Accelerator.open("emu", config=bare) as acc:
+        with pytest.raises(ValueError, match="no activation unit"):
+            acc.activation("relu", np.ones(3, np.float32))
+        with pytest.raises(ValueError, match="no Adam unit"):
+            z = np.zeros(3, np.float32)
+            acc.adam_step(z, z.copy(), z.copy(), z.copy(), lr=1e-3, step=1)
+        c = acc.matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8))
+        np.testing.assert_array_equal(c, np.full((2, 2), 3))
