@@ -1,0 +1,223 @@
+"""The quantized BERT encoder: matmuls on the accelerator, the rest on the CPU.
+
+Per layer, for a sentence of ``T`` tokens (hidden ``H``, ``nh`` heads of ``d``):
+
+=====================  ==============================  ================================
+op                     where                           numerics (docs/quantization.md)
+=====================  ==============================  ================================
+Q, K, V, attn-out      accelerator (:class:`Executor`)  x split hi/lo per token, W int8
+FFN up                 accelerator                      x split hi/lo per token, W int8
+FFN down               accelerator                      x split hi/lo, W split hi/lo
+Q·Kᵀ per head          accelerator                      Q, K int8 per token
+P·V per head           accelerator                      P split hi/lo per row, V int8
+                                                        per channel
+GELU                   accelerator (activation unit)    16-bit fixed point (Q4.12)
+embeddings, softmax,   CPU                              float32
+layer norm, pooling
+=====================  ==============================  ================================
+
+Every matmul is exact (int8 x int8 -> int32); scales are applied on the host.  With
+``placement="cpu"`` the same integer ops run in NumPy (and GELU through
+:func:`hetaccel.sim.activation_model.apply`), giving bit-identical embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import quantize as Q
+from .bert import BertModel, layer_norm, softmax
+from .placement import Executor
+
+__all__ = ["QuantScheme", "QuantizedEncoder", "Q412"]
+
+#: One Q4.12 unit: the fixed-point input/output format of the activation unit's
+#: 16-bit path (spec.ACTIVATION_FORMAT.fixed_in_frac).
+Q412 = 1 << 12
+_Q412_MIN = -(1 << 15)
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """Which operands take the two-part (16-bit) path.
+
+    Parameters
+    ----------
+    split_linear_inputs : bool
+        Token activations entering a Linear are split into hi/lo int8 parts.
+    split_weights : tuple of str
+        Linears (``"q", "k", "v", "o", "up", "down"``) whose weights are split too
+        (three int8 matmuls: hi·hi, hi·lo, lo·hi; lo·lo is below 2**-16).
+    split_pv : bool
+        Attention probabilities are split into hi/lo parts for P·V.
+    split_qk : bool
+        Queries are split for Q·Kᵀ (not needed on MiniLM; measured).
+    """
+
+    split_linear_inputs: bool = True
+    split_weights: tuple = ("down",)
+    split_pv: bool = True
+    split_qk: bool = False
+
+    def __post_init__(self):
+        bad = set(self.split_weights) - {"q", "k", "v", "o", "up", "down"}
+        if bad:
+            raise ValueError(f"split_weights names unknown linears {sorted(bad)}; "
+                             f"known: q, k, v, o, up, down")
+
+    @classmethod
+    def naive(cls) -> "QuantScheme":
+        """Per-token int8 everywhere, no 16-bit parts (a baseline)."""
+        return cls(False, (), False, False)
+
+    def as_dict(self) -> dict:
+        return {"split_linear_inputs": self.split_linear_inputs,
+                "split_weights": list(self.split_weights), "split_pv": self.split_pv,
+                "split_qk": self.split_qk}
+
+
+@dataclass
+class _Weight:
+    parts: list            # [(int8 K x N, factor)]
+    scale: np.ndarray      # (N,) float64
+    bias: np.ndarray       # (N,) float32
+
+
+def _prep_weight(w: np.ndarray, b: np.ndarray, split: bool) -> _Weight:
+    if split:
+        s = Q.split_weight(w)
+        parts = [(np.ascontiguousarray(s.hi.T), 256), (np.ascontiguousarray(s.lo.T), 1)]
+    else:
+        s = Q.quantize_weight(w)
+        parts = [(np.ascontiguousarray(s.values.T), 1)]
+    return _Weight(parts, s.scale.ravel(), b.astype(np.float32))
+
+
+class QuantizedEncoder:
+    """Sentence encoder whose matmuls and GELU go through an :class:`Executor`."""
+
+    def __init__(self, model: BertModel, executor: Executor,
+                 scheme: QuantScheme | None = None):
+        if not isinstance(model, BertModel):
+            raise TypeError(f"model must be a BertModel, not {type(model).__name__}")
+        if not isinstance(executor, Executor):
+            raise TypeError(f"executor must be an Executor, not {type(executor).__name__}")
+        self.model = model
+        self.ex = executor
+        self.scheme = scheme or QuantScheme()
+        if model.config.hidden_act not in ("gelu",):
+            raise ValueError(f"the device path implements erf-GELU; the model uses "
+                             f"{model.config.hidden_act!r}")
+        k_max = max(model.config.hidden_size, model.config.intermediate_size,
+                    model.max_seq_length)
+        if k_max > executor.config.max_k:
+            raise ValueError(f"the model needs reductions of {k_max} but the accelerator's "
+                             f"max_k is {executor.config.max_k}")
+        self.weights = []
+        for p in model.layers:
+            self.weights.append({name: _prep_weight(p[f"{name}.weight"], p[f"{name}.bias"],
+                                                    name in self.scheme.split_weights)
+                                 for name in ("q", "k", "v", "o", "up", "down")})
+
+    # --- building blocks --------------------------------------------------------
+
+    def _act_parts(self, x: np.ndarray, split: bool):
+        if split:
+            s = Q.split_rows(x)
+            return [(s.hi, 256), (s.lo, 1)], s.scale
+        s = Q.quantize_rows(x)
+        return [(s.values, 1)], s.scale
+
+    def _product(self, name: str, x_parts, w_parts) -> np.ndarray:
+        both_split = len(x_parts) > 1 and len(w_parts) > 1
+        acc = None
+        for xa, fa in x_parts:
+            for wb, fb in w_parts:
+                if both_split and fa == 1 and fb == 1:
+                    continue   # lo x lo: below 2**-16 of the result
+                part = self.ex.matmul(name, xa, wb)
+                term = part * (fa * fb) if fa * fb != 1 else part
+                acc = term if acc is None else acc + term
+        return acc
+
+    def linear(self, name: str, x: np.ndarray, w: _Weight) -> np.ndarray:
+        parts, row_scale = self._act_parts(x, self.scheme.split_linear_inputs)
+        acc = self._product(name, parts, w.parts)
+        return Q.dequantize_product(acc, row_scale, w.scale) + w.bias
+
+    def gelu(self, y: np.ndarray) -> np.ndarray:
+        """erf-GELU on the activation unit's 16-bit path.
+
+        The unit sees Q4.12 inputs (|v| < 8).  GELU(y) = relu(y) + GELU(-|y|), and
+        GELU(-|y|) is what the device evaluates: its argument is never positive,
+        saturating it at -8 changes GELU by < 1e-14, so pre-activations of any
+        magnitude are exact to the unit's precision.
+        """
+        codes = np.clip(np.rint(-np.abs(y.astype(np.float64)) * Q412), _Q412_MIN, 0)
+        g = self.ex.activation_fixed16("gelu", "gelu", codes.astype(np.int64))
+        return (np.maximum(y, 0) + g.astype(np.float64) / Q412).astype(np.float32)
+
+    def attention(self, x_q, x_k, x_v) -> np.ndarray:
+        cfg = self.model.config
+        t = x_q.shape[0]
+        nh, d = cfg.num_attention_heads, cfg.head_dim
+        ctx = np.empty((t, nh * d), dtype=np.float32)
+        inv = 1.0 / math.sqrt(d)
+        for h in range(nh):
+            sl = slice(h * d, (h + 1) * d)
+            qp, qs = self._act_parts(x_q[:, sl], self.scheme.split_qk)
+            kq = Q.quantize_rows(x_k[:, sl])           # per key token = per output column
+            acc = self._product(f"attn_qk[{h}]", qp, [(np.ascontiguousarray(kq.values.T), 1)])
+            scores = Q.dequantize_product(acc, qs * inv, kq.scale.ravel())
+            p = softmax(scores)
+            pp, ps = self._act_parts(p, self.scheme.split_pv)
+            vq = Q.quantize_weight(x_v[:, sl].T)        # per head channel = per output column
+            acc = self._product(f"attn_pv[{h}]", pp, [(np.ascontiguousarray(vq.values.T), 1)])
+            ctx[:, sl] = Q.dequantize_product(acc, ps, vq.scale.ravel())
+        return ctx
+
+    def layer(self, i: int, x: np.ndarray) -> np.ndarray:
+        cfg = self.model.config
+        p = self.model.layers[i]
+        w = self.weights[i]
+        self.ex.layer = f"layer{i}"
+        q = self.linear("q", x, w["q"])
+        k = self.linear("k", x, w["k"])
+        v = self.linear("v", x, w["v"])
+        ctx = self.attention(q, k, v)
+        attn = self.linear("o", ctx, w["o"])
+        x = layer_norm(x + attn, p["ln1.weight"], p["ln1.bias"], cfg.layer_norm_eps)
+        inter = self.gelu(self.linear("up", x, w["up"]))
+        out = self.linear("down", inter, w["down"])
+        return layer_norm(x + out, p["ln2.weight"], p["ln2.bias"], cfg.layer_norm_eps)
+
+    # --- whole model --------------------------------------------------------------
+
+    def forward(self, ids: np.ndarray, layers: int | None = None) -> np.ndarray:
+        """Last hidden state (tokens x hidden) of one tokenised sentence.
+
+        ``layers`` limits the run to the first layers (for cross-checks).
+        """
+        self.ex.layer = "embeddings"
+        x = self.model.embed(ids)
+        n = len(self.model.layers) if layers is None else layers
+        for i in range(n):
+            x = self.layer(i, x)
+        self.ex.layer = ""
+        return x
+
+    def encode(self, sentences: Sequence[str],
+               progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+        out = []
+        for i, s in enumerate(sentences):
+            if progress is not None:
+                progress(i, len(sentences), s)
+            out.append(self.model.pool(self.forward(self.model.tokenize(s).ids)))
+        if progress is not None:
+            progress(len(sentences), len(sentences), "")
+        return np.stack(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
