@@ -300,3 +300,63 @@ def test_engine_same_address_back_to_back_accumulates():
     b = np.array([[5], [9], [-2], [127], [-128]])
     plan, info = run_engine(config, a, b)
     assert info["acc"][plan.blocks[0].acc_addr, 0] == int(gemm_reference(a, b)[0, 0])
+
+
+def test_array_other_operand_width():
+    config = cfg(2, 3, operand_bits=4, acc_bits=min_acc_bits(4, 16), max_k=16)
+    rng = np.random.default_rng(9)
+    a, b = rand_int8(rng, (5, 16), config), rand_int8(rng, (16, 4), config)
+    a[0], b[:, 0] = -8, -8   # the extreme product at K = max_k
+    got, a_items, plan, _ = run_array(config, a, b, in_gap=0.2, out_stall=0.2, seed=4)
+    _check_array_results(config, a, b, got, a_items, plan)
+
+
+def test_engine_acc_write_then_accumulate():
+    # A preloaded row (e.g. a bias) is added to by accumulate=1 rows; acc_write
+    # yields to result writes.
+    config = cfg(1, 2, acc_depth=4)
+    dut = MatmulEngine(config)
+    seen = {}
+
+    async def tb(ctx):
+        ctx.set(dut.rd_data.ready, 1)
+        ctx.set(dut.acc_write.valid, 1)
+        ctx.set(dut.acc_write.payload, {"addr": 2, "data": [1000, -7]})
+        assert ctx.get(dut.acc_write.ready)
+        await ctx.tick()
+        ctx.set(dut.acc_write.valid, 0)
+        ctx.set(dut.weights.valid, 1)
+        ctx.set(dut.weights.payload, [3, -5])
+        await ctx.tick()
+        ctx.set(dut.weights.valid, 0)
+        ctx.set(dut.acts.valid, 1)
+        ctx.set(dut.acts.payload, {"data": [-128], "last": 1, "accumulate": 1, "acc_addr": 2})
+        assert ctx.get(dut.acts.ready)
+        await ctx.tick()
+        ctx.set(dut.acts.valid, 0)
+        blocked = 0
+        ctx.set(dut.acc_write.valid, 1)
+        ctx.set(dut.acc_write.payload, {"addr": 3, "data": [5, 6]})
+        while not ctx.get(dut.acc_write.ready):
+            blocked += 1
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(dut.acc_write.valid, 0)
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        for addr in (2, 3):
+            ctx.set(dut.rd_addr.valid, 1)
+            ctx.set(dut.rd_addr.payload, addr)
+            await ctx.tick()
+            ctx.set(dut.rd_addr.valid, 0)
+            assert ctx.get(dut.rd_data.valid)
+            seen[addr] = [int(v) for v in ctx.get(dut.rd_data.payload)]
+            await ctx.tick()
+        seen["blocked"] = blocked
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen[2] == [1000 - 128 * 3, -7 + 128 * 5]
+    assert seen[3] == [5, 6]
