@@ -21,6 +21,7 @@ __all__ = ["main", "COMMANDS", "BENCHES"]
 
 #: ``hetaccel NAME`` -> module implementing it.
 COMMANDS: dict[str, str] = {
+    "build": "hetaccel.boards.cli",
 }
 
 #: ``hetaccel bench NAME`` -> module implementing it.
