@@ -30,6 +30,7 @@ BENCHES: dict[str, str] = {
     "activations": "hetaccel.sim.bench_activations",
     "gemm": "hetaccel.sim.bench_gemm",
     "runtime": "hetaccel.host.bench_runtime",
+    "fuzz": "hetaccel.sim.bench_fuzz",
 }
 
 
