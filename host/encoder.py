@@ -162,26 +162,34 @@ class QuantizedEncoder:
         g = self.ex.activation_fixed16("gelu", "gelu", codes.astype(np.int64))
         return (np.maximum(y, 0) + g.astype(np.float64) / Q412).astype(np.float32)
 
-    def attention(self, x_q, x_k, x_v) -> np.ndarray:
+    def attention(self, x_q, x_k, x_v, segments) -> np.ndarray:
+        """Self-attention of each sentence (``segments``: its rows) separately."""
         cfg = self.model.config
-        t = x_q.shape[0]
         nh, d = cfg.num_attention_heads, cfg.head_dim
-        ctx = np.empty((t, nh * d), dtype=np.float32)
+        ctx = np.empty((x_q.shape[0], nh * d), dtype=np.float32)
         inv = 1.0 / math.sqrt(d)
-        for h in range(nh):
-            sl = slice(h * d, (h + 1) * d)
-            qp, qs = self._act_parts(x_q[:, sl], self.scheme.split_qk)
-            kq = Q.quantize_rows(x_k[:, sl])           # per key token = per output column
-            acc = self._product(f"attn_qk[{h}]", qp, [(np.ascontiguousarray(kq.values.T), 1)])
-            scores = Q.dequantize_product(acc, qs * inv, kq.scale.ravel())
-            p = softmax(scores)
-            pp, ps = self._act_parts(p, self.scheme.split_pv)
-            vq = Q.quantize_weight(x_v[:, sl].T)        # per head channel = per output column
-            acc = self._product(f"attn_pv[{h}]", pp, [(np.ascontiguousarray(vq.values.T), 1)])
-            ctx[:, sl] = Q.dequantize_product(acc, ps, vq.scale.ravel())
+        for r0, r1 in segments:
+            for h in range(nh):
+                sl = slice(h * d, (h + 1) * d)
+                qp, qs = self._act_parts(x_q[r0:r1, sl], self.scheme.split_qk)
+                kq = Q.quantize_rows(x_k[r0:r1, sl])       # per key token = per output column
+                acc = self._product(f"attn_qk[{h}]", qp,
+                                    [(np.ascontiguousarray(kq.values.T), 1)])
+                scores = Q.dequantize_product(acc, qs * inv, kq.scale.ravel())
+                p = softmax(scores)
+                pp, ps = self._act_parts(p, self.scheme.split_pv)
+                vq = Q.quantize_weight(x_v[r0:r1, sl].T)   # per head channel = output column
+                acc = self._product(f"attn_pv[{h}]", pp,
+                                    [(np.ascontiguousarray(vq.values.T), 1)])
+                ctx[r0:r1, sl] = Q.dequantize_product(acc, ps, vq.scale.ravel())
         return ctx
 
-    def layer(self, i: int, x: np.ndarray) -> np.ndarray:
+    def layer(self, i: int, x: np.ndarray, segments=None) -> np.ndarray:
+        """Layer ``i`` on the rows of one or more sentences (``segments``: the
+        ``(start, end)`` rows of each; default: all rows are one sentence).
+        Linears are per token, so sentences share their weight transfers."""
+        if segments is None:
+            segments = [(0, x.shape[0])]
         cfg = self.model.config
         p = self.model.layers[i]
         w = self.weights[i]
@@ -189,7 +197,7 @@ class QuantizedEncoder:
         q = self.linear("q", x, w["q"])
         k = self.linear("k", x, w["k"])
         v = self.linear("v", x, w["v"])
-        ctx = self.attention(q, k, v)
+        ctx = self.attention(q, k, v, segments)
         attn = self.linear("o", ctx, w["o"])
         x = layer_norm(x + attn, p["ln1.weight"], p["ln1.bias"], cfg.layer_norm_eps)
         inter = self.gelu(self.linear("up", x, w["up"]))
@@ -203,21 +211,49 @@ class QuantizedEncoder:
 
         ``layers`` limits the run to the first layers (for cross-checks).
         """
-        self.ex.layer = "embeddings"
-        x = self.model.embed(ids)
-        n = len(self.model.layers) if layers is None else layers
-        for i in range(n):
-            x = self.layer(i, x)
-        self.ex.layer = ""
-        return x
+        return self.forward_batch([ids], layers)[0]
 
-    def encode(self, sentences: Sequence[str],
+    def forward_batch(self, batch: Sequence[np.ndarray], layers: int | None = None) -> list:
+        """Hidden states of several sentences run together (bit-identical to one by
+        one: every scale is per token and every matmul exact)."""
+        if not batch:
+            return []
+        self.ex.layer = "embeddings"
+        xs = [self.model.embed(ids) for ids in batch]
+        bounds = np.cumsum([0] + [len(e) for e in xs])
+        segments = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        x = np.concatenate(xs)
+        n = len(self.model.layers) if layers is None else layers
+        if not 0 <= n <= len(self.model.layers):
+            raise ValueError(f"layers must be in [0, {len(self.model.layers)}], got {layers}")
+        for i in range(n):
+            x = self.layer(i, x, segments)
+        self.ex.layer = ""
+        return [x[a:b] for a, b in segments]
+
+    def encode(self, sentences: Sequence[str], batch_tokens: int = 256,
                progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
-        out = []
-        for i, s in enumerate(sentences):
+        """Mean-pooled embeddings; sentences are grouped into batches of up to
+        ``batch_tokens`` tokens so weights cross the link once per batch."""
+        if not isinstance(batch_tokens, int) or batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
+        toks = [self.model.tokenize(s).ids for s in sentences]
+        out: list = [None] * len(toks)
+        order = list(range(len(toks)))
+        done = 0
+        i = 0
+        while i < len(order):
+            j, total = i, 0
+            while j < len(order) and (j == i or total + len(toks[order[j]]) <= batch_tokens):
+                total += len(toks[order[j]])
+                j += 1
             if progress is not None:
-                progress(i, len(sentences), s)
-            out.append(self.model.pool(self.forward(self.model.tokenize(s).ids)))
+                progress(done, len(toks), sentences[order[i]])
+            hidden = self.forward_batch([toks[k] for k in order[i:j]])
+            for k, hdn in zip(order[i:j], hidden):
+                out[k] = self.model.pool(hdn)
+            done += j - i
+            i = j
         if progress is not None:
-            progress(len(sentences), len(sentences), "")
+            progress(len(toks), len(toks), "")
         return np.stack(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)

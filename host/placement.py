@@ -63,27 +63,25 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def available_boards(config: AcceleratorConfig | None = None) -> list[dict]:
     """``{"board", "clock_hz", "baud"}`` for every known board, plus the config's own.
 
-    Boards come from :mod:`hetaccel.boards` (``BOARDS`` / ``board_info``) through
-    the profiler's :func:`~hetaccel.host.profiler.board_params`, so the projection
-    uses the clock each board actually closes timing at when its owner records it.
+    Boards come from :data:`hetaccel.boards.build.BOARDS` (the clock and baud of
+    each board's default build).  The projection applies the *measured* device
+    cycles and link bytes of this run to each board's clock and baud; a board
+    whose default array differs from the run's config would take other cycle
+    counts, so treat those rows as "this accelerator at that board's clock/link".
     """
     from .profiler import board_params
 
     config = config or DEFAULT_CONFIG
     out = [board_params(None, config)]
     try:
-        from .. import boards as boards_mod
-    except ImportError:  # pragma: no cover
+        from ..boards.build import BOARDS
+    except Exception:  # pragma: no cover - board support is optional at run time
         return out
-    names = []
-    table = getattr(boards_mod, "BOARDS", None)
-    if isinstance(table, dict):
-        names = sorted(table)
-    for name in names:
-        try:
-            out.append(board_params(name, config))
-        except (ValueError, KeyError, TypeError):
-            continue
+    for name in sorted(BOARDS):
+        b = BOARDS[name]
+        default = getattr(b, "default", {}) or {}
+        out.append({"board": name, "clock_hz": int(default.get("clock_hz", config.clock_hz)),
+                    "baud": int(default.get("baud", config.baud))})
     return out
 
 
