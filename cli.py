@@ -22,6 +22,10 @@ __all__ = ["main", "COMMANDS", "BENCHES"]
 #: ``hetaccel NAME`` -> module implementing it.
 COMMANDS: dict[str, str] = {
     "build": "hetaccel.boards.cli",
+    "demo": "hetaccel.host.demo",
+    "run": "hetaccel.host.cli_run",
+    "train": "hetaccel.host.cli_train",
+    "report": "hetaccel.host.report",
 }
 
 #: ``hetaccel bench NAME`` -> module implementing it.
