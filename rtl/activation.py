@@ -87,8 +87,10 @@ class ActivationUnit(wiring.Component):
         ``data``: ``lanes`` signed ``acc_bits`` accumulators (lane i = channel
         i of the parameter entry); ``function``: :class:`ActivationFunction`;
         ``precision``: :class:`ActivationPrecision`; ``param_entry``: parameter
-        memory entry for this row; ``table``: table slot used by SIGMOID/TANH/
-        GELU in INT8 (ignored otherwise); ``last``: rides along to ``out``.
+        memory entry for this row (< ``act_param_depth``); ``table``: table slot
+        used by SIGMOID/TANH/GELU in INT8 (< ``act_tables``; ignored otherwise);
+        ``last``: rides along to ``out``.  Function codes 5..7 behave as GELU;
+        the device rejects them before they get here.
     out : Out(stream.Signature(output_layout(config)))
         ``data``: ``lanes`` x signed(16) results (int8 results sign-extended;
         FIXED16: Q1.14 for sigmoid/tanh, Q4.12 for none/ReLU/GELU); ``last``.
@@ -194,7 +196,8 @@ class ActivationUnit(wiring.Component):
                 pw.addr.eq(self.param_w_addr),
                 pw.data.eq(self.param_w_data[lane]),
                 pr.en.eq(en),
-                pr.addr.eq(self.inp.payload.param_entry),
+                # A 1-entry memory still has a 1-bit field: ignore it.
+                pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
             ]
             acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
             with m.If(en):
@@ -251,7 +254,7 @@ class ActivationUnit(wiring.Component):
                 tw.addr.eq(self.table_w_addr),
                 tw.data.eq(self.table_w_data),
                 tr.en.eq(en),
-                tr.addr.eq(ctl[3].table * 256 + y4[0:8]),
+                tr.addr.eq(ctl[3].table * 256 + y4[0:8] if cfg.act_tables > 1 else y4[0:8]),
             ]
             rom = Memory(shape=unsigned(c0_bits + c1_bits), depth=len(rom_words), init=rom_words)
             m.submodules[f"pwl_rom_{lane}"] = rom
