@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ __all__ = [
     "opcode_present", "encode_instruction", "mem_readable", "ACT_PRECISION_MASK",
     "ACT_TABLE_SHIFT", "activate_flags", "decode_instruction", "Register",
     "IDENTITY_FIELDS", "COUNTERS", "register_map", "identity_words", "config_from_identity",
-    "check_instruction", "activation_function_valid", "isa_markdown",
+    "check_instruction", "validate_instruction", "activation_function_valid", "isa_markdown",
 ]
 
 
@@ -648,6 +649,15 @@ def encode_instruction(opcode: Opcode | int, *records: Mapping[str, int] | None,
     return bytes(out) + bytes(data)
 
 
+@functools.lru_cache(maxsize=None)
+def _layout_struct(opcode: Opcode):
+    import struct
+
+    fmt = INSTRUCTIONS[opcode]
+    code = "<" + "".join({1: "B", 2: "H", 4: "I"}[n] for _, n in fmt.fields)
+    return tuple(n for n, _ in fmt.fields), struct.Struct(code).unpack
+
+
 def decode_instruction(opcode: Opcode | int, payload: bytes) -> dict:
     """Fields of a payload (no validity checks beyond the layout).
 
@@ -657,13 +667,10 @@ def decode_instruction(opcode: Opcode | int, payload: bytes) -> dict:
     """
     fmt = INSTRUCTIONS[Opcode(opcode)]
     payload = bytes(payload)
+    names, unpack = _layout_struct(fmt.opcode)
 
     def one(buf: bytes) -> dict:
-        rec, at = {}, 0
-        for name, n in fmt.fields:
-            rec[name] = int.from_bytes(buf[at:at + n], "little")
-            at += n
-        return rec
+        return dict(zip(names, unpack(buf)))
 
     size = fmt.fixed_bytes
     if fmt.tail == "repeat":
@@ -819,56 +826,91 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
 
     A frame that fails any check has no effect besides its reply.
     """
-    if not opcode_present(config, opcode):
-        return Status.UNKNOWN_OPCODE
+    return validate_instruction(config, opcode, payload)[0]
+
+
+@dataclass(frozen=True)
+class _IsaTables:
+    present_ops: frozenset
+    depth: dict
+    word_bytes: dict
+    writable_spaces: frozenset
+    readable_spaces: frozenset
+    regs: dict
+    functions: frozenset
+
+
+@functools.lru_cache(maxsize=64)
+def _isa_tables(config: AcceleratorConfig) -> _IsaTables:
+    spaces = [s for s in MemSpace if mem_present(config, s)]
+    return _IsaTables(
+        present_ops=frozenset(int(o) for o in Opcode if opcode_present(config, o)),
+        depth={int(s): mem_depth(config, s) for s in spaces},
+        word_bytes={int(s): mem_word(config, s).bytes for s in spaces},
+        writable_spaces=frozenset(int(s) for s in spaces),
+        readable_spaces=frozenset(int(s) for s in spaces if mem_readable(config, s)),
+        regs={r.addr: r for r in register_map(config).values()},
+        functions=frozenset(int(f) for f in ActivationFunction))
+
+
+def validate_instruction(config: AcceleratorConfig, opcode: int,
+                         payload: bytes) -> tuple[Status, dict | None]:
+    """``(status, fields)``: :func:`check_instruction`'s status and, when the
+    layout fits, the decoded fields (:func:`decode_instruction`)."""
+    t = _isa_tables(config)
+    if opcode not in t.present_ops:
+        return Status.UNKNOWN_OPCODE, None
     op = Opcode(opcode)
     try:
         f = decode_instruction(op, payload)
     except ValueError:
-        return Status.BAD_LENGTH
-    regs = {r.addr: r for r in register_map(config).values()}
+        return Status.BAD_LENGTH, None
+    depth = t.depth
 
     def inside(space, addr, n):
-        return n >= 1 and addr < mem_depth(config, space) and n <= mem_depth(config, space) - addr
+        d = depth.get(int(space), 0)
+        return n >= 1 and addr < d and n <= d - addr
+
+    def result(ok):
+        return (Status.OK if ok else Status.ADDR_RANGE), f
 
     if op in (Opcode.WRITE_MEM, Opcode.READ_MEM):
-        if not (mem_present if op == Opcode.WRITE_MEM else mem_readable)(config, f["space"]):
-            return Status.ADDR_RANGE
-        wb = mem_word(config, f["space"]).bytes
+        ok_spaces = t.writable_spaces if op == Opcode.WRITE_MEM else t.readable_spaces
+        if f["space"] not in ok_spaces:
+            return Status.ADDR_RANGE, f
+        wb = t.word_bytes[f["space"]]
         if op == Opcode.WRITE_MEM:
             if len(f["data"]) % wb:
-                return Status.BAD_LENGTH
+                return Status.BAD_LENGTH, f
             n = len(f["data"]) // wb
         else:
             n = f["count"]
             if n == 0 or n * wb > config.max_payload:
-                return Status.BAD_LENGTH
-        return Status.OK if inside(f["space"], f["addr"], n) else Status.ADDR_RANGE
+                return Status.BAD_LENGTH, f
+        return result(inside(f["space"], f["addr"], n))
     if op == Opcode.WRITE_REG:
         for rec in f["records"]:
-            r = regs.get(rec["reg"])
+            r = t.regs.get(rec["reg"])
             if r is None or "w" not in r.access:
-                return Status.ADDR_RANGE
-        return Status.OK
+                return Status.ADDR_RANGE, f
+        return Status.OK, f
     if op == Opcode.READ_REG:
         if 4 * len(f["records"]) > config.max_payload:
-            return Status.BAD_LENGTH
-        ok = all(rec["reg"] in regs for rec in f["records"])
-        return Status.OK if ok else Status.ADDR_RANGE
+            return Status.BAD_LENGTH, f
+        return result(all(rec["reg"] in t.regs for rec in f["records"]))
     if op == Opcode.GEMM:
-        ok = (inside(MemSpace.INPUT, f["a_addr"], f["m"])
-              and inside(MemSpace.WEIGHT, f["w_addr"], config.rows)
-              and inside(MemSpace.ACC, f["acc_addr"], f["m"]))
-        return Status.OK if ok else Status.ADDR_RANGE
+        return result(inside(MemSpace.INPUT, f["a_addr"], f["m"])
+                      and inside(MemSpace.WEIGHT, f["w_addr"], config.rows)
+                      and inside(MemSpace.ACC, f["acc_addr"], f["m"]))
     if op == Opcode.ACTIVATE:
-        ok = (inside(MemSpace.ACC, f["acc_addr"], f["m"])
-              and inside(MemSpace.OUTPUT, f["out_addr"], f["m"])
-              and f["param_entry"] < config.act_param_depth
-              and activation_function_valid(config, f["function"], f["flags"]))
-        return Status.OK if ok else Status.ADDR_RANGE
+        return result(inside(MemSpace.ACC, f["acc_addr"], f["m"])
+                      and inside(MemSpace.OUTPUT, f["out_addr"], f["m"])
+                      and f["param_entry"] < config.act_param_depth
+                      and f["function"] in t.functions
+                      and (f["flags"] >> ACT_TABLE_SHIFT) < config.act_tables)
     if op == Opcode.ADAM:
-        return Status.OK if inside(MemSpace.OPT, f["addr"], f["count"]) else Status.ADDR_RANGE
-    return Status.OK  # NOP, SYNC
+        return result(inside(MemSpace.OPT, f["addr"], f["count"]))
+    return Status.OK, f  # NOP, SYNC
 
 
 def activation_function_valid(config: AcceleratorConfig, function: int, flags: int) -> bool:

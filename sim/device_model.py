@@ -38,8 +38,8 @@ import numpy as np
 from ..host.protocol import LINK
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
                     COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig, MemSpace, Opcode,
-                    Status, check_instruction, decode_instruction, identity_words, mem_depth,
-                    mem_present, mem_word, register_map)
+                    Status, identity_words, mem_depth, mem_present, mem_word, register_map,
+                    validate_instruction)
 from . import systolic_model
 from .link_model import Delivered, LinkModel, LinkReply
 
@@ -59,10 +59,15 @@ def _regs_by_addr(config: AcceleratorConfig) -> dict:
     return {r.addr: r for r in register_map(config).values()}
 
 
+@lru_cache(maxsize=4096)
+def _gemm_cycles(config: AcceleratorConfig, m: int) -> int:
+    return systolic_model.tile_cycles(config, [m])
+
+
 def cycle_estimate(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
     """Predicted busy cycles of one compute instruction run on its own."""
     if opcode == Opcode.GEMM:
-        return systolic_model.tile_cycles(config, [fields["m"]])
+        return _gemm_cycles(config, fields["m"])
     if opcode == Opcode.ACTIVATE:
         from ..rtl.activation import LATENCY
         return fields["m"] + LATENCY + 3
@@ -73,6 +78,8 @@ def cycle_estimate(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
 
 
 def _wrap(values: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 32:      # the common case, by a native cast (same two's-complement wrap)
+        return np.asarray(values).astype(np.int32).astype(np.int64)
     return systolic_model.wrap(values, bits)
 
 
@@ -117,6 +124,7 @@ class DeviceModel:
         self.registers = register_map(config)
         self.regs = {r.name: 0 for r in self.registers.values() if r.access == "rw"}
         self.identity = identity_words(config)
+        self._words = {s: mem_word(config, s) for s in MemSpace if mem_present(config, s)}
         self.counters = {name: 0 for name, _ in COUNTERS}
         self.compute_cycles = 0
         self._rx_bytes = 0
@@ -126,6 +134,7 @@ class DeviceModel:
     def feed(self, data) -> bytes:
         """Feed request bytes (no idle gaps); return every reply byte they cause."""
         data = bytes(data)
+        view = memoryview(data)
         out = bytearray()
         n, i = len(data), 0
         sync, maxp = LINK.sync_request, self.config.max_payload
@@ -142,7 +151,7 @@ class DeviceModel:
                     end = i + 5 + length + 2
                     if length <= maxp and end <= n:
                         self._count_rx(end - i)
-                        body = data[i + 1:end - 2]
+                        body = view[i + 1:end - 2]
                         crc = data[end - 2] | data[end - 1] << 8
                         seq, code = data[i + 3], data[i + 4]
                         if binascii.crc_hqx(body, LINK.crc_init) != crc:
@@ -150,7 +159,7 @@ class DeviceModel:
                             out += LinkReply(Status.BAD_CRC, seq).encode()
                         else:
                             self.link.delivered += 1
-                            out += self._execute(code, seq, body[4:])
+                            out += self._execute(code, seq, body[4:].tobytes())
                         i = end
                         continue
             # Slow path: one byte through the link model.
@@ -179,18 +188,17 @@ class DeviceModel:
     # -------------------------------------------------------------- execution
 
     def _execute(self, opcode: int, seq: int, payload: bytes) -> bytes:
-        status = check_instruction(self.config, opcode, payload)
+        status, fields = validate_instruction(self.config, opcode, payload)
         reply_payload = b""
         if status == Status.OK:
-            reply_payload = self._run(Opcode(opcode), payload)
+            reply_payload = self._run(Opcode(opcode), fields)
         reply = fast_reply(status, seq, reply_payload)
         c = self.counters
         c["FRAMES"] = (c["FRAMES"] + 1) & 0xFFFFFFFF
         c["BYTES_OUT"] = (c["BYTES_OUT"] + len(reply)) & 0xFFFFFFFF
         return reply
 
-    def _run(self, op: Opcode, payload: bytes) -> bytes:
-        f = decode_instruction(op, payload)
+    def _run(self, op: Opcode, f: dict) -> bytes:
         if op == Opcode.NOP:
             return b"".join(self.identity[k].to_bytes(4, "little") for k in ("ID", "VERSION"))
         if op == Opcode.SYNC:
@@ -254,7 +262,7 @@ class DeviceModel:
     def write_words(self, space: int, addr: int, data: bytes) -> None:
         """WRITE_MEM semantics (no checks: :func:`check_instruction` passed)."""
         space = MemSpace(space)
-        word = mem_word(self.config, space)
+        word = self._words[space]
         raw = np.frombuffer(data, dtype="<u4" if word.kind == "float" else word.dtype)
         raw = raw.reshape((-1,) + word.shape)
         n = raw.shape[0]
@@ -277,7 +285,7 @@ class DeviceModel:
     def read_words(self, space: int, addr: int, count: int) -> bytes:
         """READ_MEM reply payload."""
         space = MemSpace(space)
-        word = mem_word(self.config, space)
+        word = self._words[space]
         rows = self.mem[space][addr:addr + count]
         if word.kind == "float":
             return rows.astype("<u4").tobytes()
@@ -298,10 +306,14 @@ class DeviceModel:
         acc[rows] = _wrap(prod, cfg.acc_bits)
 
     def _tile_product(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-        # float64 BLAS is exact while every partial sum stays below 2**53
-        # (rows * 2**(2*operand_bits-2) bounds it); otherwise the int64 reference.
-        cfg = self.config
-        if cfg.rows * (1 << (2 * cfg.operand_bits - 2)) < (1 << 53):
+        # Float BLAS is exact while every partial sum is an integer below the
+        # mantissa limit (rows * 2**(2*operand_bits-2) bounds |sum|): float32
+        # below 2**24, float64 below 2**53; otherwise the int64 reference.
+        # tests/test_device.py checks this against gemm_reference.
+        bound = self.config.rows * (1 << (2 * self.config.operand_bits - 2))
+        if bound < (1 << 24):
+            return (a.astype(np.float32) @ w.astype(np.float32)).astype(np.int64)
+        if bound < (1 << 53):
             return (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
         return systolic_model.gemm_reference(a, w)
 

@@ -104,3 +104,139 @@ def test_absent_units_are_unknown_opcodes():
     assert check_instruction(bare, Opcode.ACTIVATE, bytes(14)) == Status.UNKNOWN_OPCODE
     assert check_instruction(bare, Opcode.WRITE_MEM,
                              bytes([int(MemSpace.OPT), 0, 0, 0, 0]) + bytes(16)) == Status.ADDR_RANGE
+
+
+# ----------------------------------------------------------------- device model
+
+from hetaccel.host.protocol import ReplyDecoder, crc16, encode_reply, encode_request  # noqa: E402
+from hetaccel.sim import activation_model as am  # noqa: E402
+from hetaccel.sim import adam_model  # noqa: E402
+from hetaccel.sim.device_model import DeviceModel, fast_reply  # noqa: E402
+from hetaccel.sim.systolic_model import gemm_reference  # noqa: E402
+
+
+def _run(dm, opcode, payload=b"", expect=Status.OK):
+    frames = ReplyDecoder(0xFFFF).feed(dm.feed(encode_request(int(opcode), 1, payload)))
+    assert len(frames) == 1 and frames[0].code == int(expect), frames
+    return frames[0].payload
+
+
+def test_fast_reply_matches_protocol_encoder():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 300):
+        payload = bytes(rng.integers(0, 256, n, dtype=np.uint8))
+        assert fast_reply(Status.ADDR_RANGE, n & 0xFF, payload) == encode_reply(4, n & 0xFF, payload)
+    assert crc16(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("cfg", [
+    AcceleratorConfig(rows=64, cols=4, max_k=64, acc_bits=28),                  # float32 path
+    AcceleratorConfig(rows=4, cols=4, operand_bits=16, acc_bits=40, max_k=64),  # float64 path
+])
+def test_gemm_fast_product_is_exact_at_the_corners(cfg):
+    dm = DeviceModel(cfg)
+    lo, hi = cfg.operand_min, cfg.operand_max
+    a = np.full((8, cfg.rows), lo)
+    a[1::2] = hi
+    w = np.full((cfg.rows, cfg.cols), lo)
+    assert np.array_equal(dm._tile_product(a, w), gemm_reference(a, w))
+
+
+def test_model_linear_layer_against_unit_models():
+    cfg = SMALL
+    dm = DeviceModel(cfg)
+    rng = np.random.default_rng(5)
+    m = 8
+    a = rng.integers(-128, 128, (m, 2 * cfg.rows))
+    w = rng.integers(-128, 128, (2 * cfg.rows, cfg.cols))
+    for t in range(2):
+        _run(dm, Opcode.WRITE_MEM, encode_instruction(Opcode.WRITE_MEM, space=0, addr=t * m,
+             data=spec.pack_words(cfg, MemSpace.INPUT, a[:, t * 4:(t + 1) * 4])))
+        _run(dm, Opcode.WRITE_MEM, encode_instruction(Opcode.WRITE_MEM, space=1, addr=t * 4,
+             data=spec.pack_words(cfg, MemSpace.WEIGHT, w[t * 4:(t + 1) * 4])))
+        _run(dm, Opcode.GEMM, encode_instruction(Opcode.GEMM, a_addr=t * m, w_addr=t * 4,
+                                                 acc_addr=0, m=m, flags=t))
+    acc = spec.unpack_words(cfg, MemSpace.ACC, _run(dm, Opcode.READ_MEM, encode_instruction(
+        Opcode.READ_MEM, space=2, addr=0, count=m // 2)))
+    assert np.array_equal(acc, gemm_reference(a, w)[:m // 2])
+    mult, shift = am.quantize_multiplier(np.full(cfg.cols, 1 / 300))
+    bias = rng.integers(-100, 100, cfg.cols)
+    _run(dm, Opcode.WRITE_MEM, encode_instruction(Opcode.WRITE_MEM, space=6, addr=1,
+         data=spec.pack_words(cfg, MemSpace.ACT_PARAM, np.stack([bias, mult, shift]))))
+    table = am.build_table(spec.ActivationFunction.TANH, 1 / 16, 1 / 64)
+    for i in range(0, 256, 32):      # max_payload is 64 bytes here
+        _run(dm, Opcode.WRITE_MEM, encode_instruction(Opcode.WRITE_MEM, space=5, addr=512 + i,
+             data=spec.pack_words(cfg, MemSpace.TABLE, table[i:i + 32])))
+    _run(dm, Opcode.ACTIVATE, encode_instruction(
+        Opcode.ACTIVATE, acc_addr=0, out_addr=3, m=m, param_entry=1,
+        function=int(spec.ActivationFunction.TANH), flags=spec.activate_flags(0, 2)))
+    out = dm.mem[MemSpace.OUTPUT][3:3 + m]
+    want = am.apply(gemm_reference(a, w), bias, mult, shift, spec.ActivationFunction.TANH,
+                    table=table)
+    assert np.array_equal(out, want)
+
+
+def test_model_adam_uses_registers():
+    cfg = SMALL
+    dm = DeviceModel(cfg)
+    hp = adam_model.hyperparameters(1e-3, (0.9, 0.99), 1e-8, 0.1, 3, True)
+    regs = spec.register_map(cfg)
+    _run(dm, Opcode.WRITE_REG, encode_instruction(
+        Opcode.WRITE_REG, *({"reg": regs[f"ADAM_{k.upper()}"].addr, "value": v}
+                            for k, v in hp.items())))
+    rng = np.random.default_rng(1)
+    st = rng.standard_normal((3, 1, 4)).astype(np.float32)
+    st[..., 3] = abs(st[..., 3])
+    _run(dm, Opcode.WRITE_MEM, encode_instruction(Opcode.WRITE_MEM, space=4, addr=0,
+                                                  data=spec.pack_words(cfg, MemSpace.OPT, st)))
+    _run(dm, Opcode.ADAM, encode_instruction(Opcode.ADAM, addr=0, count=3))
+    p, mm, v = adam_model.adam_step(st[..., 0], st[..., 1], st[..., 2], st[..., 3], hp)
+    got = dm.mem[MemSpace.OPT].view(np.float32)
+    assert np.array_equal(got[..., 0].view(np.uint32), p.view(np.uint32))
+    assert np.array_equal(got[..., 1], st[..., 1])
+    assert np.array_equal(got[..., 3].view(np.uint32), v.view(np.uint32))
+
+
+def test_model_fast_and_byte_paths_agree_and_reject_without_effect():
+    """Whole frames (vectorised path) and the same bytes one at a time (LinkModel
+    path) give identical replies; corrupted frames leave memory unchanged."""
+    cfg = SMALL
+    rng = np.random.default_rng(9)
+    stream = bytearray()
+    for i in range(300):
+        op = [Opcode.WRITE_MEM, Opcode.READ_MEM, Opcode.GEMM, Opcode.NOP, 0x55][i % 5]
+        if op == Opcode.WRITE_MEM:
+            payload = encode_instruction(op, space=int(rng.integers(0, 3)),
+                                         addr=int(rng.integers(0, 18)),
+                                         data=bytes(rng.integers(0, 256, 4 * int(rng.integers(1, 4)),
+                                                                 dtype=np.uint8)))
+        elif op == Opcode.READ_MEM:
+            payload = encode_instruction(op, space=int(rng.integers(0, 3)),
+                                         addr=int(rng.integers(0, 16)), count=int(rng.integers(0, 3)))
+        elif op == Opcode.GEMM:
+            payload = encode_instruction(op, a_addr=int(rng.integers(0, 16)), w_addr=0,
+                                         acc_addr=int(rng.integers(0, 16)),
+                                         m=int(rng.integers(0, 6)), flags=i & 1)
+        else:
+            payload = b""
+        frame = bytearray(encode_request(int(op), i & 0xFF, payload))
+        if rng.random() < 0.3:
+            frame[int(rng.integers(0, len(frame)))] ^= 1 << int(rng.integers(0, 8))
+        if rng.random() < 0.1:
+            frame = bytes(rng.integers(0, 256, 5, dtype=np.uint8)) + frame
+        stream += frame
+    stream += bytes(cfg.max_payload + 8) + encode_request(0, 0, b"")
+    fast, slow = DeviceModel(cfg), DeviceModel(cfg)
+    out_fast = fast.feed(bytes(stream))
+    out_slow = b"".join(slow.feed(bytes(stream[i:i + 1])) for i in range(len(stream)))
+    assert out_fast == out_slow
+    for space in fast.mem:
+        assert np.array_equal(fast.mem[space], slow.mem[space])
+    assert fast.counters == slow.counters
+    # a rejected frame (bad CRC) does not touch memory
+    before = fast.mem[MemSpace.INPUT].copy()
+    bad = bytearray(encode_request(1, 3, encode_instruction(Opcode.WRITE_MEM, space=0, addr=0,
+                                                             data=bytes([1, 2, 3, 4]))))
+    bad[-1] ^= 1
+    assert ReplyDecoder().feed(fast.feed(bytes(bad)))[0].code == Status.BAD_CRC
+    assert np.array_equal(before, fast.mem[MemSpace.INPUT])
