@@ -102,7 +102,7 @@ def test_rtl_backend_recovers_from_link_faults():
     plan = FaultPlan(events=[("to_device", "corrupt", 900), ("to_device", "drop", 2500),
                              ("to_host", "corrupt", 700), ("to_device", "delay", 4000),
                              ("to_host", "drop", 1500)])
-    with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.002,
+    with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.0005,
                           faults=plan) as acc:
         np.testing.assert_array_equal(acc.matmul(A, B), REF)
         assert len(acc.transport.faults) == 5
