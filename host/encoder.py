@@ -5,7 +5,7 @@ Per layer, for a sentence of ``T`` tokens (hidden ``H``, ``nh`` heads of ``d``):
 =====================  ==============================  ================================
 op                     where                           numerics (docs/quantization.md)
 =====================  ==============================  ================================
-Q, K, V, attn-out      accelerator (:class:`Executor`)  x split hi/lo per token, W int8
+QKV (fused), attn-out  accelerator (:class:`Executor`)  x split hi/lo per token, W int8
 FFN up                 accelerator                      x split hi/lo per token, W int8
 FFN down               accelerator                      x split hi/lo, W split hi/lo
 Q·Kᵀ per head          accelerator                      Q, K int8 per token
@@ -119,10 +119,18 @@ class QuantizedEncoder:
             raise ValueError(f"the model needs reductions of {k_max} but the accelerator's "
                              f"max_k is {executor.config.max_k}")
         self.weights = []
+        sw = self.scheme.split_weights
+        # Q, K and V read the same activations: one matmul against the three weights
+        # side by side (per-channel scales make this identical to three products)
+        self.fuse_qkv = ("q" in sw) == ("k" in sw) == ("v" in sw)
         for p in model.layers:
-            self.weights.append({name: _prep_weight(p[f"{name}.weight"], p[f"{name}.bias"],
-                                                    name in self.scheme.split_weights)
-                                 for name in ("q", "k", "v", "o", "up", "down")})
+            w = {name: _prep_weight(p[f"{name}.weight"], p[f"{name}.bias"], name in sw)
+                 for name in ("q", "k", "v", "o", "up", "down")}
+            if self.fuse_qkv:
+                w["qkv"] = _prep_weight(
+                    np.concatenate([p["q.weight"], p["k.weight"], p["v.weight"]]),
+                    np.concatenate([p["q.bias"], p["k.bias"], p["v.bias"]]), "q" in sw)
+            self.weights.append(w)
 
     # --- building blocks --------------------------------------------------------
 
@@ -134,14 +142,23 @@ class QuantizedEncoder:
         return [(s.values, 1)], s.scale
 
     def _product(self, name: str, x_parts, w_parts) -> np.ndarray:
+        """``sum_ij fa_i * fb_j * (x_i @ w_j)`` exactly, in int64.
+
+        The activation parts that meet one weight part are stacked into one matmul
+        so each weight crosses the link once per part (hi and lo rows share it).
+        """
         both_split = len(x_parts) > 1 and len(w_parts) > 1
+        m = x_parts[0][0].shape[0]
         acc = None
-        for xa, fa in x_parts:
-            for wb, fb in w_parts:
-                if both_split and fa == 1 and fb == 1:
-                    continue   # lo x lo: below 2**-16 of the result
-                part = self.ex.matmul(name, xa, wb)
-                term = part * (fa * fb) if fa * fb != 1 else part
+        for wb, fb in w_parts:
+            use = [(xa, fa) for xa, fa in x_parts if not (both_split and fa == 1 and fb == 1)]
+            # lo x lo is skipped: it is below 2**-16 of the result
+            stacked = use[0][0] if len(use) == 1 else np.concatenate([xa for xa, _ in use])
+            res = self.ex.matmul(name, stacked, wb)
+            for i, (_, fa) in enumerate(use):
+                part = res[i * m:(i + 1) * m]
+                f = fa * fb
+                term = part * f if f != 1 else part
                 acc = term if acc is None else acc + term
         return acc
 
@@ -194,9 +211,14 @@ class QuantizedEncoder:
         p = self.model.layers[i]
         w = self.weights[i]
         self.ex.layer = f"layer{i}"
-        q = self.linear("q", x, w["q"])
-        k = self.linear("k", x, w["k"])
-        v = self.linear("v", x, w["v"])
+        if self.fuse_qkv:
+            h = cfg.hidden_size
+            qkv = self.linear("qkv", x, w["qkv"])
+            q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]
+        else:
+            q = self.linear("q", x, w["q"])
+            k = self.linear("k", x, w["k"])
+            v = self.linear("v", x, w["v"])
         ctx = self.attention(q, k, v, segments)
         attn = self.linear("o", ctx, w["o"])
         x = layer_norm(x + attn, p["ln1.weight"], p["ln1.bias"], cfg.layer_norm_eps)
