@@ -4,7 +4,9 @@ The device is synthesised by Yosys to a generic CMOS gate library (``abc -g
 cmos2``: NAND, NOR, NOT, ... plus D flip-flops); ``stat -tech cmos`` then
 estimates the transistor count of the logic.  Scratchpads and frame buffers
 are kept as memories (``memory -nomap``): an ASIC would use SRAM macros for
-them, so they are reported as bits, not as thousands of flip-flops.
+them, so they are reported as bits, not as thousands of flip-flops.  The
+transistor total adds 24 per flip-flop and 6 per memory bit to Yosys's gate
+estimate (which counts combinational gates only).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from amaranth.back import rtlil
 from ..spec import AcceleratorConfig
 from .build import _run, tool_env
 
-__all__ = ["asic_report", "SCRIPT"]
+__all__ = ["asic_report", "SCRIPT", "FF_TRANSISTORS", "SRAM_TRANSISTORS"]
+
+# `stat -tech cmos` counts gates only (it prints "N+" when other cells exist):
+# flip-flops and memory bits are added with these textbook figures.
+FF_TRANSISTORS = 24      # static master-slave D flip-flop with synchronous reset/enable
+SRAM_TRANSISTORS = 6     # 6T SRAM cell
 
 SCRIPT = """\
 read_rtlil {name}.il
@@ -37,6 +44,7 @@ opt -fast
 abc -g cmos2
 opt_clean -purge
 tee -o {name}.stat.txt stat -tech cmos
+tee -q -o {name}.mems.txt dump t:$mem_v2
 tee -q -o {name}.stat.json stat -json -tech cmos
 """
 
@@ -74,27 +82,34 @@ def asic_report(config: AcceleratorConfig, *, out_dir: str | Path = "build/asic"
     stat = json.loads((out / f"{name}.stat.json").read_text())
     design = stat.get("design") or stat["modules"][f"\\{name}"]
     cells = {k.lstrip("$"): v for k, v in design.get("num_cells_by_type", {}).items()}
-    mem_bits = 0
+    # memory macros: bits from each $mem_v2 cell's SIZE x WIDTH
+    dump = (out / f"{name}.mems.txt").read_text()
+    memory_bits = 0
     memories = 0
-    for line in (out / f"{name}.stat.txt").read_text().splitlines():
-        mm = re.match(r"\s+Number of memory bits:\s+(\d+)", line) or \
-            re.match(r"\s+(\d+)\s+memory bits", line)
-        if mm:
-            mem_bits = int(mm.group(1))
-    memories = sum(v for k, v in cells.items() if k.startswith("mem"))
-    transistors = design.get("estimated_num_transistors")
-    if transistors is None:
-        transistors = _parse_text_stat((out / f"{name}.stat.txt").read_text()).get("transistors")
+    for cell in dump.split("cell $mem_v2")[1:]:
+        size = re.search(r"parameter \\SIZE (\d+)", cell)
+        width = re.search(r"parameter \\WIDTH (\d+)", cell)
+        if size and width:
+            memories += 1
+            memory_bits += int(size.group(1)) * int(width.group(1))
+    logic = design.get("estimated_num_transistors")
+    if logic is None:
+        logic = _parse_text_stat((out / f"{name}.stat.txt").read_text()).get("transistors")
+    logic = int(str(logic).rstrip("+")) if logic is not None else None
     flops = sum(v for k, v in cells.items() if "DFF" in k.upper())
+    total = None if logic is None else logic + FF_TRANSISTORS * flops + SRAM_TRANSISTORS * memory_bits
     return {
         "target": "asic",
         "flow": "yosys generic synthesis, abc -g cmos2, stat -tech cmos",
         "cells": int(design.get("num_cells", sum(cells.values()))),
         "cells_by_type": cells,
         "flip_flops": flops,
-        "transistors": int(transistors) if transistors is not None else None,
+        "transistors_logic": logic,
+        "transistors": total,
+        "transistor_model": f"logic gates from yosys stat -tech cmos + {FF_TRANSISTORS} per "
+                            f"flip-flop + {SRAM_TRANSISTORS} per memory bit (6T SRAM)",
         "memories": memories,
-        "memory_bits": mem_bits,
+        "memory_bits": memory_bits,
         "macs": config.macs,
         "config": config.to_dict(),
         "wall_s": {"generate_s": round(gen_s, 1), "synth_s": round(synth_s, 1)},

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..rtl.uart import UartPhy, uart_divisor
@@ -224,7 +224,7 @@ class BoardTop(Elaboratable):
             por_cycles = int(15e-6 * cfg.clock_hz)
         else:
             p = self.pll
-            clk25 = platform.request("clk25", 0)
+            m.submodules.clk25 = clk25 = io.Buffer("i", platform.request("clk25", 0, dir="-"))
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 a_FREQUENCY_PIN_CLKI=str(p.f_in / 1e6),
@@ -256,7 +256,9 @@ class BoardTop(Elaboratable):
             m.d.por += por.eq(por + 1)
         m.d.comb += ResetSignal("sync").eq(por != por_cycles)
 
-        uart = platform.request("uart", 0)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
         m.submodules.phy = phy = UartPhy(cfg)
         if self.core is None:
             from ..rtl.device import Device
@@ -264,7 +266,7 @@ class BoardTop(Elaboratable):
         else:
             core = self.core(cfg)
         m.submodules.core = core
-        m.d.comb += [phy.rx_pin.eq(uart.rx.i), uart.tx.o.eq(phy.tx_pin)]
+        m.d.comb += [phy.rx_pin.eq(uart_rx.i), uart_tx.o.eq(phy.tx_pin)]
         wiring.connect(m, phy.rx, core.rx)
         wiring.connect(m, core.tx, phy.tx)
         return m

@@ -1,0 +1,148 @@
+"""Board builds, PLL dividers, the ASIC report and the `hetaccel build` CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from amaranth.sim import Simulator
+
+from hetaccel.boards.build import (BOARDS, DoesNotFit, LinkEcho, build_board, default_config)
+from hetaccel.boards.pll import ecp5_pll, ice40_pll
+from hetaccel.host.protocol import Frame, ReplyDecoder, encode_request
+from hetaccel.spec import AcceleratorConfig, Opcode, Status
+
+
+@pytest.mark.parametrize("mhz,divr,divf,divq", [
+    # the values `icepll -i 12 -o <mhz>` prints
+    (48, 0, 63, 4), (50.25, 0, 66, 4), (36, 0, 47, 4), (60, 0, 79, 4),
+])
+def test_ice40_pll_matches_icepll(mhz, divr, divf, divq):
+    p = ice40_pll(12e6, mhz * 1e6)
+    assert (p.divr, p.divf, p.divq) == (divr, divf, divq)
+    assert p.f_out == mhz * 1e6
+    assert 533e6 <= p.f_vco <= 1066e6
+
+
+def test_ecp5_pll():
+    p = ecp5_pll(25e6, 100e6)
+    assert p.f_out == 100e6 and 400e6 <= p.f_vco <= 800e6
+    assert p.f_in * p.clkfb_div / p.clki_div == 100e6
+
+
+def test_unreachable_clock_names_nearest():
+    with pytest.raises(ValueError, match=r"clock_hz=50000000 is not reachable.*50250000"):
+        ice40_pll(12e6, 50e6)
+    with pytest.raises(ValueError, match="outside the PLL output range"):
+        ice40_pll(12e6, 5e6)
+
+
+def test_default_configs_valid():
+    for name in BOARDS:
+        cfg = default_config(name)
+        assert isinstance(cfg, AcceleratorConfig)
+    with pytest.raises(ValueError, match="unknown board 'de10'"):
+        default_config("de10")
+
+
+def test_link_echo_core_answers_frames():
+    # The bring-up core the CI bitstream carries, in the Amaranth simulator.
+    cfg = AcceleratorConfig(max_payload=16, link_timeout_cycles=64)
+    dut = LinkEcho(cfg)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    frames = encode_request(Opcode.NOP, 1, b"") + encode_request(Opcode.WRITE_MEM, 2, b"hello!")
+    bad = bytearray(encode_request(Opcode.NOP, 3, b"x"))
+    bad[-1] ^= 0xFF
+    out = bytearray()
+
+    async def drive(ctx):
+        for b in frames + bytes(bad):
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+        ctx.set(dut.rx.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(dut.tx.ready, 1)
+        async for _, _, v, d in ctx.tick().sample(dut.tx.valid, dut.tx.payload):
+            if v:
+                out.append(d)
+
+    sim.add_testbench(drive)
+    sim.add_process(sink)
+    sim.run_until(300e-6)
+    got = ReplyDecoder().feed(bytes(out))
+    assert got == [Frame(1, Status.OK, b""), Frame(2, Status.OK, b"hello!"),
+                   Frame(3, Status.BAD_CRC, b"")], got
+
+
+def _check_report(r, board, cfg):
+    for key in ("fmax_mhz", "target_mhz", "luts", "ffs", "dsps", "brams", "config",
+                "peak_gops", "bitstream", "available", "wall_s", "timing_met"):
+        assert key in r, key
+    assert r["board"] == board
+    assert r["fmax_mhz"] > 0
+    assert r["target_mhz"] == cfg.clock_hz / 1e6
+    assert r["luts"] > 0 and r["ffs"] > 0
+    assert r["luts"] <= r["available"]["luts"]
+    assert r["peak_gops"] == pytest.approx(2 * cfg.macs * cfg.clock_hz / 1e9, rel=1e-3)
+    assert AcceleratorConfig.from_dict(r["config"]) == cfg
+    assert json.loads(json.dumps(r)) == r
+
+
+def test_icebreaker_build(tmp_path):
+    # A real iCE40 place-and-route in CI: the board top (PLL, reset, UART) with
+    # the host link echoing frames -- the whole device is the slow test below.
+    cfg = default_config("icebreaker", max_payload=64)
+    r = build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho)
+    _check_report(r, "icebreaker", cfg)
+    assert r["core"] == "LinkEcho"
+    assert r["brams"] >= 1              # the frame buffers are block RAM
+    bits = (tmp_path / "icebreaker" / "top.bin").read_bytes()
+    assert len(bits) == 104090          # a full iCE40UP5K bitstream
+    assert (tmp_path / "icebreaker" / "report.json").exists()
+
+
+def test_too_big_config_fails_with_numbers(tmp_path):
+    # 2 x 8 KiB of frame buffers need 32 of the UP5K's 30 block RAMs (512 B each).
+    cfg = default_config("icebreaker", max_payload=8192)
+    with pytest.raises(DoesNotFit, match=r"brams: \d+ used, 30 available"):
+        build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho)
+
+
+def test_asic_report(tmp_path):
+    from hetaccel.boards.asic import asic_report
+    from hetaccel.sim.formal import FORMAL_DEVICE_CONFIG
+    r = asic_report(FORMAL_DEVICE_CONFIG, out_dir=tmp_path)
+    assert r["cells"] > 1000 and r["flip_flops"] > 100
+    assert r["transistors_logic"] > 4 * r["cells_by_type"].get("_NAND_", 0)
+    assert r["transistors"] > r["transistors_logic"]
+    assert r["memories"] >= 3 and r["memory_bits"] > 0
+    assert r["macs"] == FORMAL_DEVICE_CONFIG.macs
+
+
+def test_cli_errors():
+    proc = subprocess.run([sys.executable, "-m", "hetaccel", "build"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "choose a board" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "hetaccel", "build", "--board", "icebreaker",
+                           "--set", "rows=0"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "rows must be in [1, 64]" in proc.stderr
+
+
+@pytest.mark.slow
+def test_icebreaker_device_build(tmp_path):
+    cfg = default_config("icebreaker")
+    r = build_board("icebreaker", cfg, out_dir=tmp_path)
+    _check_report(r, "icebreaker", cfg)
+    assert r["core"] == "Device"
+    assert r["dsps"] <= 8
+
+
+@pytest.mark.slow
+def test_ulx3s_build(tmp_path):
+    cfg = default_config("ulx3s-85f")
+    r = build_board("ulx3s-85f", cfg, out_dir=tmp_path)
+    _check_report(r, "ulx3s-85f", cfg)
+    assert (tmp_path / "ulx3s-85f" / "top.bit").stat().st_size > 100_000
