@@ -1,0 +1,82 @@
+"""Placement: forced modes, the cost model, the per-op record."""
+
+import numpy as np
+import pytest
+
+from hetaccel.host.placement import CostModel, Executor, available_boards
+from hetaccel.spec import DEFAULT_CONFIG
+
+
+def _ops(ex):
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (4, 16)).astype(np.int8)
+    b = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    c = ex.matmul("mm", a, b)
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ b)
+    g = ex.activation_fixed16("act", "gelu", np.array([-4096, 0, -100]))
+    return c, g
+
+
+def test_forced_cpu_needs_no_device():
+    ex = Executor(None, "cpu")
+    _ops(ex)
+    assert [d.placed for d in ex.ops] == ["cpu", "cpu"]
+    s = ex.summary()
+    assert s["offloaded_macs"] == 0 and s["cpu_macs"] == 4 * 16 * 8 and s["device_cycles"] == 0
+
+
+def test_forced_accelerator_runs_on_device_and_matches_cpu():
+    from hetaccel.host import Accelerator
+
+    with Accelerator.open("emu") as acc:
+        ex = Executor(acc, "accelerator")
+        c, g = _ops(ex)
+        assert len(acc.profile.ops) == 2
+    c2, g2 = _ops(Executor(None, "cpu"))
+    np.testing.assert_array_equal(c, c2)
+    np.testing.assert_array_equal(g, g2)
+    assert [d.placed for d in ex.ops] == ["accelerator", "accelerator"]
+    s = ex.summary()
+    assert s["offloaded_macs"] == 512 and s["cpu_macs"] == 0 and s["device_cycles"] > 0
+    assert set(s["projected_latency_s"]) == {b["board"] for b in available_boards()}
+
+
+def test_auto_follows_the_cost_model():
+    from hetaccel.host import Accelerator
+
+    with Accelerator.open("emu") as acc:
+        # a UART-connected board: the link makes a tiny matmul cheaper on the CPU
+        ex = Executor(acc, "auto")
+        ex.matmul("small", np.ones((2, 8), np.int8), np.ones((8, 8), np.int8))
+        assert ex.ops[-1].placed == "cpu" and "link-bound" in ex.ops[-1].reason
+        # a slow CPU and a fast, wide link: offloading wins
+        fast = CostModel(acc.config, {"board": "fast", "clock_hz": 10**9, "baud": 10**11},
+                         cpu_macs_per_s=1e3, device_call_s=0.0)
+        ex = Executor(acc, "auto", fast)
+        ex.matmul("big", np.ones((64, 64), np.int8), np.ones((64, 64), np.int8))
+        assert ex.ops[-1].placed == "accelerator"
+        assert ex.ops[-1].device_cycles > 0
+
+
+def test_cost_model_figures():
+    cm = CostModel(DEFAULT_CONFIG)
+    d = cm.device_seconds(128, 384, 384)
+    assert d["bound"] == "link" and d["link_s"] > d["compute_s"] > 0
+    assert cm.gemm_cycles(128, 384, 384) >= 128 * 384 * 384 // DEFAULT_CONFIG.macs
+    assert cm.cpu_seconds(10, 10, 10) > 0
+
+
+def test_bad_modes_and_values():
+    with pytest.raises(ValueError, match="placement mode"):
+        Executor(None, "gpu")
+    with pytest.raises(ValueError, match="needs an accelerator"):
+        Executor(None, "accelerator")
+    with pytest.raises(ValueError, match="cpu_macs_per_s"):
+        CostModel(DEFAULT_CONFIG, cpu_macs_per_s=0)
+    with pytest.raises(TypeError, match="int8"):
+        Executor(None, "cpu").matmul("x", np.ones((2, 2)), np.ones((2, 2), np.int8))
+
+
+def test_boards_listed():
+    names = [b["board"] for b in available_boards()]
+    assert names[0] == "config" and "ulx3s-85f" in names
