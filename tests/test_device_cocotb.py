@@ -27,6 +27,8 @@ def verilator_make_env() -> None:
 def test_device_through_byte_protocol(sim):
     if sim == "verilator":
         verilator_make_env()
+    # Verilator traces of this design cost more than the simulation itself:
+    # no waveform there (re-run on Icarus, which keeps one, to debug).
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim=sim,
-               test_module="hetaccel.sim.device_tests",
+               test_module="hetaccel.sim.device_tests", waves=sim != "verilator",
                extra_env={"HETACCEL_CONFIG": CI_CONFIG.to_json()})

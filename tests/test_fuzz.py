@@ -13,7 +13,7 @@ def test_fuzz_1000_frames_verilator(tmp_path):
     verilator_make_env()
     result = tmp_path / "fuzz.json"
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim="verilator",
-               test_module="hetaccel.sim.fuzz_tests",
+               test_module="hetaccel.sim.fuzz_tests", waves=False,
                extra_env={"HETACCEL_CONFIG": CI_CONFIG.to_json(), "HETACCEL_FUZZ_FRAMES": "1000",
                           "HETACCEL_FUZZ_SEED": "7", "HETACCEL_FUZZ_RESULT": str(result)})
     stats = json.loads(result.read_text())
