@@ -332,7 +332,7 @@ def _nextpnr_fmax(report: dict, log: str) -> dict:
 
 def build_board(board: str, config: AcceleratorConfig | None = None, *,
                 out_dir: str | Path = "build/boards", seed: int = 1, core=None,
-                name: str = "top") -> dict:
+                name: str = "top", synth_opts: str | None = None) -> dict:
     """Synthesise, place, route and pack ``config`` for ``board``; return the report.
 
     Raises
@@ -356,7 +356,8 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     core_name = "Device" if core is None else getattr(core, "__name__", str(core))
     platform = b.platform()
     t0 = time.monotonic()
-    plan = platform.prepare(top, name=name, synth_opts=b.synth_opts)
+    synth_opts = b.synth_opts if synth_opts is None else synth_opts
+    plan = platform.prepare(top, name=name, synth_opts=synth_opts)
     plan.extract(str(build_dir))
     walls = {"generate_s": round(time.monotonic() - t0, 1)}
 
@@ -408,7 +409,8 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     fmax_mhz = core["achieved_mhz"] if core else None
     target_mhz = config.clock_hz / 1e6
     util = {k: {"used": v["used"], "available": v["available"]}
-            for k, v in (pnr_report.get("utilisation") or {}).items() if v.get("used")}
+            for k, v in (pnr_report.get("utilization") or pnr_report.get("utilisation") or {}).items()
+            if v.get("used")}
     macs = config.macs
     result = {
         "board": board,
@@ -431,9 +433,11 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
         "peak_gops": round(2 * macs * config.clock_hz / 1e9, 3),
         "peak_gops_at_fmax": round(2 * macs * fmax_mhz / 1e3, 3) if fmax_mhz else None,
         "config": config.to_dict(),
-        "wall_s": {**walls, "total_s": round(sum(walls.values()), 1)},
+        "wall_s": {**{k: round(v, 1) for k, v in walls.items()},
+                   "total_s": round(sum(walls.values()), 1)},
         "yosys_cells": cells,
         "seed": seed,
+        "synth_opts": synth_opts,
     }
     result["ok"] = result["timing_met"]
     (build_dir / "report.json").write_text(json.dumps(result, indent=2))

@@ -24,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=Path("build"),
                         help="output directory (boards/<board>/ or asic/ under it)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--synth-opts", default=None,
+                        help="replace the board's synth_<family> options (iCE40 default "
+                             "'-dsp'; e.g. '-nodsp' on ECP5 maps multipliers to LUTs)")
     parser.add_argument("--core", choices=sorted(CORES), default="device",
                         help="what the board top wraps: the whole device, or the host link "
                              "echoing frames (a quick bring-up image)")
@@ -60,6 +63,6 @@ def run(args) -> dict:
     from .build import build_board
     cfg = _config(args, default_config(args.board).to_dict())
     report = build_board(args.board, cfg, out_dir=args.out / "boards", seed=args.seed,
-                         core=CORES[args.core])
+                         core=CORES[args.core], synth_opts=args.synth_opts)
     report.pop("yosys_cells", None)
     return report

