@@ -122,14 +122,17 @@ class AdamUnit(wiring.Component):
             self.inp.ready.eq(adv),
         ]
 
+        chains = {}
+
         def delay(value, n, name):
-            cur = value
-            for i in range(n):
-                nxt = Signal(len(value), name=f"{name}_d{i}")
+            # One register chain per source (``name``): every tap shares it.
+            chain = chains.setdefault(name, [value])
+            while len(chain) <= n:
+                nxt = Signal(len(value), name=f"{name}_d{len(chain) - 1}")
                 with m.If(adv):
-                    m.d.sync += nxt.eq(cur)
-                cur = nxt
-            return cur
+                    m.d.sync += nxt.eq(chain[-1])
+                chain.append(nxt)
+            return chain[n]
 
         def block(cls, *operands, name):
             blk = cls()
@@ -173,14 +176,14 @@ class AdamUnit(wiring.Component):
             gl2, _ = block(FPAdd, delay(g, lm, f"{n}_g"), wdp, name=f"{n}_gl2")
             t1 = lm + la
             g1 = Signal(32, name=f"{n}_g1")
-            m.d.comb += g1.eq(Mux(l2, gl2, delay(g, t1, f"{n}_graw")))
+            m.d.comb += g1.eq(Mux(l2, gl2, delay(g, t1, f"{n}_g")))
             # Decoupled decay as p - (lr*wd)*p: a precomputed 1 - lr*wd would be
             # rounded next to 1.0 (relative error up to 3e-8 per step, the same
             # sign every step) and drift from the float64 trajectory.
             lwp, _ = block(FPMul, hp["lr_wd"], p, name=f"{n}_lwp")
-            pdec, _ = block(FPAdd, delay(p, lm, f"{n}_pd"), lwp ^ 0x80000000, name=f"{n}_pdec")
+            pdec, _ = block(FPAdd, delay(p, lm, f"{n}_p"), lwp ^ 0x80000000, name=f"{n}_pdec")
             p1 = Signal(32, name=f"{n}_p1")
-            m.d.comb += p1.eq(Mux(decoupled, pdec, delay(p, t1, f"{n}_praw")))
+            m.d.comb += p1.eq(Mux(decoupled, pdec, delay(p, t1, f"{n}_p")))
             # t1 .. : moments.
             bm, _ = block(FPMul, hp["beta1"], delay(mom, t1, f"{n}_m"), name=f"{n}_bm")
             og, _ = block(FPMul, hp["one_minus_beta1"], g1, name=f"{n}_og")
@@ -189,7 +192,7 @@ class AdamUnit(wiring.Component):
             gg, _ = block(FPMul, g1, g1, name=f"{n}_gg")
             ogg, _ = block(FPMul, hp["one_minus_beta2"], gg, name=f"{n}_ogg")
             bv, _ = block(FPMul, hp["beta2"], delay(vel, t1, f"{n}_v"), name=f"{n}_bv")
-            v2, _ = block(FPAdd, delay(bv, lm, f"{n}_bvd"), ogg, name=f"{n}_v2")
+            v2, _ = block(FPAdd, delay(bv, lm, f"{n}_bv"), ogg, name=f"{n}_v2")
             t2 = t1 + 2 * lm + la
             # t2 .. t3: denominator.
             sq, ls = block(FPSqrt, v2, name=f"{n}_sqrt")
@@ -197,16 +200,16 @@ class AdamUnit(wiring.Component):
             den, _ = block(FPAdd, sqc, hp["eps"], name=f"{n}_den")
             t3 = t2 + ls + lm + la
             # t3 .. t4: update.
-            q, ld = block(FPDiv, delay(m2, t3 - t_m2, f"{n}_m2d"), den, name=f"{n}_q")
+            q, ld = block(FPDiv, delay(m2, t3 - t_m2, f"{n}_m2"), den, name=f"{n}_q")
             upd, _ = block(FPMul, q, hp["step_size"], name=f"{n}_upd")
             t4 = t3 + ld + lm
             neg = Signal(32, name=f"{n}_neg")
             m.d.comb += neg.eq(upd ^ 0x80000000)
-            p2, _ = block(FPAdd, delay(p1, t4 - t1, f"{n}_p1d"), neg, name=f"{n}_p2")
+            p2, _ = block(FPAdd, delay(p1, t4 - t1, f"{n}_p1"), neg, name=f"{n}_p2")
             assert t4 + la == self.latency
             m.d.comb += [
                 dst.param.eq(p2),
-                dst.m.eq(delay(m2, self.latency - t_m2, f"{n}_m2o")),
-                dst.v.eq(delay(v2, self.latency - t2, f"{n}_v2o")),
+                dst.m.eq(delay(m2, self.latency - t_m2, f"{n}_m2")),
+                dst.v.eq(delay(v2, self.latency - t2, f"{n}_v2")),
             ]
         return m
