@@ -167,6 +167,20 @@ class CostModel:
                        f"({dev['bound']}-bound on {self.board['board']})")
 
 
+    def choose_elementwise(self, elements: int, kind: str) -> tuple[str, str]:
+        """An activation pass (4 bytes in, 2 out per element) or an Adam step (16
+        bytes each way per parameter) against the CPU at ~10 ns per element."""
+        per_in, per_out = (4, 2) if kind == "activation" else (16, 16)
+        b = self.board
+        link = elements * max(per_in, per_out) * _BITS_PER_BYTE / b["baud"]
+        compute = elements / max(1, self.config.cols) / b["clock_hz"]
+        dev = max(link, compute) + self.device_call_s
+        cpu = elements * 1e-8 + self.cpu_call_s
+        if dev < cpu:
+            return "accelerator", f"device {dev:.3g}s < cpu {cpu:.3g}s"
+        return "cpu", f"cpu {cpu:.3g}s <= device {dev:.3g}s (link-bound on {b['board']})"
+
+
 @dataclass
 class OpDecision:
     """One offloadable op: where it ran and what it cost."""
@@ -237,9 +251,7 @@ class Executor:
         if self.mode == "accelerator":
             return "accelerator", "forced (--placement accelerator)"
         if kind != "matmul":
-            # activation and Adam passes are cheap next to their matmuls; they follow
-            # the device when it has the unit
-            return "accelerator", "unit present on the device"
+            return self.cost.choose_elementwise(m, kind)
         return self.cost.choose(m, k, n)
 
     def _device_record(self, dec: OpDecision) -> None:

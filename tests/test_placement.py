@@ -80,3 +80,17 @@ def test_bad_modes_and_values():
 def test_boards_listed():
     names = [b["board"] for b in available_boards()]
     assert names[0] == "config" and "ulx3s-85f" in names
+
+
+def test_auto_places_elementwise_ops_by_cost():
+    from hetaccel.host import Accelerator
+
+    with Accelerator.open("emu") as acc:
+        ex = Executor(acc, "auto")
+        ex.activation_fixed16("g", "gelu", np.zeros(16, np.int64))
+        assert ex.ops[-1].placed == "cpu"
+        fast = CostModel(acc.config, {"board": "fast", "clock_hz": 10**9, "baud": 10**12},
+                         device_call_s=0.0)
+        ex = Executor(acc, "auto", fast)
+        out = ex.activation_fixed16("g", "gelu", np.full(4096, -4096, np.int64))
+        assert ex.ops[-1].placed == "accelerator" and out.shape == (4096,)
