@@ -313,6 +313,12 @@ def _candidates(limit: int) -> list[int]:
     return sorted(out)
 
 
+def _w_half(cfg: AcceleratorConfig) -> int:
+    """Rows of one WEIGHT buffer: half the memory, or all of it when half
+    cannot hold a tile (then loads wait for the compute instead of overlapping)."""
+    return cfg.weight_depth // 2 if cfg.weight_depth // 2 >= cfg.rows else cfg.weight_depth
+
+
 class _GemmPlan:
     """Block sizes of a tiled GEMM on this config (see :meth:`Accelerator._plan`)."""
 
@@ -615,7 +621,7 @@ class Accelerator:
         cfg = self.config
         R, C = cfg.rows, cfg.cols
         KT, NT = _ceil(K, R), _ceil(N, C)
-        in_half, w_half, acc_half = cfg.input_depth // 2, cfg.weight_depth // 2, cfg.acc_depth // 2
+        in_half, w_half, acc_half = cfg.input_depth // 2, _w_half(cfg), cfg.acc_depth // 2
         nb_cap = NT
         if linear:
             acc_half = min(acc_half, cfg.output_depth // 2)
@@ -667,7 +673,8 @@ class Accelerator:
         # INPUT word (k-tile t, row r) = A[r, t*R:(t+1)*R]; WEIGHT tile (t, j) = rows of B.
         a_tiles = ap.reshape(M, KT, R).transpose(1, 0, 2)             # (KT, M, R)
         b_tiles = bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)      # (KT, NT, R, C)
-        in_half, w_half = cfg.input_depth // 2, cfg.weight_depth // 2
+        in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
+        w_slots = cfg.weight_depth // w_half
         acc_half = cfg.acc_depth // 2
         out_half = cfg.output_depth // 2 if act is not None else 0
         chunk_no = 0
@@ -693,7 +700,7 @@ class Accelerator:
                     tt = min(kc, KT - t0)
                     half = chunk_no % 2
                     chunk_no += 1
-                    w_base = half * w_half
+                    w_base = (half % w_slots) * w_half
                     wdata = np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn]).tobytes()
                     reqs += self._write_mem(MemSpace.WEIGHT, w_base, wdata)
                     if plan.resident:

@@ -7,9 +7,8 @@ docs/isa.md), what the host moved (frames, bytes, retries), the wall time,
 and a projection onto a named board: compute at the board's clock against
 the link at its baud, so a user sees which of the two bounds the operation.
 
-Board clocks and bauds come from :mod:`hetaccel.boards` when it describes the
-board (a ``BOARDS`` mapping, or ``board_info(name)``), else from the
-accelerator config (board name ``"config"``).
+Board clocks and bauds come from :data:`hetaccel.boards.build.BOARDS` (the
+board's default build), or from the accelerator config (board name ``"config"``).
 """
 
 from __future__ import annotations
@@ -27,38 +26,22 @@ _UNITS = (("gemm", "GEMM_BUSY"), ("activation", "ACT_BUSY"), ("adam", "ADAM_BUSY
 
 
 def board_params(board: str | None, config) -> dict:
-    """``{"board", "clock_hz", "baud"}`` for ``board`` (None: the config's own)."""
+    """``{"board", "clock_hz", "baud"}`` for ``board`` (None: the config's own).
+
+    Named boards are the ones :mod:`hetaccel.boards.build` defines: the clock
+    and baud of the board's default build.
+    """
     if board in (None, "config"):
         return {"board": "config", "clock_hz": int(config.clock_hz), "baud": int(config.baud)}
     try:
-        from .. import boards as boards_mod
-    except ImportError:  # pragma: no cover - the package always exists
-        boards_mod = None
-    info = None
-    if boards_mod is not None:
-        getter = getattr(boards_mod, "board_info", None)
-        table = getattr(boards_mod, "BOARDS", None)
-        if callable(getter):
-            try:
-                info = getter(board)
-            except (KeyError, ValueError):
-                info = None
-        elif isinstance(table, dict):
-            info = table.get(board)
-    if info is None:
-        known = []
-        if boards_mod is not None and isinstance(getattr(boards_mod, "BOARDS", None), dict):
-            known = sorted(boards_mod.BOARDS)
-        raise ValueError(f"unknown board {board!r}; known boards: {known + ['config']}")
-
-    def get(name, default):
-        if isinstance(info, dict):
-            return info.get(name, default)
-        return getattr(info, name, default)
-
-    clock = get("clock_hz", None) or get("core_clock_hz", None) or config.clock_hz
-    baud = get("baud", None) or config.baud
-    return {"board": board, "clock_hz": int(clock), "baud": int(baud)}
+        from ..boards.build import BOARDS
+    except ImportError:  # pragma: no cover - boards are part of the package
+        BOARDS = {}
+    if board not in BOARDS:
+        raise ValueError(f"unknown board {board!r}; known boards: {sorted(BOARDS) + ['config']}")
+    default = getattr(BOARDS[board], "default", {}) or {}
+    return {"board": board, "clock_hz": int(default.get("clock_hz", config.clock_hz)),
+            "baud": int(default.get("baud", config.baud))}
 
 
 @dataclass

@@ -191,9 +191,14 @@ def test_profile_reports_where_and_what_bounds_each_op(emu_small):
     assert totals["device_cycles"] >= rec.device_cycles
 
 
-def test_profile_unknown_board_is_rejected():
+def test_profile_projects_onto_a_named_board():
     with pytest.raises(ValueError, match="unknown board 'nosuchboard'"):
         Accelerator.open("emu", board="nosuchboard")
+    with Accelerator.open("emu", board="icebreaker") as acc:
+        acc.matmul(np.ones((8, 8), np.int8), np.ones((8, 8), np.int8))
+        p = acc.profile.last.projection()
+    assert p["board"] == "icebreaker" and p["clock_hz"] == 48_000_000 and p["baud"] == 1_000_000
+    assert p["link_s"] > 0 and p["compute_s"] > 0
 
 
 # --- bad input --------------------------------------------------------------------
