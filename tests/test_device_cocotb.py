@@ -32,3 +32,17 @@ def test_device_through_byte_protocol(sim):
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim=sim,
                test_module="hetaccel.sim.device_tests", waves=sim != "verilator",
                extra_env={"HETACCEL_CONFIG": CI_CONFIG.to_json()})
+
+
+#: no activation or Adam unit, odd word sizes (3 columns, 6-bit operands, 20-bit
+#: accumulators) and a 2-entry queue: the decoder's divider, absent-unit statuses
+BARE_CONFIG = AcceleratorConfig(rows=2, cols=3, operand_bits=6, acc_bits=20, max_k=32,
+                                input_depth=16, weight_depth=8, acc_depth=16, output_depth=8,
+                                opt_depth=8, has_activation=False, has_adam=False,
+                                max_payload=40, cmd_queue_depth=2)
+
+
+def test_bare_device_icarus():
+    run_cocotb(Device(BARE_CONFIG), toplevel="hetaccel_device_bare", sim="icarus",
+               test_module="hetaccel.sim.device_tests", waves=False,
+               extra_env={"HETACCEL_CONFIG": BARE_CONFIG.to_json()})
