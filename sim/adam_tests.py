@@ -105,6 +105,9 @@ async def stream(dut, words: list[int], rng, gap: float = 0.0, stall: float = 0.
             dut.inp__payload.value = words[sent]
         dut.out__ready.value = int(ready)
         await ReadOnly()
+        in_flight = sent - len(outs)
+        assert int(dut.idle.value) == (in_flight == 0), \
+            f"idle={int(dut.idle.value)} with {in_flight} parameters in flight"
         if valid and int(dut.inp__ready.value):
             sent += 1
         if ready and int(dut.out__valid.value):
