@@ -11,7 +11,10 @@ non-OK status).  The run stops at the first failure, which is included.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +33,20 @@ def add_arguments(parser) -> None:
                         help="AcceleratorConfig as JSON (default: the small CI config)")
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Simulator builds print to fd 1; keep ``--json`` output a single object."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run(args) -> dict:
     from ..rtl.device import Device
     from ..spec import AcceleratorConfig
@@ -44,20 +61,20 @@ def run(args) -> dict:
                                 output_depth=16, opt_depth=16, max_k=64, acc_bits=24,
                                 act_param_depth=4, act_tables=3, max_payload=64)
     if args.sim == "verilator":
-        import os
         flag = "CFG_CXXFLAGS_PCH_I=-include"   # see tests/test_device_cocotb.py
         if flag not in os.environ.get("MAKEFLAGS", ""):
             os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "fuzz.json"
         t0 = time.perf_counter()
-        run_cocotb(Device(cfg), toplevel="hetaccel_device_fuzz", sim=args.sim,
-                   test_module="hetaccel.sim.fuzz_tests", waves=False, check=False,
-                   extra_env={"HETACCEL_CONFIG": cfg.to_json(),
-                              "HETACCEL_FUZZ_FRAMES": str(args.frames),
-                              "HETACCEL_FUZZ_SEED": str(args.seed),
-                              "HETACCEL_FUZZ_CHECK_EVERY": str(args.check_every),
-                              "HETACCEL_FUZZ_RESULT": str(result)})
+        with _stdout_to_stderr():
+            run_cocotb(Device(cfg), toplevel="hetaccel_device_fuzz", sim=args.sim,
+                       test_module="hetaccel.sim.fuzz_tests", waves=False, check=False,
+                       extra_env={"HETACCEL_CONFIG": cfg.to_json(),
+                                  "HETACCEL_FUZZ_FRAMES": str(args.frames),
+                                  "HETACCEL_FUZZ_SEED": str(args.seed),
+                                  "HETACCEL_FUZZ_CHECK_EVERY": str(args.check_every),
+                                  "HETACCEL_FUZZ_RESULT": str(result)})
         seconds = time.perf_counter() - t0
         if not result.exists():
             raise ValueError("the fuzz run produced no result (simulator failed to start?)")
