@@ -192,10 +192,9 @@ class CommandProcessor(wiring.Component):
             return exists, writable, value
 
         # -------------------------------------------------------- command queue
-        # Entry fields start all-ones (never a value an enqueue writes first) so
-        # the first write changes them: Icarus does not evaluate an always @*
-        # block until one of its inputs changes, and the Array read muxes would
-        # stay X if an entry were first written with its reset value.
+        # Entry fields start all-ones, so the first enqueue changes them (belt
+        # and braces for Icarus, which evaluates an always @* block only once
+        # an input changes; sim/device_tests.py kicks all of them at time 0).
         q_valid = Signal(QD)
 
         def entry(width, name):
@@ -378,7 +377,6 @@ class CommandProcessor(wiring.Component):
                      self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(obuf[:8])]
 
         rd_word = Signal(8 * max_rb)     # formatted word of the space being read
-        rd_valid_acc = Signal()
 
         is_rd_acc = acc_space == MemSpace.ACC
         rec_reg = Signal(16)
