@@ -131,3 +131,15 @@ def test_help_explains_every_option():
         for action in p._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest} lacks help"
+
+
+def test_run_bert_on_rtl_matches_emu(tiny_dir, sentences, tmp_path, capsys):
+    """The generated Verilog (Verilator) gives the emulator's embeddings bit for bit."""
+    a, b = tmp_path / "rtl.npy", tmp_path / "emu.npy"
+    rc, r = _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences",
+                           str(sentences), "--limit", "1", "--backend", "rtl", "--json",
+                           "--quiet", "--out", str(a)])
+    assert rc == 0 and r["backend"] == "rtl" and r["device_cycles"] > 0
+    _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences", str(sentences),
+                   "--limit", "1", "--backend", "emu", "--json", "--quiet", "--out", str(b)])
+    np.testing.assert_array_equal(np.load(a), np.load(b))
