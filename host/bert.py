@@ -138,8 +138,6 @@ class BertConfig:
         if not isinstance(d, Mapping):
             raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", "bert")
-        if model_type not in ("bert", "roberta", "xlm-roberta", "distilbert"):
-            pass
         if model_type != "bert":
             raise ValueError(f"{source}: model_type {model_type!r} is not supported; "
                              f"this loader reads BERT encoders (model_type 'bert')")

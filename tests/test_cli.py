@@ -143,3 +143,14 @@ def test_run_bert_on_rtl_matches_emu(tiny_dir, sentences, tmp_path, capsys):
     _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences", str(sentences),
                    "--limit", "1", "--backend", "emu", "--json", "--quiet", "--out", str(b)])
     np.testing.assert_array_equal(np.load(a), np.load(b))
+
+
+def test_run_bert_auto_placement_reports_decisions(tiny_dir, sentences, capsys):
+    rc, r = _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences",
+                           str(sentences), "--backend", "emu", "--placement", "auto",
+                           "--json", "--quiet"])
+    assert rc == 0 and r["placement"] == "auto"
+    # behind the default 3 Mbaud UART every tiny op is cheaper on the CPU
+    assert r["ops_on_cpu"] > 0 and r["cpu_macs"] > 0
+    assert all("link-bound" in row["reason"] for row in r["placement_table"]
+               if row["placed"] == "cpu")
