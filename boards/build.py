@@ -81,11 +81,14 @@ BOARDS: dict[str, Board] = {
     "icebreaker": Board(
         name="icebreaker", family="ice40", device="iCE40UP5K-SG48", ref_hz=12e6,
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
-        # The largest array whose DSP use fits the 8 SB_MAC16 (Yosys maps one
-        # 8x8 product per SB_MAC16), a small-memory device without the Adam unit.
+        # The largest array whose products fit the 8 SB_MAC16 (Yosys -dsp maps one
+        # 8x8 product per SB_MAC16) with the device's other logic in 5280 LCs: a
+        # small-memory device without the activation and Adam units.  21 MHz:
+        # the measured Fmax of this build is ~23 MHz (the limit is the command
+        # processor's address arithmetic), and 21 MHz gives 1 Mbaud exactly.
         default=dict(rows=2, cols=4, has_adam=False, has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
-                     opt_depth=2, max_payload=256, clock_hz=48_000_000, baud=1_000_000,
+                     opt_depth=2, max_payload=256, clock_hz=21_000_000, baud=1_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),
         synth_opts="-dsp",
     ),

@@ -40,7 +40,7 @@ from amaranth.lib import stream, wiring
 from ..spec import AcceleratorConfig
 
 __all__ = ["stream_harness", "decoder_harness", "run_sby", "check_host_link",
-           "check_command_decoder", "FormalResult"]
+           "check_command_streams", "check_command_decoder", "FormalResult"]
 
 
 def _streams(component):
@@ -191,17 +191,36 @@ FORMAL_DEVICE_CONFIG = AcceleratorConfig(
     link_timeout_cycles=16)
 
 
-def check_command_decoder(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, depth: int = 28,
-                          bound: int = 24, max_length: int | None = None,
+#: cycles from the start of a check until the decoder can first leave idle
+DECODER_LATENCY = 4
+
+
+def check_command_streams(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, depth: int = 24,
+                          workdir="build/formal", timeout: float = 1800) -> FormalResult:
+    """Every stream of the command processor holds valid and payload until ready
+    (``reply``/``reply_data`` asserted, ``frame`` assumed).  The first reply
+    from reset appears after ~19 cycles, so ``depth`` below ~22 proves nothing
+    about the reply streams."""
+    from ..rtl.command import CommandProcessor
+    return run_sby(stream_harness(CommandProcessor(config)), "command_streams", depth=depth,
+                   workdir=workdir, timeout=timeout)
+
+
+def check_command_decoder(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, depth: int = 44,
+                          bound: int = 40, max_length: int | None = None,
                           workdir="build/formal", timeout: float = 600) -> FormalResult:
     """The command processor's streams hold until ready, and its decoder is
     back in idle within ``bound`` cycles of leaving it, whatever the frame
     (opcode, length up to ``max_length``, payload bytes: all free).
 
-    ``depth`` must exceed ``bound`` or the idle property holds vacuously.
+    ``depth`` must exceed ``bound`` by at least :data:`DECODER_LATENCY` (reset and
+    the first frame's arrival), or the idle property holds vacuously.  A NOP
+    from reset keeps the decoder busy ~28 cycles (fixed-field fetch, then the
+    identity reply), so ``bound`` below that fails with a legitimate trace.
     """
-    if depth <= bound:
-        raise ValueError(f"depth ({depth}) must exceed bound ({bound}), or the check is vacuous")
+    if depth < bound + DECODER_LATENCY:
+        raise ValueError(f"depth ({depth}) must be at least bound + {DECODER_LATENCY} "
+                         f"({bound + DECODER_LATENCY}), or the check is vacuous")
     from ..rtl.command import CommandProcessor
     name = "command_decoder" if max_length is None else f"command_decoder_len{max_length}"
     return run_sby(decoder_harness(CommandProcessor(config), bound, max_length), name,
