@@ -166,7 +166,14 @@ class CommandProcessor(wiring.Component):
         ident = identity_words(cfg)
         rw_regs = {r.name: Signal(r.bits, name=f"reg_{r.name.lower()}")
                    for r in regs if r.access == "rw"}
-        counters = {name: Signal(32, name=f"cnt_{name.lower()}") for name, _ in COUNTERS}
+        # Counters of an absent unit read as a constant 0 (no flip-flops).
+        absent = set()
+        if not cfg.has_activation:
+            absent |= {"ACT_BUSY", "ACT_STALL"}
+        if not cfg.has_adam:
+            absent |= {"ADAM_BUSY", "ADAM_STALL"}
+        counters = {name: (Const(0, 32) if name in absent else
+                           Signal(32, name=f"cnt_{name.lower()}")) for name, _ in COUNTERS}
         cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name in counters}
         cnt_clear = Signal()
         if adam is not None:
@@ -206,8 +213,9 @@ class CommandProcessor(wiring.Component):
         q_z = entry(AW, "q_z")          # acc (GEMM)
         q_n = entry(AW, "q_n")          # m / count
         q_flags = entry(8, "q_flags")
-        q_func = entry(8, "q_func")
-        q_pe = entry(16, "q_pe")
+        fn_bits = max(int(f) for f in ActivationFunction).bit_length()
+        q_func = entry(fn_bits if cfg.has_activation else 1, "q_func")
+        q_pe = entry(_bits(cfg.act_param_depth) if cfg.has_activation else 1, "q_pe")
         head = Signal(range(QD))
         tail = Signal(range(QD))
         q_full = Signal()
@@ -871,6 +879,8 @@ class CommandProcessor(wiring.Component):
         # ----------------------------------------------------------- counters
         m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]
         for name, c in counters.items():
+            if name in absent:
+                continue
             if name == "BYTES_OUT":
                 with m.If(cnt_clear):
                     m.d.sync += c.eq(0)
