@@ -219,7 +219,9 @@ class DeviceModel:
         self.compute_cycles += cycles
         if op == Opcode.GEMM:
             self._gemm(f)
-            self._add("GEMM_BUSY", cycles)
+            # the executor is busy from taking the GEMM until its last row entered
+            # the engine: weight job, rows weight rows, then m activation rows
+            self._add("GEMM_BUSY", self.config.rows + f["m"] + 3)
         elif op == Opcode.ACTIVATE:
             self._activate(f)
             self._add("ACT_BUSY", cycles)
