@@ -103,7 +103,7 @@ def test_rtl_backend_recovers_from_link_faults():
                              ("to_host", "corrupt", 700), ("to_device", "delay", 4000),
                              ("to_host", "drop", 1500)])
     with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.0005,
-                          faults=plan) as acc:
+                          faults=plan, native_opt="-O0") as acc:
         np.testing.assert_array_equal(acc.matmul(A, B), REF)
         assert len(acc.transport.faults) == 5
         assert acc.profile.last.retries >= 3

@@ -21,6 +21,8 @@ SMALL = AcceleratorConfig(rows=4, cols=4, input_depth=32, weight_depth=32, acc_d
                           act_param_depth=4, act_tables=3, max_payload=128)
 
 BACKENDS = ["emu", "rtl"]
+#: The tests run tiny workloads: a build that compiles 3x faster beats a faster simulator.
+NATIVE_OPT = "-O0"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,8 @@ def emu_small():
 
 @pytest.fixture(scope="module")
 def rtl_small():
-    with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.01) as acc:
+    with Accelerator.open("rtl", config=SMALL, sim="verilator", timeout=0.01,
+                          native_opt=NATIVE_OPT) as acc:
         yield acc
 
 
@@ -197,7 +200,11 @@ def test_profile_projects_onto_a_named_board():
     with Accelerator.open("emu", board="icebreaker") as acc:
         acc.matmul(np.ones((8, 8), np.int8), np.ones((8, 8), np.int8))
         p = acc.profile.last.projection()
-    assert p["board"] == "icebreaker" and p["clock_hz"] == 48_000_000 and p["baud"] == 1_000_000
+    from hetaccel.boards.build import BOARDS
+
+    board = BOARDS["icebreaker"].default
+    assert p["board"] == "icebreaker"
+    assert (p["clock_hz"], p["baud"]) == (board["clock_hz"], board["baud"])
     assert p["link_s"] > 0 and p["compute_s"] > 0
 
 

@@ -168,7 +168,7 @@ def test_bridge_moves_bytes_in_bulk_both_ways():
 
 def test_rtl_simulator_stops_on_exception():
     with pytest.raises(RuntimeError, match="user code failed"):
-        with Accelerator.open("rtl", config=SMALL, sim="verilator") as acc:
+        with Accelerator.open("rtl", config=SMALL, sim="verilator", native_opt="-O0") as acc:
             pid = acc.transport.pid
             assert _group_alive(pid)
             raise RuntimeError("user code failed")
@@ -181,7 +181,7 @@ def test_rtl_simulator_stops_on_ctrl_c():
         from hetaccel.host import Accelerator
         from hetaccel.spec import AcceleratorConfig
         cfg = AcceleratorConfig.from_json({SMALL.to_json()!r})
-        with Accelerator.open("rtl", config=cfg, sim="verilator") as acc:
+        with Accelerator.open("rtl", config=cfg, sim="verilator", native_opt="-O0") as acc:
             print(acc.transport.pid, flush=True)
             a = np.ones((16, 64), np.int8)
             while True:
