@@ -368,6 +368,30 @@ async def counters(dut):
     dut._log.info("GEMM_BUSY for 4 GEMMs of %d rows: RTL %d, model %d", m, rtl_busy, model_busy)
     # frames arrive slower than these GEMMs run, so each runs alone: exact
     assert abs(rtl_busy - model_busy) <= 4, (rtl_busy, model_busy)
+    # hazards: overwrite INPUT rows a queued GEMM still has to read, read ACC
+    # rows it writes; the replies (compared with the in-order model) prove the
+    # GEMMs saw the old rows and the read saw their results
+    rng = np.random.default_rng(4)
+    mm = cfg.input_depth
+    await drv.write_regs({"CONTROL": 1})
+    # one burst of frames (no waiting for replies): a slow ADAM first keeps the
+    # GEMMs queued behind it while the load that overwrites their rows arrives
+    burst = b""
+    if cfg.has_adam:
+        burst += drv.frame(Opcode.ADAM, encode_instruction(
+            Opcode.ADAM, addr=0, count=mem_depth(cfg, MemSpace.OPT)))
+    for t in range(2):
+        burst += drv.frame(Opcode.GEMM, encode_instruction(
+            Opcode.GEMM, a_addr=0, w_addr=0, acc_addr=0, m=mm, flags=1))
+    row = rng.integers(cfg.operand_min, cfg.operand_max + 1, (1, cfg.rows))
+    burst += drv.frame(Opcode.WRITE_MEM, encode_instruction(
+        Opcode.WRITE_MEM, space=int(MemSpace.INPUT), addr=mm - 1,
+        data=pack_words(cfg, MemSpace.INPUT, row)))
+    await drv.send(burst)
+    await drv.read_mem(MemSpace.ACC, mm - 1, 1)
+    waits = await _read_counter(drv, "HAZARD_WAIT")
+    dut._log.info("HAZARD_WAIT after overlapping load/store: %d cycles", waits)
+    assert waits > 0 or not cfg.has_adam
 
 
 async def _read_counter(drv, name) -> int:
