@@ -513,7 +513,7 @@ class Accelerator:
             host_bytes_sent=link.bytes_sent - bs, host_bytes_received=link.bytes_received - br,
             frames=link.frames_sent - fs, retries=link.retry_count - rc,
             faults=link.fault_log[fl:], macs=macs, peak_macs_per_cycle=self.config.macs,
-            board=self.profile.board)
+            board=self.profile.board, counters=d)
         self.profile.add(rec)
         return rec
 

@@ -64,6 +64,7 @@ class OpRecord:
     macs: int = 0
     peak_macs_per_cycle: int = 1
     board: dict = field(default_factory=dict)
+    counters: dict = field(default_factory=dict)   # every device counter's difference
 
     @property
     def utilization(self) -> dict:
@@ -100,6 +101,7 @@ class OpRecord:
             "host_bytes_received": self.host_bytes_received,
             "frames": self.frames, "retries": self.retries, "faults": list(self.faults),
             "macs": self.macs, "projection": self.projection(),
+            "counters": dict(self.counters),
         }
 
 
