@@ -363,6 +363,15 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     platform = b.platform()
     t0 = time.monotonic()
     synth_opts = b.synth_opts if synth_opts is None else synth_opts
+    # Yosys maps every int8 product of the array to one hard multiplier (when
+    # DSP mapping is on): refuse an array that cannot fit before synthesising.
+    dsp_mapping = ("-dsp" in synth_opts.split()) if b.family == "ice40" \
+        else ("-nodsp" not in synth_opts.split())
+    if core is None and dsp_mapping and config.macs > b.available["dsps"]:
+        raise DoesNotFit(
+            f"config does not fit the {b.device} ({board}): the {config.rows}x{config.cols} "
+            f"array needs dsps: {config.macs} used (one per MAC), {b.available['dsps']} "
+            f"available")
     plan = platform.prepare(top, name=name, synth_opts=synth_opts)
     plan.extract(str(build_dir))
     walls = {"generate_s": round(time.monotonic() - t0, 1)}

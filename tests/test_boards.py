@@ -146,3 +146,9 @@ def test_ulx3s_build(tmp_path):
     r = build_board("ulx3s-85f", cfg, out_dir=tmp_path)
     _check_report(r, "ulx3s-85f", cfg)
     assert (tmp_path / "ulx3s-85f" / "top.bit").stat().st_size > 100_000
+
+
+def test_array_larger_than_dsps_refused_before_synthesis(tmp_path):
+    cfg = default_config("icebreaker", rows=4, cols=4)
+    with pytest.raises(DoesNotFit, match=r"4x4 array needs dsps: 16 used .*, 8 available"):
+        build_board("icebreaker", cfg, out_dir=tmp_path)
