@@ -394,11 +394,17 @@ def build_native(config, *, opt: str = "-O2") -> "Path":
             cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "-Wno-fatal",
                    "--top-module", "native_top", "--prefix", "Vdev", "top.v", "dev.v",
                    "harness.cpp", "-o", "Vnative", "-CFLAGS", opt]
-            res = subprocess.run(cmd, cwd=d, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-            if res.returncode != 0 or not exe.exists():
+            # Its own process group, so an interrupted build leaves no make/g++ behind.
+            proc = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                out, _ = proc.communicate()
+            except BaseException:
+                _kill_group(proc, None)
+                raise
+            if proc.returncode != 0 or not exe.exists():
                 raise BridgeError("native Verilator build failed:\n" +
-                                  res.stdout.decode(errors="replace")[-4000:])
+                                  out.decode(errors="replace")[-4000:])
             index.parent.mkdir(parents=True, exist_ok=True)
             index.write_text(str(exe))
         finally:
@@ -571,25 +577,26 @@ class RtlTransport(Transport):
 
 
 def _kill_group(proc, tmp) -> None:
-    """Terminate the bridge's process group (cocotb runner and simulator) and wait."""
+    """Terminate ``proc``'s process group (e.g. cocotb runner and simulator), wait
+    for it, and remove ``tmp``.  SIGTERM first, SIGKILL for what survives it."""
     try:
-        if proc.poll() is None or True:
-            for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                except subprocess.TimeoutExpired:
-                    continue
-                # The leader is gone; make sure no member of the group survives it.
-                try:
-                    os.killpg(proc.pid, 0)
-                except ProcessLookupError:
-                    break
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # The leader is gone; go on only while a member of its group survives.
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def serve(argv=None) -> int:
