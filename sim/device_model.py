@@ -129,6 +129,13 @@ class DeviceModel:
         self.compute_cycles = 0
         self._rx_bytes = 0
 
+    def reset(self) -> None:
+        """The device's ``rst``: link, registers, counters and queue return to
+        their reset state; scratchpad contents (block RAM) are kept."""
+        self.link = LinkModel(self.config)
+        self.regs = {k: 0 for k in self.regs}
+        self.counters = {k: 0 for k in self.counters}
+
     # ------------------------------------------------------------------ bytes
 
     def feed(self, data) -> bytes:

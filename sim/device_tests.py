@@ -212,8 +212,20 @@ def _config() -> AcceleratorConfig:
     return AcceleratorConfig.from_json(os.environ["HETACCEL_CONFIG"])
 
 
+#: One model per simulation: the tests of a module share the DUT, whose reset
+#: clears registers but not the scratchpads, so the model must remember them.
+_MODELS: dict[str, DeviceModel] = {}
+
+
 async def _driver(dut) -> DeviceDriver:
-    drv = DeviceDriver(dut, _config())
+    cfg = _config()
+    drv = DeviceDriver(dut, cfg)
+    key = cfg.to_json()
+    if key in _MODELS:
+        drv.model = _MODELS[key]
+        drv.model.reset()
+    else:
+        _MODELS[key] = drv.model
     await drv.start()
     return drv
 
