@@ -115,17 +115,17 @@ def plot_utilisation(run: dict, path: Path, peak: int) -> Path:
     ax.bar(x - 0.2, mac, 0.4, label="MAC utilisation (useful MACs / peak)")
     ax.bar(x + 0.2, busy, 0.4, label="engine busy / device cycles")
     for xi, (a, b) in enumerate(zip(mac, busy)):
-        ax.annotate(f"{100 * a:.2g}%", (xi - 0.2, max(a, 1e-5)), ha="center", va="bottom",
+        ax.annotate(f"{100 * a:.3g}%", (xi - 0.2, max(a, 1e-5)), ha="center", va="bottom",
                     fontsize=7)
-        ax.annotate(f"{100 * b:.2g}%", (xi + 0.2, max(b, 1e-5)), ha="center", va="bottom",
+        ax.annotate(f"{100 * b:.3g}%", (xi + 0.2, max(b, 1e-5)), ha="center", va="bottom",
                     fontsize=7)
     ax.set_xticks(x, names)
     # log scale: on a UART-linked board the link keeps utilisation far below 1
     ax.set_yscale("log")
-    ax.set_ylim(1e-5, 2)
+    ax.set_ylim(1e-5, 20)
     ax.set_ylabel("fraction (log)")
     ax.set_title(f"Utilisation per layer ({run.get('source', 'run')})")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
