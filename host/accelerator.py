@@ -345,7 +345,7 @@ class Accelerator:
     """
 
     def __init__(self, transport: Transport, config: AcceleratorConfig | None = None, *,
-                 timeout: float | None = None, retries: int = 3, board: str | None = None,
+                 timeout: float | None = None, retries: int = 4, board: str | None = None,
                  verify: bool = True):
         if not isinstance(transport, Transport):
             raise TypeError(f"transport must be a Transport, not {type(transport).__name__}")
@@ -385,7 +385,7 @@ class Accelerator:
 
     @classmethod
     def open(cls, target: str = "emu", *, config: AcceleratorConfig | None = None,
-             sim: str = "verilator", timeout: float | None = None, retries: int = 3,
+             sim: str = "verilator", timeout: float | None = None, retries: int = 4,
              board: str | None = None, faults=None, **transport_options) -> "Accelerator":
         """Connect to an accelerator.
 

@@ -25,6 +25,8 @@ def add_arguments(parser) -> None:
                         help="where the operation runs")
     parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                         help="simulator of the rtl backend")
+    parser.add_argument("--harness", choices=("native", "cocotb"), default=None,
+                        help="rtl driver: generated C++ (Verilator default) or the cocotb bridge")
     parser.add_argument("--op", choices=("linear", "matmul"), default="linear",
                         help="int8 linear (GEMM + requant/activation) or plain int8 matmul")
     parser.add_argument("--m", type=int, default=None, help="rows of x (default 128 emu, 32 rtl)")
@@ -74,7 +76,7 @@ def run(args) -> dict:
     table_scales = (1.0 / 16, 1.0 / 32)
 
     opened = time.perf_counter()
-    options = {"sim": args.sim} if rtl else {}
+    options = {"sim": args.sim, "harness": args.harness} if rtl else {}
     with Accelerator.open(args.backend, config=config, board=args.board, **options) as acc:
         start_s = time.perf_counter() - opened
         best = None
@@ -120,7 +122,7 @@ def run(args) -> dict:
     # counts every simulated cycle the op spanned (link time included).
     d = rec.as_dict()
     return {
-        "backend": args.backend + (f"/{args.sim}" if rtl else ""),
+        "backend": args.backend + (f"/{args.sim}/{acc.transport.harness}" if rtl else ""),
         "op": args.op, "activation": act or "none",
         "shape": {"m": m, "k": k, "n": n},
         "config": {"rows": config.rows, "cols": config.cols, "max_payload": config.max_payload},
