@@ -6,9 +6,11 @@ Two harnesses speak the same bridge protocol (below) to :class:`RtlTransport`:
   :class:`BridgeTop`), on Icarus or Verilator;
 * the **native harness** (:func:`build_native`): the same Device Verilog driven
   by a small generated C++ main, Verilator only and its default.  Measured
-  here, cocotb caps the Device on Verilator at ~8k cycles/s under load (every
-  signal public, a VPI round trip per clock edge) while the native harness
-  runs ~10x faster, which is what a large GEMM needs.
+  here (2 cores, load average 7-14): under cocotb, Verilator ran the default
+  Device at ~8k cycles/s even with no Python between cycles (every signal
+  public, a VPI round trip per clock edge); the native harness runs it at
+  ~250-310k cycles per CPU-second of the simulator process (~390k without
+  the Adam unit), which is what a large GEMM needs.
 
 The cocotb bridge has three pieces:
 

@@ -1,5 +1,8 @@
 """cocotb side of the ``rtl`` backend (see :mod:`hetaccel.host.rtl_bridge`).
 
+The ``rtl`` backend's harness on Icarus (and on Verilator with
+``harness="cocotb"``; Verilator's default is the faster native harness).
+
 Not a test suite: one cocotb "test" that serves the host over a Unix socket
 until the host says ``Q`` or goes away.  Bytes move a whole FIFO word per
 simulator call, and while the device computes the simulator runs freely on a
