@@ -41,8 +41,8 @@ class Progress:
         fill = int(width * done / total)
         el = time.perf_counter() - self.t0
         note = (note[:38] + "...") if len(note) > 41 else note
-        self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
-                          f"{el:6.1f}s {note:<41}")
+        self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] "
+                          f"{100 * done / total:5.1f}% {el:6.1f}s {note:<41}")
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()

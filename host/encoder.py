@@ -235,9 +235,11 @@ class QuantizedEncoder:
         """
         return self.forward_batch([ids], layers)[0]
 
-    def forward_batch(self, batch: Sequence[np.ndarray], layers: int | None = None) -> list:
+    def forward_batch(self, batch: Sequence[np.ndarray], layers: int | None = None,
+                      on_layer: Callable[[int], None] | None = None) -> list:
         """Hidden states of several sentences run together (bit-identical to one by
-        one: every scale is per token and every matmul exact)."""
+        one: every scale is per token and every matmul exact).  ``on_layer(i)`` is
+        called after layer ``i``."""
         if not batch:
             return []
         self.ex.layer = "embeddings"
@@ -250,6 +252,8 @@ class QuantizedEncoder:
             raise ValueError(f"layers must be in [0, {len(self.model.layers)}], got {layers}")
         for i in range(n):
             x = self.layer(i, x, segments)
+            if on_layer is not None:
+                on_layer(i)
         self.ex.layer = ""
         return [x[a:b] for a, b in segments]
 
@@ -261,21 +265,27 @@ class QuantizedEncoder:
             raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
         toks = [self.model.tokenize(s).ids for s in sentences]
         out: list = [None] * len(toks)
-        order = list(range(len(toks)))
+        n_layers = len(self.model.layers)
+        # progress in token-layers: long sentences weigh what they cost
+        total = sum(len(t) for t in toks) * n_layers
         done = 0
         i = 0
-        while i < len(order):
-            j, total = i, 0
-            while j < len(order) and (j == i or total + len(toks[order[j]]) <= batch_tokens):
-                total += len(toks[order[j]])
+        while i < len(toks):
+            j, size = i, 0
+            while j < len(toks) and (j == i or size + len(toks[j]) <= batch_tokens):
+                size += len(toks[j])
                 j += 1
+            note = f"sentences {i + 1}-{j} of {len(toks)}"
+
+            def tick(layer, base=done, size=size, note=note):
+                if progress is not None:
+                    progress(base + size * (layer + 1), total, note)
+
             if progress is not None:
-                progress(done, len(toks), sentences[order[i]])
-            hidden = self.forward_batch([toks[k] for k in order[i:j]])
-            for k, hdn in zip(order[i:j], hidden):
+                progress(done, total, note)
+            hidden = self.forward_batch(toks[i:j], on_layer=tick)
+            for k, hdn in zip(range(i, j), hidden):
                 out[k] = self.model.pool(hdn)
-            done += j - i
+            done += size * n_layers
             i = j
-        if progress is not None:
-            progress(len(toks), len(toks), "")
         return np.stack(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
