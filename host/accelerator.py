@@ -27,8 +27,10 @@ before it reads it (the first GEMM of a group overwrites, the ADAM pass is
 preceded by the write of its optimizer state) and reads only what earlier,
 completed segments left.  So whatever goes wrong inside a segment (a timeout, a
 corrupted or missing reply, a BUSY or error status) the runtime drains the
-link, resynchronises it (a run of zero bytes, then a NOP) and replays the whole
-segment — a GEMM with accumulate is never applied twice on top of itself.
+link, resynchronises it (a run of zero bytes, then a NOP) and resumes at the
+first unacknowledged frame when every frame that may have run unseen simply
+overwrites its outputs, else replays the whole segment — a GEMM with
+accumulate (or an ADAM pass) is never applied twice on top of itself.
 After ``retries`` failed attempts it raises :class:`LinkError` (or
 :class:`DeviceStatusError` for a status the device keeps answering).  The
 device's ``FRAMES`` counter must account for every frame the host saw
@@ -123,6 +125,14 @@ def _gemm(a_addr: int, w_addr: int, acc_addr: int, m: int, flags: int) -> tuple:
     return Opcode.GEMM, _packer(Opcode.GEMM).pack(a_addr, w_addr, acc_addr, m, flags)
 
 
+def _accumulates(req: tuple) -> bool:
+    """Whether executing ``req`` twice differs from executing it once."""
+    op, payload = req
+    if op == Opcode.ADAM:
+        return True
+    return op == Opcode.GEMM and bool(payload[-1] & GEMM_ACCUMULATE)
+
+
 # ---------------------------------------------------------------------------
 # the link session: sequence numbers, windowed exchange, recovery
 
@@ -147,6 +157,7 @@ class _Link:
         self.retry_count = 0
         self.fault_log: list[str] = []
         self._frames_reg: int | None = None   # FRAMES register, once baselined
+        self._progress = (0, 0)
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -161,13 +172,15 @@ class _Link:
         self.bytes_received += len(data)
         return self.decoder.feed(data) if data else None
 
-    def _attempt(self, reqs: list) -> list:
+    def _attempt(self, reqs: list, start: int, replies: list) -> list:
         n = len(reqs)
-        replies: list = [None] * n
         outstanding: deque = deque()
-        nxt = 0
-        done = 0
+        nxt = start
+        done = start
         maxp = self.config.max_payload
+        # On a fault, frames before ``done`` were acknowledged (executed once, in
+        # order); those in [done, nxt) may or may not have executed.
+        self._progress = (done, nxt)
         while done < n:
             if nxt < n and len(outstanding) < self.window:
                 out = bytearray()
@@ -178,6 +191,7 @@ class _Link:
                     outstanding.append((nxt, seq))
                     nxt += 1
                     self.frames_sent += 1
+                self._progress = (done, nxt)
                 self._send(bytes(out))
             items = self._receive(1)
             if items is None:
@@ -203,25 +217,35 @@ class _Link:
                 outstanding.popleft()
                 self.frames_ok += 1
                 done += 1
+                self._progress = (done, nxt)
         return replies
 
     def run(self, reqs: list) -> list:
         """Execute ``reqs`` (``(opcode, payload)``) in order; their reply payloads.
 
-        The whole list is replayed from its start after a fault, so it must be
+        After a fault the list resumes at the first unacknowledged frame when
+        every frame that may have executed without its reply being seen
+        overwrites what it writes (loads, reads, GEMM without accumulate,
+        ACTIVATE, register writes): executing it again, in order, gives the
+        same state.  If one of them accumulates (GEMM with accumulate, ADAM),
+        the whole list is replayed from its start, so the list must be
         idempotent as a whole (see the module docstring).
         """
         last: _Fault | None = None
+        replies: list = [None] * len(reqs)
+        start = 0
         for attempt in range(self.retries + 1):
             try:
-                return self._attempt(reqs)
+                return self._attempt(reqs, start, replies)
             except _Fault as fault:
                 last = fault
                 self.fault_log.append(str(fault))
                 if attempt == self.retries:
                     break
                 self.retry_count += 1
+                first, end = self._progress
                 self.recover()
+                start = 0 if any(_accumulates(r) for r in reqs[first:end]) else first
         if last.kind == "status" and last.status not in (Status.BUSY, Status.BAD_CRC):
             raise DeviceStatusError(f"device rejected a frame {self.retries + 1} times: {last}")
         raise LinkError(f"giving up after {self.retries + 1} attempts: {last}")
