@@ -104,7 +104,9 @@ def test_icebreaker_build(tmp_path):
     assert (tmp_path / "icebreaker" / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_too_big_config_fails_with_numbers(tmp_path):
+    # After synthesis (CI checks the quicker pre-synthesis refusal below).
     # 2 x 8 KiB of frame buffers need 32 of the UP5K's 30 block RAMs (512 B each).
     cfg = default_config("icebreaker", max_payload=8192)
     with pytest.raises(DoesNotFit, match=r"brams: \d+ used, 30 available"):
