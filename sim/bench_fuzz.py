@@ -60,10 +60,6 @@ def run(args) -> dict:
         cfg = AcceleratorConfig(rows=4, cols=4, input_depth=16, weight_depth=16, acc_depth=16,
                                 output_depth=16, opt_depth=16, max_k=64, acc_bits=24,
                                 act_param_depth=4, act_tables=3, max_payload=64)
-    if args.sim == "verilator":
-        flag = "CFG_CXXFLAGS_PCH_I=-include"   # see tests/test_device_cocotb.py
-        if flag not in os.environ.get("MAKEFLAGS", ""):
-            os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "fuzz.json"
         t0 = time.perf_counter()

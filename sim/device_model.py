@@ -37,11 +37,11 @@ import numpy as np
 
 from ..host.protocol import LINK
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
-                    COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig, MemSpace, Opcode,
+                    COUNTERS, GEMM_ACCUMULATE, AcceleratorConfig, MemSpace, Opcode,
                     Status, identity_words, mem_depth, mem_present, mem_word, register_map,
                     validate_instruction)
 from . import systolic_model
-from .link_model import Delivered, LinkModel, LinkReply
+from .link_model import LinkModel, LinkReply
 
 __all__ = ["DeviceModel", "fast_reply", "cycle_estimate"]
 

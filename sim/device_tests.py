@@ -239,7 +239,7 @@ async def identity_and_errors(dut):
     assert int.from_bytes(ident[:4], "little") == 0x48414343
     names = ["ID", "VERSION", "CONFIG0", "CONFIG1"]
     got = await drv.read_regs(names)
-    from hetaccel.spec import config_from_identity, identity_words
+    from hetaccel.spec import identity_words
     assert got == {n: identity_words(cfg)[n] for n in names}
     rng = np.random.default_rng(1)
     a = rng.integers(cfg.operand_min, cfg.operand_max + 1, (cfg.input_depth, cfg.rows))

