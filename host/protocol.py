@@ -29,6 +29,7 @@ always brings any parser back to hunting.
 
 from __future__ import annotations
 
+import binascii
 import enum
 from dataclasses import dataclass
 from typing import Iterable
@@ -72,6 +73,10 @@ _TABLE = tuple(crc16_update(0, b) for b in range(256))
 
 def crc16(data: bytes | bytearray | Iterable[int], init: int = LINK.crc_init) -> int:
     """CRC-16/CCITT-FALSE of ``data``; ``crc16(b"123456789") == 0x29B1``."""
+    if LINK.crc_poly == 0x1021 and isinstance(data, (bytes, bytearray, memoryview)):
+        # binascii's CRC-CCITT is the same polynomial without reflection or
+        # final xor; it runs in C, which is what lets a host stream megabytes.
+        return binascii.crc_hqx(data, init)
     crc = init
     for b in bytes(data):
         crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
@@ -276,8 +281,32 @@ class _Decoder:
         """Parse ``data``; return the :class:`Frame` and :class:`FrameError`
         items it completed, in order.  Partial frames carry over to the next call."""
         out = []
-        for b in bytes(data):
-            item = self._parser.push(b)
+        data = bytes(data)
+        parser = self._parser
+        i, n = 0, len(data)
+        head, tail = LINK.header_bytes, LINK.crc_bytes
+        while i < n:
+            if not parser.in_frame:
+                # Whole frames at the hunt position are parsed in bulk; anything
+                # else (partial, over-long) goes through the byte rules below,
+                # which the bulk path mirrors exactly.
+                i = data.find(bytes((parser.sync,)), i)
+                if i < 0:
+                    break
+                if i + head <= n:
+                    length = data[i + 1] | data[i + 2] << 8
+                    end = i + head + length + tail
+                    if length <= parser.max_payload and end <= n:
+                        body = data[i + 1:end - tail]
+                        seq, code = data[i + 3], data[i + 4]
+                        if crc16(body) == (data[end - 2] | data[end - 1] << 8):
+                            out.append(Frame(seq, code, bytes(body[head - 1:])))
+                        else:
+                            out.append(FrameError(Status.BAD_CRC, seq, length))
+                        i = end
+                        continue
+            item = parser.push(data[i])
+            i += 1
             if item is not None and not isinstance(item, Header):
                 out.append(item)
         return out

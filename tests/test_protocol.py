@@ -155,3 +155,35 @@ def test_link_model_timeout():
     assert m.feed(f[4:]) == []            # the tail is garbage now
     assert m.feed(f) == [Delivered(Opcode.WRITE_MEM, 1, b"abc")]
     assert LinkReply(Status.BUSY, 5).encode() == encode_reply(Status.BUSY, 5)
+
+
+def test_bulk_parse_equals_byte_at_a_time_parse():
+    # feed() parses whole frames in bulk; a stream fed one byte at a time only
+    # ever takes the byte rules.  Both must give the same items for any
+    # mixture of good, corrupted, over-long and truncated frames and garbage.
+    rng = random.Random(5)
+    stream = bytearray()
+    for _ in range(400):
+        kind = rng.randrange(6)
+        frame = bytearray(encode_reply(rng.randrange(6), rng.randrange(256),
+                                       bytes(rng.randrange(256) for _ in range(rng.randrange(40)))))
+        if kind == 1:
+            frame[rng.randrange(1, len(frame))] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            frame = frame[:rng.randrange(1, len(frame))]
+        elif kind == 3:
+            frame = bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
+        stream += frame
+    stream = bytes(stream)
+    reference = []
+    byte_decoder = ReplyDecoder(max_payload=32)
+    for b in stream:
+        reference += byte_decoder.feed(bytes((b,)))
+    bulk_decoder = ReplyDecoder(max_payload=32)
+    got, i = [], 0
+    while i < len(stream):
+        step = rng.choice((1, 7, 100, 5000))
+        got += bulk_decoder.feed(stream[i:i + step])
+        i += step
+    assert got == reference
+    assert any(isinstance(x, Frame) for x in got) and any(isinstance(x, FrameError) for x in got)
