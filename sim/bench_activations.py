@@ -21,10 +21,8 @@ pipeline fill.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -127,29 +125,15 @@ def accuracy(seed: int = 0, pairs: int = 32, samples: int = 200_000) -> dict:
     return out
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Simulator builds print to file descriptor 1; ``--json`` owns stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def throughput(sim: str, lanes: int, rows: int) -> dict:
     """Run the cocotb full-rate test on ``sim`` and return its measurement."""
     from ..rtl.activation import ActivationUnit
-    from .cocotb_runner import run_cocotb
+    from .cocotb_runner import run_cocotb, stdout_to_stderr
 
     cfg = AcceleratorConfig(rows=2, cols=lanes, act_param_depth=16, act_tables=4)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "throughput.json")
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             run_cocotb(ActivationUnit(cfg), toplevel=f"activation_unit_bench_l{lanes}",
                        test_module="hetaccel.sim.activation_tests", sim=sim,
                        testcase="test_full_rate_throughput", waves=False,

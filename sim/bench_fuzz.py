@@ -11,10 +11,7 @@ non-OK status).  The run stops at the first failure, which is included.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,24 +30,10 @@ def add_arguments(parser) -> None:
                         help="AcceleratorConfig as JSON (default: the small CI config)")
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Simulator builds print to fd 1; keep ``--json`` output a single object."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(args) -> dict:
     from ..rtl.device import Device
     from ..spec import AcceleratorConfig
-    from .cocotb_runner import run_cocotb
+    from .cocotb_runner import run_cocotb, stdout_to_stderr
 
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
@@ -63,7 +46,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "fuzz.json"
         t0 = time.perf_counter()
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             run_cocotb(Device(cfg), toplevel="hetaccel_device_fuzz", sim=args.sim,
                        test_module="hetaccel.sim.fuzz_tests", waves=False, check=False,
                        extra_env={"HETACCEL_CONFIG": cfg.to_json(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ def bench_config(rows: int, cols: int, k: int, acc_depth: int = 512) -> Accelera
 
 def run(args) -> dict:
     from ..rtl.systolic import MatmulEngine
-    from .cocotb_runner import run_cocotb
+    from .cocotb_runner import run_cocotb, stdout_to_stderr
 
     cfg = bench_config(args.rows, args.cols, args.k, args.acc_depth)
     plan = plan_gemm(cfg, args.m, args.k, args.n)   # validates the shape
@@ -57,20 +56,14 @@ def run(args) -> dict:
         out = Path(tmp) / "bench.json"
         request = {"m": args.m, "k": args.k, "n": args.n, "seed": args.seed, "out": str(out)}
         saved = dict(os.environ)
-        # Simulator chatter goes to stderr so that stdout carries only the result.
-        sys.stdout.flush()
-        stdout_fd = os.dup(1)
-        os.dup2(2, 1)
         try:
-            run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_bench_{args.rows}x{args.cols}",
-                       test_module="hetaccel.sim.systolic_tests", sim=args.sim,
-                       testcase="gemm_bench", waves=False,
-                       extra_env={"HETACCEL_CONFIG": cfg.to_json(),
-                                  "HETACCEL_BENCH": json.dumps(request)})
+            with stdout_to_stderr():
+                run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_bench_{args.rows}x{args.cols}",
+                           test_module="hetaccel.sim.systolic_tests", sim=args.sim,
+                           testcase="gemm_bench", waves=False,
+                           extra_env={"HETACCEL_CONFIG": cfg.to_json(),
+                                      "HETACCEL_BENCH": json.dumps(request)})
         finally:
-            sys.stdout.flush()
-            os.dup2(stdout_fd, 1)
-            os.close(stdout_fd)
             os.environ.clear()
             os.environ.update(saved)
         measured = json.loads(out.read_text())

@@ -21,7 +21,7 @@ from pathlib import Path
 from .verilog import export_verilog, verilog_digest
 
 __all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env",
-           "use_simulator_env"]
+           "use_simulator_env", "stdout_to_stderr"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -73,6 +73,24 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def stdout_to_stderr():
+    """Send file descriptor 1 to stderr for the duration.
+
+    Simulator builds and runs print to fd 1 directly; a bench with ``--json``
+    must keep stdout for its one JSON object.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @dataclass
