@@ -10,10 +10,10 @@ event-exact).
 Ports
 -----
 ``rx`` : In(stream.Signature(8))
-    Request bytes.  ``rx.ready`` only drops on the last header byte and the
-    last CRC byte of a frame while the queue of the link's own error replies
-    (4 entries) is full, i.e. when the host sends bad frames faster than the
-    replies drain.
+    Request bytes.  ``rx.ready`` drops for the cycle after each frame's last
+    CRC byte, and on the last header byte and the last CRC byte while the
+    queue of the link's own error replies (4 entries) is full, i.e. when the
+    host sends bad frames faster than the replies drain.
 ``tx`` : Out(stream.Signature(8))
     Reply bytes.
 ``frame`` : Out(stream.Signature(FRAME_INFO))
@@ -49,7 +49,9 @@ complete and the link hunts for the next sync byte; a CRC mismatch is answered
 BAD_CRC.  These replies carry the frame's sequence number and no payload, and
 take priority over the consumer's next reply (a reply already being sent is
 never interrupted).  ``config.link_timeout_cycles`` cycles without a byte in
-the middle of a frame abandon it silently.  Rejected frames never reach
+the middle of a frame abandon it silently.  The verdict on a frame (deliver,
+BAD_CRC or BUSY) is taken the cycle after its last CRC byte, in which
+``rx.ready`` is low.  Rejected frames never reach
 ``frame`` and never write a buffer that holds an unreleased frame.
 """
 
