@@ -60,6 +60,22 @@ __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
            "DeviceResetError"]
 
 
+
+def _with_pending_read(reqs: list, pending):
+    """One segment: its own requests, then the previous segment's read-back.
+
+    The read of one scratchpad half rides with the compute on the other half, so
+    results stream out while the device works.  ``pending`` is ``(requests,
+    callback)`` or None; the returned callback hands the callback the replies
+    that belong to the read-back.
+    """
+    if pending is None:
+        return reqs, None
+    prev_reqs, consume = pending
+    n_own = len(reqs)
+    return reqs + prev_reqs, lambda replies: consume(replies[n_own:])
+
+
 class AcceleratorError(RuntimeError):
     """Base class of the runtime's device errors."""
 
@@ -743,17 +759,7 @@ class Accelerator:
                     read = self._read_mem(MemSpace.OUTPUT, obase, nn * mm)
                 else:
                     read = self._read_mem(MemSpace.ACC, region, nn * mm)
-                n_own = len(reqs)
-                cb_prev = None
-                if pending_read is not None:
-                    prev_reqs, cb_prev = pending_read
-                    reqs += prev_reqs
-
-                def done(replies, n_own=n_own, cb_prev=cb_prev):
-                    if cb_prev is not None:
-                        cb_prev(replies[n_own:])
-
-                yield reqs, done
+                yield _with_pending_read(reqs, pending_read)
                 key = (m0, mm, n0, nn)
                 pending_read = (read, lambda replies, key=key: finish(key, replies))
                 group_no += 1
@@ -1075,17 +1081,7 @@ class Accelerator:
                 reqs.append((Opcode.ACTIVATE, encode_instruction(
                     Opcode.ACTIVATE, acc_addr=base, out_addr=base, m=rr, param_entry=0,
                     function=int(fn), flags=flags)))
-                n_own = len(reqs)
-                cb = None
-                if pending is not None:
-                    reqs += pending[0]
-                    cb = pending[1]
-
-                def done(replies, n_own=n_own, cb=cb):
-                    if cb is not None:
-                        cb(replies[n_own:])
-
-                yield reqs, done
+                yield _with_pending_read(reqs, pending)
 
                 def store(replies, r0=r0, rr=rr):
                     result[r0:r0 + rr] = self._unpack(MemSpace.OUTPUT, replies)
@@ -1159,17 +1155,7 @@ class Accelerator:
                 base = (i % 2) * half
                 reqs = self._write_mem(MemSpace.OPT, base, state[w0:w0 + ww].tobytes())
                 reqs.append((Opcode.ADAM, encode_instruction(Opcode.ADAM, addr=base, count=ww)))
-                n_own = len(reqs)
-                cb = None
-                if pending is not None:
-                    reqs += pending[0]
-                    cb = pending[1]
-
-                def done(replies, n_own=n_own, cb=cb):
-                    if cb is not None:
-                        cb(replies[n_own:])
-
-                yield reqs, done
+                yield _with_pending_read(reqs, pending)
 
                 def store(replies, w0=w0, ww=ww):
                     result[w0:w0 + ww] = np.frombuffer(b"".join(replies), dtype="<f4") \
