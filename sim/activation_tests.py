@@ -28,6 +28,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from hetaccel.rtl.activation import input_layout, output_layout, param_layout
 from hetaccel.sim import activation_model as am
 from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.sim.cocotb_streams import pump
 from hetaccel.spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP
 
 CONFIG = AcceleratorConfig.from_json(os.environ.get("HETACCEL_CONFIG", "{}"))
@@ -134,28 +135,9 @@ class Bench:
                 "param_entry": entry, "table": slot, "last": last}))
             expected.append(self.model.process(np.asarray(acc, dtype=np.int64)[None, :],
                                                fn, prec, entry, slot)[0])
-        outs, lasts = [], []
-        sent = cycles = 0
         limit = 100 + int(len(words) / max(1e-3, (1 - gap) * (1 - stall))) * 8
-        while len(outs) < len(words):
-            valid = sent < len(words) and rng.random() >= gap
-            ready = rng.random() >= stall
-            dut.inp__valid.value = int(valid)
-            if valid:
-                dut.inp__payload.value = words[sent]
-            dut.out__ready.value = int(ready)
-            await ReadOnly()
-            if valid and int(dut.inp__ready.value):
-                sent += 1
-            if ready and int(dut.out__valid.value):
-                vals, last = unpack_row(int(dut.out__payload.value))
-                outs.append(vals)
-                lasts.append(last)
-            await FallingEdge(dut.clk)
-            cycles += 1
-            assert cycles < limit, f"{what}: no progress, {len(outs)} of {len(words)} rows"
-        dut.inp__valid.value = 0
-        dut.out__ready.value = 0
+        raw, cycles = await pump(dut, words, rng, gap=gap, stall=stall, limit=limit)
+        outs, lasts = (list(t) for t in zip(*map(unpack_row, raw)))
         assert_bit_exact(np.array(expected, dtype=np.int64), np.array(outs, dtype=np.int64),
                          f"{what}: results")
         assert lasts == [0] * (len(words) - 1) + [1], f"{what}: last flags"

@@ -19,6 +19,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from hetaccel.sim.adam_model import adam_step, hyperparameters
 from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.sim.cocotb_streams import pump
 from hetaccel.spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode
 
 CONFIG = AcceleratorConfig.from_json(os.environ.get("HETACCEL_CONFIG", "{}"))
@@ -93,31 +94,15 @@ async def stream(dut, words: list[int], rng, gap: float = 0.0, stall: float = 0.
     ``stall``: probability that the sink withholds ``ready``.  Starts and ends
     on a falling edge.
     """
-    outs: list[int] = []
-    sent = 0
-    cycles = 0
     limit = 200 + 40 * len(words) + int(len(words) / max(1e-3, (1 - gap) * (1 - stall)) * 4)
-    while len(outs) < len(words):
-        valid = sent < len(words) and rng.random() >= gap
-        ready = rng.random() >= stall
-        dut.inp__valid.value = int(valid)
-        if valid:
-            dut.inp__payload.value = words[sent]
-        dut.out__ready.value = int(ready)
-        await ReadOnly()
-        in_flight = sent - len(outs)
+
+    def idle_matches_flight(sent, received):
+        in_flight = sent - received
         assert int(dut.idle.value) == (in_flight == 0), \
             f"idle={int(dut.idle.value)} with {in_flight} parameters in flight"
-        if valid and int(dut.inp__ready.value):
-            sent += 1
-        if ready and int(dut.out__valid.value):
-            outs.append(int(dut.out__payload.value))
-        await FallingEdge(dut.clk)
-        cycles += 1
-        assert cycles < limit, f"no progress: {len(outs)} of {len(words)} outputs after {cycles} cycles"
-    dut.inp__valid.value = 0
-    dut.out__ready.value = 0
-    return outs, cycles
+
+    return await pump(dut, words, rng, gap=gap, stall=stall, limit=limit,
+                      each_cycle=idle_matches_flight)
 
 
 async def check_pass(dut, what: str, param, grad, m, v, hp, rng, gap=0.0, stall=0.0):
