@@ -79,6 +79,81 @@ def _sext(value, width: int, to: int):
     return Cat(value, value[width - 1].replicate(to - width))
 
 
+class CounterBank(wiring.Component):
+    """``n`` 32-bit event counters kept in one block RAM.
+
+    Each counter ``i`` owns a small *pending* register that takes its
+    increments (``add[i]`` per cycle, at most ``max_add[i]``).  A sweep pointer
+    visits one counter per cycle: it reads the RAM word in one cycle and in the
+    next writes back word + pending while the pending register restarts from
+    that cycle's increment, so no event is lost and a counter costs a few
+    flip-flops instead of 32 flip-flops, a 32-bit incrementer and a 32-bit
+    read multiplexer.  The sweep never stops, so pending stays below
+    ``n * max_add[i]``.
+
+    ``value`` is the exact count of counter ``index`` in this cycle; ``index``
+    steps through all counters, so a reader waits at most ``n`` cycles for
+    ``index == wanted``.
+
+    ``clear`` zeroes every counter at once: pending registers restart and each
+    RAM word is taken as 0 until the sweep has rewritten it (so reset needs no
+    RAM initialisation either).
+
+    Parameters
+    ----------
+    max_add : list of int
+        Largest increment of each counter in one cycle (>= 1).
+    """
+
+    def __init__(self, max_add):
+        max_add = list(max_add)
+        if len(max_add) < 2 or any(not isinstance(a, int) or a < 1 for a in max_add):
+            raise ValueError(f"max_add must list >= 2 positive ints, not {max_add!r}")
+        self.max_add = max_add
+        n = len(max_add)
+        super().__init__({
+            "add": In(data.ArrayLayout(max(a.bit_length() for a in max_add), n)),
+            "clear": In(1),
+            "index": Out(range(n)),
+            "value": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = len(self.max_add)
+        m.submodules.mem = mem = memory.Memory(shape=32, depth=n, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=())
+        pend = [Signal((n * a).bit_length(), name=f"pend{i}") for i, a in enumerate(self.max_add)]
+        stale = Signal(n, init=(1 << n) - 1)     # RAM word counts as 0 (cleared)
+        rd = Signal(range(n))                     # word being read
+        wr = Signal(range(n))                     # word being written (read last cycle)
+        m.d.sync += [rd.eq(Mux(rd == n - 1, 0, rd + 1)), wr.eq(rd)]
+        m.d.comb += [rp.addr.eq(rd), rp.en.eq(1)]
+
+        pend_wr = Signal(max(len(p) for p in pend))
+        with m.Switch(wr):
+            for i, pi in enumerate(pend):
+                with m.Case(i):
+                    m.d.comb += pend_wr.eq(pi)
+        base = Mux(stale.bit_select(wr, 1), 0, rp.data)
+        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(base + pend_wr),
+                     self.index.eq(wr), self.value.eq(wp.data)]
+        for i, pi in enumerate(pend):
+            a = self.add[i][:len(pi)]
+            with m.If(self.clear):
+                m.d.sync += pi.eq(0)
+            with m.Elif(wr == i):
+                m.d.sync += pi.eq(a)
+            with m.Else():
+                m.d.sync += pi.eq(pi + a)
+        with m.If(self.clear):
+            m.d.sync += stale.eq((1 << n) - 1)
+        with m.Else():
+            m.d.sync += stale.bit_select(wr, 1).eq(0)
+        return m
+
+
 class CommandProcessor(wiring.Component):
     """Frame decoder, command queue, executor, scratchpads and units (see module doc).
 
@@ -172,18 +247,25 @@ class CommandProcessor(wiring.Component):
             absent |= {"ACT_BUSY", "ACT_STALL"}
         if not cfg.has_adam:
             absent |= {"ADAM_BUSY", "ADAM_STALL"}
-        counters = {name: (Const(0, 32) if name in absent else
-                           Signal(32, name=f"cnt_{name.lower()}")) for name, _ in COUNTERS}
-        cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name in counters}
+        # Present counters live in a CounterBank (block RAM); BYTES_OUT adds a
+        # whole reply (payload + 7 framing bytes) when a frame is done.
+        cnt_names = [name for name, _ in COUNTERS if name not in absent]
+        cnt_index = {name: i for i, name in enumerate(cnt_names)}
+        m.submodules.counters = bank = CounterBank(
+            [cfg.max_payload + 7 if name == "BYTES_OUT" else 1 for name in cnt_names])
+        cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name, _ in COUNTERS}
         cnt_clear = Signal()
+        m.d.comb += bank.clear.eq(cnt_clear)
         if adam is not None:
             for name in ADAM_HYPERPARAMETERS:
                 m.d.comb += getattr(adam, name).eq(rw_regs[f"ADAM_{name.upper()}"])
             m.d.comb += adam.mode.eq(rw_regs["ADAM_MODE"])
 
         def reg_lookup(addr):
-            """(exists, writable, value) of register ``addr`` as expressions."""
+            """(exists, writable, value, is_counter, counter index) of register
+            ``addr``; a present counter's value comes from the bank instead."""
             exists, writable, value = Signal(), Signal(), Signal(32)
+            is_cnt, cidx = Signal(), Signal(range(len(cnt_names)))
             with m.Switch(addr):
                 for r in regs:
                     with m.Case(r.addr):
@@ -192,11 +274,11 @@ class CommandProcessor(wiring.Component):
                             m.d.comb += writable.eq(1)
                         if r.name in ident:
                             m.d.comb += value.eq(ident[r.name])
-                        elif r.name in counters:
-                            m.d.comb += value.eq(counters[r.name])
+                        elif r.name in cnt_index:
+                            m.d.comb += [is_cnt.eq(1), cidx.eq(cnt_index[r.name])]
                         elif r.name in rw_regs:
                             m.d.comb += value.eq(rw_regs[r.name])
-            return exists, writable, value
+            return exists, writable, value, is_cnt, cidx
 
         # -------------------------------------------------------- command queue
         # Entry fields start all-ones, so the first enqueue changes them (belt
@@ -250,9 +332,11 @@ class CommandProcessor(wiring.Component):
         # memory access being prepared/performed by the front end
         acc_space = Signal(3)
         acc_base = Signal(AW)
+        acc_end = Signal(AW)    # acc_base + acc_n
         acc_n = Signal(AW)
         acc_write = Signal()
         k = Signal(AW)          # word index in a READ_MEM / WRITE_MEM
+        fe_ptr = Signal(AW)     # its address (acc_base + k, kept as a pointer)
         p = Signal(16)          # payload byte pointer
         bcnt = Signal(range(max(max_wb, 8) + 1))   # byte within a word
         obuf = Signal(8 * max_rb)
@@ -352,7 +436,7 @@ class CommandProcessor(wiring.Component):
             opi, xi, yi, zi, ni = q_op[i], q_x[i], q_y[i], q_z[i], q_n[i]
 
             def ov(lo, n):
-                return (acc_base < lo + n) & (lo < acc_base + acc_n)
+                return (acc_base < lo + n) & (lo < acc_end)
 
             sp = acc_space
             t = Signal(name=f"haz{i}")
@@ -369,6 +453,12 @@ class CommandProcessor(wiring.Component):
                 (adm & (sp == MemSpace.OPT))))
             terms.append(t)
         m.d.comb += conflict.eq(Cat(*terms).any() | ((acc_space == MemSpace.ACC) & ~engine.idle))
+        # Registered: entries only leave the queue while the front end waits in
+        # HAZARD (it is the only producer), so a conflict-free verdict one cycle
+        # old is still true.  haz_armed skips the first cycle (stale inputs).
+        conflict_r = Signal()
+        haz_armed = Signal()
+        m.d.sync += conflict_r.eq(conflict)
 
         # --- front-end memory port requests (muxed with the executor below)
         fe_in_raddr = Signal(AW); fe_in_ren = Signal()
@@ -389,7 +479,7 @@ class CommandProcessor(wiring.Component):
         is_rd_acc = acc_space == MemSpace.ACC
         rec_reg = Signal(16)
         m.d.comb += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
-        exists, writable, regval = reg_lookup(rec_reg)
+        exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup(rec_reg)
         rec_value = rec[16:48]
 
         with m.FSM(name="decoder") as fsm:
@@ -443,7 +533,8 @@ class CommandProcessor(wiring.Component):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
                                 m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
-                                             acc_base.eq(f_addr), acc_n.eq(f_count)]
+                                             acc_base.eq(f_addr), acc_n.eq(f_count),
+                                             acc_end.eq(f_addr + f_count), haz_armed.eq(0)]
                                 m.next = "HAZARD"
                         with m.Case(Opcode.WRITE_REG, Opcode.READ_REG):
                             with m.If((op == Opcode.READ_REG) & (length > cfg.max_payload // 2)):
@@ -486,13 +577,15 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(~wm_range_ok):
                     error(Status.ADDR_RANGE)
                 with m.Else():
-                    m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q)]
+                    m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q),
+                                 acc_end.eq(f_addr + div_q), haz_armed.eq(0)]
                     m.next = "HAZARD"
 
             with m.State("HAZARD"):
-                m.d.comb += cnt_inc["HAZARD_WAIT"].eq(conflict)
-                with m.If(~conflict):
-                    m.d.sync += [k.eq(0), bcnt.eq(0),
+                m.d.sync += haz_armed.eq(1)
+                m.d.comb += cnt_inc["HAZARD_WAIT"].eq(haz_armed & conflict_r)
+                with m.If(haz_armed & ~conflict_r):
+                    m.d.sync += [k.eq(0), bcnt.eq(0), fe_ptr.eq(acc_base),
                                  p.eq(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes), cnt.eq(0)]
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
@@ -511,8 +604,8 @@ class CommandProcessor(wiring.Component):
                 with m.If(cnt != 0):
                     m.d.sync += [ibuf.eq(ibuf_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == sp_wb - 1):
-                        m.d.comb += [fe_we.eq(1), fe_waddr.eq(acc_base + k)]
-                        m.d.sync += [bcnt.eq(0), k.eq(k + 1)]
+                        m.d.comb += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
+                        m.d.sync += [bcnt.eq(0), k.eq(k + 1), fe_ptr.eq(fe_ptr + 1)]
                         with m.If(k + 1 == acc_n):
                             m.next = "REPLY"
 
@@ -520,14 +613,14 @@ class CommandProcessor(wiring.Component):
             with m.State("RM_ADDR"):
                 with m.If(is_rd_acc):
                     m.d.comb += [engine.rd_addr.valid.eq(1),
-                                 engine.rd_addr.payload.eq(acc_base + k)]
+                                 engine.rd_addr.payload.eq(fe_ptr)]
                     with m.If(engine.rd_addr.ready):
                         m.next = "RM_DATA"
                 with m.Else():
-                    m.d.comb += [fe_in_raddr.eq(acc_base + k), fe_in_ren.eq(1),
-                                 fe_w_raddr.eq(acc_base + k), fe_w_ren.eq(1),
-                                 fe_out_raddr.eq(acc_base + k), fe_out_ren.eq(1),
-                                 fe_opt_raddr.eq(acc_base + k), fe_opt_ren.eq(1)]
+                    m.d.comb += [fe_in_raddr.eq(fe_ptr), fe_in_ren.eq(1),
+                                 fe_w_raddr.eq(fe_ptr), fe_w_ren.eq(1),
+                                 fe_out_raddr.eq(fe_ptr), fe_out_ren.eq(1),
+                                 fe_opt_raddr.eq(fe_ptr), fe_opt_ren.eq(1)]
                     m.next = "RM_DATA"
             with m.State("RM_DATA"):
                 with m.If(is_rd_acc):
@@ -547,7 +640,7 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += bcnt.eq(0)
                         with m.Switch(op):
                             with m.Case(Opcode.READ_MEM):
-                                m.d.sync += k.eq(k + 1)
+                                m.d.sync += [k.eq(k + 1), fe_ptr.eq(fe_ptr + 1)]
                                 with m.If(k + 1 == acc_n):
                                     m.next = "DONE"
                                 with m.Else():
@@ -593,7 +686,15 @@ class CommandProcessor(wiring.Component):
                             m.next = "REC"
                     with m.Case(_READ):
                         m.d.sync += [obuf.eq(regval), onbytes.eq(4), bcnt.eq(0)]
-                        m.next = "SEND"
+                        with m.If(reg_is_cnt):
+                            m.next = "REG_CNT"
+                        with m.Else():
+                            m.next = "SEND"
+            with m.State("REG_CNT"):
+                # the bank's sweep reaches every counter within len(cnt_names) cycles
+                with m.If(bank.index == reg_cidx):
+                    m.d.sync += obuf.eq(bank.value)
+                    m.next = "SEND"
             with m.State("SCAN_END"):
                 m.d.sync += [p.eq(0), cnt.eq(0)]
                 with m.If(p != length):
@@ -731,20 +832,28 @@ class CommandProcessor(wiring.Component):
                                          act.param_w_data[j].shift.eq(elem(2)[:F.shift_bits])]
 
         # ----------------------------------------------------------- executor
-        ex_i = Signal(AW)       # rows issued
-        ex_j = Signal(AW)       # results written / rows delivered
+        # The head entry is copied into address pointers and down-counters when
+        # the executor takes it (one cycle), so no memory address is a sum.
+        ex_ld = Signal()        # head entry loaded into the pointers below
+        ex_p = Signal(AW)       # next source row (INPUT / ACC / OPT)
+        ex_q = Signal(AW)       # next destination row (ACC / OUTPUT / OPT)
+        ex_left = Signal(AW)    # rows still to issue
+        ex_wleft = Signal(AW)   # results still to write (ACTIVATE / ADAM)
         ex_run = Signal()
         h_op, h_x, h_y, h_z, h_n = q_op[head], q_x[head], q_y[head], q_z[head], q_n[head]
         h_flags, h_func, h_pe = q_flags[head], q_func[head], q_pe[head]
         h_valid = q_valid.bit_select(head, 1)
         retire = Signal()
+        with m.If(h_valid & ~ex_ld):
+            m.d.sync += [ex_ld.eq(1), ex_p.eq(h_x), ex_left.eq(h_n), ex_wleft.eq(h_n),
+                         ex_q.eq(Mux(h_op == _OP_GEMM, h_z, Mux(h_op == _OP_ACT, h_y, h_x)))]
 
         run_gemm = Signal()
         run_act = Signal()
         run_adam = Signal()
-        m.d.comb += [run_gemm.eq(h_valid & (h_op == _OP_GEMM)),
+        m.d.comb += [run_gemm.eq(h_valid & ex_ld & (h_op == _OP_GEMM)),
                      run_act.eq(h_valid & (h_op == _OP_ACT) & ex_run),
-                     run_adam.eq(h_valid & (h_op == _OP_ADAM))]
+                     run_adam.eq(h_valid & ex_ld & (h_op == _OP_ADAM))]
 
         # GEMM: INPUT rows -> engine.acts (read port data held under back-pressure)
         acts = engine.acts
@@ -758,13 +867,13 @@ class CommandProcessor(wiring.Component):
                      acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
         with m.If(adv):
             m.d.sync += acts.valid.eq(0)
-            with m.If(run_gemm & (ex_i < h_n)):
-                m.d.comb += [ex_in_ren.eq(1), ex_in_raddr.eq(h_x + ex_i)]
-                m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_i == h_n - 1),
-                             acts_addr.eq(h_z + ex_i),
+            with m.If(run_gemm & (ex_left != 0)):
+                m.d.comb += [ex_in_ren.eq(1), ex_in_raddr.eq(ex_p)]
+                m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_left == 1),
+                             acts_addr.eq(ex_q),
                              acts_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
-                             ex_i.eq(ex_i + 1)]
-            with m.If(run_gemm & (ex_i == h_n)):
+                             ex_p.eq(ex_p + 1), ex_q.eq(ex_q + 1), ex_left.eq(ex_left - 1)]
+            with m.If(run_gemm & (ex_left == 0)):
                 m.d.comb += retire.eq(1)
         m.d.comb += [cnt_inc["GEMM_BUSY"].eq(run_gemm),
                      cnt_inc["GEMM_STALL"].eq(acts.valid & ~acts.ready)]
@@ -774,7 +883,7 @@ class CommandProcessor(wiring.Component):
 
         # weight feeder
         wts = engine.weights
-        wf_base = Signal(AW)
+        wf_ptr = Signal(AW)
         wf_r = Signal(range(cfg.rows + 1))
         wf_busy = Signal()
         wadv = ~wts.valid | wts.ready
@@ -784,13 +893,13 @@ class CommandProcessor(wiring.Component):
         with m.If(~wf_busy):
             m.d.comb += wjobs.r_en.eq(1)
             with m.If(wjobs.r_rdy):
-                m.d.sync += [wf_busy.eq(1), wf_base.eq(wjobs.r_data), wf_r.eq(0)]
+                m.d.sync += [wf_busy.eq(1), wf_ptr.eq(wjobs.r_data), wf_r.eq(0)]
         with m.If(wadv):
             m.d.sync += wts.valid.eq(0)
             with m.If(wf_busy):
                 with m.If(wf_r < cfg.rows):
-                    m.d.comb += [wf_ren.eq(1), wf_raddr.eq(wf_base + wf_r)]
-                    m.d.sync += [wts.valid.eq(1), wf_r.eq(wf_r + 1)]
+                    m.d.comb += [wf_ren.eq(1), wf_raddr.eq(wf_ptr)]
+                    m.d.sync += [wts.valid.eq(1), wf_r.eq(wf_r + 1), wf_ptr.eq(wf_ptr + 1)]
                 with m.Else():
                     m.d.sync += wf_busy.eq(0)
         w_port = wf_busy | wts.valid
@@ -799,13 +908,13 @@ class CommandProcessor(wiring.Component):
 
         # ACTIVATE: wait for the engine to drain, ACC rows -> unit -> OUTPUT
         if act is not None:
-            with m.If(h_valid & (h_op == _OP_ACT) & ~ex_run & engine.idle):
+            with m.If(h_valid & ex_ld & (h_op == _OP_ACT) & ~ex_run & engine.idle):
                 m.d.sync += ex_run.eq(1)
             with m.If(run_act):
-                m.d.comb += [engine.rd_addr.valid.eq(ex_i < h_n),
-                             engine.rd_addr.payload.eq(h_x + ex_i)]
+                m.d.comb += [engine.rd_addr.valid.eq(ex_left != 0),
+                             engine.rd_addr.payload.eq(ex_p)]
                 with m.If(engine.rd_addr.valid & engine.rd_addr.ready):
-                    m.d.sync += ex_i.eq(ex_i + 1)
+                    m.d.sync += [ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1)]
                 m.d.comb += [act.inp.valid.eq(engine.rd_data.valid),
                              engine.rd_data.ready.eq(act.inp.ready)]
             a_in_cnt = Signal(AW)
@@ -823,11 +932,11 @@ class CommandProcessor(wiring.Component):
             ex_out_we = Signal()
             with m.If(run_act & act.out.valid):
                 m.d.comb += ex_out_we.eq(1)
-                m.d.sync += ex_j.eq(ex_j + 1)
-                with m.If(ex_j + 1 == h_n):
+                m.d.sync += [ex_q.eq(ex_q + 1), ex_wleft.eq(ex_wleft - 1)]
+                with m.If(ex_wleft == 1):
                     m.d.comb += retire.eq(1)
             m.d.comb += [out_wp.en.eq(Mux(run_act, ex_out_we, fe_we & (acc_space == MemSpace.OUTPUT))),
-                         out_wp.addr.eq(Mux(run_act, h_y + ex_j, fe_waddr)),
+                         out_wp.addr.eq(Mux(run_act, ex_q, fe_waddr)),
                          out_wp.data.eq(Mux(run_act, act.out.payload.data.as_value(),
                                             word_bits(MemSpace.OUTPUT))),
                          out_rp.addr.eq(fe_out_raddr), out_rp.en.eq(fe_out_ren)]
@@ -845,14 +954,15 @@ class CommandProcessor(wiring.Component):
                          adam.out.ready.eq(1)]
             with m.If(aadv):
                 m.d.sync += ain.valid.eq(0)
-                with m.If(run_adam & (ex_i < h_n)):
-                    m.d.comb += [ex_opt_ren.eq(1), ex_opt_raddr.eq(h_x + ex_i)]
-                    m.d.sync += [ain.valid.eq(1), a_last.eq(ex_i == h_n - 1), ex_i.eq(ex_i + 1)]
+                with m.If(run_adam & (ex_left != 0)):
+                    m.d.comb += [ex_opt_ren.eq(1), ex_opt_raddr.eq(ex_p)]
+                    m.d.sync += [ain.valid.eq(1), a_last.eq(ex_left == 1),
+                                 ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1)]
             ex_opt_we = Signal()
             with m.If(run_adam & adam.out.valid):
                 m.d.comb += ex_opt_we.eq(1)
-                m.d.sync += ex_j.eq(ex_j + 1)
-                with m.If(ex_j + 1 == h_n):
+                m.d.sync += [ex_q.eq(ex_q + 1), ex_wleft.eq(ex_wleft - 1)]
+                with m.If(ex_wleft == 1):
                     m.d.comb += retire.eq(1)
             adam_word = Cat(*(Cat(adam.out.payload.lanes[i].param, Const(0, 32),
                                   adam.out.payload.lanes[i].m, adam.out.payload.lanes[i].v)
@@ -862,7 +972,7 @@ class CommandProcessor(wiring.Component):
             m.d.comb += [
                 opt_rp.addr.eq(Mux(adam_port, ex_opt_raddr, fe_opt_raddr)),
                 opt_rp.en.eq(Mux(adam_port, ex_opt_ren, fe_opt_ren)),
-                opt_wp.addr.eq(Mux(run_adam, h_x + ex_j, fe_waddr)),
+                opt_wp.addr.eq(Mux(run_adam, ex_q, fe_waddr)),
                 opt_wp.data.eq(Mux(run_adam, adam_word, word_bits(MemSpace.OPT))),
                 opt_wp.en.eq(Mux(run_adam, Mux(ex_opt_we, adam_en, 0),
                                  Mux(fe_we & (acc_space == MemSpace.OPT),
@@ -874,21 +984,13 @@ class CommandProcessor(wiring.Component):
         # retiring resets the executor (after the unit blocks, so it wins)
         with m.If(retire):
             m.d.sync += [q_valid.bit_select(head, 1).eq(0), head.eq(wrap_inc(head)),
-                         ex_run.eq(0), ex_i.eq(0), ex_j.eq(0)]
+                         ex_run.eq(0), ex_ld.eq(0)]
 
         # ----------------------------------------------------------- counters
         m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]
-        for name, c in counters.items():
-            if name in absent:
-                continue
+        for name, i in cnt_index.items():
             if name == "BYTES_OUT":
-                with m.If(cnt_clear):
-                    m.d.sync += c.eq(0)
-                with m.Elif(fsm.ongoing("DONE")):
-                    m.d.sync += c.eq(c + rlen + 7)
-                continue
-            with m.If(cnt_clear):
-                m.d.sync += c.eq(0)
-            with m.Elif(cnt_inc[name]):
-                m.d.sync += c.eq(c + 1)
+                m.d.comb += bank.add[i].eq(Mux(fsm.ongoing("DONE"), rlen + 7, 0))
+            else:
+                m.d.comb += bank.add[i].eq(cnt_inc[name])
         return m
