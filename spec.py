@@ -26,6 +26,7 @@ __all__ = [
     "MemSpace",
     "LinkFormat",
     "min_acc_bits",
+    "MAC_MAPPINGS",
     "AdamMode",
     "ADAM_HYPERPARAMETERS",
     "ActivationFunction",
@@ -40,6 +41,11 @@ __all__ = [
     "IDENTITY_FIELDS", "COUNTERS", "register_map", "identity_words", "config_from_identity",
     "check_instruction", "validate_instruction", "activation_function_valid", "isa_markdown",
 ]
+
+
+#: Values of ``AcceleratorConfig.mac_mapping`` (identity register CONFIG4
+#: reports the index).
+MAC_MAPPINGS: tuple[str, ...] = ("generic", "ice40_dual")
 
 
 def min_acc_bits(operand_bits: int, max_k: int) -> int:
@@ -254,6 +260,16 @@ class AcceleratorConfig:
         (``MemSpace.ACT_PARAM``); one entry holds ``cols`` channels.  Power of two.
     act_tables : int
         256-entry int8 lookup tables in ``MemSpace.TABLE``, 1..16.
+    mac_mapping : str
+        How the array's products are built (one of :data:`MAC_MAPPINGS`, see
+        docs/matmul.md): ``"generic"`` -- ``a * w``, Yosys infers one hard
+        multiplier per product; ``"ice40_dual"`` -- two PEs share one iCE40
+        SB_MAC16 in its dual signed 8x8 mode (needs ``operand_bits = 8`` and an
+        even number of DSP PEs).  It changes the netlist, never a result.
+    lut_multipliers : int
+        PEs (the last ones in row-major order) whose product is an explicit
+        LUT adder tree instead of a hard multiplier, 0..rows*cols, so an array
+        can exceed the device's DSP count.
     """
 
     rows: int = 8
@@ -277,6 +293,8 @@ class AcceleratorConfig:
     cmd_queue_depth: int = 4
     act_param_depth: int = 64
     act_tables: int = 4
+    mac_mapping: str = "generic"
+    lut_multipliers: int = 0
     link: LinkFormat = field(default_factory=LinkFormat, compare=True)
 
     def __post_init__(self) -> None:
@@ -311,6 +329,18 @@ class AcceleratorConfig:
             raise ValueError(
                 f"weight_depth must hold at least one weight tile (rows={self.rows}), "
                 f"got {self.weight_depth}")
+        if self.mac_mapping not in MAC_MAPPINGS:
+            raise ValueError(f"mac_mapping must be one of {', '.join(map(repr, MAC_MAPPINGS))}, "
+                             f"got {self.mac_mapping!r}")
+        _check_int("lut_multipliers", self.lut_multipliers, 0, self.rows * self.cols)
+        if self.mac_mapping == "ice40_dual":
+            if self.operand_bits != 8:
+                raise ValueError(f"mac_mapping='ice40_dual' needs operand_bits=8 (SB_MAC16 dual "
+                                 f"8x8 mode), got operand_bits={self.operand_bits}")
+            if (self.rows * self.cols - self.lut_multipliers) % 2:
+                raise ValueError(
+                    f"mac_mapping='ice40_dual' pairs PEs on SB_MAC16s: rows*cols - lut_multipliers "
+                    f"= {self.rows}*{self.cols} - {self.lut_multipliers} must be even")
 
     # --- derived quantities -------------------------------------------------
 
@@ -706,7 +736,8 @@ class Register:
 
 
 #: Identity registers and the config fields packed into them: (register,
-#: ((field, bits, encoding), ...)) with encoding "raw", "log2" or "minus1".
+#: ((field, bits, encoding), ...)) with encoding "raw", "log2", "minus1" or
+#: "choice" (index into MAC_MAPPINGS).
 IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
     ("CONFIG0", (("rows", 8, "raw"), ("cols", 8, "raw"), ("operand_bits", 8, "raw"),
                  ("acc_bits", 8, "raw"))),
@@ -720,6 +751,7 @@ IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
     ("CONFIG3", (("max_k", 21, "raw"),)),
     ("CLOCK_HZ", (("clock_hz", 32, "raw"),)),
     ("BAUD", (("baud", 32, "raw"),)),
+    ("CONFIG4", (("mac_mapping", 2, "choice"), ("lut_multipliers", 13, "raw"))),
 )
 
 #: Performance counters (32 bits, wrapping; cleared by CONTROL bit 0 and reset).
@@ -778,8 +810,9 @@ def identity_words(config: AcceleratorConfig) -> dict[str, int]:
     for reg, fields in IDENTITY_FIELDS:
         word, at = 0, 0
         for name, bits, enc in fields:
-            v = int(getattr(config, name))
-            v = {"raw": v, "log2": v.bit_length() - 1, "minus1": v - 1}[enc]
+            v = getattr(config, name)
+            v = MAC_MAPPINGS.index(v) if enc == "choice" else int(v)
+            v = {"raw": v, "choice": v, "log2": v.bit_length() - 1, "minus1": v - 1}[enc]
             if not 0 <= v < (1 << bits):  # pragma: no cover - config validation prevents it
                 raise ValueError(f"{name}={getattr(config, name)} does not fit {reg}")
             word |= v << at
@@ -801,7 +834,12 @@ def config_from_identity(words: Mapping[str, int]) -> AcceleratorConfig:
         for name, bits, enc in layout:
             v = (word >> at) & ((1 << bits) - 1)
             at += bits
-            v = {"raw": v, "log2": 1 << v, "minus1": v + 1}[enc]
+            if enc == "choice":
+                if v >= len(MAC_MAPPINGS):
+                    raise ValueError(f"{reg}: {name} index {v} is not one of {MAC_MAPPINGS}")
+                v = MAC_MAPPINGS[v]
+            else:
+                v = {"raw": v, "log2": 1 << v, "minus1": v + 1}[enc]
             fields[name] = bool(v) if name.startswith("has_") else v
     return AcceleratorConfig(**fields)
 

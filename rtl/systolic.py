@@ -40,7 +40,9 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sim.systolic_model import latency
 from ..spec import AcceleratorConfig
+from .multiplier import lut_product, pe_mapping, sb_mac16_dual
 
 __all__ = ["SystolicArray", "MatmulEngine", "weight_layout", "act_layout",
            "result_layout", "acc_row_layout", "acc_write_layout", "latency"]
@@ -88,16 +90,6 @@ def acc_write_layout(config: AcceleratorConfig) -> data.StructLayout:
     return data.StructLayout({"addr": range(config.acc_depth), "data": acc_row_layout(config)})
 
 
-def latency(config: AcceleratorConfig) -> int:
-    """Pipeline registers between an accepted activation row and its result.
-
-    The result of a row accepted in cycle ``c`` is offered in cycle
-    ``c + latency(config) + 1`` (``rows`` steps down a column, ``cols - 1``
-    steps of skew/deskew across the columns).
-    """
-    return config.rows + config.cols - 1
-
-
 def _sum_bits(config: AcceleratorConfig, terms: int) -> int:
     # A partial sum of `terms` products never needs more than this; past
     # acc_bits it is kept modulo 2**acc_bits, which is exact whenever the final
@@ -142,6 +134,7 @@ class SystolicArray(wiring.Component):
             "acts": In(stream.Signature(act_layout(config))),
             "results": Out(stream.Signature(result_layout(config))),
             "idle": Out(1),
+            "ahead": Out(data.StructLayout({"valid": 1, "acc_addr": range(config.acc_depth)})),
         })
 
     @property
@@ -205,16 +198,33 @@ class SystolicArray(wiring.Component):
             m.d.sync += rd_bank.eq(~rd_bank)
 
         # ---- the array --------------------------------------------------------
-        # Row i's operand chain: i skew registers, then one register per PE;
-        # chain[i][i + j] feeds PE (i, j).  The bank bit travels beside it.
-        chain = [[Signal(signed(ob), name=f"a_r{i}_{e}") for e in range(i + C)] for i in range(R)]
-        cbank = [[Signal(name=f"ab_r{i}_{e}") for e in range(i + C)] for i in range(R)]
-        psum = [[Signal(signed(_sum_bits(cfg, i + 1)), name=f"p_r{i}_c{j}") for j in range(C)]
+        # Every PE registers its product and adds it to the partial sum from
+        # above one cycle later.  Row 0 passes its product register straight
+        # down (no add), so rows 0 and 1 enter with the same skew: row i is
+        # delayed max(0, i-1) cycles and the product stage costs no latency.
+        # chain[i][skew[i] + j] feeds PE (i, j); the bank bit travels beside it.
+        skew = [max(0, i - 1) for i in range(R)]
+        chain = [[Signal(signed(ob), name=f"a_r{i}_{e}") for e in range(skew[i] + C)]
+                 for i in range(R)]
+        cbank = [[Signal(name=f"ab_r{i}_{e}") for e in range(skew[i] + C)] for i in range(R)]
+        # The weight a PE multiplies with, selected from its bank one stage
+        # early and registered beside the activation: the multiplier's inputs
+        # come straight from flip-flops.
+        wsel = [[Signal(signed(ob), name=f"w_r{i}_c{j}") for j in range(C)] for i in range(R)]
+        prod = [[Signal(signed(2 * ob), name=f"m_r{i}_c{j}") for j in range(C)] for i in range(R)]
+        psum = [[prod[0][j] if i == 0 else
+                 Signal(signed(_sum_bits(cfg, i + 1)), name=f"p_r{i}_c{j}") for j in range(C)]
                 for i in range(R)]
         # Column j finishes cols-1-j cycles before the last column: delay it.
         deskew = [[Signal(signed(cfg.acc_bits), name=f"d_c{j}_{e}") for e in range(C - 1 - j)]
                   for j in range(C)]
+        # Registers from an accepted row to its result (the last PE's input
+        # chain, its product register, its partial-sum register) must be the
+        # latency the cycle model uses.
+        built = skew[R - 1] + C + 1 + (1 if R > 1 else 0) - 1
+        assert built == L, f"array pipeline has {built} stages, cycle model says {L}"
 
+        kinds = pe_mapping(cfg)
         with m.If(en):
             m.d.sync += meta[0].valid.eq(a_accept)
             m.d.sync += [
@@ -226,16 +236,30 @@ class SystolicArray(wiring.Component):
             m.d.sync += [meta[k].eq(meta[k - 1]) for k in range(1, L + 1)]
             for i in range(R):
                 m.d.sync += [chain[i][0].eq(self.acts.payload.data[i]), cbank[i][0].eq(rd_bank)]
-                for e in range(1, i + C):
+                for e in range(1, skew[i] + C):
                     m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
                 for j in range(C):
-                    a = chain[i][i + j]
-                    wt = Mux(cbank[i][i + j], w[i][j][1], w[i][j][0])
-                    prod = a * wt
-                    m.d.sync += psum[i][j].eq(prod if i == 0 else psum[i - 1][j] + prod)
+                    e = skew[i] + j
+                    bank = rd_bank if e == 0 else cbank[i][e - 1]
+                    m.d.sync += wsel[i][j].eq(Mux(bank, w[i][j][1], w[i][j][0]))
+                    if kinds[i][j] == "generic":
+                        m.d.sync += prod[i][j].eq(chain[i][e] * wsel[i][j])
+                    elif kinds[i][j] == "lut":
+                        m.d.sync += prod[i][j].eq(lut_product(chain[i][e], wsel[i][j]))
+                    if i > 0:
+                        m.d.sync += psum[i][j].eq(psum[i - 1][j] + prod[i][j])
             for j in range(C):
                 for e, reg in enumerate(deskew[j]):
                     m.d.sync += reg.eq(psum[R - 1][j] if e == 0 else deskew[j][e - 1])
+        # ice40_dual: PE pairs (row-major) share one SB_MAC16 whose 8x8 product
+        # registers (clock enable = en) are the two product registers.
+        flat = [(i, j) for i in range(R) for j in range(C)]
+        for idx, (i, j) in enumerate(flat):
+            if kinds[i][j] == "dsp_lo":
+                hi_i, hi_j = flat[idx + 1]
+                sb_mac16_dual(m, en, chain[i][skew[i] + j], wsel[i][j],
+                              chain[hi_i][skew[hi_i] + hi_j], wsel[hi_i][hi_j],
+                              prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}")
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
@@ -246,6 +270,14 @@ class SystolicArray(wiring.Component):
             self.results.payload.accumulate.eq(meta[L].accumulate),
             self.results.payload.acc_addr.eq(meta[L].acc_addr),
             self.idle.eq(~Cat(*[mk.valid for mk in meta]).any()),
+        ]
+        # The row two enabled cycles before `results` (the engine reads its
+        # accumulator row that early); with L = 1 that is the row accepted now.
+        ahead = meta[L - 2] if L >= 2 else None
+        m.d.comb += [
+            self.ahead.valid.eq(ahead.valid if ahead is not None else a_accept),
+            self.ahead.acc_addr.eq(ahead.acc_addr if ahead is not None
+                                   else self.acts.payload.acc_addr),
         ]
         return m
 
@@ -316,28 +348,58 @@ class MatmulEngine(wiring.Component):
         m.submodules.acc = acc = memory.Memory(shape=acc_row_layout(cfg), depth=cfg.acc_depth,
                                                init=[])
         wp = acc.write_port()
-        # Transparent so a row accumulating onto the row written in the same
-        # cycle (same acc_addr back to back) reads the new value.
-        rmw_rp = acc.read_port(transparent_for=(wp,))
+        # The read-modify-write is spread so that no path has more than one
+        # of {block RAM read, 32-bit add} (see docs/matmul.md):
+        #   R0  row two cycles before `results` (array.ahead): read its row
+        #   R1  read data out of the RAM, patched with the writes it missed,
+        #       registered
+        #   S0  row on `results`: patched again, added, registered
+        #   S1  written (the same cycle as before the pipelining, so the
+        #       engine's timing and the cycle model are unchanged)
+        # The RMW read port is not transparent; every write it cannot see is
+        # forwarded explicitly instead.
+        rmw_rp = acc.read_port()
         ext_rp = acc.read_port(transparent_for=(wp,))
-
-        # Stage 0: the result row is on `results`, its old accumulator row is read.
         res = array.results
-        m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(res.payload.acc_addr), rmw_rp.en.eq(1)]
-        # Stage 1: add (or not) and write.
-        s1_valid = Signal()
-        s1_acc = Signal()
-        s1_addr = Signal(range(cfg.acc_depth))
-        s1_data = Signal(acc_row_layout(cfg))
-        m.d.sync += [s1_valid.eq(res.valid), s1_acc.eq(res.payload.accumulate),
-                     s1_addr.eq(res.payload.acc_addr), s1_data.eq(res.payload.data)]
+        ahead = array.ahead
+        row = acc_row_layout(cfg)
+        m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(ahead.acc_addr), rmw_rp.en.eq(1)]
 
-        m.d.comb += self.acc_write.ready.eq(~s1_valid)
+        # The write of the previous cycle (R1 of a row read in R0 misses it).
+        lw_valid = Signal()
+        lw_addr = Signal(range(cfg.acc_depth))
+        lw_data = Signal(row)
+        m.d.sync += [lw_valid.eq(wp.en), lw_addr.eq(wp.addr), lw_data.eq(wp.data)]
+
+        # R1
+        r1_valid = Signal()
+        r1_addr = Signal(range(cfg.acc_depth))
+        m.d.sync += [r1_valid.eq(ahead.valid), r1_addr.eq(ahead.acc_addr)]
+        rd_r = Signal(row)
+        with m.If(wp.en & (wp.addr == r1_addr)):
+            m.d.sync += rd_r.eq(wp.data)
+        with m.Elif(lw_valid & (lw_addr == r1_addr)):
+            m.d.sync += rd_r.eq(lw_data)
+        with m.Else():
+            m.d.sync += rd_r.eq(rmw_rp.data)
+
+        # S0: the only write in this cycle is S1's (acc_write waits while a row
+        # is in S0), and whether it hits this row is known a cycle early.
+        s1_valid = Signal()
+        s1_addr = Signal(range(cfg.acc_depth))
+        s1_data = Signal(row)
+        fwd = Signal()
+        m.d.sync += fwd.eq(res.valid & (res.payload.acc_addr == r1_addr))
+        for j in range(cfg.cols):
+            old = Mux(res.payload.accumulate, Mux(fwd, s1_data[j], rd_r[j]), 0)
+            # Truncation to acc_bits is the documented wrap; unreachable for K <= max_k.
+            m.d.sync += s1_data[j].eq(old + res.payload.data[j])
+        m.d.sync += [s1_valid.eq(res.valid), s1_addr.eq(res.payload.acc_addr)]
+
+        # S1
+        m.d.comb += self.acc_write.ready.eq(~s1_valid & ~res.valid)
         with m.If(s1_valid):
-            m.d.comb += [wp.en.eq(1), wp.addr.eq(s1_addr)]
-            for j in range(cfg.cols):
-                # Truncation to acc_bits is the documented wrap; unreachable for K <= max_k.
-                m.d.comb += wp.data[j].eq(Mux(s1_acc, rmw_rp.data[j] + s1_data[j], s1_data[j]))
+            m.d.comb += [wp.en.eq(1), wp.addr.eq(s1_addr), wp.data.eq(s1_data)]
         with m.Elif(self.acc_write.valid):
             m.d.comb += [wp.en.eq(1), wp.addr.eq(self.acc_write.payload.addr),
                          wp.data.eq(self.acc_write.payload.data)]

