@@ -35,6 +35,7 @@ from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Mo
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..rtl.multiplier import hard_multipliers
 from ..rtl.uart import UartPhy, uart_divisor
 from ..spec import AcceleratorConfig
 from .pll import ecp5_pll, ice40_pll
@@ -360,20 +361,37 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     build_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("report.json", f"{name}.bin", f"{name}.bit"):
         (build_dir / stale).unlink(missing_ok=True)
-    top = BoardTop(b, config, core=core)
     core_name = "Device" if core is None else getattr(core, "__name__", str(core))
     platform = b.platform()
     t0 = time.monotonic()
     synth_opts = b.synth_opts if synth_opts is None else synth_opts
-    # Yosys maps every int8 product of the array to one hard multiplier (when
-    # DSP mapping is on): refuse an array that cannot fit before synthesising.
+    if config.mac_mapping == "ice40_dual":
+        if b.family != "ice40":
+            raise ValueError(f"mac_mapping='ice40_dual' instantiates iCE40 SB_MAC16s; "
+                             f"the {board} is {b.family}: use mac_mapping='generic'")
+        # The array instantiates its DSPs itself, and Yosys's DSP inference
+        # next to hand-instantiated SB_MAC16s is known to crash
+        # (YosysHQ/yosys#2922): no -dsp.
+        synth_opts = " ".join(o for o in synth_opts.split() if o != "-dsp")
+    # Refuse an array whose products cannot have their hard multipliers before
+    # synthesising: Yosys maps each generic product to one (when DSP mapping is
+    # on), ice40_dual instantiates one SB_MAC16 per PE pair, LUT PEs need none.
     dsp_mapping = ("-dsp" in synth_opts.split()) if b.family == "ice40" \
         else ("-nodsp" not in synth_opts.split())
-    if core is None and dsp_mapping and config.macs > b.available["dsps"]:
+    if config.mac_mapping == "ice40_dual":
+        need, how = hard_multipliers(config), "one SB_MAC16 per PE pair"
+    elif dsp_mapping:
+        need, how = hard_multipliers(config), "one per MAC"
+    else:
+        need, how = 0, ""
+    if config.lut_multipliers and need:
+        how += f", {config.lut_multipliers} LUT multipliers"
+    if core is None and need > b.available["dsps"]:
         raise DoesNotFit(
             f"config does not fit the {b.device} ({board}): the {config.rows}x{config.cols} "
-            f"array needs dsps: {config.macs} used (one per MAC), {b.available['dsps']} "
+            f"array needs dsps: {need} used ({how}), {b.available['dsps']} "
             f"available")
+    top = BoardTop(b, config, core=core)
     plan = platform.prepare(top, name=name, synth_opts=synth_opts)
     plan.extract(str(build_dir))
     walls = {"generate_s": round(time.monotonic() - t0, 1)}

@@ -12,7 +12,10 @@ Two components, both built from one :class:`hetaccel.spec.AcceleratorConfig`:
     loads into the idle bank while the other bank computes.  The bank a PE
     multiplies with travels with the activation wavefront, so the first row of
     the next tile follows the last row of the current one on the very next
-    cycle: consecutive tiles stream with no pipeline drain.
+    cycle: consecutive tiles stream with no pipeline drain.  Each PE registers
+    its product (built as ``config.mac_mapping`` / ``lut_multipliers`` say, see
+    :mod:`hetaccel.rtl.multiplier`) and adds it to the partial sum from above
+    one cycle later, so no path holds more than a multiplier or an adder.
 :class:`MatmulEngine`
     A :class:`SystolicArray` plus the accumulator memory (``acc_depth`` rows of
     ``cols`` x ``acc_bits``) into which each result row is written
@@ -31,6 +34,7 @@ accepted.
 Timing (cycles counted from the transfer, all ports at full rate): an activation
 row accepted in cycle ``c`` leaves on ``results`` in cycle ``c + rows + cols``;
 the engine writes it into the accumulator memory in cycle ``c + rows + cols + 1``.
+``latency`` is :func:`hetaccel.sim.systolic_model.latency` (one definition).
 See docs/matmul.md and :func:`hetaccel.sim.systolic_model.tile_cycles`.
 """
 
@@ -125,6 +129,10 @@ class SystolicArray(wiring.Component):
         sum_i A[m, k0+i] * W[k0+i, n0+j]`` as signed ``acc_bits``.
     idle : Out(1)
         No activation row is inside the array (all results have left).
+    ahead : Out(StructLayout({"valid": 1, "acc_addr": range(acc_depth)}))
+        The row that will be on ``results`` two enabled cycles from now (its
+        ``valid`` and ``acc_addr``), so a consumer that never back-pressures
+        can start reading the accumulator row early.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -312,7 +320,9 @@ class MatmulEngine(wiring.Component):
     acc_write : In(stream.Signature(acc_write_layout(config)))
         ``{addr, data}``: overwrite accumulator row ``addr`` (e.g. to preload a
         bias).  Array results have priority: ready only in cycles the engine is
-        not writing a result.
+        neither writing a result nor adding one (no result on the array's
+        ``results``), which keeps the read-modify-write forwarding to rows
+        known a cycle ahead.
     idle : Out(1)
         No activation row in the array and no result waiting to be written:
         every accepted row has landed in the memory.  Wait for it before

@@ -128,7 +128,8 @@ def _find_waveform(*dirs: Path) -> Path | None:
 def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
                extra_env: dict | None = None, testcase: str | None = None,
                waves: bool = True, seed: int | None = None, check: bool = True,
-               timescale: tuple[str, str] = ("1ns", "1ps")) -> CocotbRun:
+               timescale: tuple[str, str] = ("1ns", "1ps"),
+               extra_sources: tuple = ()) -> CocotbRun:
     """Export ``component`` as ``toplevel`` and run ``test_module`` on ``sim``.
 
     Parameters
@@ -143,6 +144,9 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
     check : bool
         Raise :class:`AssertionError` listing each failing test and the
         waveform path when any test fails or none ran.
+    extra_sources : sequence of paths
+        More Verilog compiled with the design (e.g. simulation models of
+        vendor cells it instantiates); part of the build cache key.
     """
     if sim not in SIMULATORS:
         raise ValueError(f"sim must be one of {SIMULATORS}, got {sim!r}")
@@ -152,6 +156,11 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
     root = build_root()
     src = export_verilog(component, toplevel, root / "verilog")
     digest = verilog_digest(src)
+    extra = [Path(p) for p in extra_sources]
+    if extra:
+        import hashlib
+        digest = hashlib.sha256((digest + "".join(verilog_digest(p) for p in extra))
+                                .encode()).hexdigest()[:16]
     build_dir = root / f"{toplevel}-{sim}-{digest}{'-w' if waves else ''}"
     # The source is copied beside the build so a concurrent export of another
     # variant of the same toplevel cannot change it under the compiler.
@@ -163,7 +172,7 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
         if not frozen.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, frozen)
-        runner.build(sources=[frozen], hdl_toplevel=toplevel, build_dir=build_dir,
+        runner.build(sources=[frozen, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=build_args, waves=waves, timescale=timescale,
                      always=False)
     test_dir = build_dir / f"run-{uuid.uuid4().hex[:8]}"

@@ -74,7 +74,20 @@ def wrap(x, bits: int) -> np.ndarray:
 
 
 def latency(config: AcceleratorConfig) -> int:
-    """Pipeline registers between an accepted activation row and its result."""
+    """Pipeline registers between an accepted activation row and its result.
+
+    The one definition of the array's latency: :class:`hetaccel.rtl.systolic.
+    SystolicArray` imports it and checks, when it is elaborated, that the
+    pipeline it builds has exactly this many stages.  A row accepted in cycle
+    ``c`` is on ``results`` in cycle ``c + latency + 1`` and lands in the
+    engine's accumulator memory at the edge ending cycle ``c + latency + 2``.
+
+    ``rows + cols - 1``: the last PE's activation passes ``skew = rows - 2``
+    skew registers (rows 0 and 1 share skew 0, because row 0's product register
+    feeds the column directly) and ``cols`` operand registers, then its
+    product register and its partial-sum register (``rows - 2 + cols + 2``
+    registers, the first being stage 0).
+    """
     return config.rows + config.cols - 1
 
 

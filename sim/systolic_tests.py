@@ -33,7 +33,8 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..spec import AcceleratorConfig, min_acc_bits
 from .checking import assert_bit_exact
-from .systolic_model import gemm_cycles, gemm_model, gemm_reference, plan_gemm, tile_streams
+from .systolic_model import (gemm_cycles, gemm_model, gemm_reference, latency, plan_gemm,
+                             tile_streams)
 
 
 def load_config() -> AcceleratorConfig:
@@ -144,7 +145,7 @@ class ReadoutMonitor:
 
     A block is read once its last activation row has had time to land: a row
     accepted in cycle ``c`` is written at the edge ending cycle
-    ``c + rows + cols + 1`` and a read accepted in that same cycle already sees
+    ``c + latency + 2`` and a read accepted in that same cycle already sees
     it (documented timing of :class:`MatmulEngine`).
     """
 
@@ -175,7 +176,7 @@ class ReadoutMonitor:
             bi = self.blocks_read
             blk = self.blocks[bi]
             landed = (bi in block_last_cycle
-                      and cycle >= block_last_cycle[bi] + cfg.rows + cfg.cols + 1)
+                      and cycle >= block_last_cycle[bi] + latency(cfg) + 2)
             av = landed and self._addr_i < blk.m and (self.stall == 0 or self.rng.random() >= self.stall)
             if av and self._shown != (bi, self._addr_i):
                 dut.rd_addr__payload.value = blk.acc_addr + self._addr_i

@@ -360,3 +360,93 @@ def test_engine_acc_write_then_accumulate():
     sim.run()
     assert seen[2] == [1000 - 128 * 3, -7 + 128 * 5]
     assert seen[3] == [5, 6]
+
+
+# ---------------------------------------------------------------------------
+# Multiplier mappings (mac_mapping, lut_multipliers)
+# ---------------------------------------------------------------------------
+
+def test_lut_multiplier_exhaustive():
+    # Every signed 8x8 pair, -128 * -128 included.
+    from hetaccel.rtl.multiplier import LutMultiplier
+    dut = LutMultiplier(8)
+    vals = np.arange(-128, 128)
+    got = np.zeros((256, 256), dtype=np.int64)
+
+    async def tb(ctx):
+        for ia, a in enumerate(vals.tolist()):
+            ctx.set(dut.a, a)
+            for ib, b in enumerate(vals.tolist()):
+                ctx.set(dut.b, b)
+                got[ia, ib] = ctx.get(dut.p)
+
+    sim = Simulator(dut)
+    sim.add_testbench(tb)
+    sim.run()
+    assert_bit_exact(np.multiply.outer(vals, vals), got, "LUT multiplier, a x b table")
+
+
+def test_lut_product_is_not_a_multiply():
+    # No $mul for a DSP mapper to pick up: the LUT PEs really are LUTs.
+    from amaranth.back import rtlil
+    from hetaccel.rtl.multiplier import LutMultiplier
+    text = rtlil.convert(LutMultiplier(8))
+    assert "$mul" not in text and "$add" in text
+
+
+@pytest.mark.parametrize("kw", [dict(lut_multipliers=6), dict(lut_multipliers=3),
+                                dict(lut_multipliers=2, operand_bits=4, acc_bits=12, max_k=16)])
+def test_array_with_lut_multipliers_matches_model(kw):
+    config = cfg(2, 3, **kw)
+    rng = np.random.default_rng(11)
+    k = min(config.max_k, 7)
+    a, b = rand_int8(rng, (6, k), config), rand_int8(rng, (k, 5), config)
+    a[0], b[:, 0] = config.operand_min, config.operand_min
+    got, a_items, plan, cycles = run_array(config, a, b)
+    _check_array_results(config, a, b, got, a_items, plan)
+    assert cycles == gemm_cycles(config, 6, k, 5, engine=False)
+
+
+def test_pe_mapping_pairs_and_lut_placement():
+    from hetaccel.rtl.multiplier import hard_multipliers, pe_mapping
+    c = cfg(2, 4, mac_mapping="ice40_dual", lut_multipliers=2)
+    assert pe_mapping(c) == [["dsp_lo", "dsp_hi", "dsp_lo", "dsp_hi"],
+                             ["dsp_lo", "dsp_hi", "lut", "lut"]]
+    assert hard_multipliers(c) == 3
+    assert hard_multipliers(cfg(16, 16, lut_multipliers=100)) == 156
+
+
+def test_mapping_config_validation():
+    with pytest.raises(ValueError, match="mac_mapping must be one of 'generic', 'ice40_dual'"):
+        cfg(2, 2, mac_mapping="xilinx")
+    with pytest.raises(ValueError, match=r"lut_multipliers must be in \[0, 4\]"):
+        cfg(2, 2, lut_multipliers=5)
+    with pytest.raises(ValueError, match="ice40_dual.*operand_bits=8"):
+        cfg(2, 2, mac_mapping="ice40_dual", operand_bits=6, acc_bits=24)
+    with pytest.raises(ValueError, match="must be even"):
+        cfg(3, 3, mac_mapping="ice40_dual")
+    c = cfg(3, 3, mac_mapping="ice40_dual", lut_multipliers=1)
+    assert AcceleratorConfig.from_json(c.to_json()) == c
+
+
+def test_one_latency_definition():
+    import hetaccel.rtl.systolic as rtl
+    import hetaccel.sim.systolic_model as model
+    assert rtl.latency is model.latency
+    assert model.latency(cfg(4, 6)) == 4 + 6 - 1
+
+
+def test_board_fit_check_counts_mapped_dsps(tmp_path):
+    # Refused before synthesis, with the numbers, for each mapping.
+    from hetaccel.boards.build import DoesNotFit, build_board, default_config
+    c = default_config("icebreaker", rows=4, cols=8, mac_mapping="ice40_dual")
+    with pytest.raises(DoesNotFit, match=r"4x8 array needs dsps: 16 used \(one SB_MAC16 per "
+                                         r"PE pair\), 8 available"):
+        build_board("icebreaker", c, out_dir=tmp_path)
+    c = default_config("ulx3s-85f", rows=16, cols=16, lut_multipliers=99)
+    with pytest.raises(DoesNotFit, match=r"needs dsps: 157 used \(one per MAC, 99 LUT "
+                                         r"multipliers\), 156 available"):
+        build_board("ulx3s-85f", c, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="ice40_dual.*ecp5"):
+        build_board("ulx3s-85f", default_config("ulx3s-85f", mac_mapping="ice40_dual"),
+                    out_dir=tmp_path)

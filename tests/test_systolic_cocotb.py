@@ -2,29 +2,40 @@
 
 Each (simulator, array) pair builds once and runs every check of the cocotb
 module: random shapes that are not multiples of the array, corners at K =
-max_k with the narrowest legal accumulator, random input gaps and read
-back-pressure, and the cycle model checked exactly at full rate.
+max_k with the narrowest legal accumulator (all -128 x all -128 included),
+random input gaps and read back-pressure, and the cycle model checked exactly
+at full rate.  The "4x8" array uses every multiplier mapping at once: 28 PEs
+in 14 iCE40 SB_MAC16s (dual signed 8x8 mode, simulated with Yosys's own
+SB_MAC16 model compiled in) and 4 LUT multipliers.
 """
 
 import pytest
 
+from hetaccel.rtl.multiplier import sb_mac16_model
 from hetaccel.rtl.systolic import MatmulEngine
-from hetaccel.sim.cocotb_runner import SIMULATORS, run_cocotb
+from hetaccel.sim.cocotb_runner import SIMULATORS, build_root, run_cocotb
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
 
-def _config(rows, cols, max_k):
+def _config(rows, cols, max_k, **kw):
     # acc_bits = min_acc_bits makes K = max_k the real accumulator limit.
     return AcceleratorConfig(rows=rows, cols=cols, max_k=max_k,
-                             acc_bits=min_acc_bits(8, max_k), acc_depth=32)
+                             acc_bits=min_acc_bits(8, max_k), acc_depth=32, **kw)
 
 
 CONFIGS = {
     "2x2": _config(2, 2, 32),
     "4x4": _config(4, 4, 64),
     "8x8": _config(8, 8, 100),
-    "4x8": _config(4, 8, 40),
+    "4x8": _config(4, 8, 40, mac_mapping="ice40_dual", lut_multipliers=4),
 }
+
+
+def _sources(cfg):
+    # The vendor cell an ice40_dual array instantiates, as Yosys models it.
+    if cfg.mac_mapping == "ice40_dual":
+        return (sb_mac16_model(build_root() / "models"),)
+    return ()
 
 
 def _waves(sim):
@@ -38,13 +49,17 @@ def _waves(sim):
 def test_matmul_engine(sim, name):
     cfg = CONFIGS[name]
     run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_{name}", test_module="hetaccel.sim.systolic_tests",
-               sim=sim, extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim))
+               sim=sim, extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim),
+               extra_sources=_sources(cfg))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_matmul_engine_16x16_and_odd_shape(sim):
-    for name, cfg in {"16x16": _config(16, 16, 300), "3x5": _config(3, 5, 50)}.items():
+    for name, cfg in {"16x16": _config(16, 16, 300, lut_multipliers=100),
+                      "3x5": _config(3, 5, 50),
+                      "4x4_dual": _config(4, 4, 4096, mac_mapping="ice40_dual")}.items():
         run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_{name}",
                    test_module="hetaccel.sim.systolic_tests", sim=sim,
-                   extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim))
+                   extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim),
+                   extra_sources=_sources(cfg))
