@@ -380,12 +380,13 @@ prep -top {name}
 # --------------------------------------------------------------------------- configs
 
 #: small configs: the properties do not depend on sizes, the solver time does
+#: (FORMAL_DEVICE_CONFIG is also the ASIC report's test config: docs/boards.md)
 FORMAL_LINK_CONFIG = AcceleratorConfig(max_payload=16, link_buffers=2, link_timeout_cycles=16)
 
 FORMAL_DEVICE_CONFIG = AcceleratorConfig(
     rows=2, cols=2, max_k=16, acc_bits=20, input_depth=4, weight_depth=4, acc_depth=4,
     output_depth=4, opt_depth=2, has_activation=False, has_adam=False, max_payload=16,
-    link_timeout_cycles=16, cmd_queue_depth=2)
+    link_timeout_cycles=16)
 
 
 # --------------------------------------------------------------------------- bounds
