@@ -266,10 +266,15 @@ class CommandProcessor(wiring.Component):
             ``addr``; a present counter's value comes from the bank instead."""
             exists, writable, value = Signal(), Signal(), Signal(32)
             is_cnt, cidx = Signal(), Signal(range(len(cnt_names)))
-            with m.Switch(addr):
+            # one test of the high bits shared by all cases, which then decode
+            # only the low bits
+            lo_bits = max(r.addr for r in regs).bit_length()
+            hi_zero = Signal()
+            m.d.comb += hi_zero.eq(addr[lo_bits:] == 0)
+            with m.Switch(addr[:lo_bits]):
                 for r in regs:
                     with m.Case(r.addr):
-                        m.d.comb += exists.eq(1)
+                        m.d.comb += exists.eq(hi_zero)
                         if "w" in r.access:
                             m.d.comb += writable.eq(1)
                         if r.name in ident:
@@ -311,14 +316,21 @@ class CommandProcessor(wiring.Component):
         m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(width=AW, depth=QD)
 
         # ---------------------------------------------------------- front end
-        hdr = Signal(8 * _HDR_BYTES)
+        # One byte shift register serves as the fixed-field header (its top
+        # _HDR_BYTES bytes, shifted in from the top while fetching), as the word
+        # being assembled by WRITE_MEM (shifted in the same way) and as the word
+        # being sent by READ_MEM / READ_REG / NOP (loaded at the bottom, shifted
+        # out at the bottom): the three uses never overlap in time.
+        buf_bytes = max(_HDR_BYTES, max_wb, max_rb)
+        buf = Signal(8 * buf_bytes)
+        hdr = buf[8 * (buf_bytes - _HDR_BYTES):]
         op = Signal(8)
         seq = Signal(8)
         length = Signal(16)
         status = Signal(8)
-        rlen = Signal(16)
+        rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
-        paddr = Signal(16)
+        paddr = Signal(range(cfg.max_payload))
         m.d.comb += self.payload_addr.eq(paddr)
 
         def field(opcode, name):
@@ -337,11 +349,9 @@ class CommandProcessor(wiring.Component):
         acc_write = Signal()
         k = Signal(AW)          # word index in a READ_MEM / WRITE_MEM
         fe_ptr = Signal(AW)     # its address (acc_base + k, kept as a pointer)
-        p = Signal(16)          # payload byte pointer
+        p = Signal(range(cfg.max_payload + 16))     # payload byte pointer
         bcnt = Signal(range(max(max_wb, 8) + 1))   # byte within a word
-        obuf = Signal(8 * max_rb)
-        onbytes = Signal(range(max_rb + 1))
-        ibuf = Signal(8 * max_wb)
+        onbytes = Signal(range(max(max_rb, max_wb) + 1))   # bytes per word (sent or received)
         err = Signal()
         rec = Signal(48)
         rec_len = Signal(3)
@@ -420,11 +430,10 @@ class CommandProcessor(wiring.Component):
             m.d.comb += d_ok.eq(inside(field(Opcode.ADAM, "addr"), field(Opcode.ADAM, "count"),
                                        depth[MemSpace.OPT]))
 
-        # --- divider for WRITE_MEM: words = (length - 5) / wb
-        div_n = Signal(16)
-        div_q = Signal(16)
-        div_r = Signal(17)
-        div_i = Signal(5)
+        # --- divider for WRITE_MEM: words = (length - 5) / wb by repeated
+        # subtraction (one word per cycle: a few cycles per frame, few LUTs)
+        div_q = Signal(range(cfg.max_payload + 1))
+        div_r = Signal(range(cfg.max_payload + 1))
 
         wm_range_ok = inside_sp(f_addr, div_q)
 
@@ -467,12 +476,12 @@ class CommandProcessor(wiring.Component):
         fe_opt_raddr = Signal(AW); fe_opt_ren = Signal()
         fe_we = Signal()                  # write the assembled word this cycle
         fe_waddr = Signal(AW)
-        ibuf_next = Signal.like(ibuf)
-        m.d.comb += ibuf_next.eq(Cat(ibuf[8:], self.payload_data))
+        buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
+        m.d.comb += buf_in.eq(Cat(buf[8:], self.payload_data))
 
         # reply defaults
         m.d.comb += [self.reply.payload.status.eq(status), self.reply.payload.seq.eq(seq),
-                     self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(obuf[:8])]
+                     self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(buf[:8])]
 
         rd_word = Signal(8 * max_rb)     # formatted word of the space being read
 
@@ -494,7 +503,7 @@ class CommandProcessor(wiring.Component):
                 # payload_data is the byte at the previous cycle's address
                 m.d.sync += [cnt.eq(cnt + 1), paddr.eq(paddr + 1)]
                 with m.If(cnt != 0):
-                    m.d.sync += hdr.eq(Cat(hdr[8:], self.payload_data))
+                    m.d.sync += buf.eq(buf_in)
                 with m.If(cnt == _HDR_BYTES):
                     m.next = "CHECK"
 
@@ -511,7 +520,7 @@ class CommandProcessor(wiring.Component):
                 with m.Else():
                     with m.Switch(op):
                         with m.Case(Opcode.NOP):
-                            m.d.sync += [rlen.eq(8), obuf.eq(ident["ID"] | ident["VERSION"] << 32),
+                            m.d.sync += [rlen.eq(8), buf.eq(ident["ID"] | ident["VERSION"] << 32),
                                          onbytes.eq(8)]
                             m.next = "REPLY"
                         with m.Case(Opcode.SYNC):
@@ -520,9 +529,9 @@ class CommandProcessor(wiring.Component):
                             with m.If(~space_ok_w):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
-                                m.d.sync += [div_n.eq(length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes),
-                                             div_q.eq(0), div_r.eq(0), div_i.eq(0),
-                                             acc_space.eq(f_space), acc_write.eq(1)]
+                                # len_ok: fixed_bytes < length <= max_payload
+                                m.d.sync += [div_r.eq(length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes),
+                                             div_q.eq(0), acc_space.eq(f_space), acc_write.eq(1)]
                                 m.next = "DIV"
                         with m.Case(Opcode.READ_MEM):
                             with m.If(~space_ok_r):
@@ -560,15 +569,9 @@ class CommandProcessor(wiring.Component):
                                 m.next = "ENQUEUE"
 
             with m.State("DIV"):
-                # restoring division, one quotient bit per cycle, MSB first
-                r2 = Cat(div_n[15], div_r[:16])
-                m.d.sync += div_n.eq(div_n << 1)
-                with m.If(r2 >= sp_wb):
-                    m.d.sync += [div_r.eq(r2 - sp_wb), div_q.eq(Cat(1, div_q[:15]))]
+                with m.If(div_r >= sp_wb):
+                    m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1)]
                 with m.Else():
-                    m.d.sync += [div_r.eq(r2), div_q.eq(Cat(0, div_q[:15]))]
-                m.d.sync += div_i.eq(div_i + 1)
-                with m.If(div_i == 15):
                     m.next = "WM_CHECK"
 
             with m.State("WM_CHECK"):
@@ -585,12 +588,12 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += haz_armed.eq(1)
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(haz_armed & conflict_r)
                 with m.If(haz_armed & ~conflict_r):
-                    m.d.sync += [k.eq(0), bcnt.eq(0), fe_ptr.eq(acc_base),
+                    # the header in buf is not needed from here on
+                    m.d.sync += [k.eq(0), bcnt.eq(0), fe_ptr.eq(acc_base), onbytes.eq(sp_wb),
                                  p.eq(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes), cnt.eq(0)]
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
                     with m.Else():
-                        m.d.sync += onbytes.eq(sp_wb)
                         with m.Switch(acc_space):
                             for s_ in rd_spaces:
                                 with m.Case(int(s_)):
@@ -602,8 +605,8 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += self.payload_addr.eq(p)
                 m.d.sync += [p.eq(p + 1), cnt.eq(1)]
                 with m.If(cnt != 0):
-                    m.d.sync += [ibuf.eq(ibuf_next), bcnt.eq(bcnt + 1)]
-                    with m.If(bcnt == sp_wb - 1):
+                    m.d.sync += [buf.eq(buf_in), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == onbytes - 1):
                         m.d.comb += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
                         m.d.sync += [bcnt.eq(0), k.eq(k + 1), fe_ptr.eq(fe_ptr + 1)]
                         with m.If(k + 1 == acc_n):
@@ -626,16 +629,16 @@ class CommandProcessor(wiring.Component):
                 with m.If(is_rd_acc):
                     m.d.comb += engine.rd_data.ready.eq(1)
                     with m.If(engine.rd_data.valid):
-                        m.d.sync += [obuf.eq(rd_word), bcnt.eq(0)]
+                        m.d.sync += [buf.eq(rd_word), bcnt.eq(0)]
                         m.next = "SEND"
                 with m.Else():
-                    m.d.sync += [obuf.eq(rd_word), bcnt.eq(0)]
+                    m.d.sync += [buf.eq(rd_word), bcnt.eq(0)]
                     m.next = "SEND"
 
             with m.State("SEND"):
                 m.d.comb += self.reply_data.valid.eq(1)
                 with m.If(self.reply_data.ready):
-                    m.d.sync += [obuf.eq(obuf >> 8), bcnt.eq(bcnt + 1)]
+                    m.d.sync += [buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == onbytes - 1):
                         m.d.sync += bcnt.eq(0)
                         with m.Switch(op):
@@ -685,7 +688,7 @@ class CommandProcessor(wiring.Component):
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_READ):
-                        m.d.sync += [obuf.eq(regval), onbytes.eq(4), bcnt.eq(0)]
+                        m.d.sync += [buf.eq(regval), onbytes.eq(4), bcnt.eq(0)]
                         with m.If(reg_is_cnt):
                             m.next = "REG_CNT"
                         with m.Else():
@@ -693,7 +696,7 @@ class CommandProcessor(wiring.Component):
             with m.State("REG_CNT"):
                 # the bank's sweep reaches every counter within len(cnt_names) cycles
                 with m.If(bank.index == reg_cidx):
-                    m.d.sync += obuf.eq(bank.value)
+                    m.d.sync += buf.eq(bank.value)
                     m.next = "SEND"
             with m.State("SCAN_END"):
                 m.d.sync += [p.eq(0), cnt.eq(0)]
@@ -792,12 +795,12 @@ class CommandProcessor(wiring.Component):
                 with m.Case(MemSpace.OPT):
                     m.d.comb += rd_word.eq(opt_rp.data)
 
-        # --- assembled word for WRITE_MEM (top wb bytes of ibuf_next)
+        # --- assembled word for WRITE_MEM (top wb bytes of buf_in)
         def word_bits(space):
             w = word[space]
-            base = 8 * (max_wb - w.bytes)
+            base = 8 * (buf_bytes - w.bytes)
             eb = 8 * w.element_bytes
-            raw = ibuf_next[base:base + 8 * w.bytes]
+            raw = buf_in[base:base + 8 * w.bytes]
             if w.kind == "float":
                 return raw
             return Cat(*(raw[i * eb:i * eb + w.width] for i in range(w.elements)))

@@ -29,7 +29,8 @@ Ports
     data refers to the next frame.
 ``reply`` : In(stream.Signature(REPLY_HEADER))
     Reply header ``{"status": 8, "seq": 8, "length": 16}``; after it the link
-    takes exactly ``length`` bytes from ``reply_data``.  The link adds the sync
+    takes exactly ``length`` bytes from ``reply_data``.  ``length`` must not
+    exceed ``max_payload`` (the link keeps only the bits that need).  The link adds the sync
     byte and the CRC.
 ``reply_data`` : In(stream.Signature(8))
     Reply payload bytes, passed through to ``tx`` combinationally
@@ -71,6 +72,8 @@ REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
 
 #: depth of the queue of the link's own error replies
 ERROR_QUEUE_DEPTH = 4
+#: statuses the link answers by itself, queued as an index into this tuple
+_OWN_STATUSES = (Status.BAD_LENGTH, Status.BAD_CRC, Status.BUSY)
 
 
 def _crc_matrix():
@@ -160,7 +163,13 @@ class HostLink(wiring.Component):
             m.d.sync += used.eq(used + 1)
 
         # ---------------- own replies ---------------------------------------
-        m.submodules.errq = errq = fifo.SyncFIFOBuffered(width=16, depth=ERROR_QUEUE_DEPTH)
+        code_bits = (len(_OWN_STATUSES) - 1).bit_length()
+        m.submodules.errq = errq = fifo.SyncFIFOBuffered(width=code_bits + 8,
+                                                         depth=ERROR_QUEUE_DEPTH)
+
+        def own_reply(status):
+            return [errq.w_en.eq(1), errq.w_data.eq(Cat(Const(_OWN_STATUSES.index(status),
+                                                              code_bits), r_seq))]
 
         # ---------------- receiver ------------------------------------------
         rx = self.rx
@@ -171,14 +180,14 @@ class HostLink(wiring.Component):
         r_len = Signal(16)
         r_seq = Signal(8)
         r_op = Signal(8)
-        r_cnt = Signal(16)
+        r_cnt = Signal(off_bits)            # payload byte offset (the length fits max_payload)
         r_crc = Signal(16)
         r_crc_lo = Signal(8)
         r_drop = Signal()                   # no free buffer: receive but do not store
         r_idle = Signal(range(cfg.link_timeout_cycles))
         rx_active = Signal()
 
-        r_left = Signal(16)                 # payload bytes still to come
+        r_left = Signal(range(cfg.max_payload + 1))     # payload bytes still to come
         len_bad = Signal()                  # registered with the length's high byte
         crc_good = Signal()
         r_crc_ok = Signal()
@@ -241,8 +250,7 @@ class HostLink(wiring.Component):
                                  r_drop.eq(used == nbuf)]
                     crc_step()
                     with m.If(len_bad):
-                        m.d.comb += [errq.w_en.eq(1),
-                                     errq.w_data.eq(Cat(Const(Status.BAD_LENGTH, 8), r_seq))]
+                        m.d.comb += own_reply(Status.BAD_LENGTH)
                         m.next = "HUNT"
                     with m.Elif(r_len == 0):
                         m.next = "CRC_LO"
@@ -279,11 +287,9 @@ class HostLink(wiring.Component):
                 # One cycle for the verdict, so the CRC comparison of the last byte
                 # does not drive the buffer bookkeeping in the same cycle.
                 with m.If(~r_crc_ok):
-                    m.d.comb += [errq.w_en.eq(1),
-                                 errq.w_data.eq(Cat(Const(Status.BAD_CRC, 8), r_seq))]
+                    m.d.comb += own_reply(Status.BAD_CRC)
                 with m.Elif(r_drop):
-                    m.d.comb += [errq.w_en.eq(1),
-                                 errq.w_data.eq(Cat(Const(Status.BUSY, 8), r_seq))]
+                    m.d.comb += own_reply(Status.BUSY)
                 with m.Else():
                     m.d.comb += deliver.eq(1)
                     m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
@@ -294,8 +300,8 @@ class HostLink(wiring.Component):
         tx = self.tx
         t_status = Signal(8)
         t_seq = Signal(8)
-        t_len = Signal(16)
-        t_left = Signal(16)
+        t_len = Signal(range(cfg.max_payload + 1))
+        t_left = Signal(range(cfg.max_payload + 1))
         t_crc = Signal(16)
         t_byte = Signal(8)
         sent = Signal()
@@ -305,8 +311,11 @@ class HostLink(wiring.Component):
             with m.State("IDLE"):
                 with m.If(errq.r_rdy):
                     m.d.comb += errq.r_en.eq(1)
-                    m.d.sync += [t_status.eq(errq.r_data[:8]), t_seq.eq(errq.r_data[8:]),
-                                 t_len.eq(0)]
+                    with m.Switch(errq.r_data[:code_bits]):
+                        for i, st in enumerate(_OWN_STATUSES):
+                            with m.Case(i):
+                                m.d.sync += t_status.eq(st)
+                    m.d.sync += [t_seq.eq(errq.r_data[code_bits:]), t_len.eq(0)]
                     m.next = "SYNC"
                 with m.Elif(self.reply.valid):
                     m.d.comb += self.reply.ready.eq(1)
