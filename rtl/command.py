@@ -359,10 +359,22 @@ class CommandProcessor(wiring.Component):
         _SCAN, _WRITE, _READ = 0, 1, 2
 
         # --- static checks (combinational on the fetched header)
-        def inside(addr, n, dep):
+        def inside(addr, n, dep, w=None):
+            """n >= 1 and addr + n <= dep, for any widths of addr and n.
+
+            With 2**w > dep: bits of addr or n at w and above fail at once, so
+            only a w-bit sum is compared (no full-width comparators)."""
+            if w is None:
+                w = dep.bit_length()
             ok = Signal()
-            m.d.comb += ok.eq((n != 0) & (addr < dep) &
-                              (n <= (Const(dep, AW + 1) - addr[:AW + 1])))
+            hi_zero = Const(1, 1)
+            if len(addr) > w:
+                hi_zero = hi_zero & (addr[w:] == 0)
+            if len(n) > w:
+                hi_zero = hi_zero & (n[w:] == 0)
+            total = Signal(w + 1)
+            m.d.comb += [total.eq(addr[:w] + n[:w]),
+                         ok.eq((n != 0) & hi_zero & (total <= dep))]
             return ok
 
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
@@ -394,15 +406,8 @@ class CommandProcessor(wiring.Component):
                     if s in rd_spaces:
                         m.d.comb += space_ok_r.eq(1)
 
-        def inside_sp(addr, n):
-            ok = Signal()
-            m.d.comb += ok.eq((n != 0) & (addr < sp_depth) &
-                              (n <= (sp_depth - addr[:AW])))
-            return ok
-
         rm_count_ok = Signal()
         m.d.comb += rm_count_ok.eq((f_count != 0) & (f_count <= sp_maxcount))
-        rm_range_ok = inside_sp(f_addr, f_count)
 
         g_ok = Signal()
         m.d.comb += g_ok.eq(
@@ -435,33 +440,43 @@ class CommandProcessor(wiring.Component):
         div_q = Signal(range(cfg.max_payload + 1))
         div_r = Signal(range(cfg.max_payload + 1))
 
-        wm_range_ok = inside_sp(f_addr, div_q)
+        # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on div_q)
+        mem_range_ok = inside(f_addr, div_q, sp_depth, w=max(depth.values()).bit_length())
 
         # --- hazard check of the prepared access against the queue
         conflict = Signal()
+        in_port_busy = Signal()     # the executor owns the INPUT read port
+        w_port_busy = Signal()      # the weight feeder owns the WEIGHT read port
         terms = []
+        sp = acc_space
         for i in range(QD):
             v = q_valid[i]
             opi, xi, yi, zi, ni = q_op[i], q_x[i], q_y[i], q_z[i], q_n[i]
-
-            def ov(lo, n):
-                return (acc_base < lo + n) & (lo < acc_end)
-
-            sp = acc_space
+            # the rows of this entry in the accessed space (one overlap test
+            # per entry: the space picks the field)
+            lo = Signal(AW, name=f"haz_lo{i}")
+            n = Signal(AW, name=f"haz_n{i}")
+            m.d.comb += [lo.eq(Mux(sp == MemSpace.INPUT, xi, Mux(sp == MemSpace.ACC, zi, yi))),
+                         n.eq(Mux(sp == MemSpace.WEIGHT, cfg.rows, ni))]
+            end = Signal(AW + 1, name=f"haz_end{i}")
+            m.d.comb += end.eq(lo + n)
+            ov = (acc_base < end) & (lo < acc_end)
             t = Signal(name=f"haz{i}")
             gemm = (opi == _OP_GEMM)
             actv = (opi == _OP_ACT)
             adm = (opi == _OP_ADAM)
             m.d.comb += t.eq(v & (
-                (gemm & (sp == MemSpace.INPUT) & (~acc_write | ov(xi, ni))) |
-                (gemm & (sp == MemSpace.WEIGHT) & (~acc_write | ov(yi, cfg.rows))) |
-                (gemm & (sp == MemSpace.ACC) & (acc_write | ov(zi, ni))) |
+                (gemm & (sp == MemSpace.INPUT) & (~acc_write | ov)) |
+                (gemm & (sp == MemSpace.WEIGHT) & (~acc_write | ov)) |
+                (gemm & (sp == MemSpace.ACC) & (acc_write | ov)) |
                 (actv & ((sp == MemSpace.ACC) | (sp == MemSpace.TABLE) |
                          (sp == MemSpace.ACT_PARAM))) |
-                (actv & (sp == MemSpace.OUTPUT) & (acc_write | ov(yi, ni))) |
+                (actv & (sp == MemSpace.OUTPUT) & (acc_write | ov)) |
                 (adm & (sp == MemSpace.OPT))))
             terms.append(t)
-        m.d.comb += conflict.eq(Cat(*terms).any() | ((acc_space == MemSpace.ACC) & ~engine.idle))
+        m.d.comb += conflict.eq(Cat(*terms).any() | ((sp == MemSpace.ACC) & ~engine.idle) |
+                                (~acc_write & (((sp == MemSpace.INPUT) & in_port_busy) |
+                                               ((sp == MemSpace.WEIGHT) & w_port_busy))))
         # Registered: entries only leave the queue while the front end waits in
         # HAZARD (it is the only producer), so a conflict-free verdict one cycle
         # old is still true.  haz_armed skips the first cycle (stale inputs).
@@ -538,13 +553,11 @@ class CommandProcessor(wiring.Component):
                                 error(Status.ADDR_RANGE)
                             with m.Elif(~rm_count_ok):
                                 error(Status.BAD_LENGTH)
-                            with m.Elif(~rm_range_ok):
-                                error(Status.ADDR_RANGE)
                             with m.Else():
+                                # f_count <= max_payload // wb: fits div_q
                                 m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
-                                             acc_base.eq(f_addr), acc_n.eq(f_count),
-                                             acc_end.eq(f_addr + f_count), haz_armed.eq(0)]
-                                m.next = "HAZARD"
+                                             div_q.eq(f_count), div_r.eq(0)]
+                                m.next = "MEM_CHECK"
                         with m.Case(Opcode.WRITE_REG, Opcode.READ_REG):
                             with m.If((op == Opcode.READ_REG) & (length > cfg.max_payload // 2)):
                                 error(Status.BAD_LENGTH)
@@ -572,12 +585,13 @@ class CommandProcessor(wiring.Component):
                 with m.If(div_r >= sp_wb):
                     m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1)]
                 with m.Else():
-                    m.next = "WM_CHECK"
+                    m.next = "MEM_CHECK"
 
-            with m.State("WM_CHECK"):
+            with m.State("MEM_CHECK"):
+                # words in div_q; a WRITE_MEM remainder in div_r
                 with m.If(div_r != 0):
                     error(Status.BAD_LENGTH)
-                with m.Elif(~wm_range_ok):
+                with m.Elif(~mem_range_ok):
                     error(Status.ADDR_RANGE)
                 with m.Else():
                     m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q),
@@ -881,6 +895,7 @@ class CommandProcessor(wiring.Component):
         m.d.comb += [cnt_inc["GEMM_BUSY"].eq(run_gemm),
                      cnt_inc["GEMM_STALL"].eq(acts.valid & ~acts.ready)]
         gemm_port = run_gemm | acts.valid
+        m.d.comb += in_port_busy.eq(gemm_port)
         m.d.comb += [in_rp.addr.eq(Mux(gemm_port, ex_in_raddr, fe_in_raddr)),
                      in_rp.en.eq(Mux(gemm_port, ex_in_ren, fe_in_ren))]
 
@@ -906,6 +921,7 @@ class CommandProcessor(wiring.Component):
                 with m.Else():
                     m.d.sync += wf_busy.eq(0)
         w_port = wf_busy | wts.valid
+        m.d.comb += w_port_busy.eq(w_port | wjobs.r_rdy)
         m.d.comb += [w_rp.addr.eq(Mux(w_port, wf_raddr, fe_w_raddr)),
                      w_rp.en.eq(Mux(w_port, wf_ren, fe_w_ren))]
 
