@@ -175,8 +175,8 @@ def test_host_link_streams_deep(tmp_path):
 
 @pytest.mark.slow
 def test_command_acc_write_bounded(tmp_path):
-    # engine.acc_write is not in the induction proof (STREAMS_NOT_INDUCTIVE);
-    # bounded from reset instead.
-    r = check_command_streams(mode="bmc", depth=40, skip=(), workdir=tmp_path,
+    # engine.acc_write is not in the induction proof (STREAMS_NOT_INDUCTIVE):
+    # bounded instead; depth 56 reaches a WRITE_MEM into ACC after a GEMM frame.
+    r = check_command_streams(mode="bmc", depth=56, skip=(), workdir=tmp_path,
                               timeout=3 * 3600)
     assert r.passed, r["log_tail"]
