@@ -91,9 +91,9 @@ class CounterBank(wiring.Component):
     read multiplexer.  The sweep never stops, so pending stays below
     ``n * max_add[i]``.
 
-    ``value`` is the exact count of counter ``index`` in this cycle; ``index``
-    steps through all counters, so a reader waits at most ``n`` cycles for
-    ``index == wanted``.
+    ``value`` is the exact count of counter ``index`` (both registered: as of
+    the previous cycle); ``index`` steps through all counters, so a reader
+    waits at most ``n`` cycles for ``index == wanted``.
 
     ``clear`` zeroes every counter at once: pending registers restart and each
     RAM word is taken as 0 until the sweep has rewritten it (so reset needs no
@@ -137,8 +137,8 @@ class CounterBank(wiring.Component):
                 with m.Case(i):
                     m.d.comb += pend_wr.eq(pi)
         base = Mux(stale.bit_select(wr, 1), 0, rp.data)
-        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(base + pend_wr),
-                     self.index.eq(wr), self.value.eq(wp.data)]
+        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(base + pend_wr)]
+        m.d.sync += [self.index.eq(wr), self.value.eq(wp.data)]
         for i, pi in enumerate(pend):
             a = self.add[i][:len(pi)]
             with m.If(self.clear):
@@ -347,11 +347,12 @@ class CommandProcessor(wiring.Component):
         acc_end = Signal(AW)    # acc_base + acc_n
         acc_n = Signal(AW)
         acc_write = Signal()
-        k = Signal(AW)          # word index in a READ_MEM / WRITE_MEM
+        k_left = Signal(AW + 1)  # words still to go in a READ_MEM / WRITE_MEM
+        k_last = Signal()        # k_left == 1
         fe_ptr = Signal(AW)     # its address (acc_base + k, kept as a pointer)
         p = Signal(range(cfg.max_payload + 16))     # payload byte pointer
         bcnt = Signal(range(max(max_wb, 8) + 1))   # byte within a word
-        onbytes = Signal(range(max(max_rb, max_wb) + 1))   # bytes per word (sent or received)
+        wlast = Signal(range(max(max_rb, max_wb, 8)))   # bytes per word - 1 (sent or received)
         err = Signal()
         rec = Signal(48)
         rec_len = Signal(3)
@@ -395,7 +396,7 @@ class CommandProcessor(wiring.Component):
 
         space_ok_w = Signal()
         space_ok_r = Signal()
-        sp_wb = Signal(16)
+        sp_wb = Signal(range(max_wb + 1))
         sp_depth = Signal(AW)
         sp_maxcount = Signal(16)
         with m.Switch(f_space):
@@ -443,6 +444,23 @@ class CommandProcessor(wiring.Component):
         # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on div_q)
         mem_range_ok = inside(f_addr, div_q, sp_depth, w=max(depth.values()).bit_length())
 
+        # Every verdict above is registered (the header, length and div_q are
+        # stable for a cycle before CHECK / MEM_CHECK read them: states PRE and
+        # MEM_PRE), so the decisions start from flip-flops.
+        def registered(*sigs):
+            out = []
+            for sig in sigs:
+                r = Signal.like(sig, name=f"{sig.name}_r")
+                m.d.sync += r.eq(sig)
+                out.append(r)
+            return out
+        (op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
+         mem_range_ok, sp_wb, sp_depth) = registered(
+            op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
+            mem_range_ok, sp_wb, sp_depth)
+        rr_len_bad = Signal()
+        m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
+
         # --- hazard check of the prepared access against the queue
         conflict = Signal()
         in_port_busy = Signal()     # the executor owns the INPUT read port
@@ -454,12 +472,11 @@ class CommandProcessor(wiring.Component):
             opi, xi, yi, zi, ni = q_op[i], q_x[i], q_y[i], q_z[i], q_n[i]
             # the rows of this entry in the accessed space (one overlap test
             # per entry: the space picks the field)
+            # (registered: a pipeline stage of the hazard check)
             lo = Signal(AW, name=f"haz_lo{i}")
-            n = Signal(AW, name=f"haz_n{i}")
-            m.d.comb += [lo.eq(Mux(sp == MemSpace.INPUT, xi, Mux(sp == MemSpace.ACC, zi, yi))),
-                         n.eq(Mux(sp == MemSpace.WEIGHT, cfg.rows, ni))]
             end = Signal(AW + 1, name=f"haz_end{i}")
-            m.d.comb += end.eq(lo + n)
+            lo_c = Mux(sp == MemSpace.INPUT, xi, Mux(sp == MemSpace.ACC, zi, yi))
+            m.d.sync += [lo.eq(lo_c), end.eq(lo_c + Mux(sp == MemSpace.WEIGHT, cfg.rows, ni))]
             ov = (acc_base < end) & (lo < acc_end)
             t = Signal(name=f"haz{i}")
             gemm = (opi == _OP_GEMM)
@@ -477,20 +494,26 @@ class CommandProcessor(wiring.Component):
         m.d.comb += conflict.eq(Cat(*terms).any() | ((sp == MemSpace.ACC) & ~engine.idle) |
                                 (~acc_write & (((sp == MemSpace.INPUT) & in_port_busy) |
                                                ((sp == MemSpace.WEIGHT) & w_port_busy))))
-        # Registered: entries only leave the queue while the front end waits in
-        # HAZARD (it is the only producer), so a conflict-free verdict one cycle
-        # old is still true.  haz_armed skips the first cycle (stale inputs).
+        # Registered (two stages): entries only leave the queue while the front
+        # end waits in HAZARD (it is the only producer), so a conflict-free
+        # verdict two cycles old is still true.  haz_armed comes after the
+        # first two cycles in HAZARD (stale inputs before).
         conflict_r = Signal()
+        haz_cnt = Signal(range(3))
         haz_armed = Signal()
         m.d.sync += conflict_r.eq(conflict)
+        m.d.comb += haz_armed.eq(haz_cnt == 2)
 
         # --- front-end memory port requests (muxed with the executor below)
         fe_in_raddr = Signal(AW); fe_in_ren = Signal()
         fe_w_raddr = Signal(AW); fe_w_ren = Signal()
         fe_out_raddr = Signal(AW); fe_out_ren = Signal()
         fe_opt_raddr = Signal(AW); fe_opt_ren = Signal()
+        # WRITE_MEM word writes are registered (the word is then the top of buf),
+        # so no decoder logic reaches the memories' and the engine's inputs
         fe_we = Signal()                  # write the assembled word this cycle
         fe_waddr = Signal(AW)
+        m.d.sync += fe_we.eq(0)
         buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
         m.d.comb += buf_in.eq(Cat(buf[8:], self.payload_data))
 
@@ -501,9 +524,37 @@ class CommandProcessor(wiring.Component):
         rd_word = Signal(8 * max_rb)     # formatted word of the space being read
 
         is_rd_acc = acc_space == MemSpace.ACC
+        # READ_MEM's read requests come from flip-flops (set as RM_ADDR is
+        # entered), so no decoder state logic reaches a memory enable
+        rm_go = Signal()        # the RM_ADDR cycle of a scratchpad read
+        acc_req = Signal()      # ACC read address offered to the engine
+        acc_take = Signal()     # ACC read data awaited from the engine
+        m.d.sync += rm_go.eq(0)
+        m.d.comb += [fe_in_raddr.eq(fe_ptr), fe_in_ren.eq(rm_go),
+                     fe_w_raddr.eq(fe_ptr), fe_w_ren.eq(rm_go),
+                     fe_out_raddr.eq(fe_ptr), fe_out_ren.eq(rm_go),
+                     fe_opt_raddr.eq(fe_ptr), fe_opt_ren.eq(rm_go),
+                     engine.rd_addr.valid.eq(acc_req), engine.rd_addr.payload.eq(fe_ptr),
+                     engine.rd_data.ready.eq(acc_take)]
+        with m.If(acc_req & engine.rd_addr.ready):
+            m.d.sync += [acc_req.eq(0), acc_take.eq(1)]
+        with m.If(acc_take & engine.rd_data.valid):
+            m.d.sync += acc_take.eq(0)
+
+        def rm_start():
+            m.d.sync += [rm_go.eq(~is_rd_acc), acc_req.eq(is_rd_acc)]
+
+        def next_word():
+            m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
         rec_reg = Signal(16)
         m.d.comb += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
-        exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup(rec_reg)
+        # registered (REC_WAIT gives them the cycle after the record's last byte)
+        exists, writable, regval, reg_is_cnt, reg_cidx = registered(*reg_lookup(rec_reg))
+        # payload-pointer comparisons, registered: p is stable for at least a
+        # cycle before each use (REC_WAIT, SCAN_WAIT, records of >= 2 bytes)
+        p_scan_end, p_w_end, p_r_end, p_not_len = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [p_scan_end.eq(p + rec_len + rec_len > length), p_w_end.eq(p + 6 == length),
+                     p_r_end.eq(p + 2 == length), p_not_len.eq(p != length)]
         rec_value = rec[16:48]
 
         with m.FSM(name="decoder") as fsm:
@@ -520,14 +571,17 @@ class CommandProcessor(wiring.Component):
                 with m.If(cnt != 0):
                     m.d.sync += buf.eq(buf_in)
                 with m.If(cnt == _HDR_BYTES):
-                    m.next = "CHECK"
+                    m.next = "PRE"
+
+            with m.State("PRE"):
+                m.next = "CHECK"
 
             def error(st):
                 m.d.sync += [status.eq(st), rlen.eq(0)]
                 m.next = "REPLY"
 
             with m.State("CHECK"):
-                m.d.sync += [status.eq(Status.OK), rlen.eq(0), p.eq(0), k.eq(0)]
+                m.d.sync += [status.eq(Status.OK), rlen.eq(0), p.eq(0)]
                 with m.If(~op_known):
                     error(Status.UNKNOWN_OPCODE)
                 with m.Elif(~len_ok):
@@ -536,7 +590,7 @@ class CommandProcessor(wiring.Component):
                     with m.Switch(op):
                         with m.Case(Opcode.NOP):
                             m.d.sync += [rlen.eq(8), buf.eq(ident["ID"] | ident["VERSION"] << 32),
-                                         onbytes.eq(8)]
+                                         wlast.eq(7)]
                             m.next = "REPLY"
                         with m.Case(Opcode.SYNC):
                             m.next = "SYNC_WAIT"
@@ -555,11 +609,13 @@ class CommandProcessor(wiring.Component):
                                 error(Status.BAD_LENGTH)
                             with m.Else():
                                 # f_count <= max_payload // wb: fits div_q
+                                # (DIV passes at once with div_r = 0: the cycle
+                                # mem_range_ok needs to see this div_q)
                                 m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
                                              div_q.eq(f_count), div_r.eq(0)]
-                                m.next = "MEM_CHECK"
+                                m.next = "DIV"
                         with m.Case(Opcode.WRITE_REG, Opcode.READ_REG):
-                            with m.If((op == Opcode.READ_REG) & (length > cfg.max_payload // 2)):
+                            with m.If((op == Opcode.READ_REG) & rr_len_bad):
                                 error(Status.BAD_LENGTH)
                             with m.Else():
                                 m.d.sync += [rec_mode.eq(_SCAN), cnt.eq(0),
@@ -582,6 +638,7 @@ class CommandProcessor(wiring.Component):
                                 m.next = "ENQUEUE"
 
             with m.State("DIV"):
+                # (MEM_CHECK follows the cycle after the last change of div_q)
                 with m.If(div_r >= sp_wb):
                     m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1)]
                 with m.Else():
@@ -595,15 +652,17 @@ class CommandProcessor(wiring.Component):
                     error(Status.ADDR_RANGE)
                 with m.Else():
                     m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q),
-                                 acc_end.eq(f_addr + div_q), haz_armed.eq(0)]
+                                 acc_end.eq(f_addr + div_q), haz_cnt.eq(0)]
                     m.next = "HAZARD"
 
             with m.State("HAZARD"):
-                m.d.sync += haz_armed.eq(1)
+                with m.If(~haz_armed):
+                    m.d.sync += haz_cnt.eq(haz_cnt + 1)
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(haz_armed & conflict_r)
                 with m.If(haz_armed & ~conflict_r):
                     # the header in buf is not needed from here on
-                    m.d.sync += [k.eq(0), bcnt.eq(0), fe_ptr.eq(acc_base), onbytes.eq(sp_wb),
+                    m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
+                                 bcnt.eq(0), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
                                  p.eq(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes), cnt.eq(0)]
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
@@ -620,28 +679,22 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [p.eq(p + 1), cnt.eq(1)]
                 with m.If(cnt != 0):
                     m.d.sync += [buf.eq(buf_in), bcnt.eq(bcnt + 1)]
-                    with m.If(bcnt == onbytes - 1):
-                        m.d.comb += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
-                        m.d.sync += [bcnt.eq(0), k.eq(k + 1), fe_ptr.eq(fe_ptr + 1)]
-                        with m.If(k + 1 == acc_n):
+                    with m.If(bcnt == wlast):
+                        m.d.sync += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
+                        m.d.sync += [bcnt.eq(0), fe_ptr.eq(fe_ptr + 1)]
+                        next_word()
+                        with m.If(k_last):
                             m.next = "REPLY"
 
             # ---- READ_MEM: read a word, send its bytes
             with m.State("RM_ADDR"):
                 with m.If(is_rd_acc):
-                    m.d.comb += [engine.rd_addr.valid.eq(1),
-                                 engine.rd_addr.payload.eq(fe_ptr)]
                     with m.If(engine.rd_addr.ready):
                         m.next = "RM_DATA"
                 with m.Else():
-                    m.d.comb += [fe_in_raddr.eq(fe_ptr), fe_in_ren.eq(1),
-                                 fe_w_raddr.eq(fe_ptr), fe_w_ren.eq(1),
-                                 fe_out_raddr.eq(fe_ptr), fe_out_ren.eq(1),
-                                 fe_opt_raddr.eq(fe_ptr), fe_opt_ren.eq(1)]
                     m.next = "RM_DATA"
             with m.State("RM_DATA"):
                 with m.If(is_rd_acc):
-                    m.d.comb += engine.rd_data.ready.eq(1)
                     with m.If(engine.rd_data.valid):
                         m.d.sync += [buf.eq(rd_word), bcnt.eq(0)]
                         m.next = "SEND"
@@ -653,18 +706,20 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += self.reply_data.valid.eq(1)
                 with m.If(self.reply_data.ready):
                     m.d.sync += [buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
-                    with m.If(bcnt == onbytes - 1):
+                    with m.If(bcnt == wlast):
                         m.d.sync += bcnt.eq(0)
                         with m.Switch(op):
                             with m.Case(Opcode.READ_MEM):
-                                m.d.sync += [k.eq(k + 1), fe_ptr.eq(fe_ptr + 1)]
-                                with m.If(k + 1 == acc_n):
+                                m.d.sync += fe_ptr.eq(fe_ptr + 1)
+                                next_word()
+                                with m.If(k_last):
                                     m.next = "DONE"
                                 with m.Else():
+                                    rm_start()
                                     m.next = "RM_ADDR"
                             with m.Case(Opcode.READ_REG):
                                 m.d.sync += [p.eq(p + 2), cnt.eq(0)]
-                                with m.If(p + 2 == length):
+                                with m.If(p_r_end):
                                     m.next = "DONE"
                                 with m.Else():
                                     m.next = "REC"
@@ -678,15 +733,17 @@ class CommandProcessor(wiring.Component):
                 with m.If(cnt != 0):
                     m.d.sync += rec.eq(Cat(rec[8:], self.payload_data))
                 with m.If(cnt == rec_len):
-                    m.next = "REC_DONE"
+                    m.next = "REC_WAIT"
+            with m.State("REC_WAIT"):
+                m.next = "REC_DONE"
             with m.State("REC_DONE"):
                 m.d.sync += cnt.eq(0)
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
                         bad = ~exists | ((op == Opcode.WRITE_REG) & ~writable)
                         m.d.sync += [err.eq(err | bad), p.eq(p + rec_len)]
-                        with m.If(p + rec_len + rec_len > length):
-                            m.next = "SCAN_END"
+                        with m.If(p_scan_end):
+                            m.next = "SCAN_WAIT"
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_WRITE):
@@ -697,12 +754,12 @@ class CommandProcessor(wiring.Component):
                                 with m.If(rec_reg == r.addr):
                                     m.d.sync += rw_regs[r.name].eq(rec_value[:r.bits])
                         m.d.sync += p.eq(p + 6)
-                        with m.If(p + 6 == length):
+                        with m.If(p_w_end):
                             m.next = "REPLY"
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_READ):
-                        m.d.sync += [buf.eq(regval), onbytes.eq(4), bcnt.eq(0)]
+                        m.d.sync += [buf.eq(regval), wlast.eq(3), bcnt.eq(0)]
                         with m.If(reg_is_cnt):
                             m.next = "REG_CNT"
                         with m.Else():
@@ -712,9 +769,11 @@ class CommandProcessor(wiring.Component):
                 with m.If(bank.index == reg_cidx):
                     m.d.sync += buf.eq(bank.value)
                     m.next = "SEND"
+            with m.State("SCAN_WAIT"):
+                m.next = "SCAN_END"
             with m.State("SCAN_END"):
                 m.d.sync += [p.eq(0), cnt.eq(0)]
-                with m.If(p != length):
+                with m.If(p_not_len):
                     error(Status.BAD_LENGTH)
                 with m.Elif(err):
                     error(Status.ADDR_RANGE)
@@ -770,7 +829,7 @@ class CommandProcessor(wiring.Component):
                     with m.If(rlen == 0):
                         m.next = "DONE"
                     with m.Elif(op == Opcode.READ_MEM):
-                        m.d.sync += k.eq(0)
+                        rm_start()
                         m.next = "RM_ADDR"
                     with m.Elif(op == Opcode.READ_REG):
                         m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), p.eq(0)]
@@ -809,12 +868,13 @@ class CommandProcessor(wiring.Component):
                 with m.Case(MemSpace.OPT):
                     m.d.comb += rd_word.eq(opt_rp.data)
 
-        # --- assembled word for WRITE_MEM (top wb bytes of buf_in)
+        # --- assembled word for WRITE_MEM (top wb bytes of buf, the cycle after
+        # its last byte was shifted in)
         def word_bits(space):
             w = word[space]
             base = 8 * (buf_bytes - w.bytes)
             eb = 8 * w.element_bytes
-            raw = buf_in[base:base + 8 * w.bytes]
+            raw = buf[base:base + 8 * w.bytes]
             if w.kind == "float":
                 return raw
             return Cat(*(raw[i * eb:i * eb + w.width] for i in range(w.elements)))
@@ -861,16 +921,25 @@ class CommandProcessor(wiring.Component):
         h_flags, h_func, h_pe = q_flags[head], q_func[head], q_pe[head]
         h_valid = q_valid.bit_select(head, 1)
         retire = Signal()
+        # the kind of the loaded entry, and ex_left != 0, as flip-flops
+        ex_gemm, ex_act, ex_adam, ex_more = Signal(), Signal(), Signal(), Signal()
         with m.If(h_valid & ~ex_ld):
+            # (every queued entry has n >= 1: the decoder's range checks)
             m.d.sync += [ex_ld.eq(1), ex_p.eq(h_x), ex_left.eq(h_n), ex_wleft.eq(h_n),
+                         ex_more.eq(1),
+                         ex_gemm.eq(h_op == _OP_GEMM), ex_act.eq(h_op == _OP_ACT),
+                         ex_adam.eq(h_op == _OP_ADAM),
                          ex_q.eq(Mux(h_op == _OP_GEMM, h_z, Mux(h_op == _OP_ACT, h_y, h_x)))]
+
+        def issue_next():
+            m.d.sync += [ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1), ex_more.eq(ex_left != 1)]
 
         run_gemm = Signal()
         run_act = Signal()
         run_adam = Signal()
-        m.d.comb += [run_gemm.eq(h_valid & ex_ld & (h_op == _OP_GEMM)),
-                     run_act.eq(h_valid & (h_op == _OP_ACT) & ex_run),
-                     run_adam.eq(h_valid & ex_ld & (h_op == _OP_ADAM))]
+        m.d.comb += [run_gemm.eq(ex_gemm),
+                     run_act.eq(ex_act & ex_run),
+                     run_adam.eq(ex_adam)]
 
         # GEMM: INPUT rows -> engine.acts (read port data held under back-pressure)
         acts = engine.acts
@@ -884,13 +953,14 @@ class CommandProcessor(wiring.Component):
                      acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
         with m.If(adv):
             m.d.sync += acts.valid.eq(0)
-            with m.If(run_gemm & (ex_left != 0)):
+            with m.If(run_gemm & ex_more):
                 m.d.comb += [ex_in_ren.eq(1), ex_in_raddr.eq(ex_p)]
                 m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_left == 1),
                              acts_addr.eq(ex_q),
                              acts_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
-                             ex_p.eq(ex_p + 1), ex_q.eq(ex_q + 1), ex_left.eq(ex_left - 1)]
-            with m.If(run_gemm & (ex_left == 0)):
+                             ex_q.eq(ex_q + 1)]
+                issue_next()
+            with m.If(run_gemm & ~ex_more):
                 m.d.comb += retire.eq(1)
         m.d.comb += [cnt_inc["GEMM_BUSY"].eq(run_gemm),
                      cnt_inc["GEMM_STALL"].eq(acts.valid & ~acts.ready)]
@@ -927,13 +997,13 @@ class CommandProcessor(wiring.Component):
 
         # ACTIVATE: wait for the engine to drain, ACC rows -> unit -> OUTPUT
         if act is not None:
-            with m.If(h_valid & ex_ld & (h_op == _OP_ACT) & ~ex_run & engine.idle):
+            with m.If(ex_act & ~ex_run & engine.idle):
                 m.d.sync += ex_run.eq(1)
             with m.If(run_act):
-                m.d.comb += [engine.rd_addr.valid.eq(ex_left != 0),
+                m.d.comb += [engine.rd_addr.valid.eq(ex_more),
                              engine.rd_addr.payload.eq(ex_p)]
                 with m.If(engine.rd_addr.valid & engine.rd_addr.ready):
-                    m.d.sync += [ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1)]
+                    issue_next()
                 m.d.comb += [act.inp.valid.eq(engine.rd_data.valid),
                              engine.rd_data.ready.eq(act.inp.ready)]
             a_in_cnt = Signal(AW)
@@ -973,10 +1043,10 @@ class CommandProcessor(wiring.Component):
                          adam.out.ready.eq(1)]
             with m.If(aadv):
                 m.d.sync += ain.valid.eq(0)
-                with m.If(run_adam & (ex_left != 0)):
+                with m.If(run_adam & ex_more):
                     m.d.comb += [ex_opt_ren.eq(1), ex_opt_raddr.eq(ex_p)]
-                    m.d.sync += [ain.valid.eq(1), a_last.eq(ex_left == 1),
-                                 ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1)]
+                    m.d.sync += [ain.valid.eq(1), a_last.eq(ex_left == 1)]
+                    issue_next()
             ex_opt_we = Signal()
             with m.If(run_adam & adam.out.valid):
                 m.d.comb += ex_opt_we.eq(1)
@@ -1003,7 +1073,7 @@ class CommandProcessor(wiring.Component):
         # retiring resets the executor (after the unit blocks, so it wins)
         with m.If(retire):
             m.d.sync += [q_valid.bit_select(head, 1).eq(0), head.eq(wrap_inc(head)),
-                         ex_run.eq(0), ex_ld.eq(0)]
+                         ex_run.eq(0), ex_ld.eq(0), ex_gemm.eq(0), ex_act.eq(0), ex_adam.eq(0)]
 
         # ----------------------------------------------------------- counters
         m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]

@@ -273,6 +273,92 @@ async def identity_and_errors(dut):
     await drv.settle()
 
 
+def range_corners(cfg: AcceleratorConfig) -> list[tuple[int, bytes]]:
+    """Frames at both sides of every static check the decoder makes (ranges
+    ending exactly at a memory's depth and one past it, zero and maximum
+    counts, address fields with high bits set, lengths off by one byte)."""
+    from hetaccel.spec import INSTRUCTIONS, mem_present, mem_word
+    out = []
+    big = (0xFFFFFFFF, 1 << 16, 1 << 20)
+    for space in MemSpace:
+        if not mem_present(cfg, space):
+            out.append((Opcode.WRITE_MEM, encode_instruction(
+                Opcode.WRITE_MEM, space=int(space), addr=0, data=bytes(4))))
+            out.append((Opcode.READ_MEM, encode_instruction(
+                Opcode.READ_MEM, space=int(space), addr=0, count=1)))
+            continue
+        d, wb = mem_depth(cfg, space), mem_word(cfg, space).bytes
+        nmax = (cfg.max_payload - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes) // wb
+        for addr, n in ((d - 1, 1), (d - 2, 2), (d - 1, 2), (d, 1), (0, min(nmax, d)),
+                        (d - min(nmax, d), min(nmax, d)), (d + 1 - min(nmax, d), min(nmax, d))) + \
+                tuple((a, 1) for a in big):
+            if n < 1 or addr < 0:
+                continue
+            data = bytes((7 * i) & 0xFF for i in range(n * wb))
+            out.append((Opcode.WRITE_MEM, encode_instruction(
+                Opcode.WRITE_MEM, space=int(space), addr=addr, data=data)))
+        out.append((Opcode.WRITE_MEM, encode_instruction(
+            Opcode.WRITE_MEM, space=int(space), addr=0, data=bytes(wb + 1))))
+        cmax = cfg.max_payload // wb
+        for addr, n in ((d - 1, 1), (d - 1, 2), (d, 1), (0, 0), (0, min(cmax, d)),
+                        (0, cmax), (0, cmax + 1), (d - min(cmax, d), min(cmax, d)),
+                        (d - min(cmax, d) + 1, min(cmax, d)), (0, 0xFFFF)) + \
+                tuple((a, 1) for a in big):
+            out.append((Opcode.READ_MEM, encode_instruction(
+                Opcode.READ_MEM, space=int(space), addr=addr, count=n)))
+    out.append((Opcode.READ_MEM, encode_instruction(Opcode.READ_MEM, space=7, addr=0, count=1)))
+    ri, rw, ra = cfg.input_depth, cfg.weight_depth, cfg.acc_depth
+    for a, w, c, mm in ((ri - 2, rw - cfg.rows, ra - 2, 2), (ri - 1, 0, 0, 2), (0, rw - cfg.rows + 1, 0, 1),
+                        (0, 0, ra - 1, 2), (0, 0, 0, 0), (0, 0, 0, ri), (0, 0, 0, ri + 1),
+                        (1 << 16, 0, 0, 1), (0, 0xFFFFFFFF, 0, 1), (0, 0, 1 << 20, 1),
+                        (0, 0, 0, 0xFFFF)):
+        out.append((Opcode.GEMM, encode_instruction(Opcode.GEMM, a_addr=a, w_addr=w, acc_addr=c,
+                                                    m=mm, flags=0)))
+    if cfg.has_activation:
+        ro = cfg.output_depth
+        for c, o, mm, pe, fn, fl in ((ra - 2, ro - 2, 2, cfg.act_param_depth - 1, 1, 0),
+                                     (ra - 1, 0, 2, 0, 1, 0), (0, ro - 1, 2, 0, 1, 0),
+                                     (0, 0, 0, 0, 1, 0), (0, 0, 1, cfg.act_param_depth, 1, 0),
+                                     (0, 0, 1, 0, max(ActivationFunction) + 1, 0),
+                                     (0, 0, 1, 0, 1, (cfg.act_tables - 1) << 4),
+                                     (0, 0, 1, 0, 1, cfg.act_tables << 4),
+                                     (1 << 16, 0, 1, 0, 1, 0)):
+            out.append((Opcode.ACTIVATE, encode_instruction(
+                Opcode.ACTIVATE, acc_addr=c, out_addr=o, m=mm, param_entry=pe, function=fn,
+                flags=fl)))
+    if cfg.has_adam:
+        d = mem_depth(cfg, MemSpace.OPT)
+        for addr, n in ((d - 1, 1), (d - 1, 2), (0, 0), (0, d), (0, d + 1), (1 << 16, 1),
+                        (0, 0xFFFFFFFF), (0xFFFFFFFF, 2)):
+            out.append((Opcode.ADAM, encode_instruction(Opcode.ADAM, addr=addr, count=n)))
+    rmax = cfg.max_payload // 4
+    out.append((Opcode.READ_REG, encode_instruction(Opcode.READ_REG, *({"reg": 0},) * rmax)))
+    out.append((Opcode.READ_REG, encode_instruction(Opcode.READ_REG, *({"reg": 1},) * (rmax + 1))))
+    out.append((Opcode.READ_REG, bytes(3)))
+    return [(op, pl) for op, pl in out if len(pl) <= cfg.max_payload]
+
+
+@cocotb.test()
+async def range_check_corners(dut):
+    """Every static check at its corners answers as spec.check_instruction
+    (both sides of each corner occur), and rejected frames change nothing."""
+    from hetaccel.spec import check_instruction
+    drv = await _driver(dut)
+    cfg = drv.config
+    seen = set()
+    for op, payload in range_corners(cfg):
+        want = check_instruction(cfg, int(op), payload)
+        seen.add((int(op), want))
+        await drv.request(op, payload, expect=want)
+        if op in (Opcode.GEMM, Opcode.ACTIVATE, Opcode.ADAM):
+            await drv.request(Opcode.SYNC)
+    for op in (Opcode.WRITE_MEM, Opcode.READ_MEM, Opcode.GEMM):
+        assert (int(op), Status.OK) in seen and (int(op), Status.ADDR_RANGE) in seen, op
+    assert (int(Opcode.READ_MEM), Status.BAD_LENGTH) in seen
+    await drv.check_memories()
+    await drv.settle()
+
+
 @cocotb.test()
 async def gemm_activation_pipeline(dut):
     """load -> GEMM (overwrite + accumulate) -> ACTIVATE (int8 table, fixed16) -> store."""
