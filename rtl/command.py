@@ -330,8 +330,13 @@ class CommandProcessor(wiring.Component):
         status = Signal(8)
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
+        # the payload byte address always comes straight from this register
+        # (the link's frame buffer address): p's updates are mirrored into it
         paddr = Signal(range(cfg.max_payload))
         m.d.comb += self.payload_addr.eq(paddr)
+
+        def set_p(value):
+            m.d.sync += [p.eq(value), paddr.eq(value)]
 
         def field(opcode, name):
             off, nbytes = INSTRUCTIONS[opcode].offsets()[name]
@@ -581,7 +586,8 @@ class CommandProcessor(wiring.Component):
                 m.next = "REPLY"
 
             with m.State("CHECK"):
-                m.d.sync += [status.eq(Status.OK), rlen.eq(0), p.eq(0)]
+                m.d.sync += [status.eq(Status.OK), rlen.eq(0)]
+                set_p(0)
                 with m.If(~op_known):
                     error(Status.UNKNOWN_OPCODE)
                 with m.Elif(~len_ok):
@@ -663,7 +669,8 @@ class CommandProcessor(wiring.Component):
                     # the header in buf is not needed from here on
                     m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
                                  bcnt.eq(0), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
-                                 p.eq(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes), cnt.eq(0)]
+                                 cnt.eq(0)]
+                    set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
                     with m.Else():
@@ -675,8 +682,8 @@ class CommandProcessor(wiring.Component):
 
             # ---- WRITE_MEM: one payload byte per cycle, a word written as it completes
             with m.State("WM_STREAM"):
-                m.d.comb += self.payload_addr.eq(p)
-                m.d.sync += [p.eq(p + 1), cnt.eq(1)]
+                m.d.sync += cnt.eq(1)
+                set_p(p + 1)
                 with m.If(cnt != 0):
                     m.d.sync += [buf.eq(buf_in), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wlast):
@@ -718,7 +725,8 @@ class CommandProcessor(wiring.Component):
                                     rm_start()
                                     m.next = "RM_ADDR"
                             with m.Case(Opcode.READ_REG):
-                                m.d.sync += [p.eq(p + 2), cnt.eq(0)]
+                                m.d.sync += cnt.eq(0)
+                                set_p(p + 2)
                                 with m.If(p_r_end):
                                     m.next = "DONE"
                                 with m.Else():
@@ -728,7 +736,7 @@ class CommandProcessor(wiring.Component):
 
             # ---- register records: fetch rec_len bytes at p
             with m.State("REC"):
-                m.d.comb += self.payload_addr.eq(p + cnt)
+                m.d.sync += paddr.eq(paddr + 1)      # paddr = p + cnt
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt != 0):
                     m.d.sync += rec.eq(Cat(rec[8:], self.payload_data))
@@ -741,7 +749,8 @@ class CommandProcessor(wiring.Component):
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
                         bad = ~exists | ((op == Opcode.WRITE_REG) & ~writable)
-                        m.d.sync += [err.eq(err | bad), p.eq(p + rec_len)]
+                        m.d.sync += err.eq(err | bad)
+                        set_p(p + rec_len)
                         with m.If(p_scan_end):
                             m.next = "SCAN_WAIT"
                         with m.Else():
@@ -753,7 +762,7 @@ class CommandProcessor(wiring.Component):
                             if r.name in rw_regs:
                                 with m.If(rec_reg == r.addr):
                                     m.d.sync += rw_regs[r.name].eq(rec_value[:r.bits])
-                        m.d.sync += p.eq(p + 6)
+                        set_p(p + 6)
                         with m.If(p_w_end):
                             m.next = "REPLY"
                         with m.Else():
@@ -772,7 +781,8 @@ class CommandProcessor(wiring.Component):
             with m.State("SCAN_WAIT"):
                 m.next = "SCAN_END"
             with m.State("SCAN_END"):
-                m.d.sync += [p.eq(0), cnt.eq(0)]
+                m.d.sync += cnt.eq(0)
+                set_p(0)
                 with m.If(p_not_len):
                     error(Status.BAD_LENGTH)
                 with m.Elif(err):
@@ -832,7 +842,8 @@ class CommandProcessor(wiring.Component):
                         rm_start()
                         m.next = "RM_ADDR"
                     with m.Elif(op == Opcode.READ_REG):
-                        m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), p.eq(0)]
+                        m.d.sync += [rec_mode.eq(_READ), cnt.eq(0)]
+                        set_p(0)
                         m.next = "REC"
                     with m.Else():
                         m.d.sync += bcnt.eq(0)

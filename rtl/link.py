@@ -185,6 +185,7 @@ class HostLink(wiring.Component):
         r_crc_lo = Signal(8)
         r_drop = Signal()                   # no free buffer: receive but do not store
         r_idle = Signal(range(cfg.link_timeout_cycles))
+        r_idle_full = Signal()
         rx_active = Signal()
 
         r_left = Signal(range(cfg.max_payload + 1))     # payload bytes still to come
@@ -194,7 +195,7 @@ class HostLink(wiring.Component):
         m.d.comb += crc_good.eq(Cat(r_crc_lo, byte) == r_crc)
 
         with m.If(take):
-            m.d.sync += r_idle.eq(0)
+            m.d.sync += [r_idle.eq(0), r_idle_full.eq(0)]
 
         def crc_step():
             m.d.sync += r_crc.eq(crc16_next(r_crc, byte))
@@ -202,11 +203,14 @@ class HostLink(wiring.Component):
         # inter-byte timeout: link_timeout_cycles consecutive cycles with no byte
         # offered mid-frame.  Cycles stalled by the link itself do not count.
         timeout = Signal()
-        m.d.comb += timeout.eq(rx_active & ~rx.valid & (r_idle == cfg.link_timeout_cycles - 1))
+        # r_idle_full == (r_idle == link_timeout_cycles - 1), kept as a flip-flop
+        # so the wide comparison stays off the receiver's state logic
+        m.d.comb += timeout.eq(rx_active & ~rx.valid & r_idle_full)
         with m.If(rx_active & ~rx.valid & ~timeout):
-            m.d.sync += r_idle.eq(r_idle + 1)
+            m.d.sync += [r_idle.eq(r_idle + 1),
+                         r_idle_full.eq(r_idle == cfg.link_timeout_cycles - 2)]
         with m.Elif(~rx.valid):
-            m.d.sync += r_idle.eq(0)
+            m.d.sync += [r_idle.eq(0), r_idle_full.eq(0)]
 
         def on_timeout():
             with m.If(timeout):
