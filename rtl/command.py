@@ -84,16 +84,17 @@ class CounterBank(wiring.Component):
 
     Each counter ``i`` owns a small *pending* register that takes its
     increments (``add[i]`` per cycle, at most ``max_add[i]``).  A sweep pointer
-    visits one counter per cycle: it reads the RAM word in one cycle and in the
-    next writes back word + pending while the pending register restarts from
-    that cycle's increment, so no event is lost and a counter costs a few
-    flip-flops instead of 32 flip-flops, a 32-bit incrementer and a 32-bit
-    read multiplexer.  The sweep never stops, so pending stays below
-    ``n * max_add[i]``.
+    visits one counter per cycle: in one cycle it reads the RAM word and takes
+    the pending count (the pending register restarts from that cycle's
+    increment), in the next it writes back word + pending, so no event is lost
+    and a counter costs a few flip-flops instead of 32 flip-flops, a 32-bit
+    incrementer and a 32-bit read multiplexer.  The sweep never stops, so
+    pending stays below ``n * max_add[i]``.
 
-    ``value`` is the exact count of counter ``index`` (both registered: as of
-    the previous cycle); ``index`` steps through all counters, so a reader
-    waits at most ``n`` cycles for ``index == wanted``.
+    ``value`` is the exact count of counter ``index`` before the cycle two
+    cycles ago, or 0 if that cycle cleared the counters (both registered);
+    ``index`` steps through all counters, so a reader waits at most ``n``
+    cycles for ``index == wanted``.
 
     ``clear`` zeroes every counter at once: pending registers restart and each
     RAM word is taken as 0 until the sweep has rewritten it (so reset needs no
@@ -131,19 +132,28 @@ class CounterBank(wiring.Component):
         m.d.sync += [rd.eq(Mux(rd == n - 1, 0, rd + 1)), wr.eq(rd)]
         m.d.comb += [rp.addr.eq(rd), rp.en.eq(1)]
 
-        pend_wr = Signal(max(len(p) for p in pend))
-        with m.Switch(wr):
+        # taken with the read (registered: the adder starts from flip-flops)
+        pend_cap = Signal(max(len(p) for p in pend))
+        stale_cap = Signal(init=1)
+        with m.Switch(rd):
             for i, pi in enumerate(pend):
                 with m.Case(i):
-                    m.d.comb += pend_wr.eq(pi)
-        base = Mux(stale.bit_select(wr, 1), 0, rp.data)
-        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(base + pend_wr)]
+                    m.d.sync += pend_cap.eq(Mux(self.clear, 0, pi))
+        m.d.sync += stale_cap.eq(stale.bit_select(rd, 1) | self.clear)
+        base = Mux(stale_cap, 0, rp.data)
+        # carry select: the pending count only reaches the low half, whose
+        # carry picks the high half or its increment (two short chains)
+        half = max(16, len(pend_cap) + 1)
+        lo = Signal(half + 1)
+        m.d.comb += lo.eq(base[:half] + pend_cap)
+        hi = Mux(lo[half], base[half:] + 1, base[half:])
+        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(Cat(lo[:half], hi))]
         m.d.sync += [self.index.eq(wr), self.value.eq(wp.data)]
         for i, pi in enumerate(pend):
             a = self.add[i][:len(pi)]
             with m.If(self.clear):
                 m.d.sync += pi.eq(0)
-            with m.Elif(wr == i):
+            with m.Elif(rd == i):
                 m.d.sync += pi.eq(a)
             with m.Else():
                 m.d.sync += pi.eq(pi + a)
