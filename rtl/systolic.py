@@ -223,8 +223,9 @@ class SystolicArray(wiring.Component):
         psum = [[prod[0][j] if i == 0 else
                  Signal(signed(_sum_bits(cfg, i + 1)), name=f"p_r{i}_c{j}") for j in range(C)]
                 for i in range(R)]
-        # Column j finishes cols-1-j cycles before the last column: delay it.
-        deskew = [[Signal(signed(cfg.acc_bits), name=f"d_c{j}_{e}") for e in range(C - 1 - j)]
+        # Column j finishes cols-1-j cycles before the last column: delay it
+        # (at the column sum's width; sign-extended to acc_bits on the way out).
+        deskew = [[Signal(psum[R - 1][j].shape(), name=f"d_c{j}_{e}") for e in range(C - 1 - j)]
                   for j in range(C)]
         # Registers from an accepted row to its result (the last PE's input
         # chain, its product register, its partial-sum register) must be the
@@ -308,15 +309,16 @@ class MatmulEngine(wiring.Component):
         ``2**acc_bits``, which a legal K <= max_k never reaches) into
         accumulator row ``acc_addr``.  The engine never back-pressures the
         array: a row accepted in cycle ``c`` lands in the memory at the clock
-        edge ending cycle ``c + rows + cols + 1``.
+        edge ending cycle ``c + rows + cols + 1``; a read accepted from cycle
+        ``c + rows + cols + 2`` on sees it.
     rd_addr : In(stream.Signature(range(acc_depth)))
         Read request: accumulator row address.  Ready when ``rd_data`` is empty
         or being consumed (``~rd_data.valid | rd_data.ready``), so reads stream
         at one row per cycle.
     rd_data : Out(stream.Signature(acc_row_layout(config)))
         The row read, offered the cycle after its address was accepted, held
-        until taken.  Reads see every write that landed before the read's
-        address was accepted (and one landing in that same cycle).
+        until taken.  Reads see every write that landed before the cycle the
+        read's address was accepted (not one landing in that same cycle).
     acc_write : In(stream.Signature(acc_write_layout(config)))
         ``{addr, data}``: overwrite accumulator row ``addr`` (e.g. to preload a
         bias).  Array results have priority: ready only in cycles the engine is
@@ -369,7 +371,9 @@ class MatmulEngine(wiring.Component):
         # The RMW read port is not transparent; every write it cannot see is
         # forwarded explicitly instead.
         rmw_rp = acc.read_port()
-        ext_rp = acc.read_port(transparent_for=(wp,))
+        # Readout is only used once the rows it reads have landed (`idle`), so
+        # it needs no transparency logic either.
+        ext_rp = acc.read_port()
         res = array.results
         ahead = array.ahead
         row = acc_row_layout(cfg)

@@ -145,8 +145,8 @@ class ReadoutMonitor:
 
     A block is read once its last activation row has had time to land: a row
     accepted in cycle ``c`` is written at the edge ending cycle
-    ``c + latency + 2`` and a read accepted in that same cycle already sees
-    it (documented timing of :class:`MatmulEngine`).
+    ``c + latency + 2``; a read accepted in the next cycle sees it (documented
+    timing of :class:`MatmulEngine`).
     """
 
     def __init__(self, dut, config: AcceleratorConfig, rng: random.Random, stall: float = 0.0):
@@ -176,7 +176,7 @@ class ReadoutMonitor:
             bi = self.blocks_read
             blk = self.blocks[bi]
             landed = (bi in block_last_cycle
-                      and cycle >= block_last_cycle[bi] + latency(cfg) + 2)
+                      and cycle >= block_last_cycle[bi] + latency(cfg) + 3)
             av = landed and self._addr_i < blk.m and (self.stall == 0 or self.rng.random() >= self.stall)
             if av and self._shown != (bi, self._addr_i):
                 dut.rd_addr__payload.value = blk.acc_addr + self._addr_i
