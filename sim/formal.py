@@ -22,8 +22,9 @@ more than ``bound`` cycles out of idle on one frame, *not counting the cycles
 in which the compute side is busy* (a queued or running instruction, or the
 engine not idle): those are the only cycles in which the decoder may
 legitimately wait (SYNC, a full queue, a hazard, a write of the registers).
-:func:`compute_harness` bounds those: the compute side is never busy for more
-than a bound derived from the systolic cycle model.
+With ``count_waits=True`` every cycle counts and the bound adds the time to
+drain a full queue (:func:`compute_bound`, from the systolic cycle model).
+Bounds come from :func:`decoder_bound` (protocol, config, device model).
 
 Running
 -------
@@ -448,7 +449,7 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
     wb = {s: mem_word(config, s).bytes for s in spaces}
     length_bits = 16          # FRAME_INFO.length, divided bit-serially at worst
     if frames == "fixed":
-        status, nop_reply = DeviceModel(config).request(Opcode.NOP)
+        _status, nop_reply = DeviceModel(config).request(Opcode.NOP)
         return head + len(nop_reply)
     if frames == "WRITE_MEM":
         tail = max(0, L - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
