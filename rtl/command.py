@@ -396,18 +396,30 @@ class CommandProcessor(wiring.Component):
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
         op_known = Signal()
         len_ok = Signal()
+        # opcode decoded into flip-flops (op is set in IDLE, read from CHECK on)
+        op_is = {o: Signal(name=f"op_is_{o.name.lower()}") for o in present_ops}
+        for o in present_ops:
+            m.d.sync += op_is[o].eq(op == int(o))
+        m.d.comb += op_known.eq(Cat(*op_is.values()).any())
+        # and into a small index for the decoder's own decisions
+        OPK = {o: k for k, o in enumerate(Opcode)}
+        op_k = Signal(range(len(OPK) + 1), init=len(OPK))
         with m.Switch(op):
-            for o in present_ops:
+            for o, k in OPK.items():
                 with m.Case(int(o)):
-                    m.d.comb += op_known.eq(1)
-                    fmt = INSTRUCTIONS[o]
-                    if fmt.tail == "none":
-                        m.d.comb += len_ok.eq(length == fmt.fixed_bytes)
-                    elif fmt.tail == "words":
-                        m.d.comb += len_ok.eq(length > fmt.fixed_bytes)
-                    else:   # repeat: the %6 of WRITE_REG is found by the record scan
-                        m.d.comb += len_ok.eq((length != 0) &
-                                              ((length & 1) == 0 if fmt.fixed_bytes == 2 else 1))
+                    m.d.sync += op_k.eq(k)
+            with m.Default():
+                m.d.sync += op_k.eq(len(OPK))
+        for o in present_ops:
+            with m.If(op_is[o]):
+                fmt = INSTRUCTIONS[o]
+                if fmt.tail == "none":
+                    m.d.comb += len_ok.eq(length == fmt.fixed_bytes)
+                elif fmt.tail == "words":
+                    m.d.comb += len_ok.eq(length > fmt.fixed_bytes)
+                else:   # repeat: the %6 of WRITE_REG is found by the record scan
+                    m.d.comb += len_ok.eq((length != 0) &
+                                          ((length & 1) == 0 if fmt.fixed_bytes == 2 else 1))
 
         space_ok_w = Signal()
         space_ok_r = Signal()
@@ -455,6 +467,7 @@ class CommandProcessor(wiring.Component):
         # subtraction (one word per cycle: a few cycles per frame, few LUTs)
         div_q = Signal(range(cfg.max_payload + 1))
         div_r = Signal(range(cfg.max_payload + 1))
+        div_ge = Signal()       # div_r >= sp_wb, kept one step ahead as a flip-flop
 
         # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on div_q)
         mem_range_ok = inside(f_addr, div_q, sp_depth, w=max(depth.values()).bit_length())
@@ -561,9 +574,10 @@ class CommandProcessor(wiring.Component):
 
         def next_word():
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
-        rec_reg = Signal(16)
-        m.d.comb += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
-        # registered (REC_WAIT gives them the cycle after the record's last byte)
+        rec_reg = Signal(16)        # registered: REC_WAIT is two cycles long
+        m.d.sync += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
+        # registered (REC_WAIT, REC_WAIT2 give them the cycles after the
+        # record's last byte)
         exists, writable, regval, reg_is_cnt, reg_cidx = registered(*reg_lookup(rec_reg))
         # payload-pointer comparisons, registered: p is stable for at least a
         # cycle before each use (REC_WAIT, SCAN_WAIT, records of >= 2 bytes)
@@ -603,22 +617,23 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(~len_ok):
                     error(Status.BAD_LENGTH)
                 with m.Else():
-                    with m.Switch(op):
-                        with m.Case(Opcode.NOP):
+                    with m.Switch(op_k):
+                        with m.Case(OPK[Opcode.NOP]):
                             m.d.sync += [rlen.eq(8), buf.eq(ident["ID"] | ident["VERSION"] << 32),
                                          wlast.eq(7)]
                             m.next = "REPLY"
-                        with m.Case(Opcode.SYNC):
+                        with m.Case(OPK[Opcode.SYNC]):
                             m.next = "SYNC_WAIT"
-                        with m.Case(Opcode.WRITE_MEM):
+                        with m.Case(OPK[Opcode.WRITE_MEM]):
                             with m.If(~space_ok_w):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
                                 # len_ok: fixed_bytes < length <= max_payload
-                                m.d.sync += [div_r.eq(length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes),
+                                words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
+                                m.d.sync += [div_r.eq(words), div_ge.eq(words >= sp_wb),
                                              div_q.eq(0), acc_space.eq(f_space), acc_write.eq(1)]
                                 m.next = "DIV"
-                        with m.Case(Opcode.READ_MEM):
+                        with m.Case(OPK[Opcode.READ_MEM]):
                             with m.If(~space_ok_r):
                                 error(Status.ADDR_RANGE)
                             with m.Elif(~rm_count_ok):
@@ -628,26 +643,26 @@ class CommandProcessor(wiring.Component):
                                 # (DIV passes at once with div_r = 0: the cycle
                                 # mem_range_ok needs to see this div_q)
                                 m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
-                                             div_q.eq(f_count), div_r.eq(0)]
+                                             div_q.eq(f_count), div_r.eq(0), div_ge.eq(0)]
                                 m.next = "DIV"
-                        with m.Case(Opcode.WRITE_REG, Opcode.READ_REG):
-                            with m.If((op == Opcode.READ_REG) & rr_len_bad):
+                        with m.Case(OPK[Opcode.WRITE_REG], OPK[Opcode.READ_REG]):
+                            with m.If((op_k == OPK[Opcode.READ_REG]) & rr_len_bad):
                                 error(Status.BAD_LENGTH)
                             with m.Else():
                                 m.d.sync += [rec_mode.eq(_SCAN), cnt.eq(0),
-                                             rec_len.eq(Mux(op == Opcode.WRITE_REG, 6, 2))]
+                                             rec_len.eq(Mux(op_k == OPK[Opcode.WRITE_REG], 6, 2))]
                                 m.next = "REC"
-                        with m.Case(Opcode.GEMM):
+                        with m.Case(OPK[Opcode.GEMM]):
                             with m.If(~g_ok):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
                                 m.next = "ENQUEUE"
-                        with m.Case(Opcode.ACTIVATE):
+                        with m.Case(OPK[Opcode.ACTIVATE]):
                             with m.If(~a_ok):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
                                 m.next = "ENQUEUE"
-                        with m.Case(Opcode.ADAM):
+                        with m.Case(OPK[Opcode.ADAM]):
                             with m.If(~d_ok):
                                 error(Status.ADDR_RANGE)
                             with m.Else():
@@ -655,8 +670,9 @@ class CommandProcessor(wiring.Component):
 
             with m.State("DIV"):
                 # (MEM_CHECK follows the cycle after the last change of div_q)
-                with m.If(div_r >= sp_wb):
-                    m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1)]
+                with m.If(div_ge):
+                    m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1),
+                                 div_ge.eq(div_r >= (sp_wb << 1))]
                 with m.Else():
                     m.next = "MEM_CHECK"
 
@@ -725,8 +741,8 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += [buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wlast):
                         m.d.sync += bcnt.eq(0)
-                        with m.Switch(op):
-                            with m.Case(Opcode.READ_MEM):
+                        with m.Switch(op_k):
+                            with m.Case(OPK[Opcode.READ_MEM]):
                                 m.d.sync += fe_ptr.eq(fe_ptr + 1)
                                 next_word()
                                 with m.If(k_last):
@@ -734,7 +750,7 @@ class CommandProcessor(wiring.Component):
                                 with m.Else():
                                     rm_start()
                                     m.next = "RM_ADDR"
-                            with m.Case(Opcode.READ_REG):
+                            with m.Case(OPK[Opcode.READ_REG]):
                                 m.d.sync += cnt.eq(0)
                                 set_p(p + 2)
                                 with m.If(p_r_end):
@@ -753,12 +769,14 @@ class CommandProcessor(wiring.Component):
                 with m.If(cnt == rec_len):
                     m.next = "REC_WAIT"
             with m.State("REC_WAIT"):
+                m.next = "REC_WAIT2"
+            with m.State("REC_WAIT2"):
                 m.next = "REC_DONE"
             with m.State("REC_DONE"):
                 m.d.sync += cnt.eq(0)
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
-                        bad = ~exists | ((op == Opcode.WRITE_REG) & ~writable)
+                        bad = ~exists | ((op_k == OPK[Opcode.WRITE_REG]) & ~writable)
                         m.d.sync += err.eq(err | bad)
                         set_p(p + rec_len)
                         with m.If(p_scan_end):
@@ -797,7 +815,7 @@ class CommandProcessor(wiring.Component):
                     error(Status.BAD_LENGTH)
                 with m.Elif(err):
                     error(Status.ADDR_RANGE)
-                with m.Elif(op == Opcode.WRITE_REG):
+                with m.Elif(op_k == OPK[Opcode.WRITE_REG]):
                     m.next = "REG_WAIT"
                 with m.Else():
                     m.d.sync += rlen.eq(length << 1)
@@ -814,11 +832,11 @@ class CommandProcessor(wiring.Component):
 
             with m.State("ENQUEUE"):
                 m.d.comb += cnt_inc["QUEUE_FULL"].eq(q_full)
-                with m.If(~q_full & (wjobs.w_rdy | (op != Opcode.GEMM))):
+                with m.If(~q_full & (wjobs.w_rdy | (op_k != OPK[Opcode.GEMM]))):
                     m.d.sync += q_valid.bit_select(tail, 1).eq(1)
                     m.d.sync += tail.eq(wrap_inc(tail))
-                    with m.Switch(op):
-                        with m.Case(Opcode.GEMM):
+                    with m.Switch(op_k):
+                        with m.Case(OPK[Opcode.GEMM]):
                             m.d.comb += [wjobs.w_en.eq(1),
                                          wjobs.w_data.eq(field(Opcode.GEMM, "w_addr"))]
                             m.d.sync += [q_op[tail].eq(_OP_GEMM),
@@ -828,7 +846,7 @@ class CommandProcessor(wiring.Component):
                                          q_n[tail].eq(field(Opcode.GEMM, "m")),
                                          q_flags[tail].eq(field(Opcode.GEMM, "flags"))]
                         if cfg.has_activation:
-                            with m.Case(Opcode.ACTIVATE):
+                            with m.Case(OPK[Opcode.ACTIVATE]):
                                 m.d.sync += [q_op[tail].eq(_OP_ACT),
                                              q_x[tail].eq(field(Opcode.ACTIVATE, "acc_addr")),
                                              q_y[tail].eq(field(Opcode.ACTIVATE, "out_addr")),
@@ -837,7 +855,7 @@ class CommandProcessor(wiring.Component):
                                              q_func[tail].eq(field(Opcode.ACTIVATE, "function")),
                                              q_flags[tail].eq(field(Opcode.ACTIVATE, "flags"))]
                         if cfg.has_adam:
-                            with m.Case(Opcode.ADAM):
+                            with m.Case(OPK[Opcode.ADAM]):
                                 m.d.sync += [q_op[tail].eq(_OP_ADAM),
                                              q_x[tail].eq(field(Opcode.ADAM, "addr")),
                                              q_n[tail].eq(field(Opcode.ADAM, "count"))]
@@ -848,10 +866,10 @@ class CommandProcessor(wiring.Component):
                 with m.If(self.reply.ready):
                     with m.If(rlen == 0):
                         m.next = "DONE"
-                    with m.Elif(op == Opcode.READ_MEM):
+                    with m.Elif(op_k == OPK[Opcode.READ_MEM]):
                         rm_start()
                         m.next = "RM_ADDR"
-                    with m.Elif(op == Opcode.READ_REG):
+                    with m.Elif(op_k == OPK[Opcode.READ_REG]):
                         m.d.sync += [rec_mode.eq(_READ), cnt.eq(0)]
                         set_p(0)
                         m.next = "REC"
