@@ -397,12 +397,17 @@ FORMAL_DEVICE_CONFIG = AcceleratorConfig(
 
 #: Decoder budget per frame beyond its bytes: taking the frame, the address to
 #: data latency of the payload port, the checks, the reply header and releasing
-#: the frame.  Generous on purpose (the decoder of today needs about half):
-#: another pipeline stage in the decoder must not break the proofs.
+#: the frame.  Generous on purpose: another pipeline stage in the decoder must
+#: not break the proofs.
 FRAME_OVERHEAD = 8
-#: Decoder budget per memory word or register record (address, data and
-#: bookkeeping cycles around its bytes).
+#: Budget per memory word (address and data cycles around its bytes).
 ITEM_OVERHEAD = 3
+#: Budget per register record (fetch latency, register lookup and verdict,
+#: bookkeeping), on top of its bytes.
+RECORD_OVERHEAD = 6
+#: Budget per reply byte: the reply may leave through a byte register that
+#: empties before it is loaded again (one byte per two cycles).
+REPLY_BYTE_CYCLES = 2
 #: Frame classes of the decoder proof: the opcodes whose frames have a payload
 #: tail (memory words, register records) each get their own proof and bound;
 #: every other opcode value (NOP, SYNC, the compute instructions, absent and
@@ -419,11 +424,13 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
     Derived from the protocol, the config and the device model, not from the
     RTL: the decoder reads the longest fixed-field prefix of
     :data:`hetaccel.spec.INSTRUCTIONS` and then the payload one byte per cycle
-    (the link's payload port), sends the reply one byte per cycle (the link's
-    ``reply_data``), may divide the 16-bit length field bit-serially (WRITE_MEM
-    word count), walks register records twice (checked before any is applied)
-    and spends :data:`ITEM_OVERHEAD` per word or record plus
-    :data:`FRAME_OVERHEAD` per frame.  The NOP reply length comes from
+    (the link's payload port), sends the reply at :data:`REPLY_BYTE_CYCLES`
+    cycles per byte (the link's ``reply_data``), may divide the 16-bit length
+    field bit-serially (WRITE_MEM word count), walks register records twice
+    (checked before any is applied), may wait for a counter store's sweep over
+    the ``len(spec.COUNTERS)`` counters once per register read, and spends
+    :data:`ITEM_OVERHEAD` per memory word, :data:`RECORD_OVERHEAD` per
+    register record and :data:`FRAME_OVERHEAD` per frame.  The NOP reply length comes from
     :class:`hetaccel.sim.device_model.DeviceModel`; every other reply is at
     most ``max_payload`` bytes (the spec's limit).
 
@@ -450,22 +457,23 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
     length_bits = 16          # FRAME_INFO.length, divided bit-serially at worst
     if frames == "fixed":
         _status, nop_reply = DeviceModel(config).request(Opcode.NOP)
-        return head + len(nop_reply)
+        return head + REPLY_BYTE_CYCLES * len(nop_reply)
     if frames == "WRITE_MEM":
         tail = max(0, L - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
         return head + length_bits + tail + ITEM_OVERHEAD * (tail // min(wb.values()))
     if frames == "READ_MEM":
-        return head + max((P // wb[s]) * (wb[s] + ITEM_OVERHEAD)
+        return head + max((P // wb[s]) * (REPLY_BYTE_CYCLES * wb[s] + ITEM_OVERHEAD)
                           for s in spaces if mem_readable(config, s))
     rec = INSTRUCTIONS[Opcode[frames]].fixed_bytes
     if frames == "WRITE_REG":
         n = L // rec
-        return head + 2 * (n * rec + ITEM_OVERHEAD * n)
+        return head + 2 * (n * rec + RECORD_OVERHEAD * n)
     n = min(P // 2, L) // rec     # READ_REG: 4 reply bytes per 2-byte record
     # a counter may sit in a store swept one counter per cycle: a read may wait
     # for the sweep to come round, at most once per counter of spec.COUNTERS
     sweep = len(COUNTERS)
-    return head + 2 * (n * rec + ITEM_OVERHEAD * n) + 2 * n * rec + n * sweep
+    return (head + 2 * (n * rec + RECORD_OVERHEAD * n) + REPLY_BYTE_CYCLES * 2 * n * rec
+            + n * sweep)
 
 
 def compute_bound(config: AcceleratorConfig) -> int:
