@@ -152,9 +152,21 @@ def test_decoder_stuck_behind_reply_sink_fails(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("frames", [c for c in FRAME_CLASSES if c != "fixed"])
-def test_decoder_back_to_idle_tail_frames(tmp_path, frames):
-    r = check_command_decoder(frames=frames, workdir=tmp_path, timeout=3 * 3600)
+@pytest.mark.parametrize("frames, max_length", [("WRITE_MEM", None), ("READ_MEM", None),
+                                                ("WRITE_REG", None), ("READ_REG", 2)])
+def test_decoder_back_to_idle_tail_frames(tmp_path, frames, max_length):
+    # Frames with a payload tail, up to max_payload (READ_REG: one record;
+    # the full length is the test below).
+    r = check_command_decoder(frames=frames, max_length=max_length, workdir=tmp_path,
+                              timeout=3 * 3600)
+    assert r.passed, r["log_tail"]
+
+
+@pytest.mark.slow
+def test_decoder_back_to_idle_read_reg_full(tmp_path):
+    # READ_REG of up to 4 records: bound 167, depth 171 -- over an hour of z3
+    # (not run to completion yet, see docs/formal.md).
+    r = check_command_decoder(frames="READ_REG", workdir=tmp_path, timeout=6 * 3600)
     assert r.passed, r["log_tail"]
 
 
