@@ -545,9 +545,18 @@ class CommandProcessor(wiring.Component):
         buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
         m.d.comb += buf_in.eq(Cat(buf[8:], self.payload_data))
 
+        obyte = Signal(8)       # (see the reply byte register below)
         # reply defaults
         m.d.comb += [self.reply.payload.status.eq(status), self.reply.payload.seq.eq(seq),
-                     self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(buf[:8])]
+                     self.reply.payload.length.eq(rlen), self.reply_data.payload.eq(obyte)]
+
+        # Reply bytes leave through a register: the decoder moves on when it is
+        # empty, never on the link's ready in the same cycle (that path crossed
+        # both modules).  One byte per two cycles, far above any UART's rate.
+        ovalid = Signal()
+        m.d.comb += self.reply_data.valid.eq(ovalid)
+        with m.If(self.reply_data.ready):
+            m.d.sync += ovalid.eq(0)
 
         rd_word = Signal(8 * max_rb)     # formatted word of the space being read
 
@@ -736,9 +745,9 @@ class CommandProcessor(wiring.Component):
                     m.next = "SEND"
 
             with m.State("SEND"):
-                m.d.comb += self.reply_data.valid.eq(1)
-                with m.If(self.reply_data.ready):
-                    m.d.sync += [buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
+                with m.If(~ovalid):
+                    m.d.sync += [obyte.eq(buf[:8]), ovalid.eq(1),
+                                 buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wlast):
                         m.d.sync += bcnt.eq(0)
                         with m.Switch(op_k):
