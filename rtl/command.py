@@ -43,8 +43,23 @@ and every ACC access waits for ``engine.idle``.  WRITE_REG waits for an empty
 queue (the Adam hyperparameters stay stable during a pass); SYNC replies once
 the queue is empty and the engine idle.
 
-Counters (``hetaccel.spec.COUNTERS``) count here; ``rx_byte`` is the Device's
-rx handshake.
+Counters (``hetaccel.spec.COUNTERS``) count here, in a :class:`CounterBank`
+(one block RAM swept one counter per cycle, small pending registers taking the
+events); a READ_REG of a counter waits for the sweep (at most one cycle per
+counter).  ``rx_byte`` is the Device's rx handshake.
+
+Timing and area
+---------------
+The decoder spends cycles rather than logic: the static checks are computed
+from the header and registered (state PRE) before CHECK decides; the range
+checks compare a short sum with the depth instead of full-width addresses;
+WRITE_MEM's word count is found by repeated subtraction; register lookups and
+payload-pointer comparisons are registered (REC_WAIT, REC_WAIT2, SCAN_WAIT);
+the hazard check runs in two registered stages; memory addresses come from
+pointers, never from base + index sums; read requests, WRITE_MEM writes, the
+payload address and the reply bytes all leave from flip-flops (reply bytes at
+one per two cycles).  One shift register holds the fixed fields, then the
+WRITE_MEM word being assembled or the reply word being sent.
 """
 
 from __future__ import annotations
