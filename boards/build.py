@@ -87,6 +87,13 @@ BOARDS: dict[str, Board] = {
         # small-memory device without the activation and Adam units.  21 MHz:
         # the measured Fmax of this build is ~23 MHz (the limit is the command
         # processor's address arithmetic), and 21 MHz gives 1 Mbaud exactly.
+        # Not yet the default: rows=4, cols=4, mac_mapping="ice40_dual" (16 MACs
+        # on the 8 SB_MAC16s) at 51 MHz (1 Mbaud = 51 cycles) synthesises to
+        # 5267/5280 LCs (3305 LUT4, 3001 FF, 8/8 SB_MAC16, 23/30 BRAM; 28 Nov,
+        # with the command processor of that hour); nextpnr placed it (post-
+        # placement estimate 26.8 MHz) but routing at 99 % had not converged
+        # after 10 min and was stopped.  It needs ~300 LCs out of the rest of
+        # the device first.
         default=dict(rows=2, cols=4, has_adam=False, has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
                      opt_depth=2, max_payload=256, clock_hz=21_000_000, baud=1_000_000,
