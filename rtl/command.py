@@ -556,7 +556,8 @@ class CommandProcessor(wiring.Component):
         # so no decoder logic reaches the memories' and the engine's inputs
         fe_we = Signal()                  # write the assembled word this cycle
         fe_waddr = Signal(AW)
-        m.d.sync += fe_we.eq(0)
+        fe_we_sp = {sp_: Signal(name=f"fe_we_{sp_.name.lower()}") for sp_ in spaces}
+        m.d.sync += [fe_we.eq(0)] + [w.eq(0) for w in fe_we_sp.values()]
         buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
         m.d.comb += buf_in.eq(Cat(buf[8:], self.payload_data))
 
@@ -738,6 +739,7 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += [buf.eq(buf_in), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wlast):
                         m.d.sync += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
+                        m.d.sync += [w.eq(acc_space == sp_) for sp_, w in fe_we_sp.items()]
                         m.d.sync += [bcnt.eq(0), fe_ptr.eq(fe_ptr + 1)]
                         next_word()
                         with m.If(k_last):
@@ -942,34 +944,33 @@ class CommandProcessor(wiring.Component):
                 return raw
             return Cat(*(raw[i * eb:i * eb + w.width] for i in range(w.elements)))
 
-        with m.If(fe_we):
-            with m.Switch(acc_space):
-                with m.Case(MemSpace.INPUT):
-                    m.d.comb += [in_wp.en.eq(1), in_wp.addr.eq(fe_waddr),
-                                 in_wp.data.eq(word_bits(MemSpace.INPUT))]
-                with m.Case(MemSpace.WEIGHT):
-                    m.d.comb += [w_wp.en.eq(1), w_wp.addr.eq(fe_waddr),
-                                 w_wp.data.eq(word_bits(MemSpace.WEIGHT))]
-                with m.Case(MemSpace.ACC):
-                    # The hazard rules keep the engine idle, so acc_write is ready.
-                    m.d.comb += [engine.acc_write.valid.eq(1),
-                                 engine.acc_write.payload.addr.eq(fe_waddr),
-                                 engine.acc_write.payload.data.eq(word_bits(MemSpace.ACC))]
-                if act is not None:
-                    with m.Case(MemSpace.TABLE):
-                        m.d.comb += [act.table_w_en.eq(1), act.table_w_addr.eq(fe_waddr),
-                                     act.table_w_data.eq(word_bits(MemSpace.TABLE))]
-                    with m.Case(MemSpace.ACT_PARAM):
-                        bits = word_bits(MemSpace.ACT_PARAM)
-                        F = ACTIVATION_FORMAT
-                        m.d.comb += [act.param_w_en.eq(1), act.param_w_addr.eq(fe_waddr)]
-                        for j in range(cfg.cols):
-                            def elem(row):
-                                i = row * cfg.cols + j
-                                return bits[32 * i:32 * i + 32]
-                            m.d.comb += [act.param_w_data[j].bias.eq(elem(0)[:F.bias_bits]),
-                                         act.param_w_data[j].multiplier.eq(elem(1)[:F.multiplier_bits]),
-                                         act.param_w_data[j].shift.eq(elem(2)[:F.shift_bits])]
+        # (per-space write enables are flip-flops)
+        with m.If(fe_we_sp[MemSpace.INPUT]):
+            m.d.comb += [in_wp.en.eq(1), in_wp.addr.eq(fe_waddr),
+                         in_wp.data.eq(word_bits(MemSpace.INPUT))]
+        with m.If(fe_we_sp[MemSpace.WEIGHT]):
+            m.d.comb += [w_wp.en.eq(1), w_wp.addr.eq(fe_waddr),
+                         w_wp.data.eq(word_bits(MemSpace.WEIGHT))]
+        with m.If(fe_we_sp[MemSpace.ACC]):
+            # The hazard rules keep the engine idle, so acc_write is ready.
+            m.d.comb += [engine.acc_write.valid.eq(1),
+                         engine.acc_write.payload.addr.eq(fe_waddr),
+                         engine.acc_write.payload.data.eq(word_bits(MemSpace.ACC))]
+        if act is not None:
+            with m.If(fe_we_sp[MemSpace.TABLE]):
+                m.d.comb += [act.table_w_en.eq(1), act.table_w_addr.eq(fe_waddr),
+                             act.table_w_data.eq(word_bits(MemSpace.TABLE))]
+            with m.If(fe_we_sp[MemSpace.ACT_PARAM]):
+                bits = word_bits(MemSpace.ACT_PARAM)
+                F = ACTIVATION_FORMAT
+                m.d.comb += [act.param_w_en.eq(1), act.param_w_addr.eq(fe_waddr)]
+                for j in range(cfg.cols):
+                    def elem(row):
+                        i = row * cfg.cols + j
+                        return bits[32 * i:32 * i + 32]
+                    m.d.comb += [act.param_w_data[j].bias.eq(elem(0)[:F.bias_bits]),
+                                 act.param_w_data[j].multiplier.eq(elem(1)[:F.multiplier_bits]),
+                                 act.param_w_data[j].shift.eq(elem(2)[:F.shift_bits])]
 
         # ----------------------------------------------------------- executor
         # The head entry is copied into address pointers and down-counters when
@@ -1087,7 +1088,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [ex_q.eq(ex_q + 1), ex_wleft.eq(ex_wleft - 1)]
                 with m.If(ex_wleft == 1):
                     m.d.comb += retire.eq(1)
-            m.d.comb += [out_wp.en.eq(Mux(run_act, ex_out_we, fe_we & (acc_space == MemSpace.OUTPUT))),
+            m.d.comb += [out_wp.en.eq(Mux(run_act, ex_out_we, fe_we_sp[MemSpace.OUTPUT])),
                          out_wp.addr.eq(Mux(run_act, ex_q, fe_waddr)),
                          out_wp.data.eq(Mux(run_act, act.out.payload.data.as_value(),
                                             word_bits(MemSpace.OUTPUT))),
@@ -1127,7 +1128,7 @@ class CommandProcessor(wiring.Component):
                 opt_wp.addr.eq(Mux(run_adam, ex_q, fe_waddr)),
                 opt_wp.data.eq(Mux(run_adam, adam_word, word_bits(MemSpace.OPT))),
                 opt_wp.en.eq(Mux(run_adam, Mux(ex_opt_we, adam_en, 0),
-                                 Mux(fe_we & (acc_space == MemSpace.OPT),
+                                 Mux(fe_we_sp[MemSpace.OPT],
                                      (1 << (4 * cfg.adam_lanes)) - 1, 0))),
                 cnt_inc["ADAM_BUSY"].eq(run_adam),
                 cnt_inc["ADAM_STALL"].eq(ain.valid & ~ain.ready),
