@@ -106,8 +106,22 @@ BOARDS: dict[str, Board] = {
         # 8x16 = 128 MULT18X18D of 156.  With the activation and Adam units the
         # same array needs 276 (the 32x31-bit requant multipliers and the fp32
         # Adam datapath take 148), so they are left to the host here.  50 MHz:
-        # the measured Fmax is ~52 MHz (the array's unregistered product plus
-        # column adder), so 100 MHz fails timing.
+        # the measured Fmax was ~52 MHz with the array's unregistered product
+        # plus column adder.  Since the PEs register their products (28 Nov):
+        # - 8x8 at a 100 MHz target: Fmax 74.5 MHz, the critical path entirely
+        #   in the command processor (decoder_state -> div_r -> ... -> link
+        #   reply_data CE, 13.4 ns, 11.2 ns of it routing); 4555 LUT4, 8453 FF,
+        #   64 DSP, 21 DP16KD; 1011 s.
+        # - the engine alone (4x4, 4 LUT PEs, out of context): 107 MHz, worst
+        #   path through a LUT multiplier (9.3 ns); DSP PEs and the pipelined
+        #   accumulator read-modify-write are not critical.
+        # - 16x16 with lut_multipliers=100 at 100 MHz: 156/156 MULT18X18D,
+        #   25.9k LUT4, 26.8k FF, 39 DP16KD; post-placement estimate 47.6 MHz,
+        #   routing had not converged after 10 min (stopped).
+        # - 12x13 at 70 MHz: 157 MULT18X18D (the link's reply length times a
+        #   52-byte ACC word becomes one), refused after synthesis; with
+        #   lut_multipliers=1 the post-placement estimate is 38.9 MHz.
+        # So this default stays until the command processor meets 100 MHz.
         default=dict(rows=8, cols=16, has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
                      opt_depth=1024, max_payload=1024, clock_hz=50_000_000,
