@@ -51,7 +51,7 @@ import numpy as np
 from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_ACCUMULATE,
                     INSTRUCTIONS, AcceleratorConfig, ActivationFunction, ActivationPrecision,
                     MemSpace, Opcode, Status, config_from_identity, encode_instruction, mem_depth,
-                    mem_word, register_map)
+                    identity_words, mem_word, register_map)
 from .profiler import OpRecord, Profile, board_params
 from .protocol import FrameError, ReplyDecoder, encode_request
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
@@ -293,15 +293,16 @@ class _Link:
             self._send(bytes(self.config.max_payload + 8))
             try:
                 self._single(Opcode.NOP)
-                break
+                # The frame-count check is a frame too: a fault in its reply is
+                # one more resync attempt, never an internal error for the caller.
+                self.check_frames()
+                return
             except _Fault as fault:
                 self.fault_log.append(f"resync: {fault}")
                 while self._receive(self.window) is not None:
                     pass
                 self.decoder.reset()
-        else:
-            raise LinkError(f"device does not answer after {self.retries + 1} resync attempts")
-        self.check_frames()
+        raise LinkError(f"device does not answer after {self.retries + 1} resync attempts")
 
     def read_regs(self, addrs: list[int]) -> list[int]:
         payload = encode_instruction(Opcode.READ_REG, *({"reg": a} for a in addrs))
@@ -495,7 +496,9 @@ class Accelerator:
     # --- identity and counters ------------------------------------------------
 
     def _identity(self) -> dict:
-        names = ["ID", "VERSION", "CONFIG0", "CONFIG1", "CONFIG2", "CONFIG3", "CLOCK_HZ", "BAUD"]
+        # The identity registers are whatever the spec defines: a register added
+        # there is read here without a second list to keep in step.
+        names = list(identity_words(DEFAULT_CONFIG))
         addrs = {r.name: r.addr for r in register_map(DEFAULT_CONFIG).values()}
         values = self.link.read_regs([addrs[n] for n in names])
         return dict(zip(names, values))
