@@ -92,16 +92,27 @@ def _check_report(r, board, cfg):
 
 
 def test_icebreaker_build(tmp_path):
-    # A real iCE40 place-and-route in CI: the board top (PLL, reset, UART) with
-    # the host link echoing frames -- the whole device is the slow test below.
-    cfg = default_config("icebreaker", max_payload=64)
-    r = build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho)
+    # The real thing in CI: the board's default device (PLL, reset, UART,
+    # host link, command processor, array, scratchpads) placed and routed on
+    # the iCE40UP5K, meeting its clock.
+    cfg = default_config("icebreaker")
+    r = build_board("icebreaker", cfg, out_dir=tmp_path)
     _check_report(r, "icebreaker", cfg)
-    assert r["core"] == "LinkEcho"
-    assert r["brams"] >= 1              # the frame buffers are block RAM
+    assert r["core"] == "Device"
+    assert r["timing_met"], f"Fmax {r['fmax_mhz']} MHz below the {r['target_mhz']} MHz target"
+    assert r["dsps"] <= 8 and r["brams"] >= 3    # scratchpads are block RAM
     bits = (tmp_path / "icebreaker" / "top.bin").read_bytes()
     assert len(bits) == 104090          # a full iCE40UP5K bitstream
     assert (tmp_path / "icebreaker" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_link_echo_core_builds(tmp_path):
+    # The bring-up core: a quick image for checking a board's clock and UART.
+    cfg = default_config("icebreaker", max_payload=64)
+    r = build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho)
+    _check_report(r, "icebreaker", cfg)
+    assert r["core"] == "LinkEcho" and r["timing_met"]
 
 
 @pytest.mark.slow
@@ -134,19 +145,12 @@ def test_cli_errors():
 
 
 @pytest.mark.slow
-def test_icebreaker_device_build(tmp_path):
-    cfg = default_config("icebreaker")
-    r = build_board("icebreaker", cfg, out_dir=tmp_path)
-    _check_report(r, "icebreaker", cfg)
-    assert r["core"] == "Device"
-    assert r["dsps"] <= 8
-
-
-@pytest.mark.slow
 def test_ulx3s_build(tmp_path):
     cfg = default_config("ulx3s-85f")
     r = build_board("ulx3s-85f", cfg, out_dir=tmp_path)
     _check_report(r, "ulx3s-85f", cfg)
+    assert r["core"] == "Device"
+    assert r["timing_met"], f"Fmax {r['fmax_mhz']} MHz below the {r['target_mhz']} MHz target"
     assert (tmp_path / "ulx3s-85f" / "top.bit").stat().st_size > 100_000
 
 
