@@ -124,7 +124,10 @@ BOARDS: dict[str, Board] = {
         # - 12x13 at 70 MHz: 157 MULT18X18D (the link's reply length times a
         #   52-byte ACC word becomes one), refused after synthesis; with
         #   lut_multipliers=1 the post-placement estimate is 38.9 MHz.
-        # So this default stays until the command processor meets 100 MHz.
+        # - this default (8x16) at a 60 MHz target, all of the 28 Nov RTL: Fmax
+        #   55.9 MHz (array weight register -> MULT18X18D input, 17.9 ns, almost
+        #   all routing); 6801 LUT4, 16119 FF, 128 DSP, 37 DP16KD; 2010 s.
+        # So 50 MHz stays the default clock.
         default=dict(rows=8, cols=16, has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
                      opt_depth=1024, max_payload=1024, clock_hz=50_000_000,
