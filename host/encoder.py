@@ -24,9 +24,8 @@ Every matmul is exact (int8 x int8 -> int32); scales are applied on the host.  W
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 

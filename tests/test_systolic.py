@@ -217,7 +217,6 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
     plan = plan_gemm(config, a.shape[0], a.shape[1], b.shape[1])
     w_items, a_items = _stream_items(config, a, b, plan)
     rng = random.Random(seed)
-    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
     info = {}
 
     async def tb(ctx):
