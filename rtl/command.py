@@ -20,7 +20,7 @@ fixed fields, checks opcode / length / space / ranges / registers, then
 
 *Executor*: runs the oldest queued instruction (strictly in order) while the
 front end keeps taking frames, so loads and stores overlap compute.  A GEMM
-streams ``m`` INPUT rows into the :class:`~hetaccel.rtl.systolic.MatmulEngine`;
+streams ``m`` INPUT rows into the :class:`~hetaccel.rtl.engine.MatmulEngine`;
 a separate *weight feeder* streams each queued GEMM's weight tile ahead (the
 engine double-buffers it), so consecutive GEMMs run back to back.  ACTIVATE
 waits for the engine to be idle (all GEMM results landed), streams ACC rows
@@ -73,7 +73,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
                     mem_present, mem_readable, mem_word, opcode_present, register_map)
 from .link import FRAME_INFO, REPLY_HEADER
-from .systolic import MatmulEngine
+from .engine import MatmulEngine
 
 __all__ = ["CommandProcessor"]
 

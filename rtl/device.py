@@ -8,7 +8,7 @@ one :class:`hetaccel.spec.AcceleratorConfig`:
 * :class:`hetaccel.rtl.command.CommandProcessor` -- instruction decoder, command
   queue, executor, scratchpads (INPUT, WEIGHT, OUTPUT, OPT as
   :class:`amaranth.lib.memory.Memory`, so they map to block RAM), the
-  :class:`~hetaccel.rtl.systolic.MatmulEngine` (ACC memory inside), the
+  :class:`~hetaccel.rtl.engine.MatmulEngine` (ACC memory inside), the
   :class:`~hetaccel.rtl.activation.ActivationUnit` (TABLE and ACT_PARAM inside)
   when ``config.has_activation``, the :class:`~hetaccel.rtl.adam.AdamUnit` when
   ``config.has_adam``, and the performance counters.

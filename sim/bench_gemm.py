@@ -46,7 +46,7 @@ def bench_config(rows: int, cols: int, k: int, acc_depth: int = 512) -> Accelera
 
 
 def run(args) -> dict:
-    from ..rtl.systolic import MatmulEngine
+    from ..rtl.engine import MatmulEngine
     from .cocotb_runner import run_cocotb, stdout_to_stderr
 
     cfg = bench_config(args.rows, args.cols, args.k, args.acc_depth)

@@ -236,7 +236,7 @@ def tile_streams(config: AcceleratorConfig, a, b, plan: GemmPlan | None = None) 
 # ---------------------------------------------------------------------------
 
 class EngineModel:
-    """Bit-exact state model of :class:`hetaccel.rtl.systolic.MatmulEngine`.
+    """Bit-exact state model of :class:`hetaccel.rtl.engine.MatmulEngine`.
 
     Weight tiles queue in load order (the RTL holds at most two); activation
     rows consume the head tile, ``last`` retires it.  Results update the

@@ -1,4 +1,4 @@
-"""cocotb tests of :class:`hetaccel.rtl.systolic.MatmulEngine` (Icarus and Verilator).
+"""cocotb tests of :class:`hetaccel.rtl.engine.MatmulEngine` (Icarus and Verilator).
 
 The structure follows cocotb's matrix_multiplier example: a driver feeds the
 ``weights`` and ``acts`` streams (with random idle cycles), a monitor reads

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hetaccel.rtl.systolic import MatmulEngine, SystolicArray
+from hetaccel.rtl.engine import MatmulEngine
+from hetaccel.rtl.systolic import SystolicArray
 from hetaccel.sim.checking import assert_bit_exact
 from hetaccel.sim.systolic_model import (
     EngineModel, gemm_cycles, gemm_model, gemm_reference, plan_gemm, tile_cycles,

@@ -12,7 +12,7 @@ SB_MAC16 model compiled in) and 4 LUT multipliers.
 import pytest
 
 from hetaccel.rtl.multiplier import sb_mac16_model
-from hetaccel.rtl.systolic import MatmulEngine
+from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.sim.cocotb_runner import SIMULATORS, build_root, run_cocotb
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
