@@ -286,11 +286,15 @@ class BoardTop(Elaboratable):
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
         por = Signal(range(por_cycles + 1))
         m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
+        # The reset leaves a flip-flop: it fans out to most of the device, and
+        # the counter's compare in front of that net was the critical path.
+        in_reset = Signal(init=1)
         with m.If(~lock):
             m.d.por += por.eq(0)
         with m.Elif(por != por_cycles):
             m.d.por += por.eq(por + 1)
-        m.d.comb += ResetSignal("sync").eq(por != por_cycles)
+        m.d.por += in_reset.eq(~lock | (por != por_cycles))
+        m.d.comb += ResetSignal("sync").eq(in_reset)
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
