@@ -4,20 +4,22 @@ Each result row of the array is written (``accumulate=0``) or added
 (``accumulate=1``) into the accumulator row ``acc_addr``; a long K is therefore
 a sequence of tiles whose rows accumulate into the same rows.  The array and
 the layouts of its streams are in :mod:`hetaccel.rtl.systolic`; the cycle model
-is :mod:`hetaccel.sim.systolic_model`.
+(including the read-modify-write hazard stall) is
+:mod:`hetaccel.sim.systolic_model`.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sim.systolic_model import RMW_WINDOW, latency
 from ..spec import AcceleratorConfig
 from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_layout,
                        act_layout, weight_layout)
 
-__all__ = ["MatmulEngine"]
+__all__ = ["MatmulEngine", "RMW_WINDOW"]
 
 
 class MatmulEngine(wiring.Component):
@@ -32,14 +34,24 @@ class MatmulEngine(wiring.Component):
     weights : In(stream.Signature(weight_layout(config)))
         Weight-tile rows, exactly as :attr:`SystolicArray.weights`.
     acts : In(stream.Signature(act_layout(config)))
-        Activation rows with ``last`` / ``accumulate`` / ``acc_addr``, exactly as
+        Activation rows with ``last`` / ``accumulate`` / ``acc_addr``, as
         :attr:`SystolicArray.acts`.  Each row's result is written
         (``accumulate=0``) or added (``accumulate=1``, wrapping modulo
         ``2**acc_bits``, which a legal K <= max_k never reaches) into
-        accumulator row ``acc_addr``.  The engine never back-pressures the
-        array: a row accepted in cycle ``c`` lands in the memory at the clock
-        edge ending cycle ``c + rows + cols + 1``; a read accepted from cycle
-        ``c + rows + cols + 2`` on sees it.
+        accumulator row ``acc_addr``.  Besides the array's reasons (weights
+        not loaded), ``ready`` is low for an accumulating row while a row with
+        the same ``acc_addr`` was accepted in one of the previous
+        :data:`~hetaccel.sim.systolic_model.RMW_WINDOW` cycles (its sum has not
+        landed yet when this row's read-modify-write reads the memory); the
+        row is accepted as soon as that is over.  Rows of one tile go to
+        distinct addresses and, with ``rows >= RMW_WINDOW + 1``, the weight
+        load between two tiles already spaces rows of the same address far
+        enough apart, so a GEMM at full rate only meets this stall on arrays
+        with fewer rows (see :func:`~hetaccel.sim.systolic_model.row_schedule`).
+        The engine never back-pressures the array: a row accepted in cycle
+        ``c`` lands in the memory at the clock edge ending cycle
+        ``c + rows + cols + 1``; a read accepted from cycle ``c + rows + cols + 2``
+        on sees it.
     rd_addr : In(stream.Signature(range(acc_depth)))
         Read request: accumulator row address.  Ready when ``rd_data`` is empty
         or being consumed (``~rd_data.valid | rd_data.ready``), so reads stream
@@ -50,10 +62,14 @@ class MatmulEngine(wiring.Component):
         read's address was accepted (not one landing in that same cycle).
     acc_write : In(stream.Signature(acc_write_layout(config)))
         ``{addr, data}``: overwrite accumulator row ``addr`` (e.g. to preload a
-        bias).  Array results have priority: ready only in cycles the engine is
-        neither writing a result nor adding one (no result on the array's
-        ``results``), which keeps the read-modify-write forwarding to rows
-        known a cycle ahead.
+        bias).  Ready only while no row is inside its read-modify-write (from
+        the cycle its accumulator row is read, two cycles before it is on the
+        array's ``results``, to the cycle its sum is written), so a row reads
+        every ``acc_write`` accepted before it reached that window, and a
+        result write never competes with one.  With ``rows + cols = 2`` the
+        window starts in the cycle a row is accepted, so ``ready`` then also
+        drops combinationally with ``acts.valid & acts.ready``.  ``idle``
+        implies ready.
     idle : Out(1)
         No activation row in the array and no result waiting to be written:
         every accepted row has landed in the memory.  Wait for it before
@@ -81,84 +97,112 @@ class MatmulEngine(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._config
+        L = latency(cfg)
         m = Module()
         m.submodules.array = array = SystolicArray(cfg)
         wiring.connect(m, wiring.flipped(self.weights), array.weights)
-        wiring.connect(m, wiring.flipped(self.acts), array.acts)
 
+        # ---- RMW hazard stall ------------------------------------------------
+        # The read-modify-write below has no forwarding: a row reads its
+        # accumulator row before the sums of the RMW_WINDOW rows accepted just
+        # ahead of it have been written (see RMW_WINDOW).  So an accumulating
+        # row waits at the input while one of the last RMW_WINDOW accepted rows
+        # has its address.  The waiting row's payload is held (stream rule) and
+        # nothing is accepted meanwhile, so the stall only ever clears.
+        accept = Signal()
+        h_valid = [Signal(name=f"haz_valid{k}") for k in range(RMW_WINDOW)]
+        h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(RMW_WINDOW)]
+        m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(self.acts.payload.acc_addr)]
+        m.d.sync += [h_valid[k].eq(h_valid[k - 1]) for k in range(1, RMW_WINDOW)]
+        m.d.sync += [h_addr[k].eq(h_addr[k - 1]) for k in range(1, RMW_WINDOW)]
+        hazard = Signal()
+        m.d.comb += hazard.eq(self.acts.payload.accumulate & Cat(*[
+            h_valid[k] & (h_addr[k] == self.acts.payload.acc_addr)
+            for k in range(RMW_WINDOW)]).any())
+        m.d.comb += [
+            array.acts.payload.eq(self.acts.payload),
+            array.acts.valid.eq(self.acts.valid & ~hazard),
+            self.acts.ready.eq(array.acts.ready & ~hazard),
+            accept.eq(array.acts.valid & array.acts.ready),
+        ]
+        # Each accepted row's `accumulate`, L cycles on: the flag of the row in R1.
+        acc_sh = [Signal(name=f"acc_sh{k}") for k in range(L)]
+        m.d.sync += acc_sh[0].eq(self.acts.payload.accumulate)
+        m.d.sync += [acc_sh[k].eq(acc_sh[k - 1]) for k in range(1, L)]
+
+        # ---- read-modify-write -----------------------------------------------
+        # Both read ports are asynchronous ports followed by a register, which
+        # Yosys folds into a synchronous block-RAM port.  With `no_rw_check`
+        # (no read needs a defined value when it meets a write to its row in
+        # the same cycle: the hazard stall and acc_write's ready keep them
+        # apart for every row that uses its read, and readout waits for
+        # `idle`) it then adds no read-first emulation around a block RAM that
+        # does not guarantee it (iCE40: a delayed write port, a bypass mux and
+        # ~2 flip-flops per bit per port).
         m.submodules.acc = acc = memory.Memory(shape=acc_row_layout(cfg), depth=cfg.acc_depth,
-                                               init=[])
+                                               init=[], attrs={"no_rw_check": 1})
         wp = acc.write_port()
-        # The read-modify-write is spread so that no path has more than one
-        # of {block RAM read, 32-bit add} (see docs/matmul.md):
+        # Spread so that no path has more than one of {block RAM read, add}
+        # (see docs/matmul.md):
         #   R0  row two cycles before `results` (array.ahead): read its row
-        #   R1  read data out of the RAM, patched with the writes it missed,
-        #       registered
-        #   S0  row on `results`: patched again, added, registered
-        #   S1  written (the same cycle as before the pipelining, so the
-        #       engine's timing and the cycle model are unchanged)
-        # The RMW read port is not transparent; every write it cannot see is
-        # forwarded explicitly instead.
-        rmw_rp = acc.read_port()
+        #   R1  RAM data registered, or 0 for an overwriting row
+        #   S0  row on `results`: added, registered
+        #   S1  written
+        # Nothing is forwarded: the hazard stall above and acc_write's ready
+        # keep every write a row must see ahead of its R0.
+        rmw_rp = acc.read_port(domain="comb")
         # Readout is only used once the rows it reads have landed (`idle`), so
         # it needs no transparency logic either.
-        ext_rp = acc.read_port()
+        ext_rp = acc.read_port(domain="comb")
         res = array.results
         ahead = array.ahead
         row = acc_row_layout(cfg)
-        m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(ahead.acc_addr), rmw_rp.en.eq(1)]
+        m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(ahead.acc_addr)]
 
-        # The write of the previous cycle (R1 of a row read in R0 misses it).
-        lw_valid = Signal()
-        lw_addr = Signal(range(cfg.acc_depth))
-        lw_data = Signal(row)
-        m.d.sync += [lw_valid.eq(wp.en), lw_addr.eq(wp.addr), lw_data.eq(wp.data)]
+        # R0: the read port's register (merged into the block RAM)
+        rd_r = Signal(row, reset_less=True)
+        m.d.sync += rd_r.eq(rmw_rp.data)
 
         # R1
         r1_valid = Signal()
-        r1_addr = Signal(range(cfg.acc_depth))
-        m.d.sync += [r1_valid.eq(ahead.valid), r1_addr.eq(ahead.acc_addr)]
-        rd_r = Signal(row)
-        with m.If(wp.en & (wp.addr == r1_addr)):
-            m.d.sync += rd_r.eq(wp.data)
-        with m.Elif(lw_valid & (lw_addr == r1_addr)):
-            m.d.sync += rd_r.eq(lw_data)
+        m.d.sync += r1_valid.eq(ahead.valid)
+        # (not reset_less: with a reset, Icarus evaluates the Verilog mux
+        # feeding it at the reset edge rather than only when acc_sh changes)
+        old = Signal(row)
+        with m.If(acc_sh[L - 1]):
+            m.d.sync += old.eq(rd_r)
         with m.Else():
-            m.d.sync += rd_r.eq(rmw_rp.data)
+            m.d.sync += old.eq(0)
 
-        # S0: the only write in this cycle is S1's (acc_write waits while a row
-        # is in S0), and whether it hits this row is known a cycle early.
+        # S0
         s1_valid = Signal()
-        s1_addr = Signal(range(cfg.acc_depth))
-        s1_data = Signal(row)
-        fwd = Signal()
-        m.d.sync += fwd.eq(res.valid & (res.payload.acc_addr == r1_addr))
+        s1_addr = Signal(range(cfg.acc_depth), reset_less=True)
+        s1_data = Signal(row, reset_less=True)
         for j in range(cfg.cols):
-            old = Mux(res.payload.accumulate, Mux(fwd, s1_data[j], rd_r[j]), 0)
             # Truncation to acc_bits is the documented wrap; unreachable for K <= max_k.
-            m.d.sync += s1_data[j].eq(old + res.payload.data[j])
+            m.d.sync += s1_data[j].eq(old[j] + res.payload.data[j])
         m.d.sync += [s1_valid.eq(res.valid), s1_addr.eq(res.payload.acc_addr)]
 
         # S1
-        m.d.comb += self.acc_write.ready.eq(~s1_valid & ~res.valid)
+        m.d.comb += self.acc_write.ready.eq(~(ahead.valid | r1_valid | res.valid | s1_valid))
         with m.If(s1_valid):
             m.d.comb += [wp.en.eq(1), wp.addr.eq(s1_addr), wp.data.eq(s1_data)]
-        with m.Elif(self.acc_write.valid):
+        with m.Elif(self.acc_write.valid & self.acc_write.ready):
             m.d.comb += [wp.en.eq(1), wp.addr.eq(self.acc_write.payload.addr),
                          wp.data.eq(self.acc_write.payload.data)]
 
         # Readout: a one-deep pipeline that holds its data under back-pressure.
+        rd_q = Signal(row, reset_less=True)
         m.d.comb += [
             self.rd_addr.ready.eq(~self.rd_data.valid | self.rd_data.ready),
             ext_rp.addr.eq(self.rd_addr.payload),
-            ext_rp.en.eq(self.rd_addr.ready),
-            self.rd_data.payload.eq(ext_rp.data),
+            self.rd_data.payload.eq(rd_q),
         ]
         with m.If(self.rd_addr.ready):
-            m.d.sync += self.rd_data.valid.eq(self.rd_addr.valid)
+            m.d.sync += [self.rd_data.valid.eq(self.rd_addr.valid), rd_q.eq(ext_rp.data)]
 
         m.d.comb += [
             self.idle.eq(array.idle & ~s1_valid),
-            self.active.eq(array.acts.valid & array.acts.ready),
+            self.active.eq(accept),
         ]
         return m

@@ -11,8 +11,9 @@ the host runtime:
 - :class:`EngineModel` -- the engine's state (two-bank weight queue, the
   accumulator memory) updated exactly like the RTL, including the modulo
   ``2**acc_bits`` wrap (unreachable for a config-legal K).
-- :func:`tile_cycles`, :func:`gemm_cycles` -- the cycle model of a tile
-  sequence fed at full rate: weight loads, double buffering, fill and drain.
+- :func:`tile_cycles`, :func:`gemm_cycles`, :func:`row_schedule` -- the cycle
+  model of a tile sequence fed at full rate: weight loads, double buffering,
+  the read-modify-write hazard stall (:data:`RMW_WINDOW`), fill and drain.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..spec import AcceleratorConfig
 __all__ = [
     "gemm_reference", "wrap", "TileOp", "OutputBlock", "GemmPlan", "plan_gemm",
     "weight_tile", "act_tile", "tile_streams", "EngineModel", "gemm_model",
-    "tile_cycles", "gemm_cycles", "latency",
+    "tile_cycles", "gemm_cycles", "row_schedule", "latency", "RMW_WINDOW",
 ]
 
 
@@ -339,9 +340,86 @@ def gemm_model(config: AcceleratorConfig, a, b) -> np.ndarray:
 # Cycle model
 # ---------------------------------------------------------------------------
 
-def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence[int], *, engine: bool = True) -> int:
-    """Cycles to run tiles with ``tile_rows[t]`` activation rows each, at full rate.
+RMW_WINDOW = 3
+"""Accepted rows whose accumulator sums an accumulating row's read would miss.
 
+The engine reads a row's accumulator row (its read-modify-write) ``L - 1``
+cycles after accepting it (``L`` = :func:`latency`; two cycles before the row
+is on ``results``) and writes the sum at the edge ending cycle ``L + 2`` after
+accepting it, with no forwarding between the two.  A row accepted in cycle
+``c'`` has therefore landed for a read in cycle ``c + L - 1`` only if
+``c' + L + 2 <= c + L - 2``, i.e. ``c - c' >= 4``, for any array shape.  An
+accumulating row is held at the engine's ``acts`` input (bubbles) while a row
+with its ``acc_addr`` was accepted in the previous ``RMW_WINDOW`` cycles.
+:class:`hetaccel.rtl.engine.MatmulEngine` imports this value.
+"""
+
+
+def _tile_fields(tile) -> tuple[int, int | None, bool]:
+    if isinstance(tile, TileOp):
+        return int(tile.m), int(tile.acc_addr), bool(tile.accumulate)
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise TypeError(f"a tile is a TileOp or a row count, not {tile!r}")
+    return int(tile), None, False
+
+
+def _schedule(config: AcceleratorConfig, tiles, *, rows_out: list | None = None) -> int:
+    """Cycle the last activation row is accepted; appends every row's cycle to ``rows_out``.
+
+    Only the first ``RMW_WINDOW`` rows of a tile can meet the hazard stall:
+    later rows follow rows of their own tile, which have other addresses.
+    """
+    R, L, W = config.rows, latency(config), RMW_WINDOW
+    le_prev = -1
+    ae_hist = [-(10 ** 9), -(10 ** 9)]  # ae[t-2], ae[t-1]
+    recent: list[tuple[int, int | None]] = []   # (cycle, acc_addr) of the last W rows accepted
+    ae = 0
+    for tile in tiles:
+        m, base, accumulate = _tile_fields(tile)
+        if m < 1:
+            raise ValueError(f"every tile needs at least one activation row, got {m}")
+        ls = max(le_prev + 1, ae_hist[0] + L + 1)       # bank free: tile t-2 has left
+        le = ls + R - 1                                  # one weight row per cycle
+        x = max(ae_hist[1] + 1, le + 1)                  # rows in order, weights complete
+        for r in range(min(m, W)):
+            addr = None if base is None else base + r
+            if accumulate and addr is not None:
+                for c, a in recent:
+                    if a == addr:
+                        x = max(x, c + W + 1)            # hazard: wait for its sum to land
+            if rows_out is not None:
+                rows_out.append(x)
+            recent = (recent + [(x, addr)])[-W:]
+            x += 1
+        ae = x - 1 + max(0, m - W)
+        if m > W:
+            if rows_out is not None:
+                rows_out.extend(range(x, ae + 1))
+            recent = [(ae - W + 1 + i, None if base is None else base + m - W + i)
+                      for i in range(W)]
+        le_prev = le
+        ae_hist = [ae_hist[1], ae]
+    return ae
+
+
+def row_schedule(config: AcceleratorConfig, tiles) -> np.ndarray:
+    """The cycle each activation row is accepted, at full rate (see :func:`tile_cycles`).
+
+    ``tiles`` as for :func:`tile_cycles`.  Gaps between consecutive rows of a
+    tile are the read-modify-write hazard stall (:data:`RMW_WINDOW`).
+    """
+    config = _check_config(config)
+    out: list[int] = []
+    _schedule(config, list(tiles), rows_out=out)
+    return np.array(out, dtype=np.int64)
+
+
+def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence, *, engine: bool = True) -> int:
+    """Cycles to run a sequence of tiles at full rate.
+
+    Each element of ``tile_rows`` is a :class:`TileOp` (its ``m`` rows go to
+    accumulator rows ``acc_addr + r``, added when ``accumulate``) or a plain row
+    count (rows that never meet the hazard stall, e.g. overwriting rows).
     Both input streams always hold their next transfer and results are never
     back-pressured.  Counted from the cycle the first weight row is accepted
     (cycle 0) to the cycle the last result is written into the accumulator
@@ -352,29 +430,27 @@ def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence[int], *, engine: 
         ls[t] = max(le[t-1] + 1, ae[t-2] + L + 1)  # bank free: tile t-2 has left
         le[t] = ls[t] + rows - 1                     # one weight row per cycle
         as[t] = max(ae[t-1] + 1, le[t] + 1)          # weights complete, in order
-        ae[t] = as[t] + tile_rows[t] - 1
+        row r of tile t: one cycle after row r-1, and an accumulating row no
+            earlier than RMW_WINDOW + 1 cycles after any row with its acc_addr
         cycles = ae[-1] + L + 2 (+1 for the accumulator write)
 
     where ``L = rows + cols - 1``.  When every tile but the last has at least
     ``L + rows = 2*rows + cols - 1`` rows, the loads hide completely and the
-    total is ``rows + sum(tile_rows) + L + 1 (+1)``.
+    total is ``rows + sum(tile_rows) + L + 1 (+1)``.  Consecutive tiles of a
+    :func:`plan_gemm` plan start at least ``rows`` cycles apart (their weight
+    loads), so with ``rows > RMW_WINDOW`` the hazard stall never costs a cycle;
+    smaller arrays pay it for K-tiles of fewer than ``RMW_WINDOW + 1`` rows.
     """
     config = _check_config(config)
-    tile_rows = [int(r) for r in tile_rows]
-    if not tile_rows or min(tile_rows) < 1:
-        raise ValueError(f"tile_rows must be a non-empty list of positive counts, got {tile_rows!r}")
-    R, L = config.rows, latency(config)
-    le_prev = -1
-    ae_hist = [-(10 ** 9), -(10 ** 9)]  # ae[t-2], ae[t-1]
-    ae = 0
-    for rows_t in tile_rows:
-        ls = max(le_prev + 1, ae_hist[0] + L + 1)
-        le = ls + R - 1
-        as_ = max(ae_hist[1] + 1, le + 1)
-        ae = as_ + rows_t - 1
-        le_prev = le
-        ae_hist = [ae_hist[1], ae]
-    return ae + L + 2 + (1 if engine else 0)
+    tiles = list(tile_rows)
+    if not tiles:
+        raise ValueError(f"tile_rows must be a non-empty list of tiles, got {tile_rows!r}")
+    try:
+        ae = _schedule(config, tiles)
+    except ValueError as e:
+        raise ValueError(f"tile_rows must hold positive row counts or TileOps, got "
+                         f"{tile_rows!r}: {e}") from None
+    return ae + latency(config) + 2 + (1 if engine else 0)
 
 
 def gemm_cycles(config: AcceleratorConfig, m: int, k: int, n: int, *, engine: bool = True,
@@ -382,4 +458,4 @@ def gemm_cycles(config: AcceleratorConfig, m: int, k: int, n: int, *, engine: bo
     """Predicted cycles of ``plan_gemm(config, m, k, n)`` at full rate (see :func:`tile_cycles`)."""
     if plan is None:
         plan = plan_gemm(config, m, k, n)
-    return tile_cycles(config, [t.m for t in plan.tiles], engine=engine)
+    return tile_cycles(config, plan.tiles, engine=engine)

@@ -13,9 +13,11 @@ when ``$HETACCEL_BENCH`` holds a JSON request (see :mod:`hetaccel.sim.bench_gemm
 
 One clock loop drives all ports: at each falling edge the driver and monitor
 set their inputs for the coming rising edge; after ``ReadOnly`` they see which
-handshakes will complete at that edge.  With no random gaps (the benchmark) all
-``ready`` signals depend on registers only, so the loop skips ``ReadOnly`` and
-costs one trigger per cycle.
+handshakes will complete at that edge.  With no random gaps (the benchmark)
+every ``ready`` depends on registers only, except ``acts.ready`` for an
+accumulating row (the engine's hazard stall compares its ``acc_addr``), so the
+loop skips ``ReadOnly`` (one trigger per cycle) unless such a row is offered or
+was offered in the previous cycle.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class MatmulDriver:
         self.block_last_cycle: dict[int, int] = {}
         self._wv = self._av = False
         self._w_shown = self._a_shown = -1
+        self.a_accum: list[bool] = []
+        self.settle = False     # acts.ready depends on the payload just set
+        self._prev_accum = False
 
     def load(self, a, b, plan) -> None:
         cfg = self.config
@@ -102,6 +107,7 @@ class MatmulDriver:
                                     | (int(ts.accumulate[r]) << (a_shift_last + 1))
                                     | (int(ts.acc_addr[r]) << (a_shift_last + 2)))
                 self.a_block.append(block_of_tile[t])
+                self.a_accum.append(bool(ts.accumulate[r]))
 
     @property
     def done(self) -> bool:
@@ -123,6 +129,11 @@ class MatmulDriver:
             dut.acts__payload.value = self.a_words[self.ai]
             self._a_shown = self.ai
         self._wv, self._av = wv, av
+        # (the value read before ReadOnly is from the previous payload, so
+        # a row after an accumulating one needs it too)
+        accum = av and self.a_accum[self.ai]
+        self.settle = accum or (av and self._prev_accum)
+        self._prev_accum = accum
 
     def sample(self, cycle: int) -> None:
         """Record the handshakes that complete at the coming rising edge."""
@@ -254,7 +265,7 @@ class MatmulTester:
                 end_cycle = cycle
             drv.drive(mon.blocks_read)
             mon.drive(cycle, drv.block_last_cycle)
-            if not fast:
+            if not fast or drv.settle:
                 await ReadOnly()
             drv.sample(cycle)
             mon.sample()

@@ -12,8 +12,8 @@ from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.rtl.systolic import SystolicArray
 from hetaccel.sim.checking import assert_bit_exact
 from hetaccel.sim.systolic_model import (
-    EngineModel, gemm_cycles, gemm_model, gemm_reference, plan_gemm, tile_cycles,
-    tile_streams, wrap)
+    RMW_WINDOW, EngineModel, gemm_cycles, gemm_model, gemm_reference, plan_gemm, row_schedule,
+    tile_cycles, tile_streams, wrap)
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
 
@@ -219,6 +219,7 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
     w_items, a_items = _stream_items(config, a, b, plan)
     rng = random.Random(seed)
     info = {}
+    accepts = []
 
     async def tb(ctx):
         wi = ai = 0
@@ -238,6 +239,8 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
             ax = av and ctx.get(dut.acts.ready)
             if ai == 0 and wi == 0 and wx:
                 info["first"] = cycle
+            if ax:
+                accepts.append(cycle)
             wi += wx
             ai += ax
             await ctx.tick()
@@ -248,6 +251,7 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
             await ctx.tick()
             cycle += 1
         info["cycles"] = cycle - info["first"]
+        info["accepts"] = np.array(accepts, dtype=np.int64) - info["first"]
         # Read every accumulator row back with random back-pressure.
         addrs = list(range(config.acc_depth))
         rows, ri = [], 0
@@ -450,3 +454,110 @@ def test_board_fit_check_counts_mapped_dsps(tmp_path):
     with pytest.raises(ValueError, match="ice40_dual.*ecp5"):
         build_board("ulx3s-85f", default_config("ulx3s-85f", mac_mapping="ice40_dual"),
                     out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Read-modify-write hazard stall (no forwarding in the engine)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rc", [(1, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_engine_hazard_stall_small_m_accumulate(rc, m):
+    # K-tiles of m <= RMW_WINDOW + 1 rows accumulating into the same rows on
+    # arrays with fewer rows than the hazard window: bubbles, predicted
+    # row by row, and the sums stay exact.
+    config = cfg(*rc, acc_depth=16)
+    rng = np.random.default_rng(20 + m + 3 * rc[0])
+    k, n = 4 * config.rows - 1, config.cols + 1
+    a, b = rand_int8(rng, (m, k), config), rand_int8(rng, (k, n), config)
+    a[0, :] = config.operand_min
+    b[:, 0] = config.operand_min
+    plan, info = run_engine(config, a, b)
+    model = EngineModel(config)
+    for ts in tile_streams(config, a, b, plan):
+        model.run(ts)
+    assert_bit_exact(model.acc, info["acc"], "accumulator memory")
+    blk = plan.blocks[-1]
+    assert_bit_exact(gemm_reference(a, b)[:, blk.n0:blk.n0 + config.cols],
+                     info["acc"][blk.acc_addr:blk.acc_addr + m, :n - blk.n0], "last C block")
+    assert_bit_exact(row_schedule(config, plan.tiles), info["accepts"], "row accept cycles")
+    assert info["cycles"] == gemm_cycles(config, m, k, n)
+
+
+def test_hazard_stall_costs_only_below_the_window():
+    # Same-address rows of consecutive K-tiles are >= rows cycles apart
+    # (weight loads), so rows > RMW_WINDOW never stall; smaller arrays do at small m.
+    for rows in (RMW_WINDOW + 1, 8):
+        for m in range(1, 2 * RMW_WINDOW + 2):
+            config = cfg(rows, 3, acc_depth=64)
+            plan = plan_gemm(config, m, 5 * rows, 7)
+            assert gemm_cycles(config, m, 5 * rows, 7) == tile_cycles(config, [t.m for t in plan.tiles])
+    config = cfg(2, 2)
+    for m in (1, 2, 3):
+        plan = plan_gemm(config, m, 8, 2)
+        sched = row_schedule(config, plan.tiles)
+        assert np.diff(sched[::m]).min() == RMW_WINDOW + 1, (m, sched)
+        assert gemm_cycles(config, m, 8, 2) > tile_cycles(config, [t.m for t in plan.tiles])
+    plan = plan_gemm(config, RMW_WINDOW + 1, 8, 2)
+    assert gemm_cycles(config, RMW_WINDOW + 1, 8, 2) == tile_cycles(config, [t.m for t in plan.tiles])
+
+
+def test_engine_arbitrary_address_stream_stalls_exactly():
+    # One weight tile, a full-rate stream of rows to a few addresses, mixed
+    # accumulate/overwrite: every accumulating row waits exactly until no row
+    # with its address was accepted in the previous RMW_WINDOW cycles.
+    config = cfg(2, 2, acc_depth=4)
+    rng = np.random.default_rng(31)
+    count = 24
+    acts = rand_int8(rng, (count, 2), config)
+    addrs = rng.integers(0, 3, size=count)
+    accum = rng.random(count) < 0.7
+    w = rand_int8(rng, (2, 2), config)
+    dut = MatmulEngine(config)
+    got = {}
+
+    async def tb(ctx):
+        ctx.set(dut.weights.valid, 1)
+        for row in w:
+            ctx.set(dut.weights.payload, [int(x) for x in row])
+            await ctx.tick()
+        ctx.set(dut.weights.valid, 0)
+        cycle, i, seen = 0, 0, []
+        while i < count:
+            ctx.set(dut.acts.valid, 1)
+            ctx.set(dut.acts.payload, {"data": [int(x) for x in acts[i]], "last": i == count - 1,
+                                       "accumulate": bool(accum[i]), "acc_addr": int(addrs[i])})
+            if ctx.get(dut.acts.ready):
+                seen.append(cycle)
+                i += 1
+            await ctx.tick()
+            cycle += 1
+        ctx.set(dut.acts.valid, 0)
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        rows = []
+        for addr in range(config.acc_depth):
+            ctx.set(dut.rd_data.ready, 1)
+            ctx.set(dut.rd_addr.valid, 1)
+            ctx.set(dut.rd_addr.payload, addr)
+            await ctx.tick()
+            ctx.set(dut.rd_addr.valid, 0)
+            rows.append([int(v) for v in ctx.get(dut.rd_data.payload)])
+        got["accepts"], got["acc"] = seen, np.array(rows, dtype=np.int64)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    expected = []
+    for r in range(count):
+        t = expected[-1] + 1 if expected else 0
+        if accum[r]:
+            t = max([t] + [expected[q] + RMW_WINDOW + 1 for q in range(r) if addrs[q] == addrs[r]])
+        expected.append(t)
+    assert got["accepts"] == expected, (got["accepts"], expected)
+    assert len(set(np.diff(expected))) > 1, "the stream never stalled"
+    model = EngineModel(config)
+    model.load_weights(w)
+    model.stream(acts, np.arange(count) == count - 1, accum, addrs)
+    assert_bit_exact(model.acc, got["acc"], "accumulator memory")
