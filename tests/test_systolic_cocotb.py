@@ -4,7 +4,8 @@ Each (simulator, array) pair builds once and runs every check of the cocotb
 module: random shapes that are not multiples of the array, corners at K =
 max_k with the narrowest legal accumulator (all -128 x all -128 included),
 random input gaps and read back-pressure, and the cycle model checked exactly
-at full rate.  The "4x8" array uses every multiplier mapping at once: 28 PEs
+at full rate (including K-tiles of 1 and 2 accumulating rows, where the 2x2
+array meets the engine's read-modify-write hazard stall).  The "4x8" array uses every multiplier mapping at once: 28 PEs
 in 14 iCE40 SB_MAC16s (dual signed 8x8 mode, simulated with Yosys's own
 SB_MAC16 model compiled in) and 4 LUT multipliers.
 """
