@@ -27,8 +27,9 @@ waits for the engine to be idle (all GEMM results landed), streams ACC rows
 through the :class:`~hetaccel.rtl.activation.ActivationUnit` into OUTPUT;
 ADAM streams OPT words through the :class:`~hetaccel.rtl.adam.AdamUnit` and
 writes param, m and v back (grad is kept).  An entry leaves the queue when its
-last result is written (a GEMM: when its last row entered the engine; reads of
-the ACC then also wait for ``engine.idle``).
+last result is written (a GEMM: when its last row was read from INPUT; until
+the engine takes that row, ``acts.valid`` counts as the engine being busy and
+the WEIGHT scratchpad waits; reads of the ACC also wait for ``engine.idle``).
 
 *Hazards* (checked in hardware before a load/store touches a scratchpad): a
 front-end access waits while a queued or running instruction
@@ -50,8 +51,14 @@ counter).  ``rx_byte`` is the Device's rx handshake.
 
 Timing and area
 ---------------
-The decoder spends cycles rather than logic: the static checks are computed
-from the header and registered (state PRE) before CHECK decides; the range
+The decoder spends cycles rather than logic: every transition and register
+enable depends on a few flip-flops.  The static checks are computed from the
+header and registered (state PRE), CHECK registers the verdict (an error
+status or the next step), DISPATCH acts on it (one cycle more per frame than
+deciding in CHECK, which put the whole decision tree in front of the state
+register: the ~30 MHz iCE40 critical path); REPLY and SEND decide on flags
+kept beside rlen and the byte count (rlen_zero, bleft) and on the opcode
+decoded into flip-flops (op_is); the range
 checks compare a short sum with the depth instead of full-width addresses;
 WRITE_MEM's word count is found by repeated subtraction; register lookups and
 payload-pointer comparisons are registered (REC_WAIT, REC_WAIT2, SCAN_WAIT);
@@ -59,12 +66,15 @@ the hazard check runs in two registered stages; memory addresses come from
 pointers, never from base + index sums; read requests, WRITE_MEM writes, the
 payload address and the reply bytes all leave from flip-flops (reply bytes at
 one per two cycles).  One shift register holds the fixed fields, then the
-WRITE_MEM word being assembled or the reply word being sent.
+WRITE_MEM word being assembled or the reply word being sent; its loads are
+one strobe each, merged after the decoder as a parallel AND-OR.  The engine's
+``acts.ready`` reaches only the acts register, the INPUT read enable and the
+issue pointers (a GEMM retires when its last row is issued).
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -85,6 +95,19 @@ _HDR_BYTES = max(f.fixed_bytes for f in INSTRUCTIONS.values())
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def _times(value, const: int):
+    """``value * const`` as a sum of shifted copies (one per set bit of
+    ``const``): never a multiplier cell, which synthesis may put on a DSP
+    block (an ECP5 MULT18X18D for 52-byte ACC words)."""
+    if const < 1:
+        raise ValueError(f"const must be >= 1, not {const!r}")
+    terms = [value << i for i in range(const.bit_length()) if const >> i & 1]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
 
 
 def _sext(value, width: int, to: int):
@@ -280,7 +303,7 @@ class CommandProcessor(wiring.Component):
             [cfg.max_payload + 7 if name == "BYTES_OUT" else 1 for name in cnt_names])
         cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name, _ in COUNTERS}
         cnt_clear = Signal()
-        m.d.comb += bank.clear.eq(cnt_clear)
+        m.d.sync += bank.clear.eq(cnt_clear)       # (see the counters below)
         if adam is not None:
             for name in ADAM_HYPERPARAMETERS:
                 m.d.comb += getattr(adam, name).eq(rw_regs[f"ADAM_{name.upper()}"])
@@ -332,7 +355,11 @@ class CommandProcessor(wiring.Component):
         tail = Signal(range(QD))
         q_full = Signal()
         m.d.comb += [q_full.eq(q_valid.bit_select(tail, 1)),
-                     self.queue_empty.eq(q_valid == 0)]
+                     self.queue_empty.eq((q_valid == 0) & ~engine.acts.valid)]
+        # the engine is busy, or a retired GEMM's last row still waits for it
+        eng_busy = Signal()
+        run_gemm = Signal()     # the executor runs a GEMM (set below)
+        m.d.comb += eng_busy.eq(~engine.idle | engine.acts.valid)
 
         def wrap_inc(ptr):
             return Mux(ptr == QD - 1, 0, ptr + 1)
@@ -351,7 +378,9 @@ class CommandProcessor(wiring.Component):
         hdr = buf[8 * (buf_bytes - _HDR_BYTES):]
         op = Signal(8)
         seq = Signal(8)
-        length = Signal(16)
+        # the link delivers frames of at most max_payload bytes (it answers
+        # longer ones BAD_LENGTH itself), so the length needs only these bits
+        length = Signal(range(cfg.max_payload + 1))
         status = Signal(8)
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
@@ -381,7 +410,9 @@ class CommandProcessor(wiring.Component):
         k_last = Signal()        # k_left == 1
         fe_ptr = Signal(AW)     # its address (acc_base + k, kept as a pointer)
         p = Signal(range(cfg.max_payload + 16))     # payload byte pointer
-        bcnt = Signal(range(max(max_wb, 8) + 1))   # byte within a word
+        # bytes of the word still to come after this one (counts down from
+        # wlast: the last byte is bleft == 0, one LUT)
+        bleft = Signal(range(max(max_rb, max_wb, 8)))
         wlast = Signal(range(max(max_rb, max_wb, 8)))   # bytes per word - 1 (sent or received)
         err = Signal()
         rec = Signal(48)
@@ -534,7 +565,11 @@ class CommandProcessor(wiring.Component):
                 (actv & (sp == MemSpace.OUTPUT) & (acc_write | ov)) |
                 (adm & (sp == MemSpace.OPT))))
             terms.append(t)
-        m.d.comb += conflict.eq(Cat(*terms).any() | ((sp == MemSpace.ACC) & ~engine.idle) |
+        # (a GEMM retired with its last row not yet taken: its weight rows
+        # may still be on their way to the engine)
+        gemm_tail = engine.acts.valid & ~run_gemm
+        m.d.comb += conflict.eq(Cat(*terms).any() | ((sp == MemSpace.ACC) & eng_busy) |
+                                ((sp == MemSpace.WEIGHT) & gemm_tail) |
                                 (~acc_write & (((sp == MemSpace.INPUT) & in_port_busy) |
                                                ((sp == MemSpace.WEIGHT) & w_port_busy))))
         # Registered (two stages): entries only leave the queue while the front
@@ -560,6 +595,12 @@ class CommandProcessor(wiring.Component):
         m.d.sync += [fe_we.eq(0)] + [w.eq(0) for w in fe_we_sp.values()]
         buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
         m.d.comb += buf_in.eq(Cat(buf[8:], self.payload_data))
+        # buf's loads, one strobe each (at most one per cycle), merged as a
+        # parallel AND-OR after the decoder: shifting a byte in (header,
+        # WRITE_MEM) and out (replies: the byte shifted in at the top is never
+        # sent) is one move; register values fill the low 32 bits only (a
+        # READ_REG sends 4 bytes), the NOP reply the low 64.
+        b_shift, b_rd, b_ident, b_reg, b_cnt = Signal(), Signal(), Signal(), Signal(), Signal()
 
         obyte = Signal(8)       # (see the reply byte register below)
         # reply defaults
@@ -576,7 +617,21 @@ class CommandProcessor(wiring.Component):
 
         rd_word = Signal(8 * max_rb)     # formatted word of the space being read
 
-        is_rd_acc = acc_space == MemSpace.ACC
+        is_rd_acc = Signal()    # acc_space == ACC, as a flip-flop (set in DISPATCH)
+        # the decoder's verdict on a frame (state CHECK, see there)
+        v_err, v_nop, v_sync, v_div, v_rec, v_enq = (Signal(name=f"v_{n}") for n in
+                                                      ("err", "nop", "sync", "div", "rec", "enq"))
+        v_status = Signal(8)
+        v_words = Signal.like(div_r)
+        v_ge = Signal()
+        op_is_wm = op_is[Opcode.WRITE_MEM]
+        op_is_rm = op_is[Opcode.READ_MEM]
+        op_is_wr = op_is[Opcode.WRITE_REG]
+        op_is_rr = op_is[Opcode.READ_REG]
+        rlen_zero = Signal()    # rlen == 0, set with rlen (REPLY decides on it)
+
+        def set_rlen(value, zero):
+            m.d.sync += [rlen.eq(value), rlen_zero.eq(zero)]
         # READ_MEM's read requests come from flip-flops (set as RM_ADDR is
         # entered), so no decoder state logic reaches a memory enable
         rm_go = Signal()        # the RM_ADDR cycle of a scratchpad read
@@ -623,7 +678,7 @@ class CommandProcessor(wiring.Component):
                 # payload_data is the byte at the previous cycle's address
                 m.d.sync += [cnt.eq(cnt + 1), paddr.eq(paddr + 1)]
                 with m.If(cnt != 0):
-                    m.d.sync += buf.eq(buf_in)
+                    m.d.comb += b_shift.eq(1)
                 with m.If(cnt == _HDR_BYTES):
                     m.next = "PRE"
 
@@ -631,67 +686,81 @@ class CommandProcessor(wiring.Component):
                 m.next = "CHECK"
 
             def error(st):
-                m.d.sync += [status.eq(st), rlen.eq(0)]
+                m.d.sync += status.eq(st)
+                set_rlen(0, zero=1)
                 m.next = "REPLY"
 
+            # CHECK takes the verdict on the registered checks into flip-flops
+            # (an error status, or the one next step); DISPATCH acts on them
+            # and sets the registers the next steps start from, whatever the
+            # opcode (unused ones are don't-care), so no register's enable
+            # and no state bit sits behind the whole decision tree.
             with m.State("CHECK"):
-                m.d.sync += [status.eq(Status.OK), rlen.eq(0)]
-                set_p(0)
+                m.d.sync += [v_err.eq(1), v_status.eq(Status.ADDR_RANGE),
+                             v_nop.eq(0), v_sync.eq(0), v_div.eq(0), v_rec.eq(0), v_enq.eq(0)]
                 with m.If(~op_known):
-                    error(Status.UNKNOWN_OPCODE)
+                    m.d.sync += v_status.eq(Status.UNKNOWN_OPCODE)
                 with m.Elif(~len_ok):
-                    error(Status.BAD_LENGTH)
+                    m.d.sync += v_status.eq(Status.BAD_LENGTH)
                 with m.Else():
                     with m.Switch(op_k):
                         with m.Case(OPK[Opcode.NOP]):
-                            m.d.sync += [rlen.eq(8), buf.eq(ident["ID"] | ident["VERSION"] << 32),
-                                         wlast.eq(7)]
-                            m.next = "REPLY"
+                            m.d.sync += [v_err.eq(0), v_nop.eq(1)]
                         with m.Case(OPK[Opcode.SYNC]):
-                            m.next = "SYNC_WAIT"
+                            m.d.sync += [v_err.eq(0), v_sync.eq(1)]
                         with m.Case(OPK[Opcode.WRITE_MEM]):
-                            with m.If(~space_ok_w):
-                                error(Status.ADDR_RANGE)
-                            with m.Else():
-                                # len_ok: fixed_bytes < length <= max_payload
-                                words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
-                                m.d.sync += [div_r.eq(words), div_ge.eq(words >= sp_wb),
-                                             div_q.eq(0), acc_space.eq(f_space), acc_write.eq(1)]
-                                m.next = "DIV"
+                            with m.If(space_ok_w):
+                                m.d.sync += [v_err.eq(0), v_div.eq(1)]
                         with m.Case(OPK[Opcode.READ_MEM]):
                             with m.If(~space_ok_r):
-                                error(Status.ADDR_RANGE)
+                                pass
                             with m.Elif(~rm_count_ok):
-                                error(Status.BAD_LENGTH)
+                                m.d.sync += v_status.eq(Status.BAD_LENGTH)
                             with m.Else():
-                                # f_count <= max_payload // wb: fits div_q
-                                # (DIV passes at once with div_r = 0: the cycle
-                                # mem_range_ok needs to see this div_q)
-                                m.d.sync += [acc_space.eq(f_space), acc_write.eq(0),
-                                             div_q.eq(f_count), div_r.eq(0), div_ge.eq(0)]
-                                m.next = "DIV"
+                                m.d.sync += [v_err.eq(0), v_div.eq(1)]
                         with m.Case(OPK[Opcode.WRITE_REG], OPK[Opcode.READ_REG]):
-                            with m.If((op_k == OPK[Opcode.READ_REG]) & rr_len_bad):
-                                error(Status.BAD_LENGTH)
+                            with m.If(op_is_rr & rr_len_bad):
+                                m.d.sync += v_status.eq(Status.BAD_LENGTH)
                             with m.Else():
-                                m.d.sync += [rec_mode.eq(_SCAN), cnt.eq(0),
-                                             rec_len.eq(Mux(op_k == OPK[Opcode.WRITE_REG], 6, 2))]
-                                m.next = "REC"
+                                m.d.sync += [v_err.eq(0), v_rec.eq(1)]
                         with m.Case(OPK[Opcode.GEMM]):
-                            with m.If(~g_ok):
-                                error(Status.ADDR_RANGE)
-                            with m.Else():
-                                m.next = "ENQUEUE"
+                            with m.If(g_ok):
+                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
                         with m.Case(OPK[Opcode.ACTIVATE]):
-                            with m.If(~a_ok):
-                                error(Status.ADDR_RANGE)
-                            with m.Else():
-                                m.next = "ENQUEUE"
+                            with m.If(a_ok):
+                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
                         with m.Case(OPK[Opcode.ADAM]):
-                            with m.If(~d_ok):
-                                error(Status.ADDR_RANGE)
-                            with m.Else():
-                                m.next = "ENQUEUE"
+                            with m.If(d_ok):
+                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
+                # WRITE_MEM's word count starts from the payload length
+                # (len_ok: fixed_bytes < length <= max_payload); READ_MEM's
+                # count is the field itself (f_count <= max_payload // wb fits
+                # div_q; DIV passes at once with div_r = 0: the cycle
+                # mem_range_ok needs to see this div_q)
+                words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
+                m.d.sync += [v_words.eq(Mux(op_is_wm, words, 0)),
+                             v_ge.eq(op_is_wm & (words >= sp_wb))]
+                m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                m.d.sync += [status.eq(Mux(v_err, v_status, Status.OK)), wlast.eq(7),
+                             div_r.eq(v_words), div_ge.eq(v_ge),
+                             div_q.eq(Mux(op_is_wm, 0, f_count)),
+                             acc_space.eq(f_space), acc_write.eq(op_is_wm),
+                             is_rd_acc.eq(f_space == MemSpace.ACC),
+                             rec_mode.eq(_SCAN), cnt.eq(0), rec_len.eq(Mux(op_is_wr, 6, 2))]
+                set_p(0)
+                set_rlen(Mux(v_nop, 8, 0), zero=~v_nop)
+                with m.If(v_err | v_nop):
+                    m.next = "REPLY"
+                with m.If(v_sync):
+                    m.next = "SYNC_WAIT"
+                with m.If(v_div):
+                    m.next = "DIV"
+                with m.If(v_rec):
+                    m.next = "REC"
+                with m.If(v_enq):
+                    m.next = "ENQUEUE"
 
             with m.State("DIV"):
                 # (MEM_CHECK follows the cycle after the last change of div_q)
@@ -719,7 +788,7 @@ class CommandProcessor(wiring.Component):
                 with m.If(haz_armed & ~conflict_r):
                     # the header in buf is not needed from here on
                     m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
-                                 bcnt.eq(0), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
+                                 bleft.eq(sp_wb - 1), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
                                  cnt.eq(0)]
                     set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
                     with m.If(acc_write):
@@ -728,7 +797,8 @@ class CommandProcessor(wiring.Component):
                         with m.Switch(acc_space):
                             for s_ in rd_spaces:
                                 with m.Case(int(s_)):
-                                    m.d.sync += rlen.eq(acc_n * wbytes[s_])
+                                    # (acc_n >= 1: the range check)
+                                    set_rlen(_times(acc_n, wbytes[s_]), zero=0)
                         m.next = "REPLY"
 
             # ---- WRITE_MEM: one payload byte per cycle, a word written as it completes
@@ -736,11 +806,12 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += cnt.eq(1)
                 set_p(p + 1)
                 with m.If(cnt != 0):
-                    m.d.sync += [buf.eq(buf_in), bcnt.eq(bcnt + 1)]
-                    with m.If(bcnt == wlast):
+                    m.d.comb += b_shift.eq(1)
+                    m.d.sync += bleft.eq(bleft - 1)
+                    with m.If(bleft == 0):
                         m.d.sync += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
                         m.d.sync += [w.eq(acc_space == sp_) for sp_, w in fe_we_sp.items()]
-                        m.d.sync += [bcnt.eq(0), fe_ptr.eq(fe_ptr + 1)]
+                        m.d.sync += [bleft.eq(wlast), fe_ptr.eq(fe_ptr + 1)]
                         next_word()
                         with m.If(k_last):
                             m.next = "REPLY"
@@ -755,36 +826,37 @@ class CommandProcessor(wiring.Component):
             with m.State("RM_DATA"):
                 with m.If(is_rd_acc):
                     with m.If(engine.rd_data.valid):
-                        m.d.sync += [buf.eq(rd_word), bcnt.eq(0)]
+                        m.d.comb += b_rd.eq(1)
+                        m.d.sync += bleft.eq(wlast)
                         m.next = "SEND"
                 with m.Else():
-                    m.d.sync += [buf.eq(rd_word), bcnt.eq(0)]
+                    m.d.comb += b_rd.eq(1)
+                    m.d.sync += bleft.eq(wlast)
                     m.next = "SEND"
 
             with m.State("SEND"):
                 with m.If(~ovalid):
-                    m.d.sync += [obyte.eq(buf[:8]), ovalid.eq(1),
-                                 buf.eq(buf >> 8), bcnt.eq(bcnt + 1)]
-                    with m.If(bcnt == wlast):
-                        m.d.sync += bcnt.eq(0)
-                        with m.Switch(op_k):
-                            with m.Case(OPK[Opcode.READ_MEM]):
-                                m.d.sync += fe_ptr.eq(fe_ptr + 1)
-                                next_word()
-                                with m.If(k_last):
-                                    m.next = "DONE"
-                                with m.Else():
-                                    rm_start()
-                                    m.next = "RM_ADDR"
-                            with m.Case(OPK[Opcode.READ_REG]):
-                                m.d.sync += cnt.eq(0)
-                                set_p(p + 2)
-                                with m.If(p_r_end):
-                                    m.next = "DONE"
-                                with m.Else():
-                                    m.next = "REC"
-                            with m.Default():
+                    m.d.comb += b_shift.eq(1)
+                    m.d.sync += [obyte.eq(buf[:8]), ovalid.eq(1), bleft.eq(bleft - 1)]
+                    with m.If(bleft == 0):
+                        m.d.sync += bleft.eq(wlast)
+                        with m.If(op_is_rm):
+                            m.d.sync += fe_ptr.eq(fe_ptr + 1)
+                            next_word()
+                            with m.If(k_last):
                                 m.next = "DONE"
+                            with m.Else():
+                                rm_start()
+                                m.next = "RM_ADDR"
+                        with m.Elif(op_is_rr):
+                            m.d.sync += cnt.eq(0)
+                            set_p(p + 2)
+                            with m.If(p_r_end):
+                                m.next = "DONE"
+                            with m.Else():
+                                m.next = "REC"
+                        with m.Else():
+                            m.next = "DONE"
 
             # ---- register records: fetch rec_len bytes at p
             with m.State("REC"):
@@ -802,7 +874,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += cnt.eq(0)
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
-                        bad = ~exists | ((op_k == OPK[Opcode.WRITE_REG]) & ~writable)
+                        bad = ~exists | (op_is_wr & ~writable)
                         m.d.sync += err.eq(err | bad)
                         set_p(p + rec_len)
                         with m.If(p_scan_end):
@@ -822,7 +894,8 @@ class CommandProcessor(wiring.Component):
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_READ):
-                        m.d.sync += [buf.eq(regval), wlast.eq(3), bcnt.eq(0)]
+                        m.d.comb += b_reg.eq(1)
+                        m.d.sync += [wlast.eq(3), bleft.eq(3)]
                         with m.If(reg_is_cnt):
                             m.next = "REG_CNT"
                         with m.Else():
@@ -830,7 +903,7 @@ class CommandProcessor(wiring.Component):
             with m.State("REG_CNT"):
                 # the bank's sweep reaches every counter within len(cnt_names) cycles
                 with m.If(bank.index == reg_cidx):
-                    m.d.sync += buf.eq(bank.value)
+                    m.d.comb += b_cnt.eq(1)
                     m.next = "SEND"
             with m.State("SCAN_WAIT"):
                 m.next = "SCAN_END"
@@ -841,10 +914,10 @@ class CommandProcessor(wiring.Component):
                     error(Status.BAD_LENGTH)
                 with m.Elif(err):
                     error(Status.ADDR_RANGE)
-                with m.Elif(op_k == OPK[Opcode.WRITE_REG]):
+                with m.Elif(op_is_wr):
                     m.next = "REG_WAIT"
                 with m.Else():
-                    m.d.sync += rlen.eq(length << 1)
+                    set_rlen(length << 1, zero=0)     # (len_ok: length != 0)
                     m.next = "REPLY"
             with m.State("REG_WAIT"):
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(~self.queue_empty)
@@ -853,12 +926,12 @@ class CommandProcessor(wiring.Component):
                     m.next = "REC"
 
             with m.State("SYNC_WAIT"):
-                with m.If(self.queue_empty & engine.idle):
+                with m.If(self.queue_empty & ~eng_busy):
                     m.next = "REPLY"
 
             with m.State("ENQUEUE"):
                 m.d.comb += cnt_inc["QUEUE_FULL"].eq(q_full)
-                with m.If(~q_full & (wjobs.w_rdy | (op_k != OPK[Opcode.GEMM]))):
+                with m.If(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM])):
                     m.d.sync += q_valid.bit_select(tail, 1).eq(1)
                     m.d.sync += tail.eq(wrap_inc(tail))
                     with m.Switch(op_k):
@@ -889,23 +962,34 @@ class CommandProcessor(wiring.Component):
 
             with m.State("REPLY"):
                 m.d.comb += self.reply.valid.eq(1)
+                # (the NOP reply is loaded here, from flip-flops only: buf's
+                # load enable is on the critical path)
+                m.d.comb += b_ident.eq(op_is[Opcode.NOP])
+                # for the next step, whichever it is (READ_REG: its reply pass)
+                m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), bleft.eq(wlast)]
+                set_p(0)
                 with m.If(self.reply.ready):
-                    with m.If(rlen == 0):
+                    with m.If(rlen_zero):
                         m.next = "DONE"
-                    with m.Elif(op_k == OPK[Opcode.READ_MEM]):
+                    with m.Elif(op_is_rm):
                         rm_start()
                         m.next = "RM_ADDR"
-                    with m.Elif(op_k == OPK[Opcode.READ_REG]):
-                        m.d.sync += [rec_mode.eq(_READ), cnt.eq(0)]
-                        set_p(0)
+                    with m.Elif(op_is_rr):
                         m.next = "REC"
                     with m.Else():
-                        m.d.sync += bcnt.eq(0)
                         m.next = "SEND"
 
             with m.State("DONE"):
                 m.d.comb += [self.frame.ready.eq(1), cnt_inc["FRAMES"].eq(1)]
                 m.next = "IDLE"
+
+        def _load(strobe, value):
+            value = Value.cast(value)
+            return Cat(Mux(strobe, value, 0), Const(0, len(buf) - len(value)))[:len(buf)]
+        with m.If(b_shift | b_rd | b_ident | b_reg | b_cnt):
+            m.d.sync += buf.eq(_load(b_shift, buf_in) | _load(b_rd, rd_word) |
+                               _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64)) |
+                               _load(b_reg, regval) | _load(b_cnt, bank.value))
 
         m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
 
@@ -919,19 +1003,23 @@ class CommandProcessor(wiring.Component):
             elems = [raw[i * w.width:(i + 1) * w.width] for i in range(w.elements)]
             return Cat(*(_sext(e, w.width, eb) for e in elems))
 
+        # Only the word's own bytes are sent (wlast), so the bits above a
+        # space's word need no zeroing: the widest word is the default and the
+        # others replace its low bits (no space gating on most bits).
+        rd_src = {MemSpace.INPUT: fmt_word(MemSpace.INPUT, in_rp.data.as_value()),
+                  MemSpace.WEIGHT: fmt_word(MemSpace.WEIGHT, w_rp.data.as_value()),
+                  MemSpace.ACC: fmt_word(MemSpace.ACC, engine.rd_data.payload.as_value())}
+        if out_rp is not None:
+            rd_src[MemSpace.OUTPUT] = fmt_word(MemSpace.OUTPUT, out_rp.data.as_value())
+        if opt_rp is not None:
+            rd_src[MemSpace.OPT] = opt_rp.data
+        widest = max(rd_src, key=lambda s_: len(rd_src[s_]))
+        m.d.comb += rd_word.eq(rd_src[widest])
         with m.Switch(acc_space):
-            with m.Case(MemSpace.INPUT):
-                m.d.comb += rd_word.eq(fmt_word(MemSpace.INPUT, in_rp.data.as_value()))
-            with m.Case(MemSpace.WEIGHT):
-                m.d.comb += rd_word.eq(fmt_word(MemSpace.WEIGHT, w_rp.data.as_value()))
-            with m.Case(MemSpace.ACC):
-                m.d.comb += rd_word.eq(fmt_word(MemSpace.ACC, engine.rd_data.payload.as_value()))
-            if out_rp is not None:
-                with m.Case(MemSpace.OUTPUT):
-                    m.d.comb += rd_word.eq(fmt_word(MemSpace.OUTPUT, out_rp.data.as_value()))
-            if opt_rp is not None:
-                with m.Case(MemSpace.OPT):
-                    m.d.comb += rd_word.eq(opt_rp.data)
+            for s_, v in rd_src.items():
+                if s_ != widest:
+                    with m.Case(s_):
+                        m.d.comb += rd_word[:len(v)].eq(v)
 
         # --- assembled word for WRITE_MEM (top wb bytes of buf, the cycle after
         # its last byte was shifted in)
@@ -998,7 +1086,6 @@ class CommandProcessor(wiring.Component):
         def issue_next():
             m.d.sync += [ex_p.eq(ex_p + 1), ex_left.eq(ex_left - 1), ex_more.eq(ex_left != 1)]
 
-        run_gemm = Signal()
         run_act = Signal()
         run_adam = Signal()
         m.d.comb += [run_gemm.eq(ex_gemm),
@@ -1012,20 +1099,26 @@ class CommandProcessor(wiring.Component):
         acts_accum = Signal()
         adv = ~acts.valid | acts.ready
         ex_in_ren = Signal()
-        ex_in_raddr = Signal(AW)
+        ex_in_raddr = ex_p
         m.d.comb += [acts.payload.data.eq(in_rp.data), acts.payload.last.eq(acts_last),
                      acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
         with m.If(adv):
             m.d.sync += acts.valid.eq(0)
             with m.If(run_gemm & ex_more):
-                m.d.comb += [ex_in_ren.eq(1), ex_in_raddr.eq(ex_p)]
+                m.d.comb += ex_in_ren.eq(1)
                 m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_left == 1),
                              acts_addr.eq(ex_q),
                              acts_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
                              ex_q.eq(ex_q + 1)]
                 issue_next()
-            with m.If(run_gemm & ~ex_more):
-                m.d.comb += retire.eq(1)
+        # A GEMM retires once its last row is issued, not once the engine took
+        # it: acts.ready (from the engine's hazard and array logic) then only
+        # reaches the acts register, the issue pointers and the read enable,
+        # not the queue.  Until that row is taken (acts.valid) the engine
+        # counts as busy for the hazards (eng_busy) and its weight rows stay
+        # protected (see the hazard check).
+        with m.If(run_gemm & ~ex_more):
+            m.d.comb += retire.eq(1)
         m.d.comb += [cnt_inc["GEMM_BUSY"].eq(run_gemm),
                      cnt_inc["GEMM_STALL"].eq(acts.valid & ~acts.ready)]
         gemm_port = run_gemm | acts.valid
@@ -1061,7 +1154,7 @@ class CommandProcessor(wiring.Component):
 
         # ACTIVATE: wait for the engine to drain, ACC rows -> unit -> OUTPUT
         if act is not None:
-            with m.If(ex_act & ~ex_run & engine.idle):
+            with m.If(ex_act & ~ex_run & ~eng_busy):
                 m.d.sync += ex_run.eq(1)
             with m.If(run_act):
                 m.d.comb += [engine.rd_addr.valid.eq(ex_more),
@@ -1141,9 +1234,13 @@ class CommandProcessor(wiring.Component):
 
         # ----------------------------------------------------------- counters
         m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]
+        # The events and the clear reach the bank through flip-flops (all one
+        # cycle late, so a clear still drops exactly the events of its own
+        # cycle): the decoder's and the executor's conditions then stop at
+        # these flip-flops instead of running on into the bank's adders.
         for name, i in cnt_index.items():
             if name == "BYTES_OUT":
-                m.d.comb += bank.add[i].eq(Mux(fsm.ongoing("DONE"), rlen + 7, 0))
+                m.d.sync += bank.add[i].eq(Mux(fsm.ongoing("DONE"), rlen + 7, 0))
             else:
-                m.d.comb += bank.add[i].eq(cnt_inc[name])
+                m.d.sync += bank.add[i].eq(cnt_inc[name])
         return m

@@ -167,6 +167,9 @@ class HostLink(wiring.Component):
         m.submodules.errq = errq = fifo.SyncFIFOBuffered(width=code_bits + 8,
                                                          depth=ERROR_QUEUE_DEPTH)
 
+        r_badlen = Signal()                 # queue a BAD_LENGTH reply (see CODE)
+        m.d.sync += r_badlen.eq(0)
+
         def own_reply(status):
             return [errq.w_en.eq(1), errq.w_data.eq(Cat(Const(_OWN_STATUSES.index(status),
                                                               code_bits), r_seq))]
@@ -254,7 +257,11 @@ class HostLink(wiring.Component):
                                  r_drop.eq(used == nbuf)]
                     crc_step()
                     with m.If(len_bad):
-                        m.d.comb += own_reply(Status.BAD_LENGTH)
+                        # queued from a flip-flop in the next cycle (the
+                        # queue had room now and nothing else writes it in
+                        # between), so the queue's write does not wait for
+                        # this byte's handshake
+                        m.d.sync += r_badlen.eq(1)
                         m.next = "HUNT"
                     with m.Elif(r_len == 0):
                         m.next = "CRC_LO"
@@ -298,6 +305,8 @@ class HostLink(wiring.Component):
                     m.d.comb += deliver.eq(1)
                     m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
                 m.next = "HUNT"
+        with m.If(r_badlen):
+            m.d.comb += own_reply(Status.BAD_LENGTH)
         m.d.comb += rx_active.eq(~rx_fsm.ongoing("HUNT"))
 
         # ---------------- transmitter ---------------------------------------
