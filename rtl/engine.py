@@ -38,18 +38,22 @@ class MatmulEngine(wiring.Component):
         :attr:`SystolicArray.acts`.  Each row's result is written
         (``accumulate=0``) or added (``accumulate=1``, wrapping modulo
         ``2**acc_bits``, which a legal K <= max_k never reaches) into
-        accumulator row ``acc_addr``.  Besides the array's reasons (weights
-        not loaded), ``ready`` is low for an accumulating row while a row with
-        the same ``acc_addr`` was accepted in one of the previous
+        accumulator row ``acc_addr``.  ``ready`` is a flip-flop: high while
+        the engine's one-row skid buffer is empty.  A row the array cannot
+        take in the cycle it is transferred (weights not loaded, or the
+        hazard stall) waits there, and ``ready`` is low until it has entered;
+        with the next row already offered, the array sees no gap.  The hazard
+        stall: an accumulating row does not enter the array while a row with
+        the same ``acc_addr`` entered in one of the previous
         :data:`~hetaccel.sim.systolic_model.RMW_WINDOW` cycles (its sum has not
-        landed yet when this row's read-modify-write reads the memory); the
-        row is accepted as soon as that is over.  Rows of one tile go to
-        distinct addresses and, with ``rows >= RMW_WINDOW + 1``, the weight
-        load between two tiles already spaces rows of the same address far
-        enough apart, so a GEMM at full rate only meets this stall on arrays
-        with fewer rows (see :func:`~hetaccel.sim.systolic_model.row_schedule`).
-        The engine never back-pressures the array: a row accepted in cycle
-        ``c`` lands in the memory at the clock edge ending cycle
+        landed yet when this row's read-modify-write reads the memory).  Rows
+        of one tile go to distinct addresses and, with ``rows >= RMW_WINDOW +
+        1``, the weight load between two tiles already spaces rows of the same
+        address far enough apart, so a GEMM at full rate only meets the stall
+        on arrays with fewer rows (see
+        :func:`~hetaccel.sim.systolic_model.row_schedule`).  The engine never
+        back-pressures the array: a row entering it in cycle ``c`` (``active``)
+        lands in the memory at the clock edge ending cycle
         ``c + rows + cols + 1``; a read accepted from cycle ``c + rows + cols + 2``
         on sees it.
     rd_addr : In(stream.Signature(range(acc_depth)))
@@ -71,12 +75,12 @@ class MatmulEngine(wiring.Component):
         drops combinationally with ``acts.valid & acts.ready``.  ``idle``
         implies ready.
     idle : Out(1)
-        No activation row in the array and no result waiting to be written:
-        every accepted row has landed in the memory.  Wait for it before
+        No activation row in the skid buffer or the array and no result
+        waiting to be written: every accepted row has landed in the memory.  Wait for it before
         reading rows a GEMM writes.
     active : Out(1)
-        An activation row is accepted this cycle (one row = ``rows x cols``
-        MACs), for utilisation counters.
+        An activation row enters the array this cycle (one row = ``rows x
+        cols`` MACs), for utilisation counters.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -102,32 +106,48 @@ class MatmulEngine(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
         wiring.connect(m, wiring.flipped(self.weights), array.weights)
 
+        # ---- input skid buffer ------------------------------------------------
+        # acts.ready is a flip-flop (the skid is empty), so neither the hazard
+        # compare below nor the array's readiness reaches the producer's logic
+        # combinationally.  A row the array cannot take yet waits in the skid;
+        # with the producer's next row already waiting, the array sees no gap.
+        sk_valid = Signal()
+        sk_payload = Signal(act_layout(cfg), reset_less=True)
+        cur_valid = sk_valid | self.acts.valid
+        cur = Signal(act_layout(cfg))
+        m.d.comb += [cur.eq(self.acts.payload), self.acts.ready.eq(~sk_valid)]
+        with m.If(sk_valid):
+            m.d.comb += cur.eq(sk_payload)
+
         # ---- RMW hazard stall ------------------------------------------------
         # The read-modify-write below has no forwarding: a row reads its
         # accumulator row before the sums of the RMW_WINDOW rows accepted just
         # ahead of it have been written (see RMW_WINDOW).  So an accumulating
-        # row waits at the input while one of the last RMW_WINDOW accepted rows
-        # has its address.  The waiting row's payload is held (stream rule) and
-        # nothing is accepted meanwhile, so the stall only ever clears.
+        # row waits (in the skid) while one of the last RMW_WINDOW rows the
+        # array accepted has its address.  Nothing else enters meanwhile, so
+        # the stall only ever clears.
         accept = Signal()
         h_valid = [Signal(name=f"haz_valid{k}") for k in range(RMW_WINDOW)]
         h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(RMW_WINDOW)]
-        m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(self.acts.payload.acc_addr)]
+        m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(cur.acc_addr)]
         m.d.sync += [h_valid[k].eq(h_valid[k - 1]) for k in range(1, RMW_WINDOW)]
         m.d.sync += [h_addr[k].eq(h_addr[k - 1]) for k in range(1, RMW_WINDOW)]
         hazard = Signal()
-        m.d.comb += hazard.eq(self.acts.payload.accumulate & Cat(*[
-            h_valid[k] & (h_addr[k] == self.acts.payload.acc_addr)
+        m.d.comb += hazard.eq(cur.accumulate & Cat(*[
+            h_valid[k] & (h_addr[k] == cur.acc_addr)
             for k in range(RMW_WINDOW)]).any())
         m.d.comb += [
-            array.acts.payload.eq(self.acts.payload),
-            array.acts.valid.eq(self.acts.valid & ~hazard),
-            self.acts.ready.eq(array.acts.ready & ~hazard),
+            array.acts.payload.eq(cur),
+            array.acts.valid.eq(cur_valid & ~hazard),
             accept.eq(array.acts.valid & array.acts.ready),
         ]
+        with m.If(sk_valid & accept):
+            m.d.sync += sk_valid.eq(0)
+        with m.If(~sk_valid & self.acts.valid & ~accept):
+            m.d.sync += [sk_valid.eq(1), sk_payload.eq(self.acts.payload)]
         # Each accepted row's `accumulate`, L cycles on: the flag of the row in R1.
         acc_sh = [Signal(name=f"acc_sh{k}") for k in range(L)]
-        m.d.sync += acc_sh[0].eq(self.acts.payload.accumulate)
+        m.d.sync += acc_sh[0].eq(cur.accumulate)
         m.d.sync += [acc_sh[k].eq(acc_sh[k - 1]) for k in range(1, L)]
 
         # ---- read-modify-write -----------------------------------------------
@@ -202,7 +222,7 @@ class MatmulEngine(wiring.Component):
             m.d.sync += [self.rd_data.valid.eq(self.rd_addr.valid), rd_q.eq(ext_rp.data)]
 
         m.d.comb += [
-            self.idle.eq(array.idle & ~s1_valid),
+            self.idle.eq(~sk_valid & array.idle & ~s1_valid),
             self.active.eq(accept),
         ]
         return m

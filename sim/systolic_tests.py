@@ -13,11 +13,10 @@ when ``$HETACCEL_BENCH`` holds a JSON request (see :mod:`hetaccel.sim.bench_gemm
 
 One clock loop drives all ports: at each falling edge the driver and monitor
 set their inputs for the coming rising edge; after ``ReadOnly`` they see which
-handshakes will complete at that edge.  With no random gaps (the benchmark)
-every ``ready`` depends on registers only, except ``acts.ready`` for an
-accumulating row (the engine's hazard stall compares its ``acc_addr``), so the
-loop skips ``ReadOnly`` (one trigger per cycle) unless such a row is offered or
-was offered in the previous cycle.
+handshakes will complete at that edge.  With no random gaps (the benchmark) all
+``ready`` signals depend on registers only (``acts.ready`` is the engine's skid
+buffer being empty), so the loop skips ``ReadOnly`` and costs one trigger per
+cycle.
 """
 
 from __future__ import annotations
@@ -85,9 +84,7 @@ class MatmulDriver:
         self.block_last_cycle: dict[int, int] = {}
         self._wv = self._av = False
         self._w_shown = self._a_shown = -1
-        self.a_accum: list[bool] = []
-        self.settle = False     # acts.ready depends on the payload just set
-        self._prev_accum = False
+        self._entering = None    # (block, last of block) of a row not yet in the array
 
     def load(self, a, b, plan) -> None:
         cfg = self.config
@@ -107,7 +104,6 @@ class MatmulDriver:
                                     | (int(ts.accumulate[r]) << (a_shift_last + 1))
                                     | (int(ts.acc_addr[r]) << (a_shift_last + 2)))
                 self.a_block.append(block_of_tile[t])
-                self.a_accum.append(bool(ts.accumulate[r]))
 
     @property
     def done(self) -> bool:
@@ -129,11 +125,6 @@ class MatmulDriver:
             dut.acts__payload.value = self.a_words[self.ai]
             self._a_shown = self.ai
         self._wv, self._av = wv, av
-        # (the value read before ReadOnly is from the previous payload, so
-        # a row after an accumulating one needs it too)
-        accum = av and self.a_accum[self.ai]
-        self.settle = accum or (av and self._prev_accum)
-        self._prev_accum = accum
 
     def sample(self, cycle: int) -> None:
         """Record the handshakes that complete at the coming rising edge."""
@@ -142,20 +133,27 @@ class MatmulDriver:
             if self.first_cycle is None:
                 self.first_cycle = cycle
             self.wi += 1
-        if self._av and dut.acts__ready.value:
+        ready = dut.acts__ready.value
+        # A row the array could not take at once waits in the engine's skid
+        # buffer (acts.ready low); it entered the array in the cycle before
+        # acts.ready is high again.
+        if self._entering is not None and ready:
+            if self._entering[1]:
+                self.block_last_cycle[self._entering[0]] = cycle - 1
+            self._entering = None
+        if self._av and ready:
             if self.first_cycle is None:
                 self.first_cycle = cycle
             blk = self.a_block[self.ai]
             self.ai += 1
-            if self.ai == len(self.a_words) or self.a_block[self.ai] != blk:
-                self.block_last_cycle[blk] = cycle
+            self._entering = (blk, self.ai == len(self.a_words) or self.a_block[self.ai] != blk)
 
 
 class ReadoutMonitor:
     """Reads each finished output block back through ``rd_addr``/``rd_data``.
 
     A block is read once its last activation row has had time to land: a row
-    accepted in cycle ``c`` is written at the edge ending cycle
+    entering the array in cycle ``c`` is written at the edge ending cycle
     ``c + latency + 2``; a read accepted in the next cycle sees it (documented
     timing of :class:`MatmulEngine`).
     """
@@ -265,7 +263,7 @@ class MatmulTester:
                 end_cycle = cycle
             drv.drive(mon.blocks_read)
             mon.drive(cycle, drv.block_last_cycle)
-            if not fast or drv.settle:
+            if not fast:
                 await ReadOnly()
             drv.sample(cycle)
             mon.sample()

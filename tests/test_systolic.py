@@ -239,7 +239,7 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
             ax = av and ctx.get(dut.acts.ready)
             if ai == 0 and wi == 0 and wx:
                 info["first"] = cycle
-            if ax:
+            if ctx.get(dut.active):     # a row enters the array (after the skid)
                 accepts.append(cycle)
             wi += wx
             ai += ax
@@ -248,6 +248,8 @@ def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=200
         ctx.set(dut.weights.valid, 0)
         ctx.set(dut.acts.valid, 0)
         while not ctx.get(dut.idle):
+            if ctx.get(dut.active):     # the last row may still wait in the skid
+                accepts.append(cycle)
             await ctx.tick()
             cycle += 1
         info["cycles"] = cycle - info["first"]
@@ -523,13 +525,15 @@ def test_engine_arbitrary_address_stream_stalls_exactly():
             await ctx.tick()
         ctx.set(dut.weights.valid, 0)
         cycle, i, seen = 0, 0, []
-        while i < count:
-            ctx.set(dut.acts.valid, 1)
-            ctx.set(dut.acts.payload, {"data": [int(x) for x in acts[i]], "last": i == count - 1,
-                                       "accumulate": bool(accum[i]), "acc_addr": int(addrs[i])})
-            if ctx.get(dut.acts.ready):
+        while len(seen) < count:
+            ctx.set(dut.acts.valid, i < count)
+            if i < count:
+                ctx.set(dut.acts.payload, {"data": [int(x) for x in acts[i]],
+                                           "last": i == count - 1, "accumulate": bool(accum[i]),
+                                           "acc_addr": int(addrs[i])})
+                i += ctx.get(dut.acts.ready)
+            if ctx.get(dut.active):
                 seen.append(cycle)
-                i += 1
             await ctx.tick()
             cycle += 1
         ctx.set(dut.acts.valid, 0)
