@@ -154,6 +154,12 @@ class SystolicArray(wiring.Component):
         m = Module()
 
         # ---- weight banks and their loader ---------------------------------
+        # Each bank of a column is a shift chain down the PE rows: an accepted
+        # weight row enters row 0 and pushes every row of that bank one row
+        # down, so transfer t of a tile ends in PE row R-1-t and every weight
+        # register is loaded from its neighbour above (no broadcast, no row
+        # decode).  The activation index is reversed to match (element k
+        # enters PE row R-1-k); the column sums are the same.
         w = [[[Signal(signed(ob), name=f"w{b}_r{i}_c{j}") for b in range(2)]
               for j in range(C)] for i in range(R)]
         filled = [Signal(name=f"filled{b}") for b in range(2)]
@@ -186,10 +192,27 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.acts.ready.eq(a_ready)
         a_accept = self.acts.valid & self.acts.ready
 
+        # The shift happens one cycle after the transfer, from registers: the
+        # accepted row (w_in) and a per-row, per-bank shift enable, so neither
+        # the feeder's valid nor its payload fans out over the array.  The
+        # bank-safety argument is unchanged: a row is accepted only into a bank
+        # that is neither filled nor busy, and no activation can start using
+        # that bank before the cycle of its final shift (handled below by the
+        # PEs that select their weight in the acceptance cycle).
+        w_in = [Signal(signed(ob), name=f"w_in_c{j}") for j in range(C)]
+        shift = [[Signal(name=f"wshift{b}_r{i}", attrs={"keep": 1}) for i in range(R)]
+                 for b in range(2)]
+        m.d.sync += [w_in[j].eq(self.weights.payload[j]) for j in range(C)]
+        for b in range(2):
+            m.d.sync += [shift[b][i].eq(w_accept & (wr_bank == b)) for i in range(R)]
+        # w_next[i][j][b]: the value bank b of PE (i, j) has after this cycle.
+        w_next = [[[Mux(shift[b][i], w_in[j] if i == 0 else w[i - 1][j][b], w[i][j][b])
+                    for b in range(2)] for j in range(C)] for i in range(R)]
         for i in range(R):
-            for b in range(2):
-                with m.If(w_accept & (wr_row == i) & (wr_bank == b)):
-                    m.d.sync += [w[i][j][b].eq(self.weights.payload[j]) for j in range(C)]
+            for j in range(C):
+                for b in range(2):
+                    with m.If(shift[b][i]):
+                        m.d.sync += w[i][j][b].eq(w_in[j] if i == 0 else w[i - 1][j][b])
         with m.If(w_accept):
             with m.If(wr_row == R - 1):
                 m.d.sync += [wr_row.eq(0), wr_bank.eq(~wr_bank)]
@@ -232,6 +255,7 @@ class SystolicArray(wiring.Component):
         assert built == L, f"array pipeline has {built} stages, cycle model says {L}"
 
         kinds = pe_mapping(cfg)
+        wnext = [[None] * C for _ in range(R)]
         with m.If(en):
             m.d.sync += meta[0].valid.eq(a_accept)
             m.d.sync += [
@@ -242,13 +266,24 @@ class SystolicArray(wiring.Component):
             ]
             m.d.sync += [meta[k].eq(meta[k - 1]) for k in range(1, L + 1)]
             for i in range(R):
-                m.d.sync += [chain[i][0].eq(self.acts.payload.data[i]), cbank[i][0].eq(rd_bank)]
+                m.d.sync += [chain[i][0].eq(self.acts.payload.data[R - 1 - i]),
+                             cbank[i][0].eq(rd_bank)]
                 for e in range(1, skew[i] + C):
                     m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
                 for j in range(C):
                     e = skew[i] + j
-                    bank = rd_bank if e == 0 else cbank[i][e - 1]
-                    m.d.sync += wsel[i][j].eq(Mux(bank, w[i][j][1], w[i][j][0]))
+                    if e == 0:
+                        # Selected in the acceptance cycle, which may be the
+                        # cycle of the tile's final shift: take the bank's next
+                        # value.  (Only PEs (0, 0) and (1, 0).)
+                        sel = Mux(rd_bank, w_next[i][j][1], w_next[i][j][0])
+                    else:
+                        sel = Mux(cbank[i][e - 1], w[i][j][1], w[i][j][0])
+                    if kinds[i][j] in ("dsp_lo", "dsp_hi"):
+                        # The SB_MAC16's B input register is this PE's wsel.
+                        wnext[i][j] = sel
+                    else:
+                        m.d.sync += wsel[i][j].eq(sel)
                     if kinds[i][j] == "generic":
                         m.d.sync += prod[i][j].eq(chain[i][e] * wsel[i][j])
                     elif kinds[i][j] == "lut":
@@ -258,15 +293,18 @@ class SystolicArray(wiring.Component):
             for j in range(C):
                 for e, reg in enumerate(deskew[j]):
                     m.d.sync += reg.eq(psum[R - 1][j] if e == 0 else deskew[j][e - 1])
-        # ice40_dual: PE pairs (row-major) share one SB_MAC16 whose 8x8 product
-        # registers (clock enable = en) are the two product registers.
+        # ice40_dual: PE pairs (row-major) share one SB_MAC16 whose B input
+        # register holds the two selected weights and whose 8x8 product
+        # registers are the two product registers (clock enable = en for all:
+        # they load exactly when a fabric wsel / product register would).
         flat = [(i, j) for i in range(R) for j in range(C)]
         for idx, (i, j) in enumerate(flat):
             if kinds[i][j] == "dsp_lo":
                 hi_i, hi_j = flat[idx + 1]
-                sb_mac16_dual(m, en, chain[i][skew[i] + j], wsel[i][j],
-                              chain[hi_i][skew[hi_i] + hi_j], wsel[hi_i][hi_j],
-                              prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}")
+                sb_mac16_dual(m, en, chain[i][skew[i] + j], wnext[i][j],
+                              chain[hi_i][skew[hi_i] + hi_j], wnext[hi_i][hi_j],
+                              prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}",
+                              b_reg=True)
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
