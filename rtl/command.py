@@ -251,7 +251,12 @@ class CommandProcessor(wiring.Component):
         depth = {s: mem_depth(cfg, s) for s in spaces}
         word = {s: mem_word(cfg, s) for s in spaces}
         wbytes = {s: word[s].bytes for s in spaces}
-        AW = max(depth.values()).bit_length() + 1       # holds addr + n for any space
+        # Row addresses of any space fit RA bits, row counts and address + count
+        # sums (after the range checks: at most the depth) CW bits.  Address
+        # pointers are RA bits: one that steps past the last row wraps, and is
+        # not used again.
+        RA = _bits(max(depth.values()))
+        CW = max(depth.values()).bit_length()
         max_wb = max(wbytes.values())
         rd_spaces = [s for s in spaces if mem_readable(cfg, s)]
         max_rb = max(max(wbytes[s] for s in rd_spaces), 8)
@@ -343,10 +348,10 @@ class CommandProcessor(wiring.Component):
             return Array(Signal(width, name=f"{name}{i}", init=(1 << width) - 1)
                          for i in range(QD))
         q_op = entry(2, "q_op")
-        q_x = entry(AW, "q_x")          # a / acc / addr
-        q_y = entry(AW, "q_y")          # w / out
-        q_z = entry(AW, "q_z")          # acc (GEMM)
-        q_n = entry(AW, "q_n")          # m / count
+        q_x = entry(RA, "q_x")          # a / acc / addr
+        q_y = entry(RA, "q_y")          # w / out
+        q_z = entry(RA, "q_z")          # acc (GEMM)
+        q_n = entry(CW, "q_n")          # m / count
         q_flags = entry(8, "q_flags")
         fn_bits = max(int(f) for f in ActivationFunction).bit_length()
         q_func = entry(fn_bits if cfg.has_activation else 1, "q_func")
@@ -365,7 +370,7 @@ class CommandProcessor(wiring.Component):
             return Mux(ptr == QD - 1, 0, ptr + 1)
 
         # weight jobs: one per queued GEMM, consumed by the weight feeder in order
-        m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(width=AW, depth=QD)
+        m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(width=RA, depth=QD)
 
         # ---------------------------------------------------------- front end
         # One byte shift register serves as the fixed-field header (its top
@@ -376,11 +381,15 @@ class CommandProcessor(wiring.Component):
         buf_bytes = max(_HDR_BYTES, max_wb, max_rb)
         buf = Signal(8 * buf_bytes)
         hdr = buf[8 * (buf_bytes - _HDR_BYTES):]
-        op = Signal(8)
+        # The frame's opcode and length are read from the link's frame
+        # stream: it holds them until the decoder releases the frame (DONE).
+        # The sequence number is copied: it is reply payload, which must not
+        # depend on the frame stream (k-induction of the stream rules).
+        op = self.frame.payload.opcode
         seq = Signal(8)
         # the link delivers frames of at most max_payload bytes (it answers
         # longer ones BAD_LENGTH itself), so the length needs only these bits
-        length = Signal(range(cfg.max_payload + 1))
+        length = self.frame.payload.length[:(cfg.max_payload).bit_length()]
         status = Signal(8)
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
@@ -402,20 +411,19 @@ class CommandProcessor(wiring.Component):
 
         # memory access being prepared/performed by the front end
         acc_space = Signal(3)
-        acc_base = Signal(AW)
-        acc_end = Signal(AW)    # acc_base + acc_n
-        acc_n = Signal(AW)
+        acc_base = Signal(RA)
+        acc_end = Signal(CW)    # acc_base + acc_n
+        acc_n = Signal(CW)
         acc_write = Signal()
-        k_left = Signal(AW + 1)  # words still to go in a READ_MEM / WRITE_MEM
+        k_left = Signal(CW)  # words still to go in a READ_MEM / WRITE_MEM
         k_last = Signal()        # k_left == 1
-        fe_ptr = Signal(AW)     # its address (acc_base + k, kept as a pointer)
+        fe_ptr = Signal(RA)     # its address (acc_base + k, kept as a pointer)
         p = Signal(range(cfg.max_payload + 16))     # payload byte pointer
         # bytes of the word still to come after this one (counts down from
         # wlast: the last byte is bleft == 0, one LUT)
         bleft = Signal(range(max(max_rb, max_wb, 8)))
         wlast = Signal(range(max(max_rb, max_wb, 8)))   # bytes per word - 1 (sent or received)
         err = Signal()
-        rec = Signal(48)
         rec_len = Signal(3)
         rec_mode = Signal(2)    # 0 scan, 1 write, 2 read
         _SCAN, _WRITE, _READ = 0, 1, 2
@@ -470,7 +478,7 @@ class CommandProcessor(wiring.Component):
         space_ok_w = Signal()
         space_ok_r = Signal()
         sp_wb = Signal(range(max_wb + 1))
-        sp_depth = Signal(AW)
+        sp_depth = Signal(CW)
         sp_maxcount = Signal(16)
         with m.Switch(f_space):
             for s in spaces:
@@ -547,8 +555,8 @@ class CommandProcessor(wiring.Component):
             # the rows of this entry in the accessed space (one overlap test
             # per entry: the space picks the field)
             # (registered: a pipeline stage of the hazard check)
-            lo = Signal(AW, name=f"haz_lo{i}")
-            end = Signal(AW + 1, name=f"haz_end{i}")
+            lo = Signal(RA, name=f"haz_lo{i}")
+            end = Signal(CW + 1, name=f"haz_end{i}")
             lo_c = Mux(sp == MemSpace.INPUT, xi, Mux(sp == MemSpace.ACC, zi, yi))
             m.d.sync += [lo.eq(lo_c), end.eq(lo_c + Mux(sp == MemSpace.WEIGHT, cfg.rows, ni))]
             ov = (acc_base < end) & (lo < acc_end)
@@ -583,14 +591,14 @@ class CommandProcessor(wiring.Component):
         m.d.comb += haz_armed.eq(haz_cnt == 2)
 
         # --- front-end memory port requests (muxed with the executor below)
-        fe_in_raddr = Signal(AW); fe_in_ren = Signal()
-        fe_w_raddr = Signal(AW); fe_w_ren = Signal()
-        fe_out_raddr = Signal(AW); fe_out_ren = Signal()
-        fe_opt_raddr = Signal(AW); fe_opt_ren = Signal()
+        fe_in_raddr = Signal(RA); fe_in_ren = Signal()
+        fe_w_raddr = Signal(RA); fe_w_ren = Signal()
+        fe_out_raddr = Signal(RA); fe_out_ren = Signal()
+        fe_opt_raddr = Signal(RA); fe_opt_ren = Signal()
         # WRITE_MEM word writes are registered (the word is then the top of buf),
         # so no decoder logic reaches the memories' and the engine's inputs
         fe_we = Signal()                  # write the assembled word this cycle
-        fe_waddr = Signal(AW)
+        fe_waddr = Signal(RA)
         fe_we_sp = {sp_: Signal(name=f"fe_we_{sp_.name.lower()}") for sp_ in spaces}
         m.d.sync += [fe_we.eq(0)] + [w.eq(0) for w in fe_we_sp.values()]
         buf_in = Signal.like(buf)        # buf with the payload byte shifted in at the top
@@ -655,10 +663,16 @@ class CommandProcessor(wiring.Component):
         def next_word():
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
         rec_reg = Signal(16)        # registered: REC_WAIT is two cycles long
+        # a register record is shifted into the top of buf like the header
+        rec = buf[-48:]
         m.d.sync += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
         # registered (REC_WAIT, REC_WAIT2 give them the cycles after the
         # record's last byte)
-        exists, writable, regval, reg_is_cnt, reg_cidx = registered(*reg_lookup(rec_reg))
+        # (the value is not registered: it is a function of rec_reg alone, and
+        # only loads buf)
+        exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup(rec_reg)
+        exists, writable, reg_is_cnt, reg_cidx = registered(exists, writable, reg_is_cnt,
+                                                            reg_cidx)
         # payload-pointer comparisons, registered: p is stable for at least a
         # cycle before each use (REC_WAIT, SCAN_WAIT, records of >= 2 bytes)
         p_scan_end, p_w_end, p_r_end, p_not_len = Signal(), Signal(), Signal(), Signal()
@@ -670,8 +684,7 @@ class CommandProcessor(wiring.Component):
             with m.State("IDLE"):
                 m.d.sync += [cnt.eq(0), paddr.eq(0)]
                 with m.If(self.frame.valid):
-                    m.d.sync += [op.eq(self.frame.payload.opcode), seq.eq(self.frame.payload.seq),
-                                 length.eq(self.frame.payload.length), err.eq(0)]
+                    m.d.sync += [seq.eq(self.frame.payload.seq), err.eq(0)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -863,7 +876,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += paddr.eq(paddr + 1)      # paddr = p + cnt
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt != 0):
-                    m.d.sync += rec.eq(Cat(rec[8:], self.payload_data))
+                    m.d.comb += b_shift.eq(1)
                 with m.If(cnt == rec_len):
                     m.next = "REC_WAIT"
             with m.State("REC_WAIT"):
@@ -983,13 +996,24 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [self.frame.ready.eq(1), cnt_inc["FRAMES"].eq(1)]
                 m.next = "IDLE"
 
-        def _load(strobe, value):
+        # The register and NOP replies load only the low 64 bits, which hold
+        # no register record (a READ_REG's record address must survive its
+        # reply value being loaded: the counter it names is looked up from it
+        # while REG_CNT waits).
+        lo = 64
+        assert len(buf) - 48 >= lo, "a register record must sit above the reply bits"
+
+        def _load(strobe, value, part):
             value = Value.cast(value)
-            return Cat(Mux(strobe, value, 0), Const(0, len(buf) - len(value)))[:len(buf)]
-        with m.If(b_shift | b_rd | b_ident | b_reg | b_cnt):
-            m.d.sync += buf.eq(_load(b_shift, buf_in) | _load(b_rd, rd_word) |
-                               _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64)) |
-                               _load(b_reg, regval) | _load(b_cnt, bank.value))
+            value = Cat(value, Const(0, max(0, len(buf) - len(value))))[part]
+            return Mux(strobe, value, 0)
+        for part, strobes in ((slice(0, lo), (b_shift, b_rd, b_ident, b_reg, b_cnt)),
+                              (slice(lo, len(buf)), (b_shift, b_rd))):
+            with m.If(Cat(*strobes).any()):
+                m.d.sync += buf[part].eq(
+                    _load(b_shift, buf_in, part) | _load(b_rd, rd_word, part) |
+                    _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64), part) |
+                    _load(b_reg, regval, part) | _load(b_cnt, bank.value, part))
 
         m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
 
@@ -1064,10 +1088,10 @@ class CommandProcessor(wiring.Component):
         # The head entry is copied into address pointers and down-counters when
         # the executor takes it (one cycle), so no memory address is a sum.
         ex_ld = Signal()        # head entry loaded into the pointers below
-        ex_p = Signal(AW)       # next source row (INPUT / ACC / OPT)
-        ex_q = Signal(AW)       # next destination row (ACC / OUTPUT / OPT)
-        ex_left = Signal(AW)    # rows still to issue
-        ex_wleft = Signal(AW)   # results still to write (ACTIVATE / ADAM)
+        ex_p = Signal(RA)       # next source row (INPUT / ACC / OPT)
+        ex_q = Signal(RA)       # next destination row (ACC / OUTPUT / OPT)
+        ex_left = Signal(CW)    # rows still to issue
+        ex_wleft = Signal(CW)   # results still to write (ACTIVATE / ADAM)
         ex_run = Signal()
         h_op, h_x, h_y, h_z, h_n = q_op[head], q_x[head], q_y[head], q_z[head], q_n[head]
         h_flags, h_func, h_pe = q_flags[head], q_func[head], q_pe[head]
@@ -1128,12 +1152,12 @@ class CommandProcessor(wiring.Component):
 
         # weight feeder
         wts = engine.weights
-        wf_ptr = Signal(AW)
+        wf_ptr = Signal(RA)
         wf_r = Signal(range(cfg.rows + 1))
         wf_busy = Signal()
         wadv = ~wts.valid | wts.ready
         wf_ren = Signal()
-        wf_raddr = Signal(AW)
+        wf_raddr = Signal(RA)
         m.d.comb += wts.payload.eq(w_rp.data)
         with m.If(~wf_busy):
             m.d.comb += wjobs.r_en.eq(1)
@@ -1163,7 +1187,7 @@ class CommandProcessor(wiring.Component):
                     issue_next()
                 m.d.comb += [act.inp.valid.eq(engine.rd_data.valid),
                              engine.rd_data.ready.eq(act.inp.ready)]
-            a_in_cnt = Signal(AW)
+            a_in_cnt = Signal(CW)
             m.d.comb += [act.inp.payload.data.eq(engine.rd_data.payload),
                          act.inp.payload.function.eq(h_func),
                          act.inp.payload.precision.eq(h_flags & ACT_PRECISION_MASK),
@@ -1194,7 +1218,7 @@ class CommandProcessor(wiring.Component):
             ain = adam.inp
             aadv = ~ain.valid | ain.ready
             ex_opt_ren = Signal()
-            ex_opt_raddr = Signal(AW)
+            ex_opt_raddr = Signal(RA)
             a_last = Signal()
             m.d.comb += [ain.payload.lanes.eq(opt_rp.data), ain.payload.last.eq(a_last),
                          adam.out.ready.eq(1)]
