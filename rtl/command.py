@@ -522,6 +522,9 @@ class CommandProcessor(wiring.Component):
         div_q = Signal(range(cfg.max_payload + 1))
         div_r = Signal(range(cfg.max_payload + 1))
         div_ge = Signal()       # div_r >= sp_wb, kept one step ahead as a flip-flop
+        # with every word size a power of two, CHECK finds the word count and
+        # whether a remainder is left (div_r = 1) by a shift and a mask instead
+        pow2 = all(wb & (wb - 1) == 0 for wb in wbytes.values())
 
         # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on div_q)
         mem_range_ok = inside(f_addr, div_q, sp_depth, w=max(depth.values()).bit_length())
@@ -751,17 +754,33 @@ class CommandProcessor(wiring.Component):
                 # div_q; DIV passes at once with div_r = 0: the cycle
                 # mem_range_ok needs to see this div_q)
                 words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
-                m.d.sync += [v_words.eq(Mux(op_is_wm, words, 0)),
-                             v_ge.eq(op_is_wm & (words >= sp_wb))]
+                if pow2:
+                    # every word size a power of two: a shift and a mask
+                    # per space, no division
+                    quot, rem_nz = Signal.like(div_q), Signal()
+                    with m.Switch(f_space):
+                        for s_ in spaces:
+                            with m.Case(s_):
+                                sh = wbytes[s_].bit_length() - 1
+                                m.d.comb += [quot.eq(words >> sh),
+                                             rem_nz.eq((words & (wbytes[s_] - 1)) != 0)]
+                    m.d.sync += [v_words.eq(Mux(op_is_wm, quot, f_count)),
+                                 v_ge.eq(op_is_wm & rem_nz)]
+                else:
+                    m.d.sync += [v_words.eq(Mux(op_is_wm, words, 0)),
+                                 v_ge.eq(op_is_wm & (words >= sp_wb))]
                 m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 m.d.sync += [status.eq(Mux(v_err, v_status, Status.OK)), wlast.eq(7),
-                             div_r.eq(v_words), div_ge.eq(v_ge),
-                             div_q.eq(Mux(op_is_wm, 0, f_count)),
                              acc_space.eq(f_space), acc_write.eq(op_is_wm),
                              is_rd_acc.eq(f_space == MemSpace.ACC),
                              rec_mode.eq(_SCAN), cnt.eq(0), rec_len.eq(Mux(op_is_wr, 6, 2))]
+                if pow2:
+                    m.d.sync += [div_q.eq(v_words), div_r.eq(v_ge), div_ge.eq(0)]
+                else:
+                    m.d.sync += [div_r.eq(v_words), div_ge.eq(v_ge),
+                                 div_q.eq(Mux(op_is_wm, 0, f_count))]
                 set_p(0)
                 set_rlen(Mux(v_nop, 8, 0), zero=~v_nop)
                 with m.If(v_err | v_nop):
@@ -777,11 +796,14 @@ class CommandProcessor(wiring.Component):
 
             with m.State("DIV"):
                 # (MEM_CHECK follows the cycle after the last change of div_q)
-                with m.If(div_ge):
-                    m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1),
-                                 div_ge.eq(div_r >= (sp_wb << 1))]
-                with m.Else():
+                if pow2:
                     m.next = "MEM_CHECK"
+                else:
+                    with m.If(div_ge):
+                        m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1),
+                                     div_ge.eq(div_r >= (sp_wb << 1))]
+                    with m.Else():
+                        m.next = "MEM_CHECK"
 
             with m.State("MEM_CHECK"):
                 # words in div_q; a WRITE_MEM remainder in div_r
