@@ -626,7 +626,8 @@ class CommandProcessor(wiring.Component):
         with m.If(self.reply_data.ready):
             m.d.sync += ovalid.eq(0)
 
-        rd_word = Signal(8 * max_rb)     # formatted word of the space being read
+        # (READ_MEM: buf takes the space being read, see rd_terms)
+        rd_sel = {s_: Signal(name=f"rd_sel_{s_.name.lower()}") for s_ in spaces}
 
         is_rd_acc = Signal()    # acc_space == ACC, as a flip-flop (set in DISPATCH)
         # the decoder's verdict on a frame (state CHECK, see there)
@@ -775,6 +776,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [status.eq(Mux(v_err, v_status, Status.OK)), wlast.eq(7),
                              acc_space.eq(f_space), acc_write.eq(op_is_wm),
                              is_rd_acc.eq(f_space == MemSpace.ACC),
+                             *(sel.eq(f_space == s_) for s_, sel in rd_sel.items()),
                              rec_mode.eq(_SCAN), cnt.eq(0), rec_len.eq(Mux(op_is_wr, 6, 2))]
                 if pow2:
                     m.d.sync += [div_q.eq(v_words), div_r.eq(v_ge), div_ge.eq(0)]
@@ -1018,6 +1020,33 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [self.frame.ready.eq(1), cnt_inc["FRAMES"].eq(1)]
                 m.next = "IDLE"
 
+        # --- formatted word for READ_MEM (sign-extended elements, LE bytes)
+        def fmt_word(space, raw):
+            w = word[space]
+            eb = 8 * w.element_bytes
+            if w.kind == "float":
+                return raw
+            elems = [raw[i * w.width:(i + 1) * w.width] for i in range(w.elements)]
+            return Cat(*(_sext(e, w.width, eb) for e in elems))
+
+        rd_src = {MemSpace.INPUT: fmt_word(MemSpace.INPUT, in_rp.data.as_value()),
+                  MemSpace.WEIGHT: fmt_word(MemSpace.WEIGHT, w_rp.data.as_value()),
+                  MemSpace.ACC: fmt_word(MemSpace.ACC, engine.rd_data.payload.as_value())}
+        if out_rp is not None:
+            rd_src[MemSpace.OUTPUT] = fmt_word(MemSpace.OUTPUT, out_rp.data.as_value())
+        if opt_rp is not None:
+            rd_src[MemSpace.OPT] = opt_rp.data
+        # Each space's read data enters buf's AND-OR under its own strobe (a
+        # flip-flop per space, set in DISPATCH): no multiplexer between the
+        # block RAM outputs (slow on the ECP5) and buf.  Only the word's own
+        # bytes are sent (wlast), so the widest word's bits above every other
+        # word need no space gating.
+        widest = max(rd_src, key=lambda s_: len(rd_src[s_]))
+        narrow = max([len(v) for s_, v in rd_src.items() if s_ != widest], default=0)
+        rd_terms = [(b_rd & rd_sel[s_], v) for s_, v in rd_src.items() if s_ != widest]
+        rd_terms += [(b_rd & rd_sel[widest], rd_src[widest][:narrow]),
+                     (b_rd, Cat(Const(0, narrow), rd_src[widest][narrow:]))]
+
         # The register and NOP replies load only the low 64 bits, which hold
         # no register record (a READ_REG's record address must survive its
         # reply value being loaded: the counter it names is looked up from it
@@ -1029,43 +1058,22 @@ class CommandProcessor(wiring.Component):
             value = Value.cast(value)
             value = Cat(value, Const(0, max(0, len(buf) - len(value))))[part]
             return Mux(strobe, value, 0)
+
+        def rd_or(part):
+            out = Const(0, len(buf[part]))
+            for st, v in rd_terms:
+                out = out | _load(st, v, part)
+            return out
         for part, strobes in ((slice(0, lo), (b_shift, b_rd, b_ident, b_reg, b_cnt)),
                               (slice(lo, len(buf)), (b_shift, b_rd))):
             with m.If(Cat(*strobes).any()):
                 m.d.sync += buf[part].eq(
-                    _load(b_shift, buf_in, part) | _load(b_rd, rd_word, part) |
+                    _load(b_shift, buf_in, part) | rd_or(part) |
                     _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64), part) |
                     _load(b_reg, regval, part) | _load(b_cnt, bank.value, part))
 
         m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
 
-
-        # --- formatted word for READ_MEM (sign-extended elements, LE bytes)
-        def fmt_word(space, raw):
-            w = word[space]
-            eb = 8 * w.element_bytes
-            if w.kind == "float":
-                return raw
-            elems = [raw[i * w.width:(i + 1) * w.width] for i in range(w.elements)]
-            return Cat(*(_sext(e, w.width, eb) for e in elems))
-
-        # Only the word's own bytes are sent (wlast), so the bits above a
-        # space's word need no zeroing: the widest word is the default and the
-        # others replace its low bits (no space gating on most bits).
-        rd_src = {MemSpace.INPUT: fmt_word(MemSpace.INPUT, in_rp.data.as_value()),
-                  MemSpace.WEIGHT: fmt_word(MemSpace.WEIGHT, w_rp.data.as_value()),
-                  MemSpace.ACC: fmt_word(MemSpace.ACC, engine.rd_data.payload.as_value())}
-        if out_rp is not None:
-            rd_src[MemSpace.OUTPUT] = fmt_word(MemSpace.OUTPUT, out_rp.data.as_value())
-        if opt_rp is not None:
-            rd_src[MemSpace.OPT] = opt_rp.data
-        widest = max(rd_src, key=lambda s_: len(rd_src[s_]))
-        m.d.comb += rd_word.eq(rd_src[widest])
-        with m.Switch(acc_space):
-            for s_, v in rd_src.items():
-                if s_ != widest:
-                    with m.Case(s_):
-                        m.d.comb += rd_word[:len(v)].eq(v)
 
         # --- assembled word for WRITE_MEM (top wb bytes of buf, the cycle after
         # its last byte was shifted in)
