@@ -121,7 +121,8 @@ def hard_multipliers(config) -> int:
 
 
 def sb_mac16_dual(m: Module, en: Value, a_lo: Value, b_lo: Value, a_hi: Value, b_hi: Value,
-                  p_lo: Signal, p_hi: Signal, name: str, b_reg: bool = False) -> None:
+                  p_lo: Signal, p_hi: Signal, name: str, b_reg: bool = False,
+                  a_reg: bool = False) -> None:
     """One ``SB_MAC16`` as two registered signed 8x8 multipliers.
 
     ``p_lo`` / ``p_hi`` (``signed(16)``) take ``a_lo*b_lo`` / ``a_hi*b_hi`` at
@@ -132,13 +133,14 @@ def sb_mac16_dual(m: Module, en: Value, a_lo: Value, b_lo: Value, a_hi: Value, b
     With ``b_reg`` the DSP's ``B`` input register (``B_REG``, same ``CE``) is
     used: the products are then of ``a`` and of the ``b`` of the previous
     enabled edge, so a caller's own ``b`` register under ``en`` moves into the
-    DSP and costs no fabric flip-flops.
+    DSP and costs no fabric flip-flops.  ``a_reg`` does the same for ``A``.
     """
     o = Signal(32, name=f"{name}_o")
     m.submodules[name] = Instance(
         "SB_MAC16",
         p_NEG_TRIGGER=Const(0, 1),
-        p_C_REG=Const(0, 1), p_A_REG=Const(0, 1), p_B_REG=Const(int(b_reg), 1), p_D_REG=Const(0, 1),
+        p_C_REG=Const(0, 1), p_A_REG=Const(int(a_reg), 1), p_B_REG=Const(int(b_reg), 1),
+        p_D_REG=Const(0, 1),
         p_TOP_8x8_MULT_REG=Const(1, 1), p_BOT_8x8_MULT_REG=Const(1, 1),
         p_PIPELINE_16x16_MULT_REG1=Const(0, 1), p_PIPELINE_16x16_MULT_REG2=Const(0, 1),
         p_TOPOUTPUT_SELECT=Const(2, 2), p_TOPADDSUB_LOWERINPUT=Const(0, 2),

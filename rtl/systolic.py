@@ -4,12 +4,16 @@ Built from one :class:`hetaccel.spec.AcceleratorConfig`:
 
 :class:`SystolicArray`
     ``rows x cols`` processing elements.  PE ``(i, j)`` holds weight
-    ``W[k0+i, n0+j]`` of the current tile; activation row ``A[m, k0:k0+rows]``
-    enters skewed (element ``i`` is delayed ``i`` cycles), moves right along PE
-    row ``i``, partial sums move down the columns, and the column sums leave
-    deskewed as one result row ``A[m, k-slice] . W_tile`` (``cols`` values of
-    ``acc_bits``).  Every PE holds two weight registers (banks): a weight tile
-    loads into the idle bank while the other bank computes.  The bank a PE
+    ``W[k0+R-1-i, n0+j]`` of the current tile (``R = rows``); element
+    ``R-1-i`` of activation row ``A[m, k0:k0+rows]`` enters PE row ``i``
+    skewed (delayed ``max(0, i-1)`` cycles) and moves right along it, partial
+    sums move down the columns, and the column sums leave deskewed as one
+    result row ``A[m, k-slice] . W_tile`` (``cols`` values of ``acc_bits``).
+    Every PE holds two weight registers (banks): a weight tile loads into the
+    idle bank while the other bank computes, through one shift chain per
+    column and bank (a weight row enters PE row 0 and pushes the bank's rows
+    down, hence the reversed row order), so every connection of the array is
+    between neighbours or from a registered, per-row control.  The bank a PE
     multiplies with travels with the activation wavefront, so the first row of
     the next tile follows the last row of the current one on the very next
     cycle: consecutive tiles stream with no pipeline drain.  Each PE registers
@@ -196,18 +200,21 @@ class SystolicArray(wiring.Component):
         # accepted row (w_in) and a per-row, per-bank shift enable, so neither
         # the feeder's valid nor its payload fans out over the array.  The
         # bank-safety argument is unchanged: a row is accepted only into a bank
-        # that is neither filled nor busy, and no activation can start using
-        # that bank before the cycle of its final shift (handled below by the
-        # PEs that select their weight in the acceptance cycle).
+        # that is neither filled nor busy, and an activation accepted in the
+        # cycle of its tile's final shift reads the bank only from the next
+        # cycle on (PEs (0, 0) and (1, 0) select their weight late, below).
+        #
+        # Row i only has to shift from the tile's transfer i on (what it holds
+        # before is overwritten anyway), so its enable also checks wr_row >= i.
+        # That makes the R copies different functions: Yosys merges identical
+        # flip-flops (a keep attribute does not stop it), and one merged copy
+        # would fan out to every row again.
         w_in = [Signal(signed(ob), name=f"w_in_c{j}") for j in range(C)]
-        shift = [[Signal(name=f"wshift{b}_r{i}", attrs={"keep": 1}) for i in range(R)]
-                 for b in range(2)]
+        shift = [[Signal(name=f"wshift{b}_r{i}") for i in range(R)] for b in range(2)]
         m.d.sync += [w_in[j].eq(self.weights.payload[j]) for j in range(C)]
         for b in range(2):
-            m.d.sync += [shift[b][i].eq(w_accept & (wr_bank == b)) for i in range(R)]
-        # w_next[i][j][b]: the value bank b of PE (i, j) has after this cycle.
-        w_next = [[[Mux(shift[b][i], w_in[j] if i == 0 else w[i - 1][j][b], w[i][j][b])
-                    for b in range(2)] for j in range(C)] for i in range(R)]
+            m.d.sync += [shift[b][i].eq(w_accept & (wr_bank == b) & (wr_row >= i))
+                         for i in range(R)]
         for i in range(R):
             for j in range(C):
                 for b in range(2):
@@ -255,6 +262,17 @@ class SystolicArray(wiring.Component):
         assert built == L, f"array pipeline has {built} stages, cycle model says {L}"
 
         kinds = pe_mapping(cfg)
+        flat = [(i, j) for i in range(R) for j in range(C)]
+        # PEs whose activation enters in its acceptance cycle (e = 0: (0, 0)
+        # and (1, 0)) multiply with a weight selected in the product cycle
+        # instead of a registered one, and so does the other half of their
+        # SB_MAC16 (the DSP's B register is all or nothing).
+        late = [[skew[i] + j == 0 for j in range(C)] for i in range(R)]
+        for idx, (i, j) in enumerate(flat):
+            if kinds[i][j] == "dsp_lo":
+                hi_i, hi_j = flat[idx + 1]
+                late[i][j] = late[hi_i][hi_j] = late[i][j] or late[hi_i][hi_j]
+        # What the multiplier's B operand is loaded from (dsp kinds) or is.
         wnext = [[None] * C for _ in range(R)]
         with m.If(en):
             m.d.sync += meta[0].valid.eq(a_accept)
@@ -266,23 +284,29 @@ class SystolicArray(wiring.Component):
             ]
             m.d.sync += [meta[k].eq(meta[k - 1]) for k in range(1, L + 1)]
             for i in range(R):
+                # A bubble's bank bit is a don't-care: taking a bit of this
+                # row's own (ignored) data then keeps Yosys from merging the R
+                # identical bank-bit chains into one that spans every row.
                 m.d.sync += [chain[i][0].eq(self.acts.payload.data[R - 1 - i]),
-                             cbank[i][0].eq(rd_bank)]
+                             cbank[i][0].eq(Mux(a_accept, rd_bank,
+                                                self.acts.payload.data[R - 1 - i][0]))]
                 for e in range(1, skew[i] + C):
                     m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
                 for j in range(C):
                     e = skew[i] + j
-                    if e == 0:
-                        # Selected in the acceptance cycle, which may be the
-                        # cycle of the tile's final shift: take the bank's next
-                        # value.  (Only PEs (0, 0) and (1, 0).)
-                        sel = Mux(rd_bank, w_next[i][j][1], w_next[i][j][0])
+                    if late[i][j]:
+                        # The bank is read in the product cycle, never in
+                        # the acceptance cycle (the cycle of a final shift).
+                        wsel[i][j] = Mux(cbank[i][e], w[i][j][1], w[i][j][0])
+                        wnext[i][j] = wsel[i][j]
+                        sel = None
                     else:
                         sel = Mux(cbank[i][e - 1], w[i][j][1], w[i][j][0])
                     if kinds[i][j] in ("dsp_lo", "dsp_hi"):
-                        # The SB_MAC16's B input register is this PE's wsel.
-                        wnext[i][j] = sel
-                    else:
+                        if sel is not None:
+                            # The SB_MAC16's B input register is this PE's wsel.
+                            wnext[i][j] = sel
+                    elif sel is not None:
                         m.d.sync += wsel[i][j].eq(sel)
                     if kinds[i][j] == "generic":
                         m.d.sync += prod[i][j].eq(chain[i][e] * wsel[i][j])
@@ -297,14 +321,13 @@ class SystolicArray(wiring.Component):
         # register holds the two selected weights and whose 8x8 product
         # registers are the two product registers (clock enable = en for all:
         # they load exactly when a fabric wsel / product register would).
-        flat = [(i, j) for i in range(R) for j in range(C)]
         for idx, (i, j) in enumerate(flat):
             if kinds[i][j] == "dsp_lo":
                 hi_i, hi_j = flat[idx + 1]
                 sb_mac16_dual(m, en, chain[i][skew[i] + j], wnext[i][j],
                               chain[hi_i][skew[hi_i] + hi_j], wnext[hi_i][hi_j],
                               prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}",
-                              b_reg=True)
+                              b_reg=not late[i][j])
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
