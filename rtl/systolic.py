@@ -324,10 +324,16 @@ class SystolicArray(wiring.Component):
         for idx, (i, j) in enumerate(flat):
             if kinds[i][j] == "dsp_lo":
                 hi_i, hi_j = flat[idx + 1]
-                sb_mac16_dual(m, en, chain[i][skew[i] + j], wnext[i][j],
-                              chain[hi_i][skew[hi_i] + hi_j], wnext[hi_i][hi_j],
+                e = skew[i] + j
+                # A pair ending its row takes its activations one register
+                # early into the DSP's A register: the row's last activation
+                # register (which feeds nothing else) is then not built.
+                a_reg = hi_i == i and hi_j == C - 1 and e >= 1
+                a_lo, a_hi = ((chain[i][e - 1], chain[i][e]) if a_reg else
+                              (chain[i][e], chain[hi_i][skew[hi_i] + hi_j]))
+                sb_mac16_dual(m, en, a_lo, wnext[i][j], a_hi, wnext[hi_i][hi_j],
                               prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}",
-                              b_reg=not late[i][j])
+                              b_reg=not late[i][j], a_reg=a_reg)
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
