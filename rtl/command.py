@@ -680,7 +680,13 @@ class CommandProcessor(wiring.Component):
         # payload-pointer comparisons, registered: p is stable for at least a
         # cycle before each use (REC_WAIT, SCAN_WAIT, records of >= 2 bytes)
         p_scan_end, p_w_end, p_r_end, p_not_len = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [p_scan_end.eq(p + rec_len + rec_len > length), p_w_end.eq(p + 6 == length),
+        # (p + 2 * rec_len > length as p >= a threshold kept in a flip-flop:
+        # length and rec_len are stable long before the record scan needs it,
+        # and two adders in series before the compare were the iCE40's
+        # critical path)
+        scan_thr = Signal(signed(len(length) + 3))
+        m.d.sync += scan_thr.eq(length - (rec_len << 1) + 1)
+        m.d.sync += [p_scan_end.eq(p >= scan_thr), p_w_end.eq(p + 6 == length),
                      p_r_end.eq(p + 2 == length), p_not_len.eq(p != length)]
         rec_value = rec[16:48]
 
