@@ -82,22 +82,20 @@ BOARDS: dict[str, Board] = {
     "icebreaker": Board(
         name="icebreaker", family="ice40", device="iCE40UP5K-SG48", ref_hz=12e6,
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
-        # The largest array whose products fit the 8 SB_MAC16 (Yosys -dsp maps one
-        # 8x8 product per SB_MAC16) with the device's other logic in 5280 LCs: a
-        # small-memory device without the activation and Adam units.  30 MHz
-        # (1 Mbaud = 30 cycles): measured 28 Nov at this clock, Fmax 31.5 MHz,
-        # 3076 LUT4, 2681 FF, 4914/5280 LCs, 22/30 BRAM, 180 s.  The worst path
-        # there is the power-on-reset logic fanning out into the UART
-        # transmitter and the link's CRC (two 7-8 ns routes); at a 36 MHz
-        # target it was the command decoder's next-state logic (Fmax 29.7).
-        # Not yet the default: rows=4, cols=4, mac_mapping="ice40_dual" (16 MACs
-        # on the 8 SB_MAC16s) at 51 MHz (1 Mbaud = 51 cycles) synthesised to
-        # 5267/5280 LCs (3305 LUT4, 3001 FF, 8/8 SB_MAC16, 23/30 BRAM; 28 Nov,
-        # with the command processor of that hour); nextpnr placed it (post-
-        # placement estimate 26.8 MHz) but routing at 99 % had not converged
-        # after 10 min and was stopped.  It needs ~300 LCs out of the rest of
-        # the device first.
-        default=dict(rows=2, cols=4, has_adam=False, has_activation=False,
+        # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
+        # mac_mapping="ice40_dual"), without the activation and Adam units.
+        # 30 MHz (1 Mbaud = 30 cycles), measured 28 Nov on commit 15a7a72:
+        # Fmax 38.2 MHz, 2654 LUT4, 2356 FF, 4155/5280 LCs, 8/8 SB_MAC16,
+        # 23/30 BRAM, 119 s.  The same RTL at a 50.25 MHz target routes at
+        # 34.2 MHz (33.75 and 36 MHz targets: 33.4 and 34.0, so the clock stays
+        # at 30 with the margin that keeps the seed-to-seed spread of about
+        # +-4 MHz inside it).  Its worst path is the engine's input skid:
+        # skid valid -> RMW hazard compare -> array accept -> skid valid (7
+        # LUT levels, 20 ns of its 29 ns routing).  Before this session's
+        # engine (hazard stall instead of forwarding, no read-first emulation:
+        # -526 LUT4, -504 FF) the 4x4 dual device did not route at all.
+        default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
+                     has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
                      opt_depth=2, max_payload=256, clock_hz=30_000_000, baud=1_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),

@@ -100,7 +100,8 @@ def test_icebreaker_build(tmp_path):
     _check_report(r, "icebreaker", cfg)
     assert r["core"] == "Device"
     assert r["timing_met"], f"Fmax {r['fmax_mhz']} MHz below the {r['target_mhz']} MHz target"
-    assert r["dsps"] <= 8 and r["brams"] >= 3    # scratchpads are block RAM
+    assert r["dsps"] == 8 and r["macs"] == 16      # every SB_MAC16, in its dual 8x8 mode
+    assert r["brams"] >= 3                         # scratchpads are block RAM
     bits = (tmp_path / "icebreaker" / "top.bin").read_bytes()
     assert len(bits) == 104090          # a full iCE40UP5K bitstream
     assert (tmp_path / "icebreaker" / "report.json").exists()
@@ -155,6 +156,6 @@ def test_ulx3s_build(tmp_path):
 
 
 def test_array_larger_than_dsps_refused_before_synthesis(tmp_path):
-    cfg = default_config("icebreaker", rows=4, cols=4)
+    cfg = default_config("icebreaker", rows=4, cols=4, mac_mapping="generic")
     with pytest.raises(DoesNotFit, match=r"4x4 array needs dsps: 16 used .*, 8 available"):
         build_board("icebreaker", cfg, out_dir=tmp_path)
