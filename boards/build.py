@@ -125,6 +125,13 @@ BOARDS: dict[str, Board] = {
         # - this default (8x16) at a 60 MHz target, all of the 28 Nov RTL: Fmax
         #   55.9 MHz (array weight register -> MULT18X18D input, 17.9 ns, almost
         #   all routing); 6801 LUT4, 16119 FF, 128 DSP, 37 DP16KD; 2010 s.
+        # - this default on the RTL of 3dffa6e (weight banks loaded through
+        #   shift chains, the engine's hazard stall, the re-pipelined command
+        #   processor) at 50 MHz: Fmax 59.2 MHz, met (test_ulx3s_build passed);
+        #   4246 LUT4, 14286 FF, 128 DSP, 37 DP16KD; 1810 s.  Worst path: a
+        #   PE's weight register -> its MULT18X18D -> product register, 16.9 ns
+        #   with 12.4 ns routing (the placer puts the fabric registers ~80
+        #   tiles from the DSP site).
         # So 50 MHz stays the default clock.
         default=dict(rows=8, cols=16, has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
