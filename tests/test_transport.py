@@ -177,6 +177,8 @@ def test_rtl_simulator_stops_on_exception():
 
 def test_rtl_simulator_stops_on_ctrl_c():
     script = textwrap.dedent(f"""
+        import faulthandler, signal
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         import numpy as np, sys
         from hetaccel.host import Accelerator
         from hetaccel.spec import AcceleratorConfig
@@ -200,7 +202,16 @@ def test_rtl_simulator_stops_on_ctrl_c():
             # Seen once under a loaded full-suite run: the first interrupt did
             # not stop the host. A user presses Ctrl-C again; cleanup must hold.
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                # Still alive: fail with every thread's stack, so the next
+                # occurrence says where the host was stuck.
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(2.0)
+                proc.kill()
+                _, err = proc.communicate()
+                pytest.fail(f"the host ignored two interrupts; its stacks:\n{err[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
