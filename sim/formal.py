@@ -483,7 +483,11 @@ def compute_bound(config: AcceleratorConfig) -> int:
     :data:`ITEM_OVERHEAD` per instruction for the queue's own bookkeeping.
 
     While the decoder waits on compute it takes no frame, so nothing is added
-    to the queue and this bounds every wait."""
+    to the queue and this bounds every wait.  Shorter GEMMs can meet the
+    read-modify-write hazard stall (:data:`~hetaccel.sim.systolic_model.RMW_WINDOW`),
+    which full-depth ones never do; for :data:`FORMAL_DEVICE_CONFIG` a test
+    enumerates every queue (row counts, accumulator bases, accumulate or not)
+    and finds none slower than this bound."""
     from .systolic_model import tile_cycles
     if config.has_activation or config.has_adam:
         raise ValueError("compute_bound models GEMM only: use a config with "
