@@ -65,7 +65,16 @@ def _gemm_cycles(config: AcceleratorConfig, m: int) -> int:
 
 
 def cycle_estimate(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
-    """Predicted busy cycles of one compute instruction run on its own."""
+    """Predicted busy cycles of one compute instruction run on its own.
+
+    "On its own" matters for one case only: a GEMM that enters the engine
+    right behind another can meet the read-modify-write hazard stall
+    (:data:`~hetaccel.sim.systolic_model.RMW_WINDOW`) when it accumulates into
+    rows the previous GEMM wrote in its last cycles.  That needs an array with
+    ``rows <= RMW_WINDOW`` (the weight load otherwise separates the two) and
+    both GEMMs queued at once; the prediction is then low by up to
+    ``RMW_WINDOW`` cycles per such GEMM.  A whole plan's exact schedule is
+    :func:`~hetaccel.sim.systolic_model.row_schedule`."""
     if opcode == Opcode.GEMM:
         return _gemm_cycles(config, fields["m"])
     if opcode == Opcode.ACTIVATE:
