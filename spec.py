@@ -45,7 +45,7 @@ __all__ = [
 
 #: Values of ``AcceleratorConfig.mac_mapping`` (identity register CONFIG4
 #: reports the index).
-MAC_MAPPINGS: tuple[str, ...] = ("generic", "ice40_dual")
+MAC_MAPPINGS: tuple[str, ...] = ("generic", "ice40_dual", "ecp5_mult18")
 
 
 def min_acc_bits(operand_bits: int, max_k: int) -> int:
@@ -265,7 +265,10 @@ class AcceleratorConfig:
         docs/matmul.md): ``"generic"`` -- ``a * w``, Yosys infers one hard
         multiplier per product; ``"ice40_dual"`` -- two PEs share one iCE40
         SB_MAC16 in its dual signed 8x8 mode (needs ``operand_bits = 8`` and an
-        even number of DSP PEs).  It changes the netlist, never a result.
+        even number of DSP PEs); ``"ecp5_mult18"`` -- each PE instantiates one
+        ECP5 MULT18X18D whose input and output registers are the PE's
+        operand and product registers (any ``operand_bits``, at most 18).  It
+        changes the netlist, never a result or a cycle.
     lut_multipliers : int
         PEs (the last ones in row-major order) whose product is an explicit
         LUT adder tree instead of a hard multiplier, 0..rows*cols, so an array

@@ -16,6 +16,16 @@ one field:
     ``A[15:8]``/``B[15:8]`` and ``O[31:16]``.  The DSP's own 8x8 product
     registers (``TOP/BOT_8x8_MULT_REG``, selected by ``TOP/BOTOUTPUT_SELECT =
     2``) are the PEs' product registers, so the pipeline stage costs no logic.
+``mac_mapping = "ecp5_mult18"``
+    Each PE instantiates one ECP5 ``MULT18X18D`` (:func:`mult18x18d`, operands
+    sign-extended to 18 bits): its input registers ``A`` / ``B``
+    (``REG_INPUTA/B_CLK = "CLK0"``) hold the PE's activation and weight, its
+    output register (``REG_OUTPUT_CLK = "CLK0"``) is the product register, all
+    with ``CE0`` = the array's enable.  The fabric only feeds the DSP from
+    registers and takes its product from a register, so the long routes to
+    and from the DSP column are in different cycles (an inferred
+    ``MULT18X18D`` has no registers: a fabric register -> DSP -> fabric
+    register path pays both).  Simulated with :func:`mult18x18d_model`.
 ``lut_multipliers = N``
     The last ``N`` PEs (row-major order) build their product from LUTs: an
     explicit shift-and-add of partial products (:func:`lut_product`), which
@@ -25,7 +35,8 @@ one field:
 :class:`LutMultiplier` wraps :func:`lut_product` as a tiny component for the
 exhaustive test.  :func:`sb_mac16_model` extracts Yosys's simulation model of
 ``SB_MAC16`` (``share/ice40/cells_sim.v`` of the installed YoWASP Yosys) for
-cocotb runs of an ``ice40_dual`` array.
+cocotb runs of an ``ice40_dual`` array; :func:`simulation_models` lists the
+Verilog models any config's array needs.
 """
 
 from __future__ import annotations
@@ -39,9 +50,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["MAC_MAPPINGS", "lut_product", "LutMultiplier", "pe_mapping", "sb_mac16_dual",
-           "sb_mac16_model", "hard_multipliers"]
+           "sb_mac16_model", "hard_multipliers", "mult18x18d", "mult18x18d_model",
+           "simulation_models"]
 
 from ..spec import MAC_MAPPINGS  # noqa: F401  (re-exported: the values the spec accepts)
+from .ecp5_dsp import mult18x18d, mult18x18d_model
 
 
 def lut_product(a: Value, b: Value) -> Value:
@@ -96,9 +109,9 @@ class LutMultiplier(wiring.Component):
 
 
 def pe_mapping(config) -> list[list[str]]:
-    """``kind[i][j]`` of PE ``(i, j)``: ``"generic"``, ``"lut"`` or ``"dsp_lo"`` /
-    ``"dsp_hi"`` (the two halves of one ``SB_MAC16``, hi = the PE after lo in
-    row-major order)."""
+    """``kind[i][j]`` of PE ``(i, j)``: ``"generic"``, ``"lut"``, ``"mult18"`` (one
+    instantiated ECP5 ``MULT18X18D``) or ``"dsp_lo"`` / ``"dsp_hi"`` (the two
+    halves of one ``SB_MAC16``, hi = the PE after lo in row-major order)."""
     R, C = config.rows, config.cols
     n_hard = R * C - config.lut_multipliers
     kinds = []
@@ -107,6 +120,8 @@ def pe_mapping(config) -> list[list[str]]:
             kinds.append("lut")
         elif config.mac_mapping == "ice40_dual":
             kinds.append("dsp_lo" if idx % 2 == 0 else "dsp_hi")
+        elif config.mac_mapping == "ecp5_mult18":
+            kinds.append("mult18")
         else:
             kinds.append("generic")
     return [kinds[i * C:(i + 1) * C] for i in range(R)]
@@ -114,8 +129,10 @@ def pe_mapping(config) -> list[list[str]]:
 
 def hard_multipliers(config) -> int:
     """Hard multiplier blocks the array needs: one per generic product (what
-    Yosys infers on ECP5 and on iCE40 with ``-dsp``), one ``SB_MAC16`` per PE
-    pair with ``ice40_dual``; LUT PEs need none."""
+    Yosys infers on ECP5 and on iCE40 with ``-dsp``), one ``MULT18X18D`` per
+    PE with ``ecp5_mult18`` (instantiated, so also with ``synth_ecp5
+    -nodsp``), one ``SB_MAC16`` per PE pair with ``ice40_dual``; LUT PEs need
+    none."""
     n_hard = config.macs - config.lut_multipliers
     return n_hard // 2 if config.mac_mapping == "ice40_dual" else n_hard
 
@@ -184,3 +201,14 @@ def sb_mac16_model(directory: str | Path) -> Path:
     if not path.exists() or path.read_text() != body:
         path.write_text(body)
     return path
+
+
+def simulation_models(config, directory: str | Path) -> tuple[Path, ...]:
+    """Verilog models of the vendor cells ``config``'s array instantiates,
+    written to ``directory`` (``()`` for generic / LUT arrays): pass them as
+    ``run_cocotb(..., extra_sources=...)``."""
+    if config.mac_mapping == "ice40_dual" and hard_multipliers(config):
+        return (sb_mac16_model(directory),)
+    if config.mac_mapping == "ecp5_mult18" and hard_multipliers(config):
+        return (mult18x18d_model(directory),)
+    return ()

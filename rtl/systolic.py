@@ -48,7 +48,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.systolic_model import latency
 from ..spec import AcceleratorConfig
-from .multiplier import lut_product, pe_mapping, sb_mac16_dual
+from .multiplier import lut_product, mult18x18d, pe_mapping, sb_mac16_dual
 
 __all__ = ["SystolicArray", "weight_layout", "act_layout",
            "result_layout", "acc_row_layout", "acc_write_layout", "latency"]
@@ -102,6 +102,32 @@ def _sum_bits(config: AcceleratorConfig, terms: int) -> int:
     # sum fits (guaranteed by the config for K <= max_k).
     need = 2 * config.operand_bits + max(0, (terms - 1).bit_length())
     return min(config.acc_bits, need)
+
+
+def _fabric_pe(m, en, a, w_next, p, name, lut):
+    # Weight register in the fabric beside the product register; the product
+    # is a `$mul` (a DSP without internal registers, or LUTs where there is
+    # none) or, for a LUT PE, an explicit adder tree.
+    wreg = Signal(signed(len(a)), name=f"w_{name}")
+    with m.If(en):
+        m.d.sync += [wreg.eq(w_next),
+                     p.eq(lut_product(a, wreg) if lut else a * wreg)]
+
+
+def _sb_mac16_pair(m, en, lo, hi, cols, skew, chain, act_next, weight_next, prod):
+    # ice40_dual: PE pairs (row-major) share one SB_MAC16 whose B input
+    # register holds the two weights and whose 8x8 product registers are the
+    # two product registers (CE = en for all).  A pair ending its row takes
+    # its activations one register early into the A register (A_REG is all or
+    # nothing): the row's last activation register then feeds nothing and is
+    # not built.
+    (i, j), (hi_i, hi_j) = lo, hi
+    a_reg = hi_i == i and hi_j == cols - 1
+    a_lo, a_hi = ((act_next(i, j), act_next(hi_i, hi_j)) if a_reg else
+                  (chain[i][skew[i] + j], chain[hi_i][skew[hi_i] + hi_j]))
+    sb_mac16_dual(m, en, a_lo, weight_next(i, j), a_hi, weight_next(hi_i, hi_j),
+                  prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}",
+                  b_reg=True, a_reg=a_reg)
 
 
 class SystolicArray(wiring.Component):
@@ -202,7 +228,8 @@ class SystolicArray(wiring.Component):
         # bank-safety argument is unchanged: a row is accepted only into a bank
         # that is neither filled nor busy, and an activation accepted in the
         # cycle of its tile's final shift reads the bank only from the next
-        # cycle on (PEs (0, 0) and (1, 0) select their weight late, below).
+        # cycle on (PEs (0, 0) and (1, 0), whose weight register loads at the
+        # acceptance edge, load the bank's value after that shift, below).
         #
         # Row i only has to shift from the tile's transfer i on (what it holds
         # before is overwritten anyway), so its enable also checks wr_row >= i.
@@ -243,10 +270,6 @@ class SystolicArray(wiring.Component):
         chain = [[Signal(signed(ob), name=f"a_r{i}_{e}") for e in range(skew[i] + C)]
                  for i in range(R)]
         cbank = [[Signal(name=f"ab_r{i}_{e}") for e in range(skew[i] + C)] for i in range(R)]
-        # The weight a PE multiplies with, selected from its bank one stage
-        # early and registered beside the activation: the multiplier's inputs
-        # come straight from flip-flops.
-        wsel = [[Signal(signed(ob), name=f"w_r{i}_c{j}") for j in range(C)] for i in range(R)]
         prod = [[Signal(signed(2 * ob), name=f"m_r{i}_c{j}") for j in range(C)] for i in range(R)]
         psum = [[prod[0][j] if i == 0 else
                  Signal(signed(_sum_bits(cfg, i + 1)), name=f"p_r{i}_c{j}") for j in range(C)]
@@ -261,19 +284,6 @@ class SystolicArray(wiring.Component):
         built = skew[R - 1] + C + 1 + (1 if R > 1 else 0) - 1
         assert built == L, f"array pipeline has {built} stages, cycle model says {L}"
 
-        kinds = pe_mapping(cfg)
-        flat = [(i, j) for i in range(R) for j in range(C)]
-        # PEs whose activation enters in its acceptance cycle (e = 0: (0, 0)
-        # and (1, 0)) multiply with a weight selected in the product cycle
-        # instead of a registered one, and so does the other half of their
-        # SB_MAC16 (the DSP's B register is all or nothing).
-        late = [[skew[i] + j == 0 for j in range(C)] for i in range(R)]
-        for idx, (i, j) in enumerate(flat):
-            if kinds[i][j] == "dsp_lo":
-                hi_i, hi_j = flat[idx + 1]
-                late[i][j] = late[hi_i][hi_j] = late[i][j] or late[hi_i][hi_j]
-        # What the multiplier's B operand is loaded from (dsp kinds) or is.
-        wnext = [[None] * C for _ in range(R)]
         with m.If(en):
             m.d.sync += meta[0].valid.eq(a_accept)
             m.d.sync += [
@@ -292,48 +302,51 @@ class SystolicArray(wiring.Component):
                                                 self.acts.payload.data[R - 1 - i][0]))]
                 for e in range(1, skew[i] + C):
                     m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
-                for j in range(C):
-                    e = skew[i] + j
-                    if late[i][j]:
-                        # The bank is read in the product cycle, never in
-                        # the acceptance cycle (the cycle of a final shift).
-                        wsel[i][j] = Mux(cbank[i][e], w[i][j][1], w[i][j][0])
-                        wnext[i][j] = wsel[i][j]
-                        sel = None
-                    else:
-                        sel = Mux(cbank[i][e - 1], w[i][j][1], w[i][j][0])
-                    if kinds[i][j] in ("dsp_lo", "dsp_hi"):
-                        if sel is not None:
-                            # The SB_MAC16's B input register is this PE's wsel.
-                            wnext[i][j] = sel
-                    elif sel is not None:
-                        m.d.sync += wsel[i][j].eq(sel)
-                    if kinds[i][j] == "generic":
-                        m.d.sync += prod[i][j].eq(chain[i][e] * wsel[i][j])
-                    elif kinds[i][j] == "lut":
-                        m.d.sync += prod[i][j].eq(lut_product(chain[i][e], wsel[i][j]))
-                    if i > 0:
-                        m.d.sync += psum[i][j].eq(psum[i - 1][j] + prod[i][j])
+                if i > 0:
+                    m.d.sync += [psum[i][j].eq(psum[i - 1][j] + prod[i][j]) for j in range(C)]
             for j in range(C):
                 for e, reg in enumerate(deskew[j]):
                     m.d.sync += reg.eq(psum[R - 1][j] if e == 0 else deskew[j][e - 1])
-        # ice40_dual: PE pairs (row-major) share one SB_MAC16 whose B input
-        # register holds the two selected weights and whose 8x8 product
-        # registers are the two product registers (clock enable = en for all:
-        # they load exactly when a fabric wsel / product register would).
+
+        # ---- the PEs' products --------------------------------------------------
+        # A PE's product register loads at the edge ending its product cycle,
+        # the cycle its activation sits in chain[i][e].  Both operands are
+        # registered one edge earlier (under en, like everything in the
+        # pipeline), in the fabric or in a DSP's input registers; what those
+        # registers load is the same for every kind of PE:
+        def act_next(i, j):
+            # What chain[i][e] loads: the multiplier's activation, one edge early.
+            e = skew[i] + j
+            return chain[i][e - 1] if e else self.acts.payload.data[R - 1 - i]
+
+        def weight_next(i, j):
+            # The weight of the product cycle, one edge early: the bank bit is
+            # still in chain position e-1.  For e = 0 ((0, 0) and (1, 0)) that
+            # edge is the acceptance, which may also be the bank's final shift,
+            # so the register loads the bank's value after that shift.
+            e = skew[i] + j
+            if e:
+                return Mux(cbank[i][e - 1], w[i][j][1], w[i][j][0])
+            after = [Mux(shift[b][i], w_in[j] if i == 0 else w[i - 1][j][b], w[i][j][b])
+                     for b in range(2)]
+            return Mux(rd_bank, after[1], after[0])
+
+        kinds = pe_mapping(cfg)
+        flat = [(i, j) for i in range(R) for j in range(C)]
         for idx, (i, j) in enumerate(flat):
-            if kinds[i][j] == "dsp_lo":
-                hi_i, hi_j = flat[idx + 1]
-                e = skew[i] + j
-                # A pair ending its row takes its activations one register
-                # early into the DSP's A register: the row's last activation
-                # register (which feeds nothing else) is then not built.
-                a_reg = hi_i == i and hi_j == C - 1 and e >= 1
-                a_lo, a_hi = ((chain[i][e - 1], chain[i][e]) if a_reg else
-                              (chain[i][e], chain[hi_i][skew[hi_i] + hi_j]))
-                sb_mac16_dual(m, en, a_lo, wnext[i][j], a_hi, wnext[hi_i][hi_j],
-                              prod[i][j], prod[hi_i][hi_j], name=f"mac_r{i}_c{j}",
-                              b_reg=not late[i][j], a_reg=a_reg)
+            kind, a_now, name = kinds[i][j], chain[i][skew[i] + j], f"r{i}_c{j}"
+            if kind in ("generic", "lut"):
+                _fabric_pe(m, en, a_now, weight_next(i, j), prod[i][j], name,
+                           lut=kind == "lut")
+            elif kind == "mult18":
+                # MULT18X18D: input registers A, B and the output register P
+                # are the PE's activation, weight and product registers, so
+                # the routes into and out of the DSP are in different cycles.
+                mult18x18d(m, en, act_next(i, j), weight_next(i, j), prod[i][j],
+                           name=f"mult_{name}", a_reg=True, b_reg=True, p_reg=True)
+            elif kind == "dsp_lo":
+                _sb_mac16_pair(m, en, (i, j), flat[idx + 1], C, skew, chain,
+                               act_next, weight_next, prod)
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]

@@ -435,6 +435,65 @@ def test_mapping_config_validation():
     assert AcceleratorConfig.from_json(c.to_json()) == c
 
 
+def test_ecp5_mult18_mapping_and_dsp_count():
+    from hetaccel.rtl.multiplier import hard_multipliers, pe_mapping
+    from hetaccel.spec import config_from_identity, identity_words
+    c = cfg(2, 3, mac_mapping="ecp5_mult18", lut_multipliers=2)
+    assert pe_mapping(c) == [["mult18"] * 3, ["mult18", "lut", "lut"]]
+    assert hard_multipliers(c) == 4
+    assert hard_multipliers(cfg(8, 16, mac_mapping="ecp5_mult18")) == 128
+    # Any operand width fits the 18x18 multiplier; CONFIG4 reports the mapping.
+    c = cfg(2, 2, mac_mapping="ecp5_mult18", operand_bits=16, acc_bits=44)
+    assert config_from_identity(identity_words(c)) == c
+    assert AcceleratorConfig.from_json(c.to_json()) == c
+
+
+def _rtlil_cells(component, cell_type):
+    # {cell name: {parameter: value}} of every `cell_type` cell in the RTLIL text.
+    from amaranth.back import rtlil
+    cells, cur = {}, None
+    for line in rtlil.convert(component).splitlines():
+        words = line.split()
+        if words[:1] == ["cell"]:
+            cur = cells.setdefault(words[2], {}) if words[1] == cell_type else None
+        elif words[:1] == ["parameter"] and cur is not None:
+            cur[words[1].lstrip("\\")] = " ".join(words[2:]).strip('"')
+    return cells
+
+
+def test_ecp5_mult18_instances_use_only_modelled_parameters():
+    # Every PE but the LUT ones instantiates a MULT18X18D with its A, B and
+    # output registers on, everything else at the cell's default; no $mul is
+    # left for Yosys to infer an unregistered DSP from.
+    from hetaccel.rtl.ecp5_dsp import MODELLED, check_params
+    c = cfg(2, 3, mac_mapping="ecp5_mult18", lut_multipliers=1)
+    dut = SystolicArray(c)
+    cells = _rtlil_cells(dut, "\\MULT18X18D")
+    assert len(cells) == 5
+    for params in cells.values():
+        check_params(params)
+        assert set(params) == set(MODELLED)
+        assert (params["REG_INPUTA_CLK"], params["REG_INPUTB_CLK"], params["REG_OUTPUT_CLK"],
+                params["REG_PIPELINE_CLK"]) == ("CLK0", "CLK0", "CLK0", "NONE")
+    assert not _rtlil_cells(SystolicArray(cfg(2, 3, mac_mapping="ecp5_mult18")), "$mul")
+    assert len(_rtlil_cells(SystolicArray(cfg(2, 3)), "$mul")) == 6
+
+
+def test_ecp5_mult18_refuses_what_the_model_does_not_implement(tmp_path):
+    from hetaccel.rtl.ecp5_dsp import MODELLED, check_params, mult18x18d_model
+    with pytest.raises(ValueError, match=r"REG_PIPELINE_CLK='CLK0' is not modelled"):
+        check_params({"REG_PIPELINE_CLK": "CLK0"})
+    with pytest.raises(ValueError, match=r"REG_OUTPUT_CE='CE1' is not modelled"):
+        check_params({"REG_OUTPUT_CE": "CE1"})
+    with pytest.raises(ValueError, match=r"'PIPELINE' is not in the simulation model"):
+        check_params({"PIPELINE": "ON"})
+    # The model's Verilog refuses (does not elaborate) every value outside the
+    # same table: one guard per parameter.
+    text = mult18x18d_model(tmp_path).read_text()
+    for name in MODELLED:
+        assert f"MULT18X18D_model_does_not_implement_{name} " in text
+
+
 def test_one_latency_definition():
     import hetaccel.rtl.systolic as rtl
     import hetaccel.sim.systolic_model as model

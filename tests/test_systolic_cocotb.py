@@ -7,12 +7,14 @@ random input gaps and read back-pressure, and the cycle model checked exactly
 at full rate (including K-tiles of 1 and 2 accumulating rows, where the 2x2
 array meets the engine's read-modify-write hazard stall).  The "4x8" array uses every multiplier mapping at once: 28 PEs
 in 14 iCE40 SB_MAC16s (dual signed 8x8 mode, simulated with Yosys's own
-SB_MAC16 model compiled in) and 4 LUT multipliers.
+SB_MAC16 model compiled in) and 4 LUT multipliers.  The "3x5_mult18" array has
+13 PEs on instantiated ECP5 MULT18X18Ds (input and output registers used,
+simulated with hetaccel.rtl.ecp5_dsp's model) and 2 LUT multipliers.
 """
 
 import pytest
 
-from hetaccel.rtl.multiplier import sb_mac16_model
+from hetaccel.rtl.multiplier import simulation_models
 from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.sim.cocotb_runner import SIMULATORS, build_root, run_cocotb
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
@@ -29,14 +31,13 @@ CONFIGS = {
     "4x4": _config(4, 4, 64),
     "8x8": _config(8, 8, 100),
     "4x8": _config(4, 8, 40, mac_mapping="ice40_dual", lut_multipliers=4),
+    "3x5_mult18": _config(3, 5, 48, mac_mapping="ecp5_mult18", lut_multipliers=2),
 }
 
 
 def _sources(cfg):
-    # The vendor cell an ice40_dual array instantiates, as Yosys models it.
-    if cfg.mac_mapping == "ice40_dual":
-        return (sb_mac16_model(build_root() / "models"),)
-    return ()
+    # Models of the vendor cells the array instantiates (SB_MAC16, MULT18X18D).
+    return simulation_models(cfg, build_root() / "models")
 
 
 def _waves(sim):
