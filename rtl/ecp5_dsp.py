@@ -98,14 +98,13 @@ def mult18x18d(m: Module, en: Value, a: Value, b: Value, p: Signal, name: str, *
         ports[f"i_A{k}"] = a18[k]
         ports[f"i_B{k}"] = b18[k]
         ports[f"i_C{k}"] = 0
-        ports[f"i_SRIA{k}"] = 0
-        ports[f"i_SRIB{k}"] = 0
     for k in range(36):
         ports[f"o_P{k}"] = prod[k]
+    # The shift inputs and the unused clocks, enables and resets stay
+    # unconnected, as in Yosys's own MULT18X18D mapping: nextpnr cannot route
+    # its constant-0 net to all of them (a design tying them fails to route).
     ports.update(i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-                 i_CLK0=ClockSignal(), i_CLK1=0, i_CLK2=0, i_CLK3=0,
-                 i_CE0=en, i_CE1=0, i_CE2=0, i_CE3=0,
-                 i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0)
+                 i_CLK0=ClockSignal(), i_CE0=en, i_RST0=0)
     m.submodules[name] = Instance("MULT18X18D", **{f"p_{k}": v for k, v in params.items()},
                                   **ports)
     m.d.comb += p.eq(prod[:len(p)])
