@@ -262,7 +262,7 @@ class CommandProcessor(wiring.Component):
         max_rb = max(max(wbytes[s] for s in rd_spaces), 8)
 
         # ------------------------------------------------------------ units
-        m.submodules.engine = engine = MatmulEngine(cfg)
+        m.submodules.engine = engine = MatmulEngine(cfg, lookahead=True)
         act = adam = None
         if cfg.has_activation:
             from .activation import ActivationUnit
@@ -1162,13 +1162,19 @@ class CommandProcessor(wiring.Component):
         ex_in_raddr = ex_p
         m.d.comb += [acts.payload.data.eq(in_rp.data), acts.payload.last.eq(acts_last),
                      acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
+        # The engine decides the next row's hazard stall a cycle ahead from
+        # what this edge loads (acts_next), off its accept path.
+        acts_accum_next = (h_flags & GEMM_ACCUMULATE) != 0
+        m.d.comb += [engine.acts_next.valid.eq(ex_in_ren),
+                     engine.acts_next.acc_addr.eq(ex_q),
+                     engine.acts_next.accumulate.eq(acts_accum_next)]
         with m.If(adv):
             m.d.sync += acts.valid.eq(0)
             with m.If(run_gemm & ex_more):
                 m.d.comb += ex_in_ren.eq(1)
                 m.d.sync += [acts.valid.eq(1), acts_last.eq(ex_left == 1),
                              acts_addr.eq(ex_q),
-                             acts_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
+                             acts_accum.eq(acts_accum_next),
                              ex_q.eq(ex_q + 1)]
                 issue_next()
         # A GEMM retires once its last row is issued, not once the engine took

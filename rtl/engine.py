@@ -10,8 +10,8 @@ the layouts of its streams are in :mod:`hetaccel.rtl.systolic`; the cycle model
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
-from amaranth.lib import memory, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.systolic_model import RMW_WINDOW, latency
@@ -19,7 +19,12 @@ from ..spec import AcceleratorConfig
 from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_layout,
                        act_layout, weight_layout)
 
-__all__ = ["MatmulEngine", "RMW_WINDOW"]
+__all__ = ["MatmulEngine", "RMW_WINDOW", "next_layout"]
+
+
+def next_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """``{valid, accumulate, acc_addr}``: :attr:`MatmulEngine.acts_next`."""
+    return data.StructLayout({"valid": 1, "accumulate": 1, "acc_addr": range(config.acc_depth)})
 
 
 class MatmulEngine(wiring.Component):
@@ -28,6 +33,10 @@ class MatmulEngine(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
+    lookahead : bool
+        Build the ``acts_next`` port (below).  Without it the producer's row
+        is compared with the hazard window combinationally (the skid's row is
+        always decided a cycle ahead).
 
     Attributes
     ----------
@@ -81,11 +90,26 @@ class MatmulEngine(wiring.Component):
     active : Out(1)
         An activation row enters the array this cycle (one row = ``rows x
         cols`` MACs), for utilisation counters.
+    acts_next : In(next_layout(config))
+        Only with ``lookahead=True``: ``valid`` high in a cycle whose clock
+        edge loads a new row into the producer's ``acts`` register, with that
+        row's ``accumulate`` and ``acc_addr``.  The engine then decides the
+        producer's next row's hazard stall a cycle ahead, from flip-flops, so
+        the address compares are off the path from ``acts`` to the array's
+        accept (the iCE40 critical path otherwise).  So every valid row on
+        ``acts`` must be the one announced by ``acts_next`` in the cycle
+        before, or the row offered and not taken in the cycle before (the
+        stream rule); ``acts_next.valid`` may only be high while
+        ``~acts.valid | acts.ready``.  The stall and every cycle are the
+        same as without it.
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, *, lookahead: bool = False):
         self._config = _check_config(config, "MatmulEngine")
-        super().__init__({
+        if not isinstance(lookahead, bool):
+            raise TypeError(f"lookahead must be a bool, not {lookahead!r}")
+        self._lookahead = lookahead
+        ports = {
             "weights": In(stream.Signature(weight_layout(config))),
             "acts": In(stream.Signature(act_layout(config))),
             "rd_addr": In(stream.Signature(range(config.acc_depth))),
@@ -93,7 +117,14 @@ class MatmulEngine(wiring.Component):
             "acc_write": In(stream.Signature(acc_write_layout(config))),
             "idle": Out(1),
             "active": Out(1),
-        })
+        }
+        if lookahead:
+            ports["acts_next"] = In(next_layout(config))
+        super().__init__(ports)
+
+    @property
+    def lookahead(self) -> bool:
+        return self._lookahead
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -108,34 +139,75 @@ class MatmulEngine(wiring.Component):
 
         # ---- input skid buffer ------------------------------------------------
         # acts.ready is a flip-flop (the skid is empty), so neither the hazard
-        # compare below nor the array's readiness reaches the producer's logic
+        # decision below nor the array's readiness reaches the producer's logic
         # combinationally.  A row the array cannot take yet waits in the skid;
         # with the producer's next row already waiting, the array sees no gap.
+        W = RMW_WINDOW
+        acts = self.acts
         sk_valid = Signal()
         sk_payload = Signal(act_layout(cfg), reset_less=True)
-        cur_valid = sk_valid | self.acts.valid
+        cur_valid = sk_valid | acts.valid
         cur = Signal(act_layout(cfg))
-        m.d.comb += [cur.eq(self.acts.payload), self.acts.ready.eq(~sk_valid)]
+        m.d.comb += [cur.eq(acts.payload), acts.ready.eq(~sk_valid)]
         with m.If(sk_valid):
             m.d.comb += cur.eq(sk_payload)
 
         # ---- RMW hazard stall ------------------------------------------------
         # The read-modify-write below has no forwarding: a row reads its
-        # accumulator row before the sums of the RMW_WINDOW rows accepted just
-        # ahead of it have been written (see RMW_WINDOW).  So an accumulating
-        # row waits (in the skid) while one of the last RMW_WINDOW rows the
-        # array accepted has its address.  Nothing else enters meanwhile, so
-        # the stall only ever clears.
+        # accumulator row before the sums of the W = RMW_WINDOW rows accepted
+        # just ahead of it have been written (see RMW_WINDOW).  So an
+        # accumulating row waits (in the skid) while one of the last W rows
+        # the array accepted has its address.  Nothing else enters meanwhile,
+        # so the stall only ever clears.
+        #
+        # The window: (h_valid[k], h_addr[k]) is the row accepted k+1 cycles
+        # ago.  The address compares are kept off the accept path: the
+        # verdicts are flip-flops computed a cycle ahead, for the row that
+        # will be in the skid and (with `lookahead`) for the row the producer
+        # will offer, and updated as the window shifts.  match_p[k] / match_s[k]
+        # say the producer's / skid's row has the address of the valid window
+        # entry k.  The skid's row never matches entry 0: it was not accepted
+        # in the previous cycle, and nothing else was (match_s[0] = 0).
         accept = Signal()
-        h_valid = [Signal(name=f"haz_valid{k}") for k in range(RMW_WINDOW)]
-        h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(RMW_WINDOW)]
+        h_valid = [Signal(name=f"haz_valid{k}") for k in range(W)]
+        h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(W)]
         m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(cur.acc_addr)]
-        m.d.sync += [h_valid[k].eq(h_valid[k - 1]) for k in range(1, RMW_WINDOW)]
-        m.d.sync += [h_addr[k].eq(h_addr[k - 1]) for k in range(1, RMW_WINDOW)]
+        m.d.sync += [h_valid[k].eq(h_valid[k - 1]) for k in range(1, W)]
+        m.d.sync += [h_addr[k].eq(h_addr[k - 1]) for k in range(1, W)]
+
+        pa = acts.payload.acc_addr
+        sa = sk_payload.acc_addr
+        if self._lookahead:
+            # The producer's row's matches, registered: a new row (acts_next)
+            # is compared with the window as it will be after this edge; a
+            # held row's matches shift with the window.  Entry 0 after the
+            # edge is the row accepted now (`cur`), so `accept` is the last
+            # input of these flip-flops.
+            nx = self.acts_next
+            match_p = [Signal(name=f"haz_mp{k}") for k in range(W)]
+            hz_p = Signal()
+            mp_next = [accept & Mux(nx.valid,
+                                    Mux(sk_valid, nx.acc_addr == sa, nx.acc_addr == pa),
+                                    pa == sa)]
+            mp_next += [Mux(nx.valid, h_valid[k - 1] & (nx.acc_addr == h_addr[k - 1]),
+                            match_p[k - 1]) for k in range(1, W)]
+            m.d.sync += [match_p[k].eq(mp_next[k]) for k in range(W)]
+            m.d.sync += hz_p.eq(Mux(nx.valid, nx.accumulate, acts.payload.accumulate)
+                                & Cat(*mp_next).any())
+        else:
+            match_p = [h_valid[k] & (h_addr[k] == pa) for k in range(W)]
+            hz_p = acts.payload.accumulate & Cat(*match_p).any()
+        # The skid's row: captured now (the producer's row, not accepted, so
+        # entry 0 after the edge is empty) or held (its matches shift).
+        match_s = [Const(0)] + [Signal(name=f"haz_ms{k}") for k in range(1, W)]
+        ms_next = [Const(0)] + [Mux(sk_valid, match_s[k - 1], match_p[k - 1])
+                                for k in range(1, W)]
+        m.d.sync += [match_s[k].eq(ms_next[k]) for k in range(1, W)]
+        hz_s = Signal()
+        m.d.sync += hz_s.eq(Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
+                            & Cat(*ms_next[1:]).any())
         hazard = Signal()
-        m.d.comb += hazard.eq(cur.accumulate & Cat(*[
-            h_valid[k] & (h_addr[k] == cur.acc_addr)
-            for k in range(RMW_WINDOW)]).any())
+        m.d.comb += hazard.eq(Mux(sk_valid, hz_s, hz_p))
         m.d.comb += [
             array.acts.payload.eq(cur),
             array.acts.valid.eq(cur_valid & ~hazard),
@@ -143,8 +215,8 @@ class MatmulEngine(wiring.Component):
         ]
         with m.If(sk_valid & accept):
             m.d.sync += sk_valid.eq(0)
-        with m.If(~sk_valid & self.acts.valid & ~accept):
-            m.d.sync += [sk_valid.eq(1), sk_payload.eq(self.acts.payload)]
+        with m.If(~sk_valid & acts.valid & ~accept):
+            m.d.sync += [sk_valid.eq(1), sk_payload.eq(acts.payload)]
         # Each accepted row's `accumulate`, L cycles on: the flag of the row in R1.
         acc_sh = [Signal(name=f"acc_sh{k}") for k in range(L)]
         m.d.sync += acc_sh[0].eq(cur.accumulate)

@@ -188,17 +188,26 @@ class UartTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)       # stop, data[7:0], start -- LSB first
         left = Signal(range(11))
 
+        # left == 0, left == 1 and timer == 0 are kept in flip-flops beside the
+        # counters (set from the values loaded), so `ready` and every enable
+        # here are one LUT from flip-flops: `ready` reaches the host link's
+        # reply CRC through its transmitter state.
+        left0 = Signal(init=1)
+        left1 = Signal()
+        timer0 = Signal(init=1)
         # The next byte is taken as the stop bit ends, so bytes go out back to back.
         # Unconditional, so it becomes a continuous assignment: Icarus does not run
         # an `always @*` block at time 0 and would show X until `left` changes.
-        m.d.comb += self.data.ready.eq((left == 0) | ((left == 1) & (timer == 0)))
+        m.d.comb += self.data.ready.eq(left0 | (left1 & timer0))
         with m.If(self.data.valid & self.data.ready):
-            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), left.eq(10), timer.eq(d - 1)]
-        with m.Elif(left != 0):
-            with m.If(timer == 0):
-                m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), left.eq(left - 1), timer.eq(d - 1)]
+            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), left.eq(10), timer.eq(d - 1),
+                         left0.eq(0), left1.eq(0), timer0.eq(d == 1)]
+        with m.Elif(~left0):
+            with m.If(timer0):
+                m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), left.eq(left - 1), timer.eq(d - 1),
+                             left0.eq(left1), left1.eq(left == 2), timer0.eq(d == 1)]
             with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(timer - 1), timer0.eq(timer == 1)]
         m.d.comb += self.pin.eq(shreg[0])
         return m
 
