@@ -409,6 +409,9 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
         # next to hand-instantiated SB_MAC16s is known to crash
         # (YosysHQ/yosys#2922): no -dsp.
         synth_opts = " ".join(o for o in synth_opts.split() if o != "-dsp")
+    if config.mac_mapping == "ecp5_mult18" and b.family != "ecp5":
+        raise ValueError(f"mac_mapping='ecp5_mult18' instantiates ECP5 MULT18X18Ds; "
+                         f"the {board} is {b.family}: use mac_mapping='ice40_dual' or 'generic'")
     # Refuse an array whose products cannot have their hard multipliers before
     # synthesising: Yosys maps each generic product to one (when DSP mapping is
     # on), ice40_dual instantiates one SB_MAC16 per PE pair, LUT PEs need none.
@@ -416,6 +419,8 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
         else ("-nodsp" not in synth_opts.split())
     if config.mac_mapping == "ice40_dual":
         need, how = hard_multipliers(config), "one SB_MAC16 per PE pair"
+    elif config.mac_mapping == "ecp5_mult18":
+        need, how = hard_multipliers(config), "one registered MULT18X18D per MAC"
     elif dsp_mapping:
         need, how = hard_multipliers(config), "one per MAC"
     else:

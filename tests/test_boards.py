@@ -159,3 +159,20 @@ def test_array_larger_than_dsps_refused_before_synthesis(tmp_path):
     cfg = default_config("icebreaker", rows=4, cols=4, mac_mapping="generic")
     with pytest.raises(DoesNotFit, match=r"4x4 array needs dsps: 16 used .*, 8 available"):
         build_board("icebreaker", cfg, out_dir=tmp_path)
+
+
+def test_hard_dsp_mappings_refused_on_the_other_family(tmp_path):
+    with pytest.raises(ValueError, match="ecp5_mult18.*icebreaker is ice40"):
+        build_board("icebreaker", default_config("icebreaker", mac_mapping="ecp5_mult18"),
+                    out_dir=tmp_path)
+    with pytest.raises(ValueError, match="ice40_dual.*ulx3s-85f is ecp5"):
+        build_board("ulx3s-85f", default_config("ulx3s-85f", mac_mapping="ice40_dual"),
+                    out_dir=tmp_path)
+
+
+def test_ecp5_mult18_counts_its_instances_even_without_dsp_inference(tmp_path):
+    # 13x13 instantiated MULT18X18Ds do not fit the 156 even with -nodsp
+    cfg = default_config("ulx3s-85f", rows=13, cols=13, mac_mapping="ecp5_mult18")
+    with pytest.raises(DoesNotFit, match=r"13x13 array needs dsps: 169 used \(one registered "
+                                          r"MULT18X18D per MAC\), 156 available"):
+        build_board("ulx3s-85f", cfg, out_dir=tmp_path, synth_opts="-nodsp")
