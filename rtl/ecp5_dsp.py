@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import Cat, ClockSignal, Instance, Module, Signal
+from amaranth import ClockSignal, Instance, Module, Signal, signed
 from amaranth.hdl import Value
 
 __all__ = ["MODELLED", "check_params", "mult18x18d", "mult18x18d_model"]
@@ -88,10 +88,11 @@ def mult18x18d(m: Module, en: Value, a: Value, b: Value, p: Signal, name: str, *
               "REG_OUTPUT_CLK": clk(p_reg)}
     params.update({k: v[0] for k, v in MODELLED.items() if k not in params})
     check_params(params)
-    a18 = a.as_signed()
-    b18 = b.as_signed()
-    a18 = Cat(a18, *([a18[-1]] * (18 - len(a18))))
-    b18 = Cat(b18, *([b18[-1]] * (18 - len(b18))))
+    # Operands as 18-bit signals: each port bit is then a bit of a signal,
+    # not a new wire per bit (which made Verilator builds several times slower).
+    a18 = Signal(signed(18), name=f"{name}_a")
+    b18 = Signal(signed(18), name=f"{name}_b")
+    m.d.comb += [a18.eq(a.as_signed()), b18.eq(b.as_signed())]
     prod = Signal(36, name=f"{name}_p")
     ports = {}
     for k in range(18):

@@ -10,6 +10,10 @@ block is compared bit for bit against both the tile model and
 
 The config comes from ``$HETACCEL_CONFIG`` (JSON).  ``gemm_bench`` runs only
 when ``$HETACCEL_BENCH`` holds a JSON request (see :mod:`hetaccel.sim.bench_gemm`).
+With ``$HETACCEL_DUT=array`` the toplevel is a bare
+:class:`~hetaccel.rtl.systolic.SystolicArray` and only ``array_backpressure``
+runs: the engine never back-pressures its array, so that is where the array's
+enable (and a vendor DSP's clock enable wired to it) is exercised.
 
 One clock loop drives all ports: at each falling edge the driver and monitor
 set their inputs for the coming rising edge; after ``ReadOnly`` they see which
@@ -34,8 +38,8 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..spec import AcceleratorConfig, min_acc_bits
 from .checking import assert_bit_exact
-from .systolic_model import (gemm_cycles, gemm_model, gemm_reference, latency, plan_gemm,
-                             tile_streams)
+from .systolic_model import (EngineModel, gemm_cycles, gemm_model, gemm_reference, latency,
+                             plan_gemm, tile_streams)
 
 
 def load_config() -> AcceleratorConfig:
@@ -300,6 +304,7 @@ def _shapes(cfg):
 
 
 _BENCH = os.environ.get("HETACCEL_BENCH")
+_ARRAY = os.environ.get("HETACCEL_DUT") == "array"
 
 
 def _small_m_shapes(cfg):
@@ -309,7 +314,7 @@ def _small_m_shapes(cfg):
     return [(1, k, cfg.cols), (2, k, cfg.cols)]
 
 
-@cocotb.test(skip=bool(_BENCH))
+@cocotb.test(skip=bool(_BENCH) or _ARRAY)
 async def random_full_rate(dut):
     """Random operands, inputs at full rate; cycles equal the cycle model exactly."""
     t = await _start(dut)
@@ -321,7 +326,7 @@ async def random_full_rate(dut):
         assert res["cycles"] == predicted, f"measured {res['cycles']} cycles, model {predicted}"
 
 
-@cocotb.test(skip=bool(_BENCH))
+@cocotb.test(skip=bool(_BENCH) or _ARRAY)
 async def random_gaps_and_backpressure(dut):
     """Random input gaps and random read back-pressure never lose or duplicate rows."""
     t = await _start(dut, seed=7, gap=0.35, stall=0.4)
@@ -331,7 +336,7 @@ async def random_gaps_and_backpressure(dut):
         await t.check(a, b, f"gaps {m}x{k}x{n}")
 
 
-@cocotb.test(skip=bool(_BENCH))
+@cocotb.test(skip=bool(_BENCH) or _ARRAY)
 async def corners(dut):
     """All -128, all 127, alternating signs; K = max_k (the accumulator limit)."""
     t = await _start(dut, seed=3, gap=0.2, stall=0.2)
@@ -355,7 +360,7 @@ async def corners(dut):
         assert abs(k * lo * lo) >= 1 << (cfg.acc_bits - 3), "corner does not stress the accumulator"
 
 
-@cocotb.test(skip=not _BENCH)
+@cocotb.test(skip=not _BENCH or _ARRAY)
 async def gemm_bench(dut):
     """Full-rate GEMM for ``hetaccel bench gemm``; writes its figures to a JSON file."""
     req = json.loads(_BENCH or "{}")
@@ -374,3 +379,84 @@ async def gemm_bench(dut):
     with open(req["out"], "w") as f:
         json.dump(out, f)
     assert correct, "GEMM result differs from the int64 reference"
+
+
+@cocotb.test(skip=not _ARRAY)
+async def array_backpressure(dut):
+    """SystolicArray alone: random input gaps and random ``results`` back-pressure.
+
+    Every result row (data and control fields) is compared with the tile
+    model; nothing may be lost, duplicated or computed with a stale operand
+    while the array's enable is low.  A first pass at full rate checks the
+    array's cycle count against the cycle model.
+    """
+    cfg = load_config()
+    Clock(dut.clk, 10, unit="ns").start()
+    for name in ("weights__valid", "acts__valid"):
+        getattr(dut, name).value = 0
+    dut.results__ready.value = 1
+    dut.rst.value = 1
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    rng = np.random.default_rng(4)
+    shift = cfg.rows * cfg.operand_bits
+    for what, gap, stall, (m, k, n) in (
+            ("full rate", 0.0, 0.0, (2 * cfg.rows + 3, 2 * cfg.rows + 1, cfg.cols + 1)),
+            ("gaps and back-pressure", 0.3, 0.5, (2 * cfg.rows + 2, 3 * cfg.rows - 1, cfg.cols + 1))):
+        k = min(k, cfg.max_k)
+        a, b = _rand(rng, cfg, (m, k)), _rand(rng, cfg, (k, n))
+        a[0, :] = cfg.operand_min
+        b[:, 0] = cfg.operand_min
+        plan = plan_gemm(cfg, m, k, n)
+        model = EngineModel(cfg)
+        w_words, a_words, expected = [], [], []
+        for ts in tile_streams(cfg, a, b, plan):
+            w_words += _pack_rows(ts.weights, cfg.operand_bits)
+            model.load_weights(ts.weights)
+            expected += [(row, int(ts.last[r]), int(ts.accumulate[r]), int(ts.acc_addr[r]))
+                         for r, row in enumerate(model.stream(ts.acts, ts.last, ts.accumulate,
+                                                              ts.acc_addr).tolist())]
+            a_words += [d | (int(ts.last[r]) << shift) | (int(ts.accumulate[r]) << (shift + 1))
+                        | (int(ts.acc_addr[r]) << (shift + 2))
+                        for r, d in enumerate(_pack_rows(ts.acts, cfg.operand_bits))]
+        prng = random.Random(len(expected))
+        got, wi, ai, cycle, first, last_out = [], 0, 0, 0, None, None
+        data_bits = cfg.cols * cfg.acc_bits
+        while len(got) < len(expected):
+            await FallingEdge(dut.clk)
+            cycle += 1
+            assert cycle < 100_000, f"{what}: {len(got)}/{len(expected)} result rows after {cycle} cycles"
+            wv = wi < len(w_words) and prng.random() >= gap
+            av = ai < len(a_words) and prng.random() >= gap
+            rr = prng.random() >= stall
+            dut.weights__valid.value = int(wv)
+            dut.weights__payload.value = w_words[wi] if wv else 0
+            dut.acts__valid.value = int(av)
+            dut.acts__payload.value = a_words[ai] if av else 0
+            dut.results__ready.value = int(rr)
+            await ReadOnly()
+            wx, ax = wv and bool(dut.weights__ready.value), av and bool(dut.acts__ready.value)
+            if (wx or ax) and first is None:
+                first = cycle
+            wi, ai = wi + wx, ai + ax
+            if rr and dut.results__valid.value:
+                word = int(dut.results__payload.value)
+                got.append((_unpack_row(word, cfg.acc_bits, cfg.cols), (word >> data_bits) & 1,
+                            (word >> (data_bits + 1)) & 1, word >> (data_bits + 2)))
+                last_out = cycle
+        await FallingEdge(dut.clk)
+        dut.weights__valid.value = dut.acts__valid.value = 0
+        dut.results__ready.value = 1
+        assert_bit_exact(np.array([e[0] for e in expected]), np.array([g[0] for g in got]),
+                         f"{what}: result rows")
+        assert [g[1:] for g in got] == [e[1:] for e in expected], f"{what}: control fields"
+        for _ in range(cfg.rows + cfg.cols + 2):
+            await ReadOnly()
+            assert not dut.results__valid.value, f"{what}: extra result row"
+            await FallingEdge(dut.clk)
+        if gap == 0 and stall == 0:
+            predicted = gemm_cycles(cfg, m, k, n, plan=plan, engine=False)
+            assert last_out - first + 1 == predicted, \
+                f"{what}: measured {last_out - first + 1} cycles, model {predicted}"
+        dut._log.info("%s: %d result rows ok", what, len(got))
