@@ -82,7 +82,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
                     ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
                     mem_present, mem_readable, mem_word, opcode_present, register_map)
-from .link import FRAME_INFO, REPLY_HEADER
+from .link import FRAME_INFO, REPLY_HEADER, one_hot
 from .engine import MatmulEngine
 
 __all__ = ["CommandProcessor"]
@@ -393,6 +393,7 @@ class CommandProcessor(wiring.Component):
         status = Signal(8)
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
+        cnt_nz = Signal()       # cnt != 0, kept beside it (it gates buf's shift strobe)
         # the payload byte address always comes straight from this register
         # (the link's frame buffer address): p's updates are mirrored into it
         paddr = Signal(range(cfg.max_payload))
@@ -692,15 +693,15 @@ class CommandProcessor(wiring.Component):
 
         with m.FSM(name="decoder") as fsm:
             with m.State("IDLE"):
-                m.d.sync += [cnt.eq(0), paddr.eq(0)]
+                m.d.sync += [cnt.eq(0), cnt_nz.eq(0), paddr.eq(0)]
                 with m.If(self.frame.valid):
                     m.d.sync += [seq.eq(self.frame.payload.seq), err.eq(0)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
                 # payload_data is the byte at the previous cycle's address
-                m.d.sync += [cnt.eq(cnt + 1), paddr.eq(paddr + 1)]
-                with m.If(cnt != 0):
+                m.d.sync += [cnt.eq(cnt + 1), cnt_nz.eq(1), paddr.eq(paddr + 1)]
+                with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
                 with m.If(cnt == _HDR_BYTES):
                     m.next = "PRE"
@@ -783,7 +784,8 @@ class CommandProcessor(wiring.Component):
                              acc_space.eq(f_space), acc_write.eq(op_is_wm),
                              is_rd_acc.eq(f_space == MemSpace.ACC),
                              *(sel.eq(f_space == s_) for s_, sel in rd_sel.items()),
-                             rec_mode.eq(_SCAN), cnt.eq(0), rec_len.eq(Mux(op_is_wr, 6, 2))]
+                             rec_mode.eq(_SCAN), cnt.eq(0), cnt_nz.eq(0),
+                             rec_len.eq(Mux(op_is_wr, 6, 2))]
                 if pow2:
                     m.d.sync += [div_q.eq(v_words), div_r.eq(v_ge), div_ge.eq(0)]
                 else:
@@ -832,7 +834,7 @@ class CommandProcessor(wiring.Component):
                     # the header in buf is not needed from here on
                     m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
                                  bleft.eq(sp_wb - 1), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
-                                 cnt.eq(0)]
+                                 cnt.eq(0), cnt_nz.eq(0)]
                     set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
@@ -846,9 +848,9 @@ class CommandProcessor(wiring.Component):
 
             # ---- WRITE_MEM: one payload byte per cycle, a word written as it completes
             with m.State("WM_STREAM"):
-                m.d.sync += cnt.eq(1)
+                m.d.sync += [cnt.eq(1), cnt_nz.eq(1)]
                 set_p(p + 1)
-                with m.If(cnt != 0):
+                with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
                     m.d.sync += bleft.eq(bleft - 1)
                     with m.If(bleft == 0):
@@ -892,7 +894,7 @@ class CommandProcessor(wiring.Component):
                                 rm_start()
                                 m.next = "RM_ADDR"
                         with m.Elif(op_is_rr):
-                            m.d.sync += cnt.eq(0)
+                            m.d.sync += [cnt.eq(0), cnt_nz.eq(0)]
                             set_p(p + 2)
                             with m.If(p_r_end):
                                 m.next = "DONE"
@@ -904,8 +906,8 @@ class CommandProcessor(wiring.Component):
             # ---- register records: fetch rec_len bytes at p
             with m.State("REC"):
                 m.d.sync += paddr.eq(paddr + 1)      # paddr = p + cnt
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt != 0):
+                m.d.sync += [cnt.eq(cnt + 1), cnt_nz.eq(1)]
+                with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
                 with m.If(cnt == rec_len):
                     m.next = "REC_WAIT"
@@ -914,7 +916,7 @@ class CommandProcessor(wiring.Component):
             with m.State("REC_WAIT2"):
                 m.next = "REC_DONE"
             with m.State("REC_DONE"):
-                m.d.sync += cnt.eq(0)
+                m.d.sync += [cnt.eq(0), cnt_nz.eq(0)]
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
                         bad = ~exists | (op_is_wr & ~writable)
@@ -951,7 +953,7 @@ class CommandProcessor(wiring.Component):
             with m.State("SCAN_WAIT"):
                 m.next = "SCAN_END"
             with m.State("SCAN_END"):
-                m.d.sync += cnt.eq(0)
+                m.d.sync += [cnt.eq(0), cnt_nz.eq(0)]
                 set_p(0)
                 with m.If(p_not_len):
                     error(Status.BAD_LENGTH)
@@ -965,7 +967,7 @@ class CommandProcessor(wiring.Component):
             with m.State("REG_WAIT"):
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(~self.queue_empty)
                 with m.If(self.queue_empty):
-                    m.d.sync += [rec_mode.eq(_WRITE), cnt.eq(0)]
+                    m.d.sync += [rec_mode.eq(_WRITE), cnt.eq(0), cnt_nz.eq(0)]
                     m.next = "REC"
 
             with m.State("SYNC_WAIT"):
@@ -1009,7 +1011,7 @@ class CommandProcessor(wiring.Component):
                 # load enable is on the critical path)
                 m.d.comb += b_ident.eq(op_is[Opcode.NOP])
                 # for the next step, whichever it is (READ_REG: its reply pass)
-                m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), bleft.eq(wlast)]
+                m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), cnt_nz.eq(0), bleft.eq(wlast)]
                 set_p(0)
                 with m.If(self.reply.ready):
                     with m.If(rlen_zero):
@@ -1079,6 +1081,9 @@ class CommandProcessor(wiring.Component):
                     _load(b_reg, regval, part) | _load(b_cnt, bank.value, part))
 
         m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
+        # (26 states: a binary state compare is two LUT levels on the iCE40,
+        # in front of every register enable the decoder drives)
+        one_hot(fsm)
 
 
         # --- assembled word for WRITE_MEM (top wb bytes of buf, the cycle after

@@ -65,7 +65,7 @@ from amaranth.lib.wiring import In, Out
 from ..host.protocol import LINK, crc16_update
 from ..spec import AcceleratorConfig, Status
 
-__all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next"]
+__all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next", "one_hot"]
 
 FRAME_INFO = data.StructLayout({"opcode": 8, "seq": 8, "length": 16})
 REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
@@ -74,6 +74,20 @@ REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
 ERROR_QUEUE_DEPTH = 4
 #: statuses the link answers by itself, queued as an index into this tuple
 _OWN_STATUSES = (Status.BAD_LENGTH, Status.BAD_CRC, Status.BUSY)
+
+
+def one_hot(fsm) -> None:
+    """Have synthesis encode ``fsm`` (an Amaranth ``m.FSM``, after its block) one-hot.
+
+    Yosys re-encodes an FSM only if its state register has no initial value
+    (every Amaranth register has one) or carries ``fsm_encoding``.  One-hot,
+    a state test is a flip-flop rather than a compare of the state code
+    (two LUT levels on the iCE40 beyond 16 states, in front of every enable
+    the FSM drives).  Only synthesis sees it: simulation and the formal
+    checks (Yosys ``prep``, no FSM pass) keep the binary code.  The encoding's
+    unused codes are unreachable from reset, which the boards assert at power-up.
+    """
+    fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
 
 
 def _crc_matrix():
@@ -222,8 +236,10 @@ class HostLink(wiring.Component):
         with m.FSM(name="rx_fsm") as rx_fsm:
             with m.State("HUNT"):
                 m.d.comb += rx.ready.eq(1)
+                # (the CRC starts over in every cycle here, so its enable
+                # does not wait for the sync byte compare)
+                m.d.sync += r_crc.eq(LINK.crc_init)
                 with m.If(rx.valid & (byte == LINK.sync_request)):
-                    m.d.sync += r_crc.eq(LINK.crc_init)
                     m.next = "LEN_LO"
             with m.State("LEN_LO"):
                 on_timeout()
@@ -375,4 +391,6 @@ class HostLink(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += self.busy.eq(rx_active | ~tx_fsm.ongoing("IDLE"))
+        one_hot(rx_fsm)
+        one_hot(tx_fsm)
         return m
