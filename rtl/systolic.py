@@ -214,7 +214,12 @@ class SystolicArray(wiring.Component):
             m.d.comb += busy[b].eq(Cat(*[meta[k].valid & (meta[k].bank == b)
                                          for k in range(L)]).any())
 
-        w_ready = Mux(wr_bank, ~filled[1] & ~busy[1], ~filled[0] & ~busy[0])
+        # weights.ready is a flip-flop holding what ~filled & ~busy of the
+        # write bank will be (computed from the next-state values, below), so
+        # the feeder's logic starts at a register instead of at the bank
+        # bookkeeping (on the iCEBreaker that chain, array -> command
+        # processor -> array, was the device's critical path).
+        w_ready = Signal(init=1, name="w_ready")
         m.d.comb += self.weights.ready.eq(w_ready)
         w_accept = self.weights.valid & self.weights.ready
 
@@ -259,6 +264,18 @@ class SystolicArray(wiring.Component):
                 m.d.sync += filled[b].eq(0)
         with m.If(a_accept & self.acts.payload.last):
             m.d.sync += rd_bank.eq(~rd_bank)
+        # Next-state values of the write bank and of its busy flag (meta
+        # shifts under en: stage 0 takes this cycle's accept).  The current
+        # filled flags serve as next ones: a flag set now belongs to the bank
+        # the write bank leaves, and a flag cleared now belongs to a bank an
+        # accept just made busy.
+        wr_bank_nx = wr_bank ^ (w_accept & (wr_row == R - 1))
+        free_nx = []
+        for b in range(2):
+            older = [meta[k].valid & (meta[k].bank == b) for k in range(L - 1)]
+            shifted = (a_accept & (rd_bank == b)) | (Cat(*older).any() if older else 0)
+            free_nx.append(~filled[b] & ~Mux(en, shifted, busy[b]))
+        m.d.sync += w_ready.eq(Mux(wr_bank_nx, free_nx[1], free_nx[0]))
 
         # ---- the array --------------------------------------------------------
         # Every PE registers its product and adds it to the partial sum from

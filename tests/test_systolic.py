@@ -201,6 +201,72 @@ def test_array_stalls_without_loss_or_duplication(seed):
     _check_array_results(config, a, b, got, a_items, plan)
 
 
+@pytest.mark.parametrize("rc,seed", [((2, 2), 0), ((1, 1), 1), ((3, 2), 2), ((2, 3), 3)])
+def test_weights_ready_is_exactly_the_bank_rule(rc, seed):
+    # weights.ready is a register predicting the rule "the write bank is
+    # neither filled nor used by a row with multiplications ahead of it
+    # (stages 0..L-1)"; check it every cycle against that rule kept here from
+    # the observed handshakes, under random gaps and back-pressure.
+    config = cfg(*rc)
+    R, L = config.rows, config.rows + config.cols - 1
+    dut = SystolicArray(config)
+    rng = np.random.default_rng(seed)
+    a, b = rand_int8(rng, (3, 4 * R), config), rand_int8(rng, (4 * R, 2), config)
+    plan = plan_gemm(config, 3, 4 * R, 2)
+    w_items, a_items = _stream_items(config, a, b, plan)
+    prng = random.Random(seed)
+    seen = {"ready_cycles": 0, "mismatch": None}
+
+    async def tb(ctx):
+        filled, wr_bank, wr_row, rd_bank = [False, False], 0, 0, 0
+        rows = []                      # [bank, enabled edges since accepted]
+        wi = ai = out = cycle = 0
+        while out < len(a_items):
+            wv = wi < len(w_items) and prng.random() >= 0.3
+            av = ai < len(a_items) and prng.random() >= 0.3
+            rr = prng.random() >= 0.5
+            ctx.set(dut.weights.valid, wv)
+            ctx.set(dut.weights.payload, w_items[min(wi, len(w_items) - 1)])
+            ctx.set(dut.acts.valid, av)
+            data, last, acc, addr = a_items[min(ai, len(a_items) - 1)]
+            ctx.set(dut.acts.payload, {"data": data, "last": last, "accumulate": acc,
+                                       "acc_addr": addr})
+            ctx.set(dut.results.ready, rr)
+            busy = any(bk == wr_bank and age <= L for bk, age in rows)
+            expected = not filled[wr_bank] and not busy
+            got = bool(ctx.get(dut.weights.ready))
+            if got != expected and seen["mismatch"] is None:
+                seen["mismatch"] = (cycle, expected, got)
+            seen["ready_cycles"] += got
+            en = not ctx.get(dut.results.valid) or rr
+            out += bool(ctx.get(dut.results.valid)) and rr
+            if wv and got:
+                wi += 1
+                if wr_row == R - 1:
+                    filled[wr_bank], wr_bank, wr_row = True, 1 - wr_bank, 0
+                else:
+                    wr_row += 1
+            if av and ctx.get(dut.acts.ready):
+                ai += 1
+                rows.append([rd_bank, 0])
+                if last:
+                    filled[rd_bank], rd_bank = False, 1 - rd_bank
+            if en:
+                for row in rows:
+                    row[1] += 1
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 5000, "array stuck"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen["mismatch"] is None, \
+        "weights.ready differs from the bank rule at (cycle, expected, got) = %r" % (seen["mismatch"],)
+    assert seen["ready_cycles"] > len(w_items)
+
+
 def test_double_buffering_streams_tiles_back_to_back():
     # With tiles longer than the pipeline, a new tile's weights load under the
     # previous tile's rows: activation rows enter on every cycle.
