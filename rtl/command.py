@@ -69,7 +69,12 @@ one per two cycles).  One shift register holds the fixed fields, then the
 WRITE_MEM word being assembled or the reply word being sent; its loads are
 one strobe each, merged after the decoder as a parallel AND-OR.  The engine's
 ``acts.ready`` reaches only the acts register, the INPUT read enable and the
-issue pointers (a GEMM retires when its last row is issued).
+issue pointers (a GEMM retires when its last row is issued); each row loaded
+there is announced to the engine (``acts_next``), which decides its hazard
+stall a cycle ahead.  The decoder is synthesised one-hot (see
+:func:`hetaccel.rtl.link.one_hot`); the frame's opcode and length are copied
+into registers before they are decoded; the accessed space is decoded into
+flip-flops in DISPATCH; ``cnt != 0`` and ENQUEUE's go are flip-flops.
 """
 
 from __future__ import annotations
@@ -381,15 +386,21 @@ class CommandProcessor(wiring.Component):
         buf_bytes = max(_HDR_BYTES, max_wb, max_rb)
         buf = Signal(8 * buf_bytes)
         hdr = buf[8 * (buf_bytes - _HDR_BYTES):]
-        # The frame's opcode and length are read from the link's frame
-        # stream: it holds them until the decoder releases the frame (DONE).
-        # The sequence number is copied: it is reply payload, which must not
-        # depend on the frame stream (k-induction of the stream rules).
-        op = self.frame.payload.opcode
+        # The frame's opcode and length come from the link's frame stream,
+        # which holds them until the decoder releases the frame (DONE),
+        # through a register: the first use (PRE) is more than _HDR_BYTES
+        # cycles after the frame is offered, and the link's frame-buffer
+        # multiplexer then does not sit in front of the opcode decode (an
+        # iCE40 critical path).  The sequence number is copied: it is reply
+        # payload, which must not depend on the frame stream (k-induction of
+        # the stream rules).
+        op = Signal(8)
         seq = Signal(8)
         # the link delivers frames of at most max_payload bytes (it answers
         # longer ones BAD_LENGTH itself), so the length needs only these bits
-        length = self.frame.payload.length[:(cfg.max_payload).bit_length()]
+        length = Signal((cfg.max_payload).bit_length())
+        m.d.sync += [op.eq(self.frame.payload.opcode),
+                     length.eq(self.frame.payload.length[:len(length)])]
         status = Signal(8)
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
@@ -451,7 +462,7 @@ class CommandProcessor(wiring.Component):
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
         op_known = Signal()
         len_ok = Signal()
-        # opcode decoded into flip-flops (op is set in IDLE, read from CHECK on)
+        # opcode decoded into flip-flops (from the registered copy; read from CHECK on)
         op_is = {o: Signal(name=f"op_is_{o.name.lower()}") for o in present_ops}
         for o in present_ops:
             m.d.sync += op_is[o].eq(op == int(o))
@@ -547,12 +558,18 @@ class CommandProcessor(wiring.Component):
         rr_len_bad = Signal()
         m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
 
+        # acc_space decoded: one flip-flop per present space, set with it in
+        # DISPATCH (READ_MEM's read data strobes, and the hazard check below)
+        rd_sel = {s_: Signal(name=f"rd_sel_{s_.name.lower()}") for s_ in spaces}
+
+        def sp_is(space):
+            return rd_sel.get(space, Const(0))
+
         # --- hazard check of the prepared access against the queue
         conflict = Signal()
         in_port_busy = Signal()     # the executor owns the INPUT read port
         w_port_busy = Signal()      # the weight feeder owns the WEIGHT read port
         terms = []
-        sp = acc_space
         for i in range(QD):
             v = q_valid[i]
             opi, xi, yi, zi, ni = q_op[i], q_x[i], q_y[i], q_z[i], q_n[i]
@@ -561,29 +578,29 @@ class CommandProcessor(wiring.Component):
             # (registered: a pipeline stage of the hazard check)
             lo = Signal(RA, name=f"haz_lo{i}")
             end = Signal(CW + 1, name=f"haz_end{i}")
-            lo_c = Mux(sp == MemSpace.INPUT, xi, Mux(sp == MemSpace.ACC, zi, yi))
-            m.d.sync += [lo.eq(lo_c), end.eq(lo_c + Mux(sp == MemSpace.WEIGHT, cfg.rows, ni))]
+            lo_c = Mux(sp_is(MemSpace.INPUT), xi, Mux(sp_is(MemSpace.ACC), zi, yi))
+            m.d.sync += [lo.eq(lo_c), end.eq(lo_c + Mux(sp_is(MemSpace.WEIGHT), cfg.rows, ni))]
             ov = (acc_base < end) & (lo < acc_end)
             t = Signal(name=f"haz{i}")
             gemm = (opi == _OP_GEMM)
             actv = (opi == _OP_ACT)
             adm = (opi == _OP_ADAM)
             m.d.comb += t.eq(v & (
-                (gemm & (sp == MemSpace.INPUT) & (~acc_write | ov)) |
-                (gemm & (sp == MemSpace.WEIGHT) & (~acc_write | ov)) |
-                (gemm & (sp == MemSpace.ACC) & (acc_write | ov)) |
-                (actv & ((sp == MemSpace.ACC) | (sp == MemSpace.TABLE) |
-                         (sp == MemSpace.ACT_PARAM))) |
-                (actv & (sp == MemSpace.OUTPUT) & (acc_write | ov)) |
-                (adm & (sp == MemSpace.OPT))))
+                (gemm & sp_is(MemSpace.INPUT) & (~acc_write | ov)) |
+                (gemm & sp_is(MemSpace.WEIGHT) & (~acc_write | ov)) |
+                (gemm & sp_is(MemSpace.ACC) & (acc_write | ov)) |
+                (actv & (sp_is(MemSpace.ACC) | sp_is(MemSpace.TABLE) |
+                         sp_is(MemSpace.ACT_PARAM))) |
+                (actv & sp_is(MemSpace.OUTPUT) & (acc_write | ov)) |
+                (adm & sp_is(MemSpace.OPT))))
             terms.append(t)
         # (a GEMM retired with its last row not yet taken: its weight rows
         # may still be on their way to the engine)
         gemm_tail = engine.acts.valid & ~run_gemm
-        m.d.comb += conflict.eq(Cat(*terms).any() | ((sp == MemSpace.ACC) & eng_busy) |
-                                ((sp == MemSpace.WEIGHT) & gemm_tail) |
-                                (~acc_write & (((sp == MemSpace.INPUT) & in_port_busy) |
-                                               ((sp == MemSpace.WEIGHT) & w_port_busy))))
+        m.d.comb += conflict.eq(Cat(*terms).any() | (sp_is(MemSpace.ACC) & eng_busy) |
+                                (sp_is(MemSpace.WEIGHT) & gemm_tail) |
+                                (~acc_write & ((sp_is(MemSpace.INPUT) & in_port_busy) |
+                                               (sp_is(MemSpace.WEIGHT) & w_port_busy))))
         # Registered (two stages): entries only leave the queue while the front
         # end waits in HAZARD (it is the only producer), so a conflict-free
         # verdict two cycles old is still true.  haz_armed comes after the
@@ -628,7 +645,6 @@ class CommandProcessor(wiring.Component):
             m.d.sync += ovalid.eq(0)
 
         # (READ_MEM: buf takes the space being read, see rd_terms)
-        rd_sel = {s_: Signal(name=f"rd_sel_{s_.name.lower()}") for s_ in spaces}
 
         is_rd_acc = Signal()    # acc_space == ACC, as a flip-flop (set in DISPATCH)
         # the decoder's verdict on a frame (state CHECK, see there)
@@ -690,6 +706,13 @@ class CommandProcessor(wiring.Component):
         m.d.sync += [p_scan_end.eq(p >= scan_thr), p_w_end.eq(p + 6 == length),
                      p_r_end.eq(p + 2 == length), p_not_len.eq(p != length)]
         rec_value = rec[16:48]
+
+        # ENQUEUE's go, registered: only ENQUEUE fills the queue and the weight
+        # job FIFO, so while the decoder heads there or waits in it they can
+        # only free up, and a verdict a cycle old still holds (a push then
+        # waits one cycle more after a full queue frees a slot)
+        enq_go = Signal()
+        m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM]))
 
         with m.FSM(name="decoder") as fsm:
             with m.State("IDLE"):
@@ -976,7 +999,7 @@ class CommandProcessor(wiring.Component):
 
             with m.State("ENQUEUE"):
                 m.d.comb += cnt_inc["QUEUE_FULL"].eq(q_full)
-                with m.If(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM])):
+                with m.If(enq_go):
                     m.d.sync += q_valid.bit_select(tail, 1).eq(1)
                     m.d.sync += tail.eq(wrap_inc(tail))
                     with m.Switch(op_k):

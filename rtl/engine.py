@@ -86,7 +86,7 @@ class MatmulEngine(wiring.Component):
     idle : Out(1)
         No activation row in the skid buffer or the array and no result
         waiting to be written: every accepted row has landed in the memory.  Wait for it before
-        reading rows a GEMM writes.
+        reading rows a GEMM writes.  A flip-flop (decided a cycle ahead).
     active : Out(1)
         An activation row enters the array this cycle (one row = ``rows x
         cols`` MACs), for utilisation counters.
@@ -293,8 +293,16 @@ class MatmulEngine(wiring.Component):
         with m.If(self.rd_addr.ready):
             m.d.sync += [self.rd_data.valid.eq(self.rd_addr.valid), rd_q.eq(ext_rp.data)]
 
+        # idle is a flip-flop: ~sk_valid & array.idle & ~s1_valid one cycle
+        # ahead.  The array always advances (results.ready = 1), so after
+        # this edge the skid and the array are empty and no sum waits exactly
+        # when no row is offered or waiting now (nothing enters the array or
+        # the skid) and the array is empty now (its last row, if any, is the
+        # one S1 takes).
+        idle = Signal(init=1)
+        m.d.sync += idle.eq(~cur_valid & array.idle)
         m.d.comb += [
-            self.idle.eq(~sk_valid & array.idle & ~s1_valid),
+            self.idle.eq(idle),
             self.active.eq(accept),
         ]
         return m

@@ -108,8 +108,18 @@ class UartRx(wiring.Component):
         m.submodules.sync = FFSynchronizer(self.pin, pin, init=1)
 
         timer = Signal(range(d))
+        # timer == 0, kept in a flip-flop beside the timer (set from the
+        # values loaded): the byte's register enable below is then one LUT
+        # after data.ready, which comes from the host link's receiver state
+        timer0 = Signal(init=1)
         bit = Signal(range(9))
         shreg = Signal(8)
+
+        def load(value):
+            m.d.sync += [timer.eq(value), timer0.eq(value == 0)]
+
+        def count_down():
+            m.d.sync += [timer.eq(timer - 1), timer0.eq(timer == 1)]
 
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += self.data.valid.eq(0)
@@ -121,27 +131,28 @@ class UartRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~pin):
-                    m.d.sync += timer.eq(d // 2 - 1)
+                    load(d // 2 - 1)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer == 0):
+                with m.If(timer0):
                     with m.If(pin):                 # glitch, not a start bit
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [timer.eq(d - 1), bit.eq(0)]
+                        load(d - 1)
+                        m.d.sync += bit.eq(0)
                         m.next = "DATA"
                 with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
+                    count_down()
             with m.State("DATA"):
-                with m.If(timer == 0):
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], pin)), timer.eq(d - 1),
-                                 bit.eq(bit + 1)]
+                with m.If(timer0):
+                    load(d - 1)
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], pin)), bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         m.next = "STOP"
                 with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
+                    count_down()
             with m.State("STOP"):
-                with m.If(timer == 0):
+                with m.If(timer0):
                     with m.If(pin):
                         with m.If(self.data.valid & ~self.data.ready):
                             count_sat(self.overruns)
@@ -152,7 +163,7 @@ class UartRx(wiring.Component):
                         count_sat(self.framing_errors)
                         m.next = "BREAK"
                 with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
+                    count_down()
             with m.State("BREAK"):
                 with m.If(pin):
                     m.next = "IDLE"
