@@ -364,6 +364,8 @@ class SystolicArray(wiring.Component):
             elif kind == "dsp_lo":
                 _sb_mac16_pair(m, en, (i, j), flat[idx + 1], C, skew, chain,
                                act_next, weight_next, prod)
+            else:   # built with its dsp_lo partner
+                assert kind == "dsp_hi", f"PE {(i, j)}: unknown kind {kind!r}"
 
         for j in range(C):
             out = deskew[j][-1] if deskew[j] else psum[R - 1][j]
