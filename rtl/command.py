@@ -53,7 +53,8 @@ Timing and area
 ---------------
 The decoder spends cycles rather than logic: every transition and register
 enable depends on a few flip-flops.  The static checks are computed from the
-header and registered (state PRE), CHECK registers the verdict (an error
+header and registered (states PRE and PRE2: the compute instructions' range
+checks are two stages, sum then compare), CHECK registers the verdict (an error
 status or the next step), DISPATCH acts on it (one cycle more per frame than
 deciding in CHECK, which put the whole decision tree in front of the state
 register: the ~30 MHz iCE40 critical path); REPLY and SEND decide on flags
@@ -441,11 +442,14 @@ class CommandProcessor(wiring.Component):
         _SCAN, _WRITE, _READ = 0, 1, 2
 
         # --- static checks (combinational on the fetched header)
-        def inside(addr, n, dep, w=None):
+        def inside(addr, n, dep, w=None, staged=False):
             """n >= 1 and addr + n <= dep, for any widths of addr and n.
 
             With 2**w > dep: bits of addr or n at w and above fail at once, so
-            only a w-bit sum is compared (no full-width comparators)."""
+            only a w-bit sum is compared (no full-width comparators).
+            ``staged``: the sum and the other terms are registered, the
+            compare with ``dep`` follows (for the header checks, which have
+            states PRE and PRE2 before CHECK reads their registered verdicts)."""
             if w is None:
                 w = dep.bit_length()
             ok = Signal()
@@ -455,8 +459,12 @@ class CommandProcessor(wiring.Component):
             if len(n) > w:
                 hi_zero = hi_zero & (n[w:] == 0)
             total = Signal(w + 1)
-            m.d.comb += [total.eq(addr[:w] + n[:w]),
-                         ok.eq((n != 0) & hi_zero & (total <= dep))]
+            pre = Signal()
+            if staged:
+                m.d.sync += [total.eq(addr[:w] + n[:w]), pre.eq((n != 0) & hi_zero)]
+            else:
+                m.d.comb += [total.eq(addr[:w] + n[:w]), pre.eq((n != 0) & hi_zero)]
+            m.d.comb += ok.eq(pre & (total <= dep))
             return ok
 
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
@@ -501,13 +509,15 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += space_ok_r.eq(1)
 
         rm_count_ok = Signal()
-        m.d.comb += rm_count_ok.eq((f_count != 0) & (f_count <= sp_maxcount))
+        sp_maxcount_r = Signal.like(sp_maxcount)    # (a stage before the compare, see PRE2)
+        m.d.sync += sp_maxcount_r.eq(sp_maxcount)
+        m.d.comb += rm_count_ok.eq((f_count != 0) & (f_count <= sp_maxcount_r))
 
         g_ok = Signal()
         m.d.comb += g_ok.eq(
-            inside(field(Opcode.GEMM, "a_addr"), field(Opcode.GEMM, "m"), cfg.input_depth) &
-            inside(field(Opcode.GEMM, "w_addr"), Const(cfg.rows, 8), cfg.weight_depth) &
-            inside(field(Opcode.GEMM, "acc_addr"), field(Opcode.GEMM, "m"), cfg.acc_depth))
+            inside(field(Opcode.GEMM, "a_addr"), field(Opcode.GEMM, "m"), cfg.input_depth, staged=True) &
+            inside(field(Opcode.GEMM, "w_addr"), Const(cfg.rows, 8), cfg.weight_depth, staged=True) &
+            inside(field(Opcode.GEMM, "acc_addr"), field(Opcode.GEMM, "m"), cfg.acc_depth, staged=True))
         a_ok = Signal()
         if cfg.has_activation:
             fn = field(Opcode.ACTIVATE, "function")
@@ -519,15 +529,15 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += fn_ok.eq(1)
             m.d.comb += a_ok.eq(
                 inside(field(Opcode.ACTIVATE, "acc_addr"), field(Opcode.ACTIVATE, "m"),
-                       cfg.acc_depth) &
+                       cfg.acc_depth, staged=True) &
                 inside(field(Opcode.ACTIVATE, "out_addr"), field(Opcode.ACTIVATE, "m"),
-                       cfg.output_depth) &
+                       cfg.output_depth, staged=True) &
                 (field(Opcode.ACTIVATE, "param_entry") < cfg.act_param_depth) & fn_ok &
                 ((fl >> ACT_TABLE_SHIFT) < cfg.act_tables))
         d_ok = Signal()
         if cfg.has_adam:
             m.d.comb += d_ok.eq(inside(field(Opcode.ADAM, "addr"), field(Opcode.ADAM, "count"),
-                                       depth[MemSpace.OPT]))
+                                       depth[MemSpace.OPT], staged=True))
 
         # --- divider for WRITE_MEM: words = (length - 5) / wb by repeated
         # subtraction (one word per cycle: a few cycles per frame, few LUTs)
@@ -730,6 +740,10 @@ class CommandProcessor(wiring.Component):
                     m.next = "PRE"
 
             with m.State("PRE"):
+                m.next = "PRE2"
+            with m.State("PRE2"):
+                # (the compute instructions' range checks are two register
+                # stages: sum, then compare -- the iCE40's critical path)
                 m.next = "CHECK"
 
             def error(st):
