@@ -1109,13 +1109,19 @@ class CommandProcessor(wiring.Component):
             for st, v in rd_terms:
                 out = out | _load(st, v, part)
             return out
-        for part, strobes in ((slice(0, lo), (b_shift, b_rd, b_ident, b_reg, b_cnt)),
-                              (slice(lo, len(buf)), (b_shift, b_rd))):
-            with m.If(Cat(*strobes).any()):
-                m.d.sync += buf[part].eq(
-                    _load(b_shift, buf_in, part) | rd_or(part) |
-                    _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64), part) |
-                    _load(b_reg, regval, part) | _load(b_cnt, bank.value, part))
+        # The shift is the default value: the strobes belong to different
+        # states, so at most one is high, and the shift strobe (behind cnt_nz
+        # and the reply byte register) only reaches the enable, not the data
+        # (an iCE40 critical path).
+        for part, others in ((slice(0, lo), (b_rd, b_ident, b_reg, b_cnt)),
+                             (slice(lo, len(buf)), (b_rd,))):
+            loaded = rd_or(part)
+            if len(others) > 1:
+                loaded = (loaded |
+                          _load(b_ident, Const(ident["ID"] | ident["VERSION"] << 32, 64), part) |
+                          _load(b_reg, regval, part) | _load(b_cnt, bank.value, part))
+            with m.If(b_shift | Cat(*others).any()):
+                m.d.sync += buf[part].eq(Mux(Cat(*others).any(), loaded, buf_in[part]))
 
         m.d.comb += self.decoder_idle.eq(fsm.ongoing("IDLE"))
         # (26 states: a binary state compare is two LUT levels on the iCE40,
