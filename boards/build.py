@@ -84,20 +84,17 @@ BOARDS: dict[str, Board] = {
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
         # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
         # mac_mapping="ice40_dual"), without the activation and Adam units.
-        # 30 MHz (1 Mbaud = 30 cycles), measured 28 Nov on commit 15a7a72:
-        # Fmax 38.2 MHz, 2654 LUT4, 2356 FF, 4155/5280 LCs, 8/8 SB_MAC16,
-        # 23/30 BRAM, 119 s.  The same RTL at a 50.25 MHz target routes at
-        # 34.2 MHz (33.75 and 36 MHz targets: 33.4 and 34.0, so the clock stays
-        # at 30 with the margin that keeps the seed-to-seed spread of about
-        # +-4 MHz inside it).  Its worst path is the engine's input skid:
-        # skid valid -> RMW hazard compare -> array accept -> skid valid (7
-        # LUT levels, 20 ns of its 29 ns routing).  Before this session's
-        # engine (hazard stall instead of forwarding, no read-first emulation:
-        # -526 LUT4, -504 FF) the 4x4 dual device did not route at all.
+        # 36 MHz (1 Mbaud = 36 cycles), measured 29 Nov on commit 52e9d2e:
+        # Fmax 39.0 MHz (seed 1; 41.2 with seed 2), 2694 LUT4, 2453 FF,
+        # 4190/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  At a 50.25 MHz target the
+        # same RTL routes at 40.4 / 40.1 MHz (seeds 1 / 2): its worst paths
+        # are the decoder's READ_MEM read strobe -> read-data AND-OR -> reply
+        # buffer, and the link's receive state -> rx ready -> CRC enable (5-6
+        # LUTs, two thirds of each path routing).  docs/boards.md has the history.
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
-                     opt_depth=2, max_payload=256, clock_hz=30_000_000, baud=1_000_000,
+                     opt_depth=2, max_payload=256, clock_hz=36_000_000, baud=1_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),
         synth_opts="-dsp",
     ),
