@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import signal
 import socket
@@ -529,6 +530,13 @@ class RtlTransport(Transport):
         buf = bytearray()
         while len(buf) < n:
             try:
+                # Wake at least every 0.2 s: a Ctrl-C the kernel handed to
+                # another thread (numpy's) only takes effect once the main
+                # thread runs Python again, and a blocking recv() on a slow
+                # simulation held it off for minutes (test_transport's Ctrl-C
+                # test caught it with a stack dump under load).
+                if not select.select([self._conn], [], [], 0.2)[0]:
+                    continue
                 chunk = self._conn.recv(n - len(buf))
             except OSError as exc:
                 raise BridgeError(f"simulator bridge went away: {exc}") from exc
