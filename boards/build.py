@@ -101,38 +101,22 @@ BOARDS: dict[str, Board] = {
     "ulx3s-85f": Board(
         name="ulx3s-85f", family="ecp5", device="LFE5U-85F-6BG381", ref_hz=25e6,
         available={"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208},
-        # 8x16 = 128 MULT18X18D of 156.  With the activation and Adam units the
-        # same array needs 276 (the 32x31-bit requant multipliers and the fp32
-        # Adam datapath take 148), so they are left to the host here.  50 MHz:
-        # the measured Fmax was ~52 MHz with the array's unregistered product
-        # plus column adder.  Since the PEs register their products (28 Nov):
-        # - 8x8 at a 100 MHz target: Fmax 74.5 MHz, the critical path entirely
-        #   in the command processor (decoder_state -> div_r -> ... -> link
-        #   reply_data CE, 13.4 ns, 11.2 ns of it routing); 4555 LUT4, 8453 FF,
-        #   64 DSP, 21 DP16KD; 1011 s.
-        # - the engine alone (4x4, 4 LUT PEs, out of context): 107 MHz, worst
-        #   path through a LUT multiplier (9.3 ns); DSP PEs and the pipelined
-        #   accumulator read-modify-write are not critical.
-        # - 16x16 with lut_multipliers=100 at 100 MHz: 156/156 MULT18X18D,
-        #   25.9k LUT4, 26.8k FF, 39 DP16KD; post-placement estimate 47.6 MHz,
-        #   routing had not converged after 10 min (stopped).
-        # - 12x13 at 70 MHz: 157 MULT18X18D (the link's reply length times a
-        #   52-byte ACC word becomes one), refused after synthesis; with
-        #   lut_multipliers=1 the post-placement estimate is 38.9 MHz.
-        # - this default (8x16) at a 60 MHz target, all of the 28 Nov RTL: Fmax
-        #   55.9 MHz (array weight register -> MULT18X18D input, 17.9 ns, almost
-        #   all routing); 6801 LUT4, 16119 FF, 128 DSP, 37 DP16KD; 2010 s.
-        # - this default on the RTL of 3dffa6e (weight banks loaded through
-        #   shift chains, the engine's hazard stall, the re-pipelined command
-        #   processor) at 50 MHz: Fmax 59.2 MHz, met (test_ulx3s_build passed);
-        #   4246 LUT4, 14286 FF, 128 DSP, 37 DP16KD; 1810 s.  Worst path: a
-        #   PE's weight register -> its MULT18X18D -> product register, 16.9 ns
-        #   with 12.4 ns routing (the placer puts the fabric registers ~80
-        #   tiles from the DSP site).
-        # So 50 MHz stays the default clock.
-        default=dict(rows=8, cols=16, has_adam=False, has_activation=False,
+        # 16x16 = 256 MACs: 156 PEs on registered MULT18X18Ds
+        # (mac_mapping="ecp5_mult18": the DSP's own A/B input and output
+        # registers are the PE's activation, weight and product registers) and
+        # the last 100 on LUT multipliers.  Without the activation and Adam
+        # units, which need MULT18X18Ds of their own (148 with an 8x16 array).
+        # 62.5 MHz, measured 29 Nov on commit 52e9d2e: Fmax 80.5 MHz, 35678 LUT4,
+        # 20589 FF, 156/156 MULT18X18D, 39/208 DP16KD, 2254 s; peak 32.0 GOPS
+        # (41.2 at Fmax).  Worst path: an input-scratchpad DP16KD output
+        # (5.6 ns clock-to-out, no output register) -> 2 LUTs -> the A input
+        # register of a column-0 PE's MULT18X18D, 12.4 ns.  The 8x16 array with
+        # the same mapping at a 75 MHz target: 65.8 MHz (the same path class).
+        # docs/boards.md has the history.
+        default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
+                     has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
-                     opt_depth=1024, max_payload=1024, clock_hz=50_000_000,
+                     opt_depth=1024, max_payload=1024, clock_hz=62_500_000,
                      baud=1_000_000),
     ),
 }

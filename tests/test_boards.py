@@ -172,7 +172,7 @@ def test_hard_dsp_mappings_refused_on_the_other_family(tmp_path):
 
 def test_ecp5_mult18_counts_its_instances_even_without_dsp_inference(tmp_path):
     # 13x13 instantiated MULT18X18Ds do not fit the 156 even with -nodsp
-    cfg = default_config("ulx3s-85f", rows=13, cols=13, mac_mapping="ecp5_mult18")
+    cfg = default_config("ulx3s-85f", rows=13, cols=13, lut_multipliers=0)
     with pytest.raises(DoesNotFit, match=r"13x13 array needs dsps: 169 used \(one registered "
                                           r"MULT18X18D per MAC\), 156 available"):
         build_board("ulx3s-85f", cfg, out_dir=tmp_path, synth_opts="-nodsp")

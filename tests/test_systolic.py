@@ -624,7 +624,7 @@ def test_board_fit_check_counts_mapped_dsps(tmp_path):
     with pytest.raises(DoesNotFit, match=r"4x8 array needs dsps: 16 used \(one SB_MAC16 per "
                                          r"PE pair\), 8 available"):
         build_board("icebreaker", c, out_dir=tmp_path)
-    c = default_config("ulx3s-85f", rows=16, cols=16, lut_multipliers=99)
+    c = default_config("ulx3s-85f", mac_mapping="generic", lut_multipliers=99)
     with pytest.raises(DoesNotFit, match=r"needs dsps: 157 used \(one per MAC, 99 LUT "
                                          r"multipliers\), 156 available"):
         build_board("ulx3s-85f", c, out_dir=tmp_path)
