@@ -179,8 +179,17 @@ def test_rtl_simulator_stops_on_exception():
 
 def test_rtl_simulator_stops_on_ctrl_c():
     script = textwrap.dedent(f"""
-        import faulthandler, signal
+        import faulthandler, signal, sys
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # What a terminal's Ctrl-C meets: the default handler, SIGINT not
+        # blocked.  A test process may hand down an ignored or blocked SIGINT
+        # (a fresh-clone make test did: the host kept running Python in its
+        # receive loop through both interrupts); report it, then reset it.
+        print("inherited SIGINT:", signal.getsignal(signal.SIGINT),
+              "blocked:", signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+              file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         import numpy as np, sys
         from hetaccel.host import Accelerator
         from hetaccel.spec import AcceleratorConfig
