@@ -530,11 +530,10 @@ class RtlTransport(Transport):
         buf = bytearray()
         while len(buf) < n:
             try:
-                # Wake at least every 0.2 s: a Ctrl-C the kernel handed to
-                # another thread (numpy's) only takes effect once the main
-                # thread runs Python again, and a blocking recv() on a slow
-                # simulation held it off for minutes (test_transport's Ctrl-C
-                # test caught it with a stack dump under load).
+                # Wake at least every 0.2 s: a Ctrl-C the kernel hands to
+                # another thread (e.g. a BLAS worker) only takes effect once
+                # the main thread runs Python again, which a blocking recv()
+                # on a slow simulation would hold off.
                 if not select.select([self._conn], [], [], 0.2)[0]:
                     continue
                 chunk = self._conn.recv(n - len(buf))
