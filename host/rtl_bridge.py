@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import shutil
 import signal
 import socket
@@ -530,12 +529,6 @@ class RtlTransport(Transport):
         buf = bytearray()
         while len(buf) < n:
             try:
-                # Wake at least every 0.2 s: a Ctrl-C the kernel hands to
-                # another thread (e.g. a BLAS worker) only takes effect once
-                # the main thread runs Python again, which a blocking recv()
-                # on a slow simulation would hold off.
-                if not select.select([self._conn], [], [], 0.2)[0]:
-                    continue
                 chunk = self._conn.recv(n - len(buf))
             except OSError as exc:
                 raise BridgeError(f"simulator bridge went away: {exc}") from exc
