@@ -6,7 +6,8 @@ Built from one :class:`hetaccel.spec.AcceleratorConfig`:
     ``rows x cols`` processing elements.  PE ``(i, j)`` holds weight
     ``W[k0+R-1-i, n0+j]`` of the current tile (``R = rows``); element
     ``R-1-i`` of activation row ``A[m, k0:k0+rows]`` enters PE row ``i``
-    skewed (delayed ``max(0, i-1)`` cycles) and moves right along it, partial
+    through one input register and skewed (delayed ``max(0, i-1)`` more
+    cycles) and moves right along it, partial
     sums move down the columns, and the column sums leave deskewed as one
     result row ``A[m, k-slice] . W_tile`` (``cols`` values of ``acc_bits``).
     Every PE holds two weight registers (banks): a weight tile loads into the
@@ -34,8 +35,8 @@ the array (``busy``), and only after the last activation row of its tile was
 accepted.
 
 Timing (cycles counted from the transfer, all ports at full rate): an activation
-row accepted in cycle ``c`` leaves on ``results`` in cycle ``c + rows + cols``;
-the engine writes it into the accumulator memory in cycle ``c + rows + cols + 1``.
+row accepted in cycle ``c`` leaves on ``results`` in cycle ``c + rows + cols + 1``;
+the engine writes it into the accumulator memory in cycle ``c + rows + cols + 2``.
 ``latency`` is :func:`hetaccel.sim.systolic_model.latency` (one definition).
 See docs/matmul.md and :func:`hetaccel.sim.systolic_model.tile_cycles`.
 """
@@ -233,8 +234,8 @@ class SystolicArray(wiring.Component):
         # bank-safety argument is unchanged: a row is accepted only into a bank
         # that is neither filled nor busy, and an activation accepted in the
         # cycle of its tile's final shift reads the bank only from the next
-        # cycle on (PEs (0, 0) and (1, 0), whose weight register loads at the
-        # acceptance edge, load the bank's value after that shift, below).
+        # cycle on (every PE's weight register loads one edge after the
+        # acceptance at the earliest, behind the rows' input registers).
         #
         # Row i only has to shift from the tile's transfer i on (what it holds
         # before is overwritten anyway), so its enable also checks wr_row >= i.
@@ -282,8 +283,15 @@ class SystolicArray(wiring.Component):
         # above one cycle later.  Row 0 passes its product register straight
         # down (no add), so rows 0 and 1 enter with the same skew: row i is
         # delayed max(0, i-1) cycles and the product stage costs no latency.
+        # On top of that every row starts with one plain fabric register
+        # (chain[i][0]), so no PE operand register (a DSP's A/B input register
+        # may sit far from the feeder) loads from `acts.payload`, which comes
+        # from the engine's skid mux and, behind it, a block RAM's unregistered
+        # read port: that was the ECP5 device's critical path (BRAM clock-to-out
+        # + 2 LUTs + the route to a MULT18X18D).  It costs one cycle of latency
+        # and rows * operand_bits flip-flops.
         # chain[i][skew[i] + j] feeds PE (i, j); the bank bit travels beside it.
-        skew = [max(0, i - 1) for i in range(R)]
+        skew = [max(0, i - 1) + 1 for i in range(R)]
         chain = [[Signal(signed(ob), name=f"a_r{i}_{e}") for e in range(skew[i] + C)]
                  for i in range(R)]
         cbank = [[Signal(name=f"ab_r{i}_{e}") for e in range(skew[i] + C)] for i in range(R)]
@@ -331,22 +339,17 @@ class SystolicArray(wiring.Component):
         # registered one edge earlier (under en, like everything in the
         # pipeline), in the fabric or in a DSP's input registers; what those
         # registers load is the same for every kind of PE:
+        # (skew[i] >= 1: no PE sits at chain position 0, whose register loads
+        # from `acts` at the acceptance edge.)
         def act_next(i, j):
             # What chain[i][e] loads: the multiplier's activation, one edge early.
-            e = skew[i] + j
-            return chain[i][e - 1] if e else self.acts.payload.data[R - 1 - i]
+            return chain[i][skew[i] + j - 1]
 
         def weight_next(i, j):
             # The weight of the product cycle, one edge early: the bank bit is
-            # still in chain position e-1.  For e = 0 ((0, 0) and (1, 0)) that
-            # edge is the acceptance, which may also be the bank's final shift,
-            # so the register loads the bank's value after that shift.
-            e = skew[i] + j
-            if e:
-                return Mux(cbank[i][e - 1], w[i][j][1], w[i][j][0])
-            after = [Mux(shift[b][i], w_in[j] if i == 0 else w[i - 1][j][b], w[i][j][b])
-                     for b in range(2)]
-            return Mux(rd_bank, after[1], after[0])
+            # still in chain position e-1.  That edge is at least one after the
+            # acceptance, so it is after the bank's final shift.
+            return Mux(cbank[i][skew[i] + j - 1], w[i][j][1], w[i][j][0])
 
         kinds = pe_mapping(cfg)
         flat = [(i, j) for i in range(R) for j in range(C)]
@@ -378,11 +381,10 @@ class SystolicArray(wiring.Component):
             self.idle.eq(~Cat(*[mk.valid for mk in meta]).any()),
         ]
         # The row two enabled cycles before `results` (the engine reads its
-        # accumulator row that early); with L = 1 that is the row accepted now.
-        ahead = meta[L - 2] if L >= 2 else None
+        # accumulator row that early); L = rows + cols >= 2, so it is a
+        # registered stage, never the row being accepted.
         m.d.comb += [
-            self.ahead.valid.eq(ahead.valid if ahead is not None else a_accept),
-            self.ahead.acc_addr.eq(ahead.acc_addr if ahead is not None
-                                   else self.acts.payload.acc_addr),
+            self.ahead.valid.eq(meta[L - 2].valid),
+            self.ahead.acc_addr.eq(meta[L - 2].acc_addr),
         ]
         return m

@@ -83,13 +83,16 @@ def latency(config: AcceleratorConfig) -> int:
     ``c`` is on ``results`` in cycle ``c + latency + 1`` and lands in the
     engine's accumulator memory at the edge ending cycle ``c + latency + 2``.
 
-    ``rows + cols - 1``: the last PE's activation passes ``skew = rows - 2``
-    skew registers (rows 0 and 1 share skew 0, because row 0's product register
-    feeds the column directly) and ``cols`` operand registers, then its
-    product register and its partial-sum register (``rows - 2 + cols + 2``
-    registers, the first being stage 0).
+    ``rows + cols``: the last PE's activation passes one input register and
+    ``rows - 2`` skew registers (rows 0 and 1 share one skew, because row 0's
+    product register feeds the column directly) and ``cols`` operand
+    registers, then its product register and its partial-sum register
+    (``1 + rows - 2 + cols + 2`` registers, the first being stage 0; a
+    one-row array has no partial-sum register and ``1 + cols`` registers).
+    The input register keeps every PE operand register off the path from the
+    array's ``acts`` payload (see docs/matmul.md).
     """
-    return config.rows + config.cols - 1
+    return config.rows + config.cols
 
 
 # ---------------------------------------------------------------------------
@@ -434,8 +437,8 @@ def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence, *, engine: bool 
             earlier than RMW_WINDOW + 1 cycles after any row with its acc_addr
         cycles = ae[-1] + L + 2 (+1 for the accumulator write)
 
-    where ``L = rows + cols - 1``.  When every tile but the last has at least
-    ``L + rows = 2*rows + cols - 1`` rows, the loads hide completely and the
+    where ``L = rows + cols``.  When every tile but the last has at least
+    ``L + rows = 2*rows + cols`` rows, the loads hide completely and the
     total is ``rows + sum(tile_rows) + L + 1 (+1)``.  Consecutive tiles of a
     :func:`plan_gemm` plan start at least ``rows`` cycles apart (their weight
     loads), so with ``rows > RMW_WINDOW`` the hazard stall never costs a cycle;

@@ -451,7 +451,7 @@ async def array_backpressure(dut):
         assert_bit_exact(np.array([e[0] for e in expected]), np.array([g[0] for g in got]),
                          f"{what}: result rows")
         assert [g[1:] for g in got] == [e[1:] for e in expected], f"{what}: control fields"
-        for _ in range(cfg.rows + cfg.cols + 2):
+        for _ in range(latency(cfg) + 2):
             await ReadOnly()
             assert not dut.results__valid.value, f"{what}: extra result row"
             await FallingEdge(dut.clk)

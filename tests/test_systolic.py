@@ -12,7 +12,8 @@ from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.rtl.systolic import SystolicArray
 from hetaccel.sim.checking import assert_bit_exact
 from hetaccel.sim.systolic_model import (
-    RMW_WINDOW, EngineModel, gemm_cycles, gemm_model, gemm_reference, plan_gemm, row_schedule,
+    RMW_WINDOW, EngineModel, gemm_cycles, gemm_model, gemm_reference, latency, plan_gemm,
+    row_schedule,
     tile_cycles, tile_streams, wrap)
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
@@ -98,7 +99,8 @@ def test_cycle_model_hides_weight_loads_for_long_tiles():
     config = cfg(8, 8, acc_depth=512)
     plan = plan_gemm(config, 128, 384, 384)
     total = gemm_cycles(config, 128, 384, 384)
-    assert total == 8 + plan.act_rows + 15 + 2
+    # The closed form: rows + sum(tile_rows) + L + 1, +1 for the accumulator write.
+    assert total == config.rows + plan.act_rows + latency(config) + 2
     # Short tiles are bound by the weight loads and the bank release.
     assert tile_cycles(config, [1, 1, 1]) > 3 * 8
 
@@ -157,7 +159,7 @@ def run_array(config, a, b, *, in_gap=0.0, out_stall=0.0, seed=0, max_cycles=200
             cycle += 1
         log["first_in"] = first
         # Nothing more may come out once every row has left.
-        for _ in range(config.rows + config.cols + 2):
+        for _ in range(latency(config) + 2):
             ctx.set(dut.results.ready, 1)
             assert not ctx.get(dut.results.valid), "extra result row"
             await ctx.tick()
@@ -208,7 +210,7 @@ def test_weights_ready_is_exactly_the_bank_rule(rc, seed):
     # (stages 0..L-1)"; check it every cycle against that rule kept here from
     # the observed handshakes, under random gaps and back-pressure.
     config = cfg(*rc)
-    R, L = config.rows, config.rows + config.cols - 1
+    R, L = config.rows, latency(config)
     dut = SystolicArray(config)
     rng = np.random.default_rng(seed)
     a, b = rand_int8(rng, (3, 4 * R), config), rand_int8(rng, (4 * R, 2), config)
@@ -276,7 +278,9 @@ def test_double_buffering_streams_tiles_back_to_back():
     got, a_items, plan, cycles = run_array(config, a, b)
     _check_array_results(config, a, b, got, a_items, plan)
     assert len(plan.tiles) == 4
-    assert cycles == config.rows + len(a_items) + config.rows + config.cols
+    # tile_cycles' closed form when the loads hide: rows + sum(tile_rows) + L + 1.
+    assert cycles == config.rows + len(a_items) + latency(config) + 1
+    assert cycles == tile_cycles(config, [t.m for t in plan.tiles], engine=False)
 
 
 def run_engine(config, a, b, *, in_gap=0.0, rd_stall=0.0, seed=0, max_cycles=20000):
@@ -614,7 +618,10 @@ def test_one_latency_definition():
     import hetaccel.rtl.systolic as rtl
     import hetaccel.sim.systolic_model as model
     assert rtl.latency is model.latency
-    assert model.latency(cfg(4, 6)) == 4 + 6 - 1
+    # One fabric input register per row, rows - 2 more skew registers, cols
+    # operand registers, the product and the partial-sum register.
+    assert model.latency(cfg(4, 6)) == 4 + 6
+    assert model.latency(cfg(1, 3)) == 1 + 3
 
 
 def test_board_fit_check_counts_mapped_dsps(tmp_path):
