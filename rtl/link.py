@@ -59,7 +59,7 @@ BAD_CRC or BUSY) is taken the cycle after its last CRC byte, in which
 from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..host.protocol import LINK, crc16_update
@@ -145,9 +145,20 @@ class HostLink(wiring.Component):
         buf_bits = max(1, (nbuf - 1).bit_length())
 
         # ---------------- frame buffers -------------------------------------
-        m.submodules.buffers = mem = memory.Memory(shape=8, depth=nbuf << off_bits, init=[])
+        # no_rw_check: a read never needs the byte written to its address in
+        # the same cycle (the receiver writes only a buffer that holds no
+        # delivered frame, and delivers it three cycles after its last byte),
+        # so Yosys adds no read-during-write bypass around the block RAM
+        # (a delayed write port and a mux on the read data, on the iCE40).
+        m.submodules.buffers = mem = memory.Memory(shape=8, depth=nbuf << off_bits, init=[],
+                                                   attrs={"no_rw_check": 1})
         wp = mem.write_port()
-        rp = mem.read_port(transparent_for=())
+        # an asynchronous read port and a register (folded into the block RAM
+        # port): with a synchronous port Yosys keeps its read-during-write
+        # emulation despite no_rw_check
+        rp = mem.read_port(domain="comb")
+        rp_data = Signal(8, reset_less=True)
+        m.d.sync += rp_data.eq(rp.data)
 
         head = Signal(range(nbuf))          # oldest delivered frame (offered on `frame`)
         tail = Signal(range(nbuf))          # buffer the next good frame goes to
@@ -158,7 +169,7 @@ class HostLink(wiring.Component):
             self.frame.valid.eq(used != 0),
             self.frame.payload.eq(meta[head]),
             rp.addr.eq(Cat(self.payload_addr[:off_bits], head[:buf_bits] if nbuf > 1 else Const(0, 1))),
-            self.payload_data.eq(rp.data),
+            self.payload_data.eq(rp_data),
         ]
         release = Signal()
         deliver = Signal()
@@ -178,219 +189,270 @@ class HostLink(wiring.Component):
 
         # ---------------- own replies ---------------------------------------
         code_bits = (len(_OWN_STATUSES) - 1).bit_length()
-        m.submodules.errq = errq = fifo.SyncFIFOBuffered(width=code_bits + 8,
-                                                         depth=ERROR_QUEUE_DEPTH)
+        # A queue of flip-flops whose `full` and `nonempty` flags are
+        # flip-flops themselves: `full` gates rx.ready, so the receiver's
+        # state and CRC enables are one LUT closer to their flip-flops than
+        # with a FIFO's level compare.  The receiver writes it only after
+        # checking `full` (and nothing else writes it in between), so a write
+        # never meets a full queue.
+        q_depth = ERROR_QUEUE_DEPTH
+        assert q_depth & (q_depth - 1) == 0, "the pointers wrap as powers of two"
+        q_mem = Array(Signal(code_bits + 8, name=f"errq{i}", reset_less=True)
+                      for i in range(q_depth))
+        q_wp = Signal(range(q_depth))
+        q_rp = Signal(range(q_depth))
+        q_level = Signal(range(q_depth + 1))
+        q_full = Signal()
+        q_nonempty = Signal()
+        q_w = Signal()                      # write q_wdata (own_reply)
+        q_wdata = Signal(code_bits + 8)
+        q_r = Signal()                      # the transmitter takes q_rdata
+        q_rdata = Signal(code_bits + 8)
+        m.d.comb += q_rdata.eq(q_mem[q_rp])
+        with m.If(q_w):
+            m.d.sync += [q_mem[q_wp].eq(q_wdata), q_wp.eq(q_wp + 1)]
+        with m.If(q_r):
+            m.d.sync += q_rp.eq(q_rp + 1)
+        q_nonempty_next = Signal()
+        m.d.comb += q_nonempty_next.eq(q_nonempty)
+        with m.If(q_w & ~q_r):
+            m.d.sync += [q_level.eq(q_level + 1), q_full.eq(q_level == q_depth - 1)]
+            m.d.comb += q_nonempty_next.eq(1)
+        with m.Elif(q_r & ~q_w):
+            m.d.sync += [q_level.eq(q_level - 1), q_full.eq(0)]
+            m.d.comb += q_nonempty_next.eq(q_level != 1)
+        m.d.sync += q_nonempty.eq(q_nonempty_next)
 
         r_badlen = Signal()                 # queue a BAD_LENGTH reply (see CODE)
         m.d.sync += r_badlen.eq(0)
 
         def own_reply(status):
-            return [errq.w_en.eq(1), errq.w_data.eq(Cat(Const(_OWN_STATUSES.index(status),
-                                                              code_bits), r_seq))]
+            return [q_w.eq(1), q_wdata.eq(Cat(Const(_OWN_STATUSES.index(status), code_bits),
+                                              r_seq))]
 
         # ---------------- receiver ------------------------------------------
+        # The receiver and the transmitter are one-hot state machines written
+        # out as one flip-flop per state, with every compare their transitions
+        # need (length zero or one, last payload byte, sync byte) kept in a
+        # flip-flop or next to the state bit, so each next state, `rx.ready`
+        # and each register enable is two or three LUT levels from flip-flops
+        # (a Yosys-mapped `m.FSM` put 6-7 in front of its state register, the
+        # iCEBreaker's critical paths at 50 MHz).
         rx = self.rx
         byte = rx.payload
+        valid = rx.valid
         take = Signal()                     # a byte is accepted this cycle
-        m.d.comb += take.eq(rx.valid & rx.ready)
 
-        r_len = Signal(16)
-        r_seq = Signal(8)
-        r_op = Signal(8)
-        r_cnt = Signal(off_bits)            # payload byte offset (the length fits max_payload)
-        r_crc = Signal(16)
-        r_crc_lo = Signal(8)
+        def states(prefix, names, first):
+            return {n: Signal(init=(n == first), name=f"{prefix}_{n.lower()}") for n in names}
+
+        # CODE_BAD is the CODE byte of a frame whose length is too long
+        s = states("rx", ("HUNT", "LEN_LO", "LEN_HI", "SEQ", "CODE", "CODE_BAD", "PAYLOAD",
+                          "CRC_LO", "CRC_HI", "CHECK"), "HUNT")
+        # CODE, CODE_BAD or CRC_HI: the states whose byte may need a reply of
+        # the link's own, taken only while the queue has room (a flip-flop set
+        # with them)
+        s_qwait = Signal()
+
+        # (the data registers need no reset: each is loaded before it is used
+        # in a frame, and HUNT / IDLE follow reset)
+        r_len = Signal(16, reset_less=True)
+        r_len0 = Signal(reset_less=True)    # r_len == 0, registered with its high byte
+        r_seq = Signal(8, reset_less=True)
+        r_op = Signal(8, reset_less=True)
+        r_cnt = Signal(off_bits, reset_less=True)   # payload byte offset (fits max_payload)
+        r_crc = Signal(16, reset_less=True)
+        r_crc_lo = Signal(8, reset_less=True)
         r_drop = Signal()                   # no free buffer: receive but do not store
         r_idle = Signal(range(cfg.link_timeout_cycles))
         r_idle_full = Signal()
         rx_active = Signal()
 
-        r_left = Signal(range(cfg.max_payload + 1))     # payload bytes still to come
-        len_bad = Signal()                  # registered with the length's high byte
+        # payload bytes still to come
+        r_left = Signal(range(cfg.max_payload + 1), reset_less=True)
+        r_last = Signal(reset_less=True)    # r_left == 1
+        len_bad = Signal(reset_less=True)   # registered with the length's high byte
         crc_good = Signal()
-        r_crc_ok = Signal()
+        r_crc_ok = Signal(reset_less=True)
         m.d.comb += crc_good.eq(Cat(r_crc_lo, byte) == r_crc)
+
+        # rx.ready: low in CHECK, and in CODE / CRC_HI while the queue is full
+        # (conservatively, so ready depends on neither the length nor the CRC)
+        m.d.comb += [rx.ready.eq(~s["CHECK"] & ~(s_qwait & q_full)),
+                     take.eq(valid & rx.ready),
+                     rx_active.eq(~s["HUNT"])]
 
         with m.If(take):
             m.d.sync += [r_idle.eq(0), r_idle_full.eq(0)]
 
-        def crc_step():
-            m.d.sync += r_crc.eq(crc16_next(r_crc, byte))
-
         # inter-byte timeout: link_timeout_cycles consecutive cycles with no byte
         # offered mid-frame.  Cycles stalled by the link itself do not count.
-        timeout = Signal()
         # r_idle_full == (r_idle == link_timeout_cycles - 1), kept as a flip-flop
         # so the wide comparison stays off the receiver's state logic
-        m.d.comb += timeout.eq(rx_active & ~rx.valid & r_idle_full)
-        with m.If(rx_active & ~rx.valid & ~timeout):
+        timeout = Signal()
+        m.d.comb += timeout.eq(rx_active & ~valid & r_idle_full)
+        with m.If(rx_active & ~valid & ~timeout):
             m.d.sync += [r_idle.eq(r_idle + 1),
                          r_idle_full.eq(r_idle == cfg.link_timeout_cycles - 2)]
-        with m.Elif(~rx.valid):
+        with m.Elif(~valid):
             m.d.sync += [r_idle.eq(0), r_idle_full.eq(0)]
+        # a mid-frame state is kept while no byte comes and no timeout
+        wait = ~valid & ~r_idle_full
 
-        def on_timeout():
-            with m.If(timeout):
-                m.next = "HUNT"
+        sync_hit = valid & (byte == LINK.sync_request)
+        # `take` in each state, written out with that state's rx.ready (the
+        # one-hot code is an invariant synthesis cannot see)
+        w_rdy = ~q_full
+        code_take = s["CODE"] & valid & w_rdy
+        bad_take = s["CODE_BAD"] & valid & w_rdy
+        pay_take = s["PAYLOAD"] & valid
+        crchi_take = s["CRC_HI"] & valid & w_rdy
+        nxt = {
+            # (in CHECK the timeout may be pending too: HUNT either way)
+            "HUNT": (s["HUNT"] & ~sync_hit) | s["CHECK"] | bad_take | timeout,
+            "LEN_LO": (s["HUNT"] & sync_hit) | (s["LEN_LO"] & wait),
+            "LEN_HI": (s["LEN_LO"] & valid) | (s["LEN_HI"] & wait),
+            "SEQ": (s["LEN_HI"] & valid) | (s["SEQ"] & wait),
+            "CODE": (s["SEQ"] & valid & ~len_bad) | (s["CODE"] & ~(valid & w_rdy) & ~timeout),
+            "CODE_BAD": ((s["SEQ"] & valid & len_bad) |
+                         (s["CODE_BAD"] & ~(valid & w_rdy) & ~timeout)),
+            "PAYLOAD": (code_take & ~r_len0) | (s["PAYLOAD"] & ~(valid & r_last) & ~timeout),
+            "CRC_LO": (code_take & r_len0) | (pay_take & r_last) | (s["CRC_LO"] & wait),
+            "CRC_HI": (s["CRC_LO"] & valid) | (s["CRC_HI"] & ~(valid & w_rdy) & ~timeout),
+            "CHECK": crchi_take,
+        }
+        m.d.sync += [s[n].eq(e) for n, e in nxt.items()]
+        m.d.sync += s_qwait.eq(nxt["CODE"] | nxt["CODE_BAD"] | nxt["CRC_HI"])
 
-        with m.FSM(name="rx_fsm") as rx_fsm:
-            with m.State("HUNT"):
-                m.d.comb += rx.ready.eq(1)
-                # (the CRC starts over in every cycle here, so its enable
-                # does not wait for the sync byte compare)
-                m.d.sync += r_crc.eq(LINK.crc_init)
-                with m.If(rx.valid & (byte == LINK.sync_request)):
-                    m.next = "LEN_LO"
-            with m.State("LEN_LO"):
-                on_timeout()
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += r_len[:8].eq(byte)
-                    crc_step()
-                    m.next = "LEN_HI"
-            with m.State("LEN_HI"):
-                on_timeout()
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [r_len[8:].eq(byte),
-                                 len_bad.eq(Cat(r_len[:8], byte) > cfg.max_payload)]
-                    crc_step()
-                    m.next = "SEQ"
-            with m.State("SEQ"):
-                on_timeout()
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += r_seq.eq(byte)
-                    crc_step()
-                    m.next = "CODE"
-            with m.State("CODE"):
-                on_timeout()
-                # A bad length is answered right away: wait for room in the queue.
-                # (ready does not look at len_bad: keeps the byte path short.)
-                m.d.comb += rx.ready.eq(errq.w_rdy)
-                with m.If(take):
-                    m.d.sync += [r_op.eq(byte), r_cnt.eq(0), r_left.eq(r_len),
-                                 r_drop.eq(used == nbuf)]
-                    crc_step()
-                    with m.If(len_bad):
-                        # queued from a flip-flop in the next cycle (the
-                        # queue had room now and nothing else writes it in
-                        # between), so the queue's write does not wait for
-                        # this byte's handshake
-                        m.d.sync += r_badlen.eq(1)
-                        m.next = "HUNT"
-                    with m.Elif(r_len == 0):
-                        m.next = "CRC_LO"
-                    with m.Else():
-                        m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                on_timeout()
-                m.d.comb += rx.ready.eq(1)
-                m.d.comb += [
-                    wp.addr.eq(Cat(r_cnt[:off_bits], tail[:buf_bits] if nbuf > 1 else Const(0, 1))),
-                    wp.data.eq(byte),
-                    wp.en.eq(take & ~r_drop),
-                ]
-                with m.If(take):
-                    crc_step()
-                    m.d.sync += [r_cnt.eq(r_cnt + 1), r_left.eq(r_left - 1)]
-                    with m.If(r_left == 1):
-                        m.next = "CRC_LO"
-            with m.State("CRC_LO"):
-                on_timeout()
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += r_crc_lo.eq(byte)
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                on_timeout()
-                # The frame may need a reply of the link's own: wait for room in
-                # the queue (conservatively, so ready does not depend on the CRC).
-                m.d.comb += rx.ready.eq(errq.w_rdy)
-                with m.If(take):
-                    m.d.sync += r_crc_ok.eq(crc_good)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                # One cycle for the verdict, so the CRC comparison of the last byte
-                # does not drive the buffer bookkeeping in the same cycle.
-                with m.If(~r_crc_ok):
-                    m.d.comb += own_reply(Status.BAD_CRC)
-                with m.Elif(r_drop):
-                    m.d.comb += own_reply(Status.BUSY)
-                with m.Else():
-                    m.d.comb += deliver.eq(1)
-                    m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
-                m.next = "HUNT"
+        # Each register's data is chosen by state flip-flops, not by the
+        # handshake, which only reaches the enables.  (In HUNT the CRC starts
+        # over in every cycle, so its enable does not wait for the sync byte
+        # compare; in LEN_LO, LEN_HI and SEQ rx.ready is high, so a valid
+        # byte is taken.)
+        with m.If(s["HUNT"] | code_take |
+                  (valid & (s["LEN_LO"] | s["LEN_HI"] | s["SEQ"] | s["PAYLOAD"]))):
+            m.d.sync += r_crc.eq(Mux(s["HUNT"], LINK.crc_init, crc16_next(r_crc, byte)))
+        with m.If(s["LEN_LO"] & valid):
+            m.d.sync += r_len[:8].eq(byte)
+        with m.If(s["LEN_HI"] & valid):
+            m.d.sync += [r_len[8:].eq(byte),
+                         r_len0.eq(Cat(r_len[:8], byte) == 0),
+                         len_bad.eq(Cat(r_len[:8], byte) > cfg.max_payload)]
+        with m.If(s["SEQ"] & valid):
+            m.d.sync += r_seq.eq(byte)
+        with m.If(code_take):
+            m.d.sync += [r_op.eq(byte), r_drop.eq(used == nbuf)]
+        with m.If(code_take | pay_take):
+            m.d.sync += [r_cnt.eq(Mux(s["CODE"], 0, r_cnt + 1)),
+                         r_left.eq(Mux(s["CODE"], r_len, r_left - 1)),
+                         r_last.eq(Mux(s["CODE"], r_len == 1, r_left == 2))]
+        # A bad length is answered right away (the queue had room, see
+        # rx.ready): queued from a flip-flop in the next cycle (nothing else
+        # writes the queue in between), so the queue's write does not wait
+        # for this byte's handshake.
+        with m.If(bad_take):
+            m.d.sync += r_badlen.eq(1)
+        m.d.comb += [
+            wp.addr.eq(Cat(r_cnt[:off_bits], tail[:buf_bits] if nbuf > 1 else Const(0, 1))),
+            wp.data.eq(byte),
+            wp.en.eq(pay_take & ~r_drop),
+        ]
+        with m.If(s["CRC_LO"] & valid):
+            m.d.sync += r_crc_lo.eq(byte)
+        with m.If(crchi_take):
+            m.d.sync += r_crc_ok.eq(crc_good)
+        with m.If(s["CHECK"]):
+            # One cycle for the verdict, so the CRC comparison of the last byte
+            # does not drive the buffer bookkeeping in the same cycle.
+            with m.If(~r_crc_ok):
+                m.d.comb += own_reply(Status.BAD_CRC)
+            with m.Elif(r_drop):
+                m.d.comb += own_reply(Status.BUSY)
+            with m.Else():
+                m.d.comb += deliver.eq(1)
+                m.d.sync += meta[tail].eq(Cat(r_op, r_seq, r_len))
         with m.If(r_badlen):
             m.d.comb += own_reply(Status.BAD_LENGTH)
-        m.d.comb += rx_active.eq(~rx_fsm.ongoing("HUNT"))
 
         # ---------------- transmitter ---------------------------------------
+        # The header bytes (sync, length, sequence number, status) are loaded
+        # into a shift register when the reply starts, so the byte sent and
+        # the CRC's input are one 2:1 mux (header or reply_data) from flip-flops.
         tx = self.tx
-        t_status = Signal(8)
-        t_seq = Signal(8)
-        t_len = Signal(range(cfg.max_payload + 1))
-        t_left = Signal(range(cfg.max_payload + 1))
-        t_crc = Signal(16)
+        t = states("tx", ("IDLE", "HDR", "DATA", "CRC_LO", "CRC_HI"), "IDLE")
+        t_hdr = Signal(40, reset_less=True)     # header bytes still to send, first in [:8]
+        t_hcnt = Signal(5, reset_less=True)     # one-hot: header byte being sent (0 = sync)
+        t_len0 = Signal(reset_less=True)        # the reply has no payload
+        t_left = Signal(range(cfg.max_payload + 1), reset_less=True)
+        t_last = Signal(reset_less=True)        # t_left == 1
+        t_crc = Signal(16, reset_less=True)
         t_byte = Signal(8)
         sent = Signal()
-        m.d.comb += [tx.payload.eq(t_byte), sent.eq(tx.valid & tx.ready)]
+        data_byte = self.reply_data.payload
+        crc_in = Mux(t["DATA"], data_byte, t_hdr[:8])
+        m.d.comb += [
+            tx.valid.eq(~t["IDLE"] & ~(t["DATA"] & ~self.reply_data.valid)),
+            tx.payload.eq(t_byte),
+            sent.eq(tx.valid & tx.ready),
+            self.reply_data.ready.eq(t["DATA"] & tx.ready),
+        ]
+        with m.If(t["CRC_LO"]):
+            m.d.comb += t_byte.eq(t_crc[:8])
+        with m.Elif(t["CRC_HI"]):
+            m.d.comb += t_byte.eq(t_crc[8:])
+        with m.Else():
+            m.d.comb += t_byte.eq(crc_in)
 
-        with m.FSM(name="tx_fsm") as tx_fsm:
-            with m.State("IDLE"):
-                with m.If(errq.r_rdy):
-                    m.d.comb += errq.r_en.eq(1)
-                    with m.Switch(errq.r_data[:code_bits]):
-                        for i, st in enumerate(_OWN_STATUSES):
-                            with m.Case(i):
-                                m.d.sync += t_status.eq(st)
-                    m.d.sync += [t_seq.eq(errq.r_data[code_bits:]), t_len.eq(0)]
-                    m.next = "SYNC"
-                with m.Elif(self.reply.valid):
-                    m.d.comb += self.reply.ready.eq(1)
-                    m.d.sync += [t_status.eq(self.reply.payload.status),
-                                 t_seq.eq(self.reply.payload.seq),
-                                 t_len.eq(self.reply.payload.length)]
-                    m.next = "SYNC"
-            with m.State("SYNC"):
-                m.d.comb += [tx.valid.eq(1), t_byte.eq(LINK.sync_reply)]
-                with m.If(sent):
-                    m.d.sync += [t_crc.eq(LINK.crc_init), t_left.eq(t_len)]
-                    m.next = "LEN_LO"
-            for state, value, nxt in (("LEN_LO", t_len[:8], "LEN_HI"),
-                                      ("LEN_HI", t_len[8:], "SEQ"),
-                                      ("SEQ", t_seq, "CODE")):
-                with m.State(state):
-                    m.d.comb += [tx.valid.eq(1), t_byte.eq(value)]
-                    with m.If(sent):
-                        m.d.sync += t_crc.eq(crc16_next(t_crc, t_byte))
-                        m.next = nxt
-            with m.State("CODE"):
-                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_status)]
-                with m.If(sent):
-                    m.d.sync += t_crc.eq(crc16_next(t_crc, t_byte))
-                    with m.If(t_len == 0):
-                        m.next = "CRC_LO"
-                    with m.Else():
-                        m.next = "DATA"
-            with m.State("DATA"):
-                m.d.comb += [tx.valid.eq(self.reply_data.valid),
-                             t_byte.eq(self.reply_data.payload),
-                             self.reply_data.ready.eq(tx.ready)]
-                with m.If(sent):
-                    m.d.sync += [t_crc.eq(crc16_next(t_crc, t_byte)), t_left.eq(t_left - 1)]
-                    with m.If(t_left == 1):
-                        m.next = "CRC_LO"
-            with m.State("CRC_LO"):
-                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_crc[:8])]
-                with m.If(sent):
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                m.d.comb += [tx.valid.eq(1), t_byte.eq(t_crc[8:])]
-                with m.If(sent):
-                    m.next = "IDLE"
+        t_len = Signal(range(cfg.max_payload + 1))      # the reply's length, truncated
+        own_status = Signal(8)
+        with m.Switch(q_rdata[:code_bits]):
+            for i, st in enumerate(_OWN_STATUSES):
+                with m.Case(i):
+                    m.d.comb += own_status.eq(st)
+        start = Signal()
+        t_load = Signal(40)
+        with m.If(q_nonempty):
+            m.d.comb += t_load.eq(Cat(Const(LINK.sync_reply, 8), Const(0, 16),
+                                      q_rdata[code_bits:], own_status))
+        with m.Else():
+            m.d.comb += [t_len.eq(self.reply.payload.length),
+                         t_load.eq(Cat(Const(LINK.sync_reply, 8), t_len,
+                                       Const(0, 16 - len(t_len)),
+                                       self.reply.payload.seq, self.reply.payload.status))]
+        with m.If(t["IDLE"]):
+            with m.If(q_nonempty):
+                m.d.comb += [q_r.eq(1), start.eq(1)]
+            with m.Elif(self.reply.valid):
+                m.d.comb += start.eq(1)
+        with m.If(start):
+            m.d.sync += t_len0.eq(t_len == 0)
+        with m.If(start | (t["DATA"] & sent)):
+            m.d.sync += [t_left.eq(Mux(start, t_len, t_left - 1)),
+                         t_last.eq(Mux(start, t_len == 1, t_left == 2))]
 
-        m.d.comb += self.busy.eq(rx_active | ~tx_fsm.ongoing("IDLE"))
-        one_hot(rx_fsm)
-        one_hot(tx_fsm)
+        hdr_end = t["HDR"] & sent & t_hcnt[4]
+        data_end = t["DATA"] & sent & t_last
+        t_idle_next = (t["IDLE"] & ~start) | (t["CRC_HI"] & sent)
+        # reply.ready == IDLE & ~q_nonempty (the reply is taken when the link
+        # has none of its own to send), kept as a flip-flop for the consumer
+        reply_rdy = Signal()
+        m.d.sync += reply_rdy.eq(t_idle_next & ~q_nonempty_next)
+        m.d.comb += self.reply.ready.eq(reply_rdy)
+        m.d.sync += [
+            t["IDLE"].eq(t_idle_next),
+            t["HDR"].eq(start | (t["HDR"] & ~(sent & t_hcnt[4]))),
+            t["DATA"].eq((hdr_end & ~t_len0) | (t["DATA"] & ~data_end)),
+            t["CRC_LO"].eq((hdr_end & t_len0) | data_end | (t["CRC_LO"] & ~sent)),
+            t["CRC_HI"].eq((t["CRC_LO"] & sent) | (t["CRC_HI"] & ~sent)),
+        ]
+        with m.If(start | (t["HDR"] & sent)):
+            m.d.sync += t_hcnt.eq(Mux(start, 1, t_hcnt << 1))
+        with m.If(start | (t["HDR"] & sent)):
+            m.d.sync += t_hdr.eq(Mux(t["IDLE"], t_load, t_hdr[8:]))
+        with m.If((t["HDR"] | t["DATA"]) & sent):
+            # the sync byte starts the CRC; each later header byte goes into it
+            m.d.sync += t_crc.eq(Mux(t["HDR"] & t_hcnt[0], LINK.crc_init,
+                                     crc16_next(t_crc, crc_in)))
+
+        m.d.comb += self.busy.eq(rx_active | ~t["IDLE"])
         return m

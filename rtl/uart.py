@@ -207,18 +207,22 @@ class UartTx(wiring.Component):
         left1 = Signal()
         timer0 = Signal(init=1)
         # The next byte is taken as the stop bit ends, so bytes go out back to back.
-        # Unconditional, so it becomes a continuous assignment: Icarus does not run
-        # an `always @*` block at time 0 and would show X until `left` changes.
-        m.d.comb += self.data.ready.eq(left0 | (left1 & timer0))
+        # `ready` (left0 | left1 & timer0) is itself a flip-flop, set from the
+        # next values of those three, so the link's `sent` (its transmitter's
+        # CRC and state enables) is one LUT from flip-flops.
+        ready = Signal(init=1)
+        m.d.comb += self.data.ready.eq(ready)
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), left.eq(10), timer.eq(d - 1),
-                         left0.eq(0), left1.eq(0), timer0.eq(d == 1)]
+                         left0.eq(0), left1.eq(0), timer0.eq(d == 1), ready.eq(0)]
         with m.Elif(~left0):
             with m.If(timer0):
                 m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), left.eq(left - 1), timer.eq(d - 1),
-                             left0.eq(left1), left1.eq(left == 2), timer0.eq(d == 1)]
+                             left0.eq(left1), left1.eq(left == 2), timer0.eq(d == 1),
+                             ready.eq(left1 | ((left == 2) & (d == 1)))]
             with m.Else():
-                m.d.sync += [timer.eq(timer - 1), timer0.eq(timer == 1)]
+                m.d.sync += [timer.eq(timer - 1), timer0.eq(timer == 1),
+                             ready.eq(left1 & (timer == 1))]
         m.d.comb += self.pin.eq(shreg[0])
         return m
 
