@@ -116,11 +116,37 @@ def _times(value, const: int):
     return total
 
 
+def _or_all(values, width: int):
+    """The OR of ``values`` (0 when there are none), ``width`` bits."""
+    out = Const(0, width)
+    for v in values:
+        out = out | v
+    return out
+
+
 def _sext(value, width: int, to: int):
     value = value[:width]
     if to <= width:
         return value[:to]
     return Cat(value, value[width - 1].replicate(to - width))
+
+
+class _SyncRead:
+    """A synchronous, non-transparent read port of ``mem`` (``addr``, ``en``,
+    ``data``) built as an asynchronous port followed by a register with an
+    enable, which Yosys folds into the block RAM's port; it then honours the
+    memory's ``no_rw_check`` attribute.  Same behaviour as
+    ``mem.read_port()``: ``data`` is the row at ``addr`` before the clock edge
+    at which ``en`` was high, held while ``en`` is low."""
+
+    def __init__(self, m, mem, name):
+        port = mem.read_port(domain="comb")
+        self.addr = port.addr
+        self.en = Signal(name=f"{name}_ren")
+        # (reset_less: the block RAM's output register has no reset)
+        self.data = Signal(mem.shape, name=f"{name}_rdata", reset_less=True)
+        with m.If(self.en):
+            m.d.sync += self.data.eq(port.data)
 
 
 class CounterBank(wiring.Component):
@@ -138,7 +164,8 @@ class CounterBank(wiring.Component):
     ``value`` is the exact count of counter ``index`` before the cycle two
     cycles ago, or 0 if that cycle cleared the counters (both registered);
     ``index`` steps through all counters, so a reader waits at most ``n``
-    cycles for ``index == wanted``.
+    cycles for ``index == wanted``; ``next_index`` is ``index`` after the
+    next clock edge (a flip-flop: a reader can register its match).
 
     ``clear`` zeroes every counter at once: pending registers restart and each
     RAM word is taken as 0 until the sweep has rewritten it (so reset needs no
@@ -160,6 +187,7 @@ class CounterBank(wiring.Component):
             "add": In(data.ArrayLayout(max(a.bit_length() for a in max_add), n)),
             "clear": In(1),
             "index": Out(range(n)),
+            "next_index": Out(range(n)),
             "value": Out(32),
         })
 
@@ -193,6 +221,7 @@ class CounterBank(wiring.Component):
         hi = Mux(lo[half], base[half:] + 1, base[half:])
         m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(Cat(lo[:half], hi))]
         m.d.sync += [self.index.eq(wr), self.value.eq(wp.data)]
+        m.d.comb += self.next_index.eq(wr)
         for i, pi in enumerate(pend):
             a = self.add[i][:len(pi)]
             with m.If(self.clear):
@@ -278,22 +307,38 @@ class CommandProcessor(wiring.Component):
             m.submodules.adam = adam = AdamUnit(cfg)
 
         # ------------------------------------------------------- scratchpads
+        # `no_rw_check`: no read of a scratchpad row meets a write to that row
+        # in the same cycle (the front end reads or writes, never both; a
+        # write waits while any queued or running instruction reads or writes
+        # its rows, see the hazard check, so a same-cycle collision would be a
+        # hazard a cycle later too), so Yosys adds no read-first emulation
+        # around the block RAMs (iCE40: a delayed write port, an address
+        # compare and a bypass multiplexer in front of the read data, which
+        # sat on the READ_MEM and GEMM row paths).  Yosys honours it when it
+        # folds a register into an asynchronous read port (see
+        # MatmulEngine), not on a synchronous port: the read ports are built
+        # that way (_SyncRead).
         ob = cfg.operand_bits
+        nrw = {"no_rw_check": 1}
         m.submodules.mem_input = mem_in = memory.Memory(
-            shape=data.ArrayLayout(signed(ob), cfg.rows), depth=cfg.input_depth, init=[])
+            shape=data.ArrayLayout(signed(ob), cfg.rows), depth=cfg.input_depth, init=[],
+            attrs=nrw)
         m.submodules.mem_weight = mem_w = memory.Memory(
-            shape=data.ArrayLayout(signed(ob), cfg.cols), depth=cfg.weight_depth, init=[])
-        in_wp, in_rp = mem_in.write_port(), mem_in.read_port()
-        w_wp, w_rp = mem_w.write_port(), mem_w.read_port()
+            shape=data.ArrayLayout(signed(ob), cfg.cols), depth=cfg.weight_depth, init=[],
+            attrs=nrw)
+        in_wp, in_rp = mem_in.write_port(), _SyncRead(m, mem_in, "in")
+        w_wp, w_rp = mem_w.write_port(), _SyncRead(m, mem_w, "w")
         out_wp = out_rp = opt_wp = opt_rp = None
         if cfg.has_activation:
             m.submodules.mem_output = mem_out = memory.Memory(
-                shape=data.ArrayLayout(signed(16), cfg.cols), depth=cfg.output_depth, init=[])
-            out_wp, out_rp = mem_out.write_port(), mem_out.read_port()
+                shape=data.ArrayLayout(signed(16), cfg.cols), depth=cfg.output_depth, init=[],
+                attrs=nrw)
+            out_wp, out_rp = mem_out.write_port(), _SyncRead(m, mem_out, "out")
         if cfg.has_adam:
             m.submodules.mem_opt = mem_opt = memory.Memory(
-                shape=unsigned(128 * cfg.adam_lanes), depth=depth[MemSpace.OPT], init=[])
-            opt_wp, opt_rp = mem_opt.write_port(granularity=32), mem_opt.read_port()
+                shape=unsigned(128 * cfg.adam_lanes), depth=depth[MemSpace.OPT], init=[],
+                attrs=nrw)
+            opt_wp, opt_rp = mem_opt.write_port(granularity=32), _SyncRead(m, mem_opt, "opt")
 
         # ------------------------------------------------------------ registers
         regs = list(register_map(cfg).values())
@@ -320,29 +365,51 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += getattr(adam, name).eq(rw_regs[f"ADAM_{name.upper()}"])
             m.d.comb += adam.mode.eq(rw_regs["ADAM_MODE"])
 
-        def reg_lookup(addr):
-            """(exists, writable, value, is_counter, counter index) of register
-            ``addr``; a present counter's value comes from the bank instead."""
+        # A register record's address is decoded as its two bytes arrive on
+        # payload_data (REC, cnt == 1 and 2: every record starts with it),
+        # into one flip-flop per register (its low byte) and one per distinct
+        # high byte; the lookup is an AND-OR of those flip-flops, registered
+        # (REC_DONE takes it).  From buf, through the record-size multiplexer
+        # and the compares, it was 6 LUT levels on the iCE40.
+        for o in (Opcode.WRITE_REG, Opcode.READ_REG):
+            assert INSTRUCTIONS[o].offsets()["reg"] == (0, 2)
+        reg_lo = {r.name: Signal(name=f"reg_lo_{r.name.lower()}") for r in regs}
+        reg_hi = {v: Signal(name=f"reg_hi_{v}") for v in sorted({r.addr >> 8 for r in regs})}
+
+        def capture_reg_byte(k):
+            """Decode record byte ``k`` (0 or 1), now on payload_data."""
+            if k == 0:
+                m.d.sync += [reg_lo[r.name].eq(self.payload_data == (r.addr & 0xFF))
+                             for r in regs]
+            else:
+                m.d.sync += [h.eq(self.payload_data == v) for v, h in reg_hi.items()]
+
+        def reg_lookup():
+            """(hit per register, exists, writable, value, is_counter, counter
+            index) of the record's register; a present counter's value comes
+            from the bank instead.  With one high byte for all registers (the
+            usual map) only ``exists`` tests it: a frame's records are all
+            checked to exist before any value is read or written."""
+            if len(reg_hi) == 1:
+                hi_ok = next(iter(reg_hi.values()))
+                hit = dict(reg_lo)
+            else:
+                hi_ok = Const(1)
+                hit = {r.name: reg_lo[r.name] & reg_hi[r.addr >> 8] for r in regs}
             exists, writable, value = Signal(), Signal(), Signal(32)
             is_cnt, cidx = Signal(), Signal(range(len(cnt_names)))
-            # one test of the high bits shared by all cases, which then decode
-            # only the low bits
-            lo_bits = max(r.addr for r in regs).bit_length()
-            hi_zero = Signal()
-            m.d.comb += hi_zero.eq(addr[lo_bits:] == 0)
-            with m.Switch(addr[:lo_bits]):
-                for r in regs:
-                    with m.Case(r.addr):
-                        m.d.comb += exists.eq(hi_zero)
-                        if "w" in r.access:
-                            m.d.comb += writable.eq(1)
-                        if r.name in ident:
-                            m.d.comb += value.eq(ident[r.name])
-                        elif r.name in cnt_index:
-                            m.d.comb += [is_cnt.eq(1), cidx.eq(cnt_index[r.name])]
-                        elif r.name in rw_regs:
-                            m.d.comb += value.eq(rw_regs[r.name])
-            return exists, writable, value, is_cnt, cidx
+            vals = [Mux(hit[r.name], ident[r.name], 0) for r in regs if r.name in ident]
+            vals += [Mux(hit[r.name], rw_regs[r.name], 0) for r in regs
+                     if r.name not in ident and r.name in rw_regs]
+            cnts = [r.name for r in regs if r.name not in ident and r.name in cnt_index]
+            m.d.comb += [
+                exists.eq(hi_ok & Cat(*hit.values()).any()),
+                writable.eq(Cat(*(hit[r.name] for r in regs if "w" in r.access)).any()),
+                is_cnt.eq(Cat(*(hit[n] for n in cnts)).any()),
+                value.eq(_or_all(vals, 32)),
+                cidx.eq(_or_all([Mux(hit[n], cnt_index[n], 0) for n in cnts], len(cidx))),
+            ]
+            return hit, exists, writable, value, is_cnt, cidx
 
         # -------------------------------------------------------- command queue
         # Entry fields start all-ones, so the first enqueue changes them (belt
@@ -418,12 +485,10 @@ class CommandProcessor(wiring.Component):
             off, nbytes = INSTRUCTIONS[opcode].offsets()[name]
             return hdr[8 * off: 8 * (off + nbytes)]
 
-        f_space = field(Opcode.WRITE_MEM, "space")
         f_addr = field(Opcode.WRITE_MEM, "addr")
         f_count = field(Opcode.READ_MEM, "count")
 
         # memory access being prepared/performed by the front end
-        acc_space = Signal(3)
         acc_base = Signal(RA)
         acc_end = Signal(CW)    # acc_base + acc_n
         acc_n = Signal(CW)
@@ -436,6 +501,12 @@ class CommandProcessor(wiring.Component):
         # wlast: the last byte is bleft == 0, one LUT)
         bleft = Signal(range(max(max_rb, max_wb, 8)))
         wlast = Signal(range(max(max_rb, max_wb, 8)))   # bytes per word - 1 (sent or received)
+        # bleft == 0 and wlast == 0, kept beside them (the decisions at a
+        # word's last byte then start from one flip-flop)
+        bleft_z, wlast_z = Signal(), Signal()
+
+        def set_bleft(value, zero):
+            m.d.sync += [bleft.eq(value), bleft_z.eq(zero)]
         err = Signal()
         rec_len = Signal(3)
         rec_mode = Signal(2)    # 0 scan, 1 write, 2 read
@@ -453,18 +524,19 @@ class CommandProcessor(wiring.Component):
             if w is None:
                 w = dep.bit_length()
             ok = Signal()
-            hi_zero = Const(1, 1)
+            a_ok = Const(1, 1)
             if len(addr) > w:
-                hi_zero = hi_zero & (addr[w:] == 0)
+                a_ok = addr[w:] == 0
+            n_ok = n != 0
             if len(n) > w:
-                hi_zero = hi_zero & (n[w:] == 0)
+                n_ok = n_ok & (n[w:] == 0)
             total = Signal(w + 1)
-            pre = Signal()
-            if staged:
-                m.d.sync += [total.eq(addr[:w] + n[:w]), pre.eq((n != 0) & hi_zero)]
-            else:
-                m.d.comb += [total.eq(addr[:w] + n[:w]), pre.eq((n != 0) & hi_zero)]
-            m.d.comb += ok.eq(pre & (total <= dep))
+            # (the address's and the count's terms are separate flip-flops:
+            # one AND over both, 48 bits for a GEMM, was 5 LUT levels)
+            pre_a, pre_n = Signal(), Signal()
+            dom = m.d.sync if staged else m.d.comb
+            dom += [total.eq(addr[:w] + n[:w]), pre_a.eq(a_ok), pre_n.eq(n_ok)]
+            m.d.comb += ok.eq(pre_a & pre_n & (total <= dep))
             return ok
 
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
@@ -484,29 +556,47 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += op_k.eq(k)
             with m.Default():
                 m.d.sync += op_k.eq(len(OPK))
-        for o in present_ops:
-            with m.If(op_is[o]):
-                fmt = INSTRUCTIONS[o]
-                if fmt.tail == "none":
-                    m.d.comb += len_ok.eq(length == fmt.fixed_bytes)
-                elif fmt.tail == "words":
-                    m.d.comb += len_ok.eq(length > fmt.fixed_bytes)
-                else:   # repeat: the %6 of WRITE_REG is found by the record scan
-                    m.d.comb += len_ok.eq((length != 0) &
-                                          ((length & 1) == 0 if fmt.fixed_bytes == 2 else 1))
+        # The length compares of each format are flip-flops (length is stable
+        # from the first FETCH cycle on), so len_ok is an AND-OR of flip-flops
+        # (the compares behind the opcode decode were 7 LUT levels on the iCE40).
+        len_cmp = {}
 
+        def len_test(kind, value):
+            if (kind, value) not in len_cmp:
+                r = Signal(name=f"len_{kind}{value}")
+                cond = {"eq": length == value, "gt": length > value,
+                        "rep": (length != 0) & ((length & 1) == 0 if value == 2 else 1)}[kind]
+                m.d.sync += r.eq(cond)
+                len_cmp[(kind, value)] = r
+            return len_cmp[(kind, value)]
+        len_terms = []
+        for o in present_ops:
+            fmt = INSTRUCTIONS[o]
+            # repeat: the %6 of WRITE_REG is found by the record scan
+            kind = {"none": "eq", "words": "gt"}.get(fmt.tail, "rep")
+            len_terms.append(op_is[o] & len_test(kind, fmt.fixed_bytes))
+        m.d.comb += len_ok.eq(Cat(*len_terms).any())
+
+        # The space field (payload byte 0 of WRITE_MEM and READ_MEM) decoded
+        # into one flip-flop per present space as it is fetched (FETCH, cnt
+        # == 1), not from buf after the header (the decode there, shared with
+        # every check on the space, was 5-6 LUT levels on the iCE40)
+        assert all(INSTRUCTIONS[o].offsets()["space"] == (0, 1)
+                   for o in (Opcode.WRITE_MEM, Opcode.READ_MEM))
+        sp_hit = {s: Signal(name=f"sp_hit_{s.name.lower()}") for s in spaces}
         space_ok_w = Signal()
         space_ok_r = Signal()
         sp_wb = Signal(range(max_wb + 1))
         sp_depth = Signal(CW)
         sp_maxcount = Signal(16)
-        with m.Switch(f_space):
-            for s in spaces:
-                with m.Case(int(s)):
-                    m.d.comb += [space_ok_w.eq(1), sp_wb.eq(wbytes[s]), sp_depth.eq(depth[s]),
-                                 sp_maxcount.eq(min(0xFFFF, cfg.max_payload // wbytes[s]))]
-                    if s in rd_spaces:
-                        m.d.comb += space_ok_r.eq(1)
+        m.d.comb += [
+            space_ok_w.eq(Cat(*sp_hit.values()).any()),
+            space_ok_r.eq(Cat(*(sp_hit[s] for s in rd_spaces)).any()),
+            sp_wb.eq(_or_all([Mux(sp_hit[s], wbytes[s], 0) for s in spaces], len(sp_wb))),
+            sp_depth.eq(_or_all([Mux(sp_hit[s], depth[s], 0) for s in spaces], len(sp_depth))),
+            sp_maxcount.eq(_or_all([Mux(sp_hit[s], min(0xFFFF, cfg.max_payload // wbytes[s]), 0)
+                                    for s in spaces], 16)),
+        ]
 
         rm_count_ok = Signal()
         sp_maxcount_r = Signal.like(sp_maxcount)    # (a stage before the compare, see PRE2)
@@ -548,8 +638,14 @@ class CommandProcessor(wiring.Component):
         # whether a remainder is left (div_r = 1) by a shift and a mask instead
         pow2 = all(wb & (wb - 1) == 0 for wb in wbytes.values())
 
-        # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on div_q)
-        mem_range_ok = inside(f_addr, div_q, sp_depth, w=max(depth.values()).bit_length())
+        # READ_MEM and WRITE_MEM share one range check (state MEM_CHECK, on the
+        # word count), in two register stages: the sum, then the compare with
+        # the space's depth (both in series were 7 LUT levels on the iCE40).
+        # With every word size a power of two the count is v_words (CHECK's
+        # verdict, copied into div_q in DISPATCH): the sum is taken in
+        # DISPATCH, the compare in DIV.  Otherwise the count is div_q after
+        # the division, and DIV_WAIT gives the compare its cycle.
+        v_words = Signal.like(div_r)
 
         # Every verdict above is registered (the header, length and div_q are
         # stable for a cycle before CHECK / MEM_CHECK read them: states PRE and
@@ -562,14 +658,46 @@ class CommandProcessor(wiring.Component):
                 out.append(r)
             return out
         (op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
-         mem_range_ok, sp_wb, sp_depth) = registered(
+         sp_wb, sp_depth) = registered(
             op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
-            mem_range_ok, sp_wb, sp_depth)
+            sp_wb, sp_depth)
+        (mem_range_ok,) = registered(inside(f_addr, v_words if pow2 else div_q, sp_depth,
+                                            w=max(depth.values()).bit_length(), staged=True))
         rr_len_bad = Signal()
         m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
 
-        # acc_space decoded: one flip-flop per present space, set with it in
-        # DISPATCH (READ_MEM's read data strobes, and the hazard check below)
+        # The verdict's parts that are known in PRE2 (opcode, length, space,
+        # READ_REG's length) are combined there into flip-flops; CHECK then
+        # adds only the checks registered in PRE2 (READ_MEM's count, the
+        # compute instructions' ranges).  The whole tree in CHECK was 5 LUT
+        # levels on the iCE40.
+        def _op(o):
+            return op_is.get(o, Const(0))
+        e_err_c = (~op_known | ~len_ok |
+                   (_op(Opcode.WRITE_MEM) & ~space_ok_w) | (_op(Opcode.READ_MEM) & ~space_ok_r) |
+                   (_op(Opcode.READ_REG) & rr_len_bad))
+        e_err, e_nop, e_sync, e_div, e_rec, e_rm, e_enq = (
+            Signal(name=f"e_{n}") for n in ("err", "nop", "sync", "div", "rec", "rm", "enq"))
+        e_status = Signal(8)
+        e_gemm, e_act, e_adam = Signal(), Signal(), Signal()
+        m.d.sync += [
+            e_err.eq(e_err_c),
+            e_status.eq(Mux(~op_known, Status.UNKNOWN_OPCODE,
+                            Mux(~len_ok | (_op(Opcode.READ_REG) & rr_len_bad), Status.BAD_LENGTH,
+                                Status.ADDR_RANGE))),
+            e_nop.eq(~e_err_c & _op(Opcode.NOP)),
+            e_sync.eq(~e_err_c & _op(Opcode.SYNC)),
+            e_div.eq(~e_err_c & (_op(Opcode.WRITE_MEM) | _op(Opcode.READ_MEM))),
+            e_rm.eq(~e_err_c & _op(Opcode.READ_MEM)),
+            e_rec.eq(~e_err_c & (_op(Opcode.WRITE_REG) | _op(Opcode.READ_REG))),
+            e_gemm.eq(~e_err_c & _op(Opcode.GEMM)),
+            e_act.eq(~e_err_c & _op(Opcode.ACTIVATE)),
+            e_adam.eq(~e_err_c & _op(Opcode.ADAM)),
+        ]
+
+        # The accessed space: one flip-flop per present space, copied from
+        # sp_hit in DISPATCH (READ_MEM's read data, WRITE_MEM's write enables,
+        # the reply length and the hazard check below)
         rd_sel = {s_: Signal(name=f"rd_sel_{s_.name.lower()}") for s_ in spaces}
 
         def sp_is(space):
@@ -590,7 +718,11 @@ class CommandProcessor(wiring.Component):
             end = Signal(CW + 1, name=f"haz_end{i}")
             lo_c = Mux(sp_is(MemSpace.INPUT), xi, Mux(sp_is(MemSpace.ACC), zi, yi))
             m.d.sync += [lo.eq(lo_c), end.eq(lo_c + Mux(sp_is(MemSpace.WEIGHT), cfg.rows, ni))]
-            ov = (acc_base < end) & (lo < acc_end)
+            # the overlap compares, registered too: lo and end are valid from
+            # MEM_CHECK on, acc_base and acc_end from HAZARD's first cycle, so
+            # ov is valid in its second, when conflict_r takes its inputs
+            ov = Signal(name=f"haz_ov{i}")
+            m.d.sync += ov.eq((acc_base < end) & (lo < acc_end))
             t = Signal(name=f"haz{i}")
             gemm = (opi == _OP_GEMM)
             actv = (opi == _OP_ACT)
@@ -615,11 +747,11 @@ class CommandProcessor(wiring.Component):
         # end waits in HAZARD (it is the only producer), so a conflict-free
         # verdict two cycles old is still true.  haz_armed comes after the
         # first two cycles in HAZARD (stale inputs before).
+        # (haz_armed: a flip-flop, shifted in from haz_h1)
         conflict_r = Signal()
-        haz_cnt = Signal(range(3))
+        haz_h1 = Signal()
         haz_armed = Signal()
         m.d.sync += conflict_r.eq(conflict)
-        m.d.comb += haz_armed.eq(haz_cnt == 2)
 
         # --- front-end memory port requests (muxed with the executor below)
         fe_in_raddr = Signal(RA); fe_in_ren = Signal()
@@ -656,12 +788,11 @@ class CommandProcessor(wiring.Component):
 
         # (READ_MEM: buf takes the space being read, see rd_terms)
 
-        is_rd_acc = Signal()    # acc_space == ACC, as a flip-flop (set in DISPATCH)
+        is_rd_acc = Signal()    # the space is ACC, as a flip-flop (set in DISPATCH)
         # the decoder's verdict on a frame (state CHECK, see there)
         v_err, v_nop, v_sync, v_div, v_rec, v_enq = (Signal(name=f"v_{n}") for n in
                                                       ("err", "nop", "sync", "div", "rec", "enq"))
         v_status = Signal(8)
-        v_words = Signal.like(div_r)
         v_ge = Signal()
         op_is_wm = op_is[Opcode.WRITE_MEM]
         op_is_rm = op_is[Opcode.READ_MEM]
@@ -693,28 +824,35 @@ class CommandProcessor(wiring.Component):
 
         def next_word():
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
-        rec_reg = Signal(16)        # registered: REC_WAIT is two cycles long
         # a register record is shifted into the top of buf like the header
         rec = buf[-48:]
-        m.d.sync += rec_reg.eq(Mux(rec_len == 6, rec[0:16], rec[32:48]))
         # registered (REC_WAIT, REC_WAIT2 give them the cycles after the
         # record's last byte)
-        # (the value is not registered: it is a function of rec_reg alone, and
-        # only loads buf)
-        exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup(rec_reg)
-        exists, writable, reg_is_cnt, reg_cidx = registered(exists, writable, reg_is_cnt,
-                                                            reg_cidx)
-        # payload-pointer comparisons, registered: p is stable for at least a
-        # cycle before each use (REC_WAIT, SCAN_WAIT, records of >= 2 bytes)
-        p_scan_end, p_w_end, p_r_end, p_not_len = Signal(), Signal(), Signal(), Signal()
-        # (p + 2 * rec_len > length as p >= a threshold kept in a flip-flop:
-        # length and rec_len are stable long before the record scan needs it,
-        # and two adders in series before the compare were the iCE40's
-        # critical path)
-        scan_thr = Signal(signed(len(length) + 3))
-        m.d.sync += scan_thr.eq(length - (rec_len << 1) + 1)
-        m.d.sync += [p_scan_end.eq(p >= scan_thr), p_w_end.eq(p + 6 == length),
-                     p_r_end.eq(p + 2 == length), p_not_len.eq(p != length)]
+        # (the value too: its lookup from rec_reg was 6 LUT levels in front
+        # of buf on the iCE40; REC_DONE, where buf takes it, is a cycle later)
+        reg_hit, exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup()
+        exists, writable, regval, reg_is_cnt, reg_cidx = registered(
+            exists, writable, regval, reg_is_cnt, reg_cidx)
+        # REG_CNT's "the sweep is at this counter", a flip-flop (the bank's
+        # index after this edge is next_index; reg_cidx is valid from REC_DONE)
+        cnt_hit = Signal()
+        m.d.sync += cnt_hit.eq(bank.next_index == reg_cidx)
+        # The payload pointer's next record position pn = p + rec_len, and the
+        # comparisons, registered: p is stable for at least two cycles before
+        # each use (a record is fetched in rec_len + 1 cycles, then REC_WAIT,
+        # REC_WAIT2; SCAN_WAIT; a READ_REG reply value takes 8 cycles), so p
+        # only ever loads 0, the WRITE_MEM payload start or pn, and no adder
+        # sits in front of it.
+        pn = Signal.like(p)
+        m.d.sync += pn.eq(p + rec_len)
+        p_scan_end, p_rec_end, p_not_len = Signal(), Signal(), Signal()
+        # p_scan_end: no room for another record after this one, p + 2 *
+        # rec_len > length, as pn >= a threshold kept in a flip-flop (rec_len
+        # is 6 for WRITE_REG, 2 for READ_REG, fixed from DISPATCH on)
+        scan_thr = Signal(signed(len(length) + 2))
+        m.d.sync += scan_thr.eq(Mux(op_is[Opcode.WRITE_REG], length - 5, length - 1))
+        m.d.sync += [p_scan_end.eq(pn >= scan_thr), p_rec_end.eq(pn == length),
+                     p_not_len.eq(p != length)]
         rec_value = rec[16:48]
 
         # ENQUEUE's go, registered: only ENQUEUE fills the queue and the weight
@@ -723,6 +861,19 @@ class CommandProcessor(wiring.Component):
         # waits one cycle more after a full queue frees a slot)
         enq_go = Signal()
         m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM]))
+
+        words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
+        wm_words, wm_ge = Signal.like(div_q), Signal()
+        if pow2:
+            # every word size a power of two: a shift and a mask per
+            # space, no division (wm_ge: a remainder is left)
+            m.d.sync += [
+                wm_words.eq(_or_all([Mux(sp_hit[s_], words >> (wbytes[s_].bit_length() - 1), 0)
+                                     for s_ in spaces], len(wm_words))),
+                wm_ge.eq(Cat(*(sp_hit[s_] & ((words & (wbytes[s_] - 1)) != 0)
+                               for s_ in spaces)).any())]
+        else:
+            m.d.sync += [wm_words.eq(words), wm_ge.eq(words >= sp_wb)]
 
         with m.FSM(name="decoder") as fsm:
             with m.State("IDLE"):
@@ -736,6 +887,8 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [cnt.eq(cnt + 1), cnt_nz.eq(1), paddr.eq(paddr + 1)]
                 with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
+                with m.If(cnt == 1):
+                    m.d.sync += [h.eq(self.payload_data == int(s_)) for s_, h in sp_hit.items()]
                 with m.If(cnt == _HDR_BYTES):
                     m.next = "PRE"
 
@@ -757,70 +910,32 @@ class CommandProcessor(wiring.Component):
             # opcode (unused ones are don't-care), so no register's enable
             # and no state bit sits behind the whole decision tree.
             with m.State("CHECK"):
-                m.d.sync += [v_err.eq(1), v_status.eq(Status.ADDR_RANGE),
-                             v_nop.eq(0), v_sync.eq(0), v_div.eq(0), v_rec.eq(0), v_enq.eq(0)]
-                with m.If(~op_known):
-                    m.d.sync += v_status.eq(Status.UNKNOWN_OPCODE)
-                with m.Elif(~len_ok):
-                    m.d.sync += v_status.eq(Status.BAD_LENGTH)
-                with m.Else():
-                    with m.Switch(op_k):
-                        with m.Case(OPK[Opcode.NOP]):
-                            m.d.sync += [v_err.eq(0), v_nop.eq(1)]
-                        with m.Case(OPK[Opcode.SYNC]):
-                            m.d.sync += [v_err.eq(0), v_sync.eq(1)]
-                        with m.Case(OPK[Opcode.WRITE_MEM]):
-                            with m.If(space_ok_w):
-                                m.d.sync += [v_err.eq(0), v_div.eq(1)]
-                        with m.Case(OPK[Opcode.READ_MEM]):
-                            with m.If(~space_ok_r):
-                                pass
-                            with m.Elif(~rm_count_ok):
-                                m.d.sync += v_status.eq(Status.BAD_LENGTH)
-                            with m.Else():
-                                m.d.sync += [v_err.eq(0), v_div.eq(1)]
-                        with m.Case(OPK[Opcode.WRITE_REG], OPK[Opcode.READ_REG]):
-                            with m.If(op_is_rr & rr_len_bad):
-                                m.d.sync += v_status.eq(Status.BAD_LENGTH)
-                            with m.Else():
-                                m.d.sync += [v_err.eq(0), v_rec.eq(1)]
-                        with m.Case(OPK[Opcode.GEMM]):
-                            with m.If(g_ok):
-                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
-                        with m.Case(OPK[Opcode.ACTIVATE]):
-                            with m.If(a_ok):
-                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
-                        with m.Case(OPK[Opcode.ADAM]):
-                            with m.If(d_ok):
-                                m.d.sync += [v_err.eq(0), v_enq.eq(1)]
+                l_len = e_rm & ~rm_count_ok           # READ_MEM count: BAD_LENGTH
+                l_range = ((e_gemm & ~g_ok) | (e_act & ~a_ok if cfg.has_activation else 0) |
+                           (e_adam & ~d_ok if cfg.has_adam else 0))
+                m.d.sync += [v_err.eq(e_err | l_len | l_range),
+                             v_status.eq(Mux(e_err, e_status,
+                                             Mux(l_len, Status.BAD_LENGTH, Status.ADDR_RANGE))),
+                             v_nop.eq(e_nop), v_sync.eq(e_sync), v_div.eq(e_div & ~l_len),
+                             v_rec.eq(e_rec),
+                             v_enq.eq((e_gemm | e_act | e_adam) & ~l_range)]
                 # WRITE_MEM's word count starts from the payload length
                 # (len_ok: fixed_bytes < length <= max_payload); READ_MEM's
                 # count is the field itself (f_count <= max_payload // wb fits
                 # div_q; DIV passes at once with div_r = 0: the cycle
-                # mem_range_ok needs to see this div_q)
-                words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
-                if pow2:
-                    # every word size a power of two: a shift and a mask
-                    # per space, no division
-                    quot, rem_nz = Signal.like(div_q), Signal()
-                    with m.Switch(f_space):
-                        for s_ in spaces:
-                            with m.Case(s_):
-                                sh = wbytes[s_].bit_length() - 1
-                                m.d.comb += [quot.eq(words >> sh),
-                                             rem_nz.eq((words & (wbytes[s_] - 1)) != 0)]
-                    m.d.sync += [v_words.eq(Mux(op_is_wm, quot, f_count)),
-                                 v_ge.eq(op_is_wm & rem_nz)]
-                else:
-                    m.d.sync += [v_words.eq(Mux(op_is_wm, words, 0)),
-                                 v_ge.eq(op_is_wm & (words >= sp_wb))]
+                # mem_range_ok needs to see this div_q).  The word count's
+                # parts are flip-flops taken in PRE2 (header and length are
+                # stable from PRE on; from buf through the space decode and a
+                # subtraction they were 5 LUT levels on the iCE40).
+                m.d.sync += [v_words.eq(Mux(op_is_wm, wm_words, f_count if pow2 else 0)),
+                             v_ge.eq(op_is_wm & wm_ge)]
                 m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 m.d.sync += [status.eq(Mux(v_err, v_status, Status.OK)), wlast.eq(7),
-                             acc_space.eq(f_space), acc_write.eq(op_is_wm),
-                             is_rd_acc.eq(f_space == MemSpace.ACC),
-                             *(sel.eq(f_space == s_) for s_, sel in rd_sel.items()),
+                             wlast_z.eq(0),
+                             acc_write.eq(op_is_wm), is_rd_acc.eq(sp_hit[MemSpace.ACC]),
+                             *(sel.eq(sp_hit[s_]) for s_, sel in rd_sel.items()),
                              rec_mode.eq(_SCAN), cnt.eq(0), cnt_nz.eq(0),
                              rec_len.eq(Mux(op_is_wr, 6, 2))]
                 if pow2:
@@ -850,7 +965,11 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [div_r.eq(div_r - sp_wb), div_q.eq(div_q + 1),
                                      div_ge.eq(div_r >= (sp_wb << 1))]
                     with m.Else():
-                        m.next = "MEM_CHECK"
+                        m.next = "DIV_WAIT"
+            if not pow2:
+                with m.State("DIV_WAIT"):
+                    # (the range check's compare, on the sum with the final div_q)
+                    m.next = "MEM_CHECK"
 
             with m.State("MEM_CHECK"):
                 # words in div_q; a WRITE_MEM remainder in div_r
@@ -859,41 +978,48 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(~mem_range_ok):
                     error(Status.ADDR_RANGE)
                 with m.Else():
-                    m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q),
-                                 acc_end.eq(f_addr + div_q), haz_cnt.eq(0)]
                     m.next = "HAZARD"
+                # (whatever the verdict: used from HAZARD on)
+                m.d.sync += [acc_base.eq(f_addr), acc_n.eq(div_q),
+                             acc_end.eq(f_addr + div_q), haz_h1.eq(0), haz_armed.eq(0)]
 
             with m.State("HAZARD"):
-                with m.If(~haz_armed):
-                    m.d.sync += haz_cnt.eq(haz_cnt + 1)
+                m.d.sync += [haz_h1.eq(1), haz_armed.eq(haz_h1)]
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(haz_armed & conflict_r)
+                # The next steps' registers are loaded in every HAZARD cycle
+                # (their inputs are stable here, and nothing uses them before
+                # HAZARD is left): their enables are then state bits, not
+                # behind the verdict.  The header in buf is not needed from
+                # here on.
+                m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
+                             bleft.eq(sp_wb - 1), bleft_z.eq(sp_wb == 1),
+                             fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1), wlast_z.eq(sp_wb == 1),
+                             cnt.eq(0), cnt_nz.eq(0)]
+                set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
+                with m.If(~acc_write):
+                    for s_ in rd_spaces:
+                        with m.If(rd_sel[s_]):
+                            # (acc_n >= 1: the range check)
+                            set_rlen(_times(acc_n, wbytes[s_]), zero=0)
                 with m.If(haz_armed & ~conflict_r):
-                    # the header in buf is not needed from here on
-                    m.d.sync += [k_left.eq(acc_n), k_last.eq(acc_n == 1),
-                                 bleft.eq(sp_wb - 1), fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1),
-                                 cnt.eq(0), cnt_nz.eq(0)]
-                    set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
                     with m.If(acc_write):
                         m.next = "WM_STREAM"
                     with m.Else():
-                        with m.Switch(acc_space):
-                            for s_ in rd_spaces:
-                                with m.Case(int(s_)):
-                                    # (acc_n >= 1: the range check)
-                                    set_rlen(_times(acc_n, wbytes[s_]), zero=0)
                         m.next = "REPLY"
 
             # ---- WRITE_MEM: one payload byte per cycle, a word written as it completes
             with m.State("WM_STREAM"):
-                m.d.sync += [cnt.eq(1), cnt_nz.eq(1)]
-                set_p(p + 1)
+                # (p is not used again before REPLY restarts it: only the
+                # payload address steps)
+                m.d.sync += [cnt.eq(1), cnt_nz.eq(1), paddr.eq(paddr + 1)]
                 with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
-                    m.d.sync += bleft.eq(bleft - 1)
-                    with m.If(bleft == 0):
+                    set_bleft(bleft - 1, zero=bleft == 1)
+                    with m.If(bleft_z):
                         m.d.sync += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
-                        m.d.sync += [w.eq(acc_space == sp_) for sp_, w in fe_we_sp.items()]
-                        m.d.sync += [bleft.eq(wlast), fe_ptr.eq(fe_ptr + 1)]
+                        m.d.sync += [w.eq(rd_sel[sp_]) for sp_, w in fe_we_sp.items()]
+                        m.d.sync += fe_ptr.eq(fe_ptr + 1)
+                        set_bleft(wlast, zero=wlast_z)
                         next_word()
                         with m.If(k_last):
                             m.next = "REPLY"
@@ -906,22 +1032,28 @@ class CommandProcessor(wiring.Component):
                 with m.Else():
                     m.next = "RM_DATA"
             with m.State("RM_DATA"):
+                # (the read data is taken into rd_word at this edge)
                 with m.If(is_rd_acc):
                     with m.If(engine.rd_data.valid):
-                        m.d.comb += b_rd.eq(1)
-                        m.d.sync += bleft.eq(wlast)
-                        m.next = "SEND"
+                        m.next = "RM_LOAD"
                 with m.Else():
-                    m.d.comb += b_rd.eq(1)
-                    m.d.sync += bleft.eq(wlast)
-                    m.next = "SEND"
+                    m.next = "RM_LOAD"
+            with m.State("RM_LOAD"):
+                # buf takes the word from rd_word, a register: the read
+                # strobe, the spaces' AND-OR and the block RAMs' output
+                # multiplexers in one cycle in front of buf were the iCE40's
+                # critical path (one cycle more per READ_MEM word)
+                m.d.comb += b_rd.eq(1)
+                set_bleft(wlast, zero=wlast_z)
+                m.next = "SEND"
 
             with m.State("SEND"):
                 with m.If(~ovalid):
                     m.d.comb += b_shift.eq(1)
-                    m.d.sync += [obyte.eq(buf[:8]), ovalid.eq(1), bleft.eq(bleft - 1)]
-                    with m.If(bleft == 0):
-                        m.d.sync += bleft.eq(wlast)
+                    m.d.sync += [obyte.eq(buf[:8]), ovalid.eq(1)]
+                    set_bleft(bleft - 1, zero=bleft == 1)
+                    with m.If(bleft_z):
+                        set_bleft(wlast, zero=wlast_z)
                         with m.If(op_is_rm):
                             m.d.sync += fe_ptr.eq(fe_ptr + 1)
                             next_word()
@@ -931,12 +1063,11 @@ class CommandProcessor(wiring.Component):
                                 rm_start()
                                 m.next = "RM_ADDR"
                         with m.Elif(op_is_rr):
-                            m.d.sync += [cnt.eq(0), cnt_nz.eq(0)]
-                            set_p(p + 2)
-                            with m.If(p_r_end):
-                                m.next = "DONE"
-                            with m.Else():
+                            # (p has moved past this record in REC_DONE)
+                            with m.If(p_not_len):
                                 m.next = "REC"
+                            with m.Else():
+                                m.next = "DONE"
                         with m.Else():
                             m.next = "DONE"
 
@@ -946,6 +1077,9 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [cnt.eq(cnt + 1), cnt_nz.eq(1)]
                 with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
+                for k in (0, 1):
+                    with m.If(cnt == k + 1):
+                        capture_reg_byte(k)
                 with m.If(cnt == rec_len):
                     m.next = "REC_WAIT"
             with m.State("REC_WAIT"):
@@ -953,38 +1087,41 @@ class CommandProcessor(wiring.Component):
             with m.State("REC_WAIT2"):
                 m.next = "REC_DONE"
             with m.State("REC_DONE"):
-                m.d.sync += [cnt.eq(0), cnt_nz.eq(0)]
+                # p moves past the record in every mode (pn = p + rec_len);
+                # wlast and bleft are a READ_REG reply value's (unused in the
+                # other modes): loaded whatever the mode, their enables are
+                # state bits
+                m.d.sync += [cnt.eq(0), cnt_nz.eq(0), wlast.eq(3), wlast_z.eq(0)]
+                set_bleft(3, zero=0)
+                set_p(pn)
                 with m.Switch(rec_mode):
                     with m.Case(_SCAN):
                         bad = ~exists | (op_is_wr & ~writable)
                         m.d.sync += err.eq(err | bad)
-                        set_p(p + rec_len)
                         with m.If(p_scan_end):
                             m.next = "SCAN_WAIT"
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_WRITE):
-                        with m.If(rec_reg == register_map(cfg)["CONTROL"].addr):
+                        with m.If(reg_hit["CONTROL"]):
                             m.d.comb += cnt_clear.eq(rec_value[0])
                         for r in regs:
                             if r.name in rw_regs:
-                                with m.If(rec_reg == r.addr):
+                                with m.If(reg_hit[r.name]):
                                     m.d.sync += rw_regs[r.name].eq(rec_value[:r.bits])
-                        set_p(p + 6)
-                        with m.If(p_w_end):
+                        with m.If(p_rec_end):
                             m.next = "REPLY"
                         with m.Else():
                             m.next = "REC"
                     with m.Case(_READ):
                         m.d.comb += b_reg.eq(1)
-                        m.d.sync += [wlast.eq(3), bleft.eq(3)]
                         with m.If(reg_is_cnt):
                             m.next = "REG_CNT"
                         with m.Else():
                             m.next = "SEND"
             with m.State("REG_CNT"):
                 # the bank's sweep reaches every counter within len(cnt_names) cycles
-                with m.If(bank.index == reg_cidx):
+                with m.If(cnt_hit):
                     m.d.comb += b_cnt.eq(1)
                     m.next = "SEND"
             with m.State("SCAN_WAIT"):
@@ -1003,8 +1140,8 @@ class CommandProcessor(wiring.Component):
                     m.next = "REPLY"
             with m.State("REG_WAIT"):
                 m.d.comb += cnt_inc["HAZARD_WAIT"].eq(~self.queue_empty)
+                m.d.sync += [rec_mode.eq(_WRITE), cnt.eq(0), cnt_nz.eq(0)]
                 with m.If(self.queue_empty):
-                    m.d.sync += [rec_mode.eq(_WRITE), cnt.eq(0), cnt_nz.eq(0)]
                     m.next = "REC"
 
             with m.State("SYNC_WAIT"):
@@ -1048,7 +1185,8 @@ class CommandProcessor(wiring.Component):
                 # load enable is on the critical path)
                 m.d.comb += b_ident.eq(op_is[Opcode.NOP])
                 # for the next step, whichever it is (READ_REG: its reply pass)
-                m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), cnt_nz.eq(0), bleft.eq(wlast)]
+                m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), cnt_nz.eq(0)]
+                set_bleft(wlast, zero=wlast_z)
                 set_p(0)
                 with m.If(self.reply.ready):
                     with m.If(rlen_zero):
@@ -1086,11 +1224,21 @@ class CommandProcessor(wiring.Component):
         # block RAM outputs (slow on the ECP5) and buf.  Only the word's own
         # bytes are sent (wlast), so the widest word's bits above every other
         # word need no space gating.
+        # They meet in rd_word, a register loaded in every cycle (RM_DATA's
+        # edge takes the word; RM_LOAD moves it into buf).
         widest = max(rd_src, key=lambda s_: len(rd_src[s_]))
         narrow = max([len(v) for s_, v in rd_src.items() if s_ != widest], default=0)
-        rd_terms = [(b_rd & rd_sel[s_], v) for s_, v in rd_src.items() if s_ != widest]
-        rd_terms += [(b_rd & rd_sel[widest], rd_src[widest][:narrow]),
-                     (b_rd, Cat(Const(0, narrow), rd_src[widest][narrow:]))]
+        rd_word = Signal(len(rd_src[widest]))
+        rd_any = Const(0, len(rd_word))
+        for s_, v in rd_src.items():
+            v = Value.cast(v)
+            if s_ == widest:
+                v = Cat(Mux(rd_sel[s_], v[:narrow], 0), v[narrow:])
+            else:
+                v = Mux(rd_sel[s_], v, 0)
+            rd_any = rd_any | v
+        m.d.sync += rd_word.eq(rd_any)
+        rd_terms = [(b_rd, rd_word)]
 
         # The register and NOP replies load only the low 64 bits, which hold
         # no register record (a READ_REG's record address must survive its
