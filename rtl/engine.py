@@ -186,14 +186,19 @@ class MatmulEngine(wiring.Component):
             nx = self.acts_next
             match_p = [Signal(name=f"haz_mp{k}") for k in range(W)]
             hz_p = Signal()
-            mp_next = [accept & Mux(nx.valid,
-                                    Mux(sk_valid, nx.acc_addr == sa, nx.acc_addr == pa),
-                                    pa == sa)]
-            mp_next += [Mux(nx.valid, h_valid[k - 1] & (nx.acc_addr == h_addr[k - 1]),
-                            match_p[k - 1]) for k in range(1, W)]
+            # n_*: the new row's matches, p_*: the held row's (entry 0, then
+            # the entries that were 0..W-2 before this edge)
+            n_m0 = Mux(sk_valid, nx.acc_addr == sa, nx.acc_addr == pa)
+            p_m0 = pa == sa
+            n_mk = [h_valid[k - 1] & (nx.acc_addr == h_addr[k - 1]) for k in range(1, W)]
+            p_mk = match_p[:W - 1]
+            mp_next = [accept & Mux(nx.valid, n_m0, p_m0)]
+            mp_next += [Mux(nx.valid, n, p) for n, p in zip(n_mk, p_mk)]
             m.d.sync += [match_p[k].eq(mp_next[k]) for k in range(W)]
-            m.d.sync += hz_p.eq(Mux(nx.valid, nx.accumulate, acts.payload.accumulate)
-                                & Cat(*mp_next).any())
+            hz_p_next = Signal()
+            m.d.comb += hz_p_next.eq(Mux(nx.valid, nx.accumulate, acts.payload.accumulate)
+                                     & Cat(*mp_next).any())
+            m.d.sync += hz_p.eq(hz_p_next)
         else:
             match_p = [h_valid[k] & (h_addr[k] == pa) for k in range(W)]
             hz_p = acts.payload.accumulate & Cat(*match_p).any()
@@ -204,15 +209,40 @@ class MatmulEngine(wiring.Component):
                                 for k in range(1, W)]
         m.d.sync += [match_s[k].eq(ms_next[k]) for k in range(1, W)]
         hz_s = Signal()
-        m.d.sync += hz_s.eq(Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
-                            & Cat(*ms_next[1:]).any())
+        hz_s_next = Signal()
+        m.d.comb += hz_s_next.eq(Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
+                                 & Cat(*ms_next[1:]).any())
+        m.d.sync += hz_s.eq(hz_s_next)
         hazard = Signal()
         m.d.comb += hazard.eq(Mux(sk_valid, hz_s, hz_p))
         m.d.comb += [
             array.acts.payload.eq(cur),
-            array.acts.valid.eq(cur_valid & ~hazard),
             accept.eq(array.acts.valid & array.acts.ready),
         ]
+        if self._lookahead:
+            # The array's acts.valid (cur_valid & ~hazard) is a flip-flop too,
+            # set from the next skid state, the producer's next valid (an
+            # announced row, or its row held while the skid is full) and the
+            # next verdicts, so the array's accept logic (its bank flags and
+            # shift enables) starts at a register.
+            #   go' = sk_valid' ? ~hz_s' : acts.valid' & ~hz_p'
+            #   sk_valid' = cur_valid & ~accept
+            #   acts.valid' = nx.valid | acts.valid & sk_valid
+            # written out for the four values of the two latest inputs,
+            # `accept` and `nx.valid`, so that they meet only in the last LUTs.
+            go = Signal()
+            n_rest = Cat(*n_mk).any()
+            p_rest = Cat(*p_mk).any()
+            na, pacc = nx.accumulate, acts.payload.accumulate
+            go_acc_new = ~(na & (n_m0 | n_rest))
+            go_acc_held = acts.valid & sk_valid & ~(pacc & (p_m0 | p_rest))
+            go_wait_new = Mux(cur_valid, ~hz_s_next, ~(na & n_rest))
+            go_wait_held = cur_valid & ~hz_s_next
+            m.d.sync += go.eq(Mux(accept, Mux(nx.valid, go_acc_new, go_acc_held),
+                                  Mux(nx.valid, go_wait_new, go_wait_held)))
+            m.d.comb += array.acts.valid.eq(go)
+        else:
+            m.d.comb += array.acts.valid.eq(cur_valid & ~hazard)
         with m.If(sk_valid & accept):
             m.d.sync += sk_valid.eq(0)
         with m.If(~sk_valid & acts.valid & ~accept):

@@ -195,24 +195,25 @@ class HostLink(wiring.Component):
         # with a FIFO's level compare.  The receiver writes it only after
         # checking `full` (and nothing else writes it in between), so a write
         # never meets a full queue.
+        # The entries shift towards entry 0 as the head is taken, so the
+        # head (what the transmitter loads) is a flip-flop, not a read mux.
         q_depth = ERROR_QUEUE_DEPTH
-        assert q_depth & (q_depth - 1) == 0, "the pointers wrap as powers of two"
-        q_mem = Array(Signal(code_bits + 8, name=f"errq{i}", reset_less=True)
-                      for i in range(q_depth))
-        q_wp = Signal(range(q_depth))
-        q_rp = Signal(range(q_depth))
+        q_mem = [Signal(code_bits + 8, name=f"errq{i}", reset_less=True)
+                 for i in range(q_depth)]
         q_level = Signal(range(q_depth + 1))
         q_full = Signal()
         q_nonempty = Signal()
         q_w = Signal()                      # write q_wdata (own_reply)
         q_wdata = Signal(code_bits + 8)
         q_r = Signal()                      # the transmitter takes q_rdata
-        q_rdata = Signal(code_bits + 8)
-        m.d.comb += q_rdata.eq(q_mem[q_rp])
-        with m.If(q_w):
-            m.d.sync += [q_mem[q_wp].eq(q_wdata), q_wp.eq(q_wp + 1)]
-        with m.If(q_r):
-            m.d.sync += q_rp.eq(q_rp + 1)
+        q_rdata = q_mem[0]
+        for i in range(q_depth):
+            # the write goes behind the entries that stay
+            with m.If(q_w & Mux(q_r, q_level == i + 1, q_level == i)):
+                m.d.sync += q_mem[i].eq(q_wdata)
+            if i + 1 < q_depth:
+                with m.Elif(q_r):
+                    m.d.sync += q_mem[i].eq(q_mem[i + 1])
         q_nonempty_next = Signal()
         m.d.comb += q_nonempty_next.eq(q_nonempty)
         with m.If(q_w & ~q_r):
