@@ -100,8 +100,10 @@ class MatmulEngine(wiring.Component):
         ``acts`` must be the one announced by ``acts_next`` in the cycle
         before, or the row offered and not taken in the cycle before (the
         stream rule); ``acts_next.valid`` may only be high while
-        ``~acts.valid | acts.ready``.  The stall and every cycle are the
-        same as without it.
+        ``~acts.valid | acts.ready``.  So ``acts.valid`` in the next cycle is
+        exactly ``acts_next.valid | (acts.valid & ~acts.ready)``: the engine
+        also uses this to keep the array's ``acts.valid`` in a flip-flop.
+        The stall and every cycle are the same as without it.
     """
 
     def __init__(self, config: AcceleratorConfig, *, lookahead: bool = False):
@@ -184,7 +186,11 @@ class MatmulEngine(wiring.Component):
             # edge is the row accepted now (`cur`), so `accept` is the last
             # input of these flip-flops.
             nx = self.acts_next
-            match_p = [Signal(name=f"haz_mp{k}") for k in range(W)]
+            # match_p[0] is the stored compare gated by h_valid[0] (which is
+            # `accept` registered), so `accept` reaches none of these
+            # flip-flops
+            mp0_raw = Signal(name="haz_mp0")
+            match_p = [h_valid[0] & mp0_raw] + [Signal(name=f"haz_mp{k}") for k in range(1, W)]
             hz_p = Signal()
             # n_*: the new row's matches, p_*: the held row's (entry 0, then
             # the entries that were 0..W-2 before this edge)
@@ -194,7 +200,8 @@ class MatmulEngine(wiring.Component):
             p_mk = match_p[:W - 1]
             mp_next = [accept & Mux(nx.valid, n_m0, p_m0)]
             mp_next += [Mux(nx.valid, n, p) for n, p in zip(n_mk, p_mk)]
-            m.d.sync += [match_p[k].eq(mp_next[k]) for k in range(W)]
+            m.d.sync += mp0_raw.eq(Mux(nx.valid, n_m0, p_m0))
+            m.d.sync += [match_p[k].eq(mp_next[k]) for k in range(1, W)]
             hz_p_next = Signal()
             m.d.comb += hz_p_next.eq(Mux(nx.valid, nx.accumulate, acts.payload.accumulate)
                                      & Cat(*mp_next).any())
