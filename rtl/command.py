@@ -97,6 +97,9 @@ __all__ = ["CommandProcessor"]
 _OP_GEMM, _OP_ACT, _OP_ADAM = 0, 1, 2
 #: Bytes of the fixed-field prefix fetched for every frame (the longest layout).
 _HDR_BYTES = max(f.fixed_bytes for f in INSTRUCTIONS.values())
+#: Bytes of a WRITE_REG and of a READ_REG record.
+_REC_W = INSTRUCTIONS[Opcode.WRITE_REG].fixed_bytes
+_REC_R = INSTRUCTIONS[Opcode.READ_REG].fixed_bytes
 
 
 def _bits(n: int) -> int:
@@ -509,6 +512,7 @@ class CommandProcessor(wiring.Component):
             m.d.sync += [bleft.eq(value), bleft_z.eq(zero)]
         err = Signal()
         rec_len = Signal(3)
+        rec_w = Signal()        # rec_len is WRITE_REG's (else READ_REG's), set with it
         rec_mode = Signal(2)    # 0 scan, 1 write, 2 read
         _SCAN, _WRITE, _READ = 0, 1, 2
 
@@ -524,19 +528,18 @@ class CommandProcessor(wiring.Component):
             if w is None:
                 w = dep.bit_length()
             ok = Signal()
-            a_ok = Const(1, 1)
-            if len(addr) > w:
-                a_ok = addr[w:] == 0
-            n_ok = n != 0
-            if len(n) > w:
-                n_ok = n_ok & (n[w:] == 0)
+            # (the terms are separate flip-flops, at most 8 bits each, so
+            # synthesis shares no logic between them: one AND over the
+            # address's and the count's high bits, 48 bits for a GEMM, was
+            # 5 LUT levels on the iCE40)
+            terms = [n[:w] != 0 if len(n) <= w else n != 0]
+            for v in (addr, n):
+                terms += [v[i:i + 8] == 0 for i in range(w, len(v), 8)]
             total = Signal(w + 1)
-            # (the address's and the count's terms are separate flip-flops:
-            # one AND over both, 48 bits for a GEMM, was 5 LUT levels)
-            pre_a, pre_n = Signal(), Signal()
+            pre = [Signal(name=f"pre{k}") for k in range(len(terms))]
             dom = m.d.sync if staged else m.d.comb
-            dom += [total.eq(addr[:w] + n[:w]), pre_a.eq(a_ok), pre_n.eq(n_ok)]
-            m.d.comb += ok.eq(pre_a & pre_n & (total <= dep))
+            dom += [total.eq(addr[:w] + n[:w])] + [p_.eq(t) for p_, t in zip(pre, terms)]
+            m.d.comb += ok.eq(Cat(*pre).all() & (total <= dep))
             return ok
 
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
@@ -561,11 +564,16 @@ class CommandProcessor(wiring.Component):
         # (the compares behind the opcode decode were 7 LUT levels on the iCE40).
         len_cmp = {}
 
+        len_nz = Signal()
+        m.d.sync += len_nz.eq(length != 0)
+
         def len_test(kind, value):
             if (kind, value) not in len_cmp:
                 r = Signal(name=f"len_{kind}{value}")
+                # (repeat: from len_nz, a stage of its own; Yosys otherwise
+                # shares the zero test with the other compares, 5 levels)
                 cond = {"eq": length == value, "gt": length > value,
-                        "rep": (length != 0) & ((length & 1) == 0 if value == 2 else 1)}[kind]
+                        "rep": len_nz & ((length & 1) == 0 if value == 2 else 1)}[kind]
                 m.d.sync += r.eq(cond)
                 len_cmp[(kind, value)] = r
             return len_cmp[(kind, value)]
@@ -588,20 +596,30 @@ class CommandProcessor(wiring.Component):
         space_ok_r = Signal()
         sp_wb = Signal(range(max_wb + 1))
         sp_depth = Signal(CW)
-        sp_maxcount = Signal(16)
+        sp_maxcount = Signal(range(max(min(0xFFFF, cfg.max_payload // wbytes[s]) for s in spaces) + 1))
         m.d.comb += [
             space_ok_w.eq(Cat(*sp_hit.values()).any()),
             space_ok_r.eq(Cat(*(sp_hit[s] for s in rd_spaces)).any()),
             sp_wb.eq(_or_all([Mux(sp_hit[s], wbytes[s], 0) for s in spaces], len(sp_wb))),
             sp_depth.eq(_or_all([Mux(sp_hit[s], depth[s], 0) for s in spaces], len(sp_depth))),
             sp_maxcount.eq(_or_all([Mux(sp_hit[s], min(0xFFFF, cfg.max_payload // wbytes[s]), 0)
-                                    for s in spaces], 16)),
+                                    for s in spaces], len(sp_maxcount))),
         ]
 
+        # READ_MEM's count limit in two register stages (PRE: the count's
+        # high bits zero, its low bits nonzero and at most the limit, each
+        # its own flip-flop so synthesis shares no logic between them; PRE2:
+        # their AND, registered for CHECK).  The limit's flip-flops are
+        # valid from early in FETCH.
         rm_count_ok = Signal()
-        sp_maxcount_r = Signal.like(sp_maxcount)    # (a stage before the compare, see PRE2)
+        sp_maxcount_r = Signal.like(sp_maxcount)
         m.d.sync += sp_maxcount_r.eq(sp_maxcount)
-        m.d.comb += rm_count_ok.eq((f_count != 0) & (f_count <= sp_maxcount_r))
+        cw = max(1, sp_maxcount_r.shape().width)
+        cnt_parts = [Signal(name=f"rm_count_{n}") for n in ("hi0", "nz", "le")]
+        m.d.sync += [cnt_parts[0].eq(f_count[cw:] == 0 if len(f_count) > cw else 1),
+                     cnt_parts[1].eq(f_count[:cw] != 0),
+                     cnt_parts[2].eq(f_count[:cw] <= sp_maxcount_r)]
+        m.d.comb += rm_count_ok.eq(Cat(*cnt_parts).all())
 
         g_ok = Signal()
         m.d.comb += g_ok.eq(
@@ -661,8 +679,13 @@ class CommandProcessor(wiring.Component):
          sp_wb, sp_depth) = registered(
             op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
             sp_wb, sp_depth)
-        (mem_range_ok,) = registered(inside(f_addr, v_words if pow2 else div_q, sp_depth,
-                                            w=max(depth.values()).bit_length(), staged=True))
+        # (with the WRITE_MEM remainder test: MEM_CHECK's way out is then one
+        # flip-flop; div_r is final in DIV, or DIV_WAIT)
+        mem_ok = Signal()
+        m.d.comb += mem_ok.eq(inside(f_addr, v_words if pow2 else div_q, sp_depth,
+                                     w=max(depth.values()).bit_length(), staged=True) &
+                              (div_r == 0))
+        (mem_ok,) = registered(mem_ok)
         rr_len_bad = Signal()
         m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
 
@@ -723,26 +746,37 @@ class CommandProcessor(wiring.Component):
             # ov is valid in its second, when conflict_r takes its inputs
             ov = Signal(name=f"haz_ov{i}")
             m.d.sync += ov.eq((acc_base < end) & (lo < acc_end))
-            t = Signal(name=f"haz{i}")
             gemm = (opi == _OP_GEMM)
             actv = (opi == _OP_ACT)
             adm = (opi == _OP_ADAM)
-            m.d.comb += t.eq(v & (
-                (gemm & sp_is(MemSpace.INPUT) & (~acc_write | ov)) |
-                (gemm & sp_is(MemSpace.WEIGHT) & (~acc_write | ov)) |
-                (gemm & sp_is(MemSpace.ACC) & (acc_write | ov)) |
-                (actv & (sp_is(MemSpace.ACC) | sp_is(MemSpace.TABLE) |
-                         sp_is(MemSpace.ACT_PARAM))) |
-                (actv & sp_is(MemSpace.OUTPUT) & (acc_write | ov)) |
-                (adm & sp_is(MemSpace.OPT))))
-            terms.append(t)
+            # The entry's verdict is v & (always | (if_ov & ov)): which kind
+            # of entry and access conflict whatever the rows, and which only
+            # if they overlap.  Both are flip-flops (the entry's kind, the
+            # space and acc_write are stable from DIV on), so the live
+            # verdict is one LUT per entry (from the decode it was 5 levels).
+            always, if_ov = Signal(name=f"haz_always{i}"), Signal(name=f"haz_ifov{i}")
+            m.d.sync += [
+                always.eq((gemm & sp_is(MemSpace.INPUT) & ~acc_write) |
+                          (gemm & sp_is(MemSpace.WEIGHT) & ~acc_write) |
+                          (gemm & sp_is(MemSpace.ACC) & acc_write) |
+                          (actv & (sp_is(MemSpace.ACC) | sp_is(MemSpace.TABLE) |
+                                   sp_is(MemSpace.ACT_PARAM))) |
+                          (actv & sp_is(MemSpace.OUTPUT) & acc_write) |
+                          (adm & sp_is(MemSpace.OPT))),
+                if_ov.eq((gemm & (sp_is(MemSpace.INPUT) | sp_is(MemSpace.WEIGHT) |
+                                  sp_is(MemSpace.ACC))) |
+                         (actv & sp_is(MemSpace.OUTPUT)))]
+            terms.append(v & (always | (if_ov & ov)))
         # (a GEMM retired with its last row not yet taken: its weight rows
         # may still be on their way to the engine)
         gemm_tail = engine.acts.valid & ~run_gemm
+        # the access's own terms, flip-flops likewise
+        rd_in_own, rd_w_own = Signal(), Signal()
+        m.d.sync += [rd_in_own.eq(sp_is(MemSpace.INPUT) & ~acc_write),
+                     rd_w_own.eq(sp_is(MemSpace.WEIGHT) & ~acc_write)]
         m.d.comb += conflict.eq(Cat(*terms).any() | (sp_is(MemSpace.ACC) & eng_busy) |
                                 (sp_is(MemSpace.WEIGHT) & gemm_tail) |
-                                (~acc_write & ((sp_is(MemSpace.INPUT) & in_port_busy) |
-                                               (sp_is(MemSpace.WEIGHT) & w_port_busy))))
+                                (rd_in_own & in_port_busy) | (rd_w_own & w_port_busy))
         # Registered (two stages): entries only leave the queue while the front
         # end waits in HAZARD (it is the only producer), so a conflict-free
         # verdict two cycles old is still true.  haz_armed comes after the
@@ -790,18 +824,27 @@ class CommandProcessor(wiring.Component):
 
         is_rd_acc = Signal()    # the space is ACC, as a flip-flop (set in DISPATCH)
         # the decoder's verdict on a frame (state CHECK, see there)
-        v_err, v_nop, v_sync, v_div, v_rec, v_enq = (Signal(name=f"v_{n}") for n in
-                                                      ("err", "nop", "sync", "div", "rec", "enq"))
+        v_err, v_nop = Signal(name="v_err"), Signal(name="v_nop")
         v_status = Signal(8)
+        _V_REPLY, _V_SYNC, _V_DIV, _V_REC, _V_ENQ = range(5)
+        v_next = Signal(range(5))     # DISPATCH's next state
+        _S_DONE, _S_RM, _S_REC = range(3)
+        send_next = Signal(range(3))  # SEND's, after a word's last byte
         v_ge = Signal()
         op_is_wm = op_is[Opcode.WRITE_MEM]
         op_is_rm = op_is[Opcode.READ_MEM]
         op_is_wr = op_is[Opcode.WRITE_REG]
         op_is_rr = op_is[Opcode.READ_REG]
-        rlen_zero = Signal()    # rlen == 0, set with rlen (REPLY decides on it)
+        _R_DONE, _R_RM, _R_REC, _R_SEND = range(4)
+        reply_next = Signal(range(4))     # REPLY's next state, set with rlen
 
         def set_rlen(value, zero):
-            m.d.sync += [rlen.eq(value), rlen_zero.eq(zero)]
+            """The reply's payload length, and REPLY's next state with it (a
+            code in a flip-flop: no payload, READ_MEM's words, READ_REG's reply
+            pass, or the bytes in buf)."""
+            m.d.sync += [rlen.eq(value),
+                         reply_next.eq(Mux(zero, _R_DONE, Mux(op_is_rm, _R_RM,
+                                                              Mux(op_is_rr, _R_REC, _R_SEND))))]
         # READ_MEM's read requests come from flip-flops (set as RM_ADDR is
         # entered), so no decoder state logic reaches a memory enable
         rm_go = Signal()        # the RM_ADDR cycle of a scratchpad read
@@ -833,10 +876,16 @@ class CommandProcessor(wiring.Component):
         reg_hit, exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup()
         exists, writable, regval, reg_is_cnt, reg_cidx = registered(
             exists, writable, regval, reg_is_cnt, reg_cidx)
-        # REG_CNT's "the sweep is at this counter", a flip-flop (the bank's
-        # index after this edge is next_index; reg_cidx is valid from REC_DONE)
-        cnt_hit = Signal()
-        m.d.sync += cnt_hit.eq(bank.next_index == reg_cidx)
+        # buf's loads of a reply value are strobes kept in flip-flops, set the
+        # cycle before (buf's data AND-OR is a critical path): the NOP reply
+        # (ld_ident, DISPATCH), a register value (ld_reg, REC_DONE in a reply
+        # pass) and a counter value (ld_cnt: the bank's sweep is at the
+        # counter, REG_CNT; its index after this edge is next_index, reg_cidx
+        # is valid from REC_DONE)
+        ld_ident, ld_reg, ld_cnt = Signal(), Signal(), Signal()
+        m.d.sync += [ld_ident.eq(0), ld_reg.eq(0), ld_cnt.eq(0)]
+        m.d.comb += [b_ident.eq(ld_ident), b_reg.eq(ld_reg), b_cnt.eq(ld_cnt)]
+        cnt_match = bank.next_index == reg_cidx
         # The payload pointer's next record position pn = p + rec_len, and the
         # comparisons, registered: p is stable for at least two cycles before
         # each use (a record is fetched in rec_len + 1 cycles, then REC_WAIT,
@@ -847,10 +896,15 @@ class CommandProcessor(wiring.Component):
         m.d.sync += pn.eq(p + rec_len)
         p_scan_end, p_rec_end, p_not_len = Signal(), Signal(), Signal()
         # p_scan_end: no room for another record after this one, p + 2 *
-        # rec_len > length, as pn >= a threshold kept in a flip-flop (rec_len
-        # is 6 for WRITE_REG, 2 for READ_REG, fixed from DISPATCH on)
+        # rec_len > length, as pn >= length - rec_len + 1, a threshold kept
+        # in a flip-flop (rec_len is WRITE_REG's or READ_REG's record size,
+        # fixed from DISPATCH on; two stages: the differences, then the
+        # choice; length is stable from FETCH on, the scan starts after
+        # DISPATCH)
         scan_thr = Signal(signed(len(length) + 2))
-        m.d.sync += scan_thr.eq(Mux(op_is[Opcode.WRITE_REG], length - 5, length - 1))
+        thr_w, thr_r = Signal.like(scan_thr), Signal.like(scan_thr)
+        m.d.sync += [thr_w.eq(length - _REC_W + 1), thr_r.eq(length - _REC_R + 1),
+                     scan_thr.eq(Mux(op_is[Opcode.WRITE_REG], thr_w, thr_r))]
         m.d.sync += [p_scan_end.eq(pn >= scan_thr), p_rec_end.eq(pn == length),
                      p_not_len.eq(p != length)]
         rec_value = rec[16:48]
@@ -861,6 +915,35 @@ class CommandProcessor(wiring.Component):
         # waits one cycle more after a full queue frees a slot)
         enq_go = Signal()
         m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM]))
+        # SYNC's verdict likewise: while the decoder waits in SYNC_WAIT nothing
+        # enters the queue, so an empty queue and an idle engine stay so
+        sync_ok = Signal()
+        m.d.sync += sync_ok.eq(self.queue_empty & ~eng_busy)
+
+        # SEND's next state after a word's last byte, as a code in a
+        # flip-flop: READ_MEM's next word or DONE after the last, READ_REG's
+        # next record (p has moved past this one in REC_DONE) or DONE, NOP
+        # DONE.  Its inputs are stable for at least two cycles before it is
+        # used (k_last changes at a word's last byte, then RM_ADDR,
+        # RM_DATA and RM_LOAD; p changes in REC_DONE, a reply value takes
+        # eight cycles).
+        m.d.sync += send_next.eq(Mux(op_is_rm, Mux(k_last, _S_DONE, _S_RM),
+                                     Mux(op_is_rr & p_not_len, _S_REC, _S_DONE)))
+
+        # REC_DONE's next state likewise: the scan ends or fetches the next
+        # record, a write pass replies after its last record, a reply pass
+        # waits for a counter or sends.  Its inputs are valid in REC_WAIT
+        # (p is stable from REC on; the record's register bytes arrive in
+        # REC's second and third cycles).
+        _D_SCAN_WAIT, _D_REC, _D_REPLY, _D_REG_CNT, _D_SEND = range(5)
+        rdone_next = Signal(range(5))
+        with m.Switch(rec_mode):
+            with m.Case(_SCAN):
+                m.d.sync += rdone_next.eq(Mux(p_scan_end, _D_SCAN_WAIT, _D_REC))
+            with m.Case(_WRITE):
+                m.d.sync += rdone_next.eq(Mux(p_rec_end, _D_REPLY, _D_REC))
+            with m.Default():
+                m.d.sync += rdone_next.eq(Mux(reg_is_cnt, _D_REG_CNT, _D_SEND))
 
         words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
         wm_words, wm_ge = Signal.like(div_q), Signal()
@@ -910,15 +993,19 @@ class CommandProcessor(wiring.Component):
             # opcode (unused ones are don't-care), so no register's enable
             # and no state bit sits behind the whole decision tree.
             with m.State("CHECK"):
+                # (buf takes the NOP reply in DISPATCH, under a strobe that is
+                # a flip-flop of its own: buf's data AND-OR is a critical path)
+                m.d.sync += ld_ident.eq(e_nop)
                 l_len = e_rm & ~rm_count_ok           # READ_MEM count: BAD_LENGTH
                 l_range = ((e_gemm & ~g_ok) | (e_act & ~a_ok if cfg.has_activation else 0) |
                            (e_adam & ~d_ok if cfg.has_adam else 0))
-                m.d.sync += [v_err.eq(e_err | l_len | l_range),
+                bad = e_err | l_len | l_range
+                m.d.sync += [v_err.eq(bad), v_nop.eq(e_nop),
                              v_status.eq(Mux(e_err, e_status,
                                              Mux(l_len, Status.BAD_LENGTH, Status.ADDR_RANGE))),
-                             v_nop.eq(e_nop), v_sync.eq(e_sync), v_div.eq(e_div & ~l_len),
-                             v_rec.eq(e_rec),
-                             v_enq.eq((e_gemm | e_act | e_adam) & ~l_range)]
+                             v_next.eq(Mux(bad | e_nop, _V_REPLY,
+                                           Mux(e_sync, _V_SYNC, Mux(e_div, _V_DIV,
+                                               Mux(e_rec, _V_REC, _V_ENQ)))))]
                 # WRITE_MEM's word count starts from the payload length
                 # (len_ok: fixed_bytes < length <= max_payload); READ_MEM's
                 # count is the field itself (f_count <= max_payload // wb fits
@@ -937,7 +1024,7 @@ class CommandProcessor(wiring.Component):
                              acc_write.eq(op_is_wm), is_rd_acc.eq(sp_hit[MemSpace.ACC]),
                              *(sel.eq(sp_hit[s_]) for s_, sel in rd_sel.items()),
                              rec_mode.eq(_SCAN), cnt.eq(0), cnt_nz.eq(0),
-                             rec_len.eq(Mux(op_is_wr, 6, 2))]
+                             rec_len.eq(Mux(op_is_wr, _REC_W, _REC_R)), rec_w.eq(op_is_wr)]
                 if pow2:
                     m.d.sync += [div_q.eq(v_words), div_r.eq(v_ge), div_ge.eq(0)]
                 else:
@@ -945,16 +1032,13 @@ class CommandProcessor(wiring.Component):
                                  div_q.eq(Mux(op_is_wm, 0, f_count))]
                 set_p(0)
                 set_rlen(Mux(v_nop, 8, 0), zero=~v_nop)
-                with m.If(v_err | v_nop):
-                    m.next = "REPLY"
-                with m.If(v_sync):
-                    m.next = "SYNC_WAIT"
-                with m.If(v_div):
-                    m.next = "DIV"
-                with m.If(v_rec):
-                    m.next = "REC"
-                with m.If(v_enq):
-                    m.next = "ENQUEUE"
+                # (the next state as a code: each way out is one LUT of the
+                # state bit and the code's bits, not behind the negations of
+                # a chain of flags)
+                for code, state in ((_V_REPLY, "REPLY"), (_V_SYNC, "SYNC_WAIT"),
+                                    (_V_DIV, "DIV"), (_V_REC, "REC"), (_V_ENQ, "ENQUEUE")):
+                    with m.If(v_next == code):
+                        m.next = state
 
             with m.State("DIV"):
                 # (MEM_CHECK follows the cycle after the last change of div_q)
@@ -973,10 +1057,8 @@ class CommandProcessor(wiring.Component):
 
             with m.State("MEM_CHECK"):
                 # words in div_q; a WRITE_MEM remainder in div_r
-                with m.If(div_r != 0):
-                    error(Status.BAD_LENGTH)
-                with m.Elif(~mem_range_ok):
-                    error(Status.ADDR_RANGE)
+                with m.If(~mem_ok):
+                    error(Mux(div_r != 0, Status.BAD_LENGTH, Status.ADDR_RANGE))
                 with m.Else():
                     m.next = "HAZARD"
                 # (whatever the verdict: used from HAZARD on)
@@ -1057,19 +1139,12 @@ class CommandProcessor(wiring.Component):
                         with m.If(op_is_rm):
                             m.d.sync += fe_ptr.eq(fe_ptr + 1)
                             next_word()
-                            with m.If(k_last):
-                                m.next = "DONE"
-                            with m.Else():
+                            with m.If(~k_last):
                                 rm_start()
-                                m.next = "RM_ADDR"
-                        with m.Elif(op_is_rr):
-                            # (p has moved past this record in REC_DONE)
-                            with m.If(p_not_len):
-                                m.next = "REC"
-                            with m.Else():
-                                m.next = "DONE"
-                        with m.Else():
-                            m.next = "DONE"
+                        for code, state in ((_S_DONE, "DONE"), (_S_RM, "RM_ADDR"),
+                                            (_S_REC, "REC")):
+                            with m.If(send_next == code):
+                                m.next = state
 
             # ---- register records: fetch rec_len bytes at p
             with m.State("REC"):
@@ -1080,11 +1155,13 @@ class CommandProcessor(wiring.Component):
                 for k in (0, 1):
                     with m.If(cnt == k + 1):
                         capture_reg_byte(k)
-                with m.If(cnt == rec_len):
+                # (cnt == rec_len as compares with constants)
+                with m.If(Mux(rec_w, cnt == _REC_W, cnt == _REC_R)):
                     m.next = "REC_WAIT"
             with m.State("REC_WAIT"):
                 m.next = "REC_WAIT2"
             with m.State("REC_WAIT2"):
+                m.d.sync += ld_reg.eq(rec_mode == _READ)
                 m.next = "REC_DONE"
             with m.State("REC_DONE"):
                 # p moves past the record in every mode (pn = p + rec_len);
@@ -1098,10 +1175,6 @@ class CommandProcessor(wiring.Component):
                     with m.Case(_SCAN):
                         bad = ~exists | (op_is_wr & ~writable)
                         m.d.sync += err.eq(err | bad)
-                        with m.If(p_scan_end):
-                            m.next = "SCAN_WAIT"
-                        with m.Else():
-                            m.next = "REC"
                     with m.Case(_WRITE):
                         with m.If(reg_hit["CONTROL"]):
                             m.d.comb += cnt_clear.eq(rec_value[0])
@@ -1109,20 +1182,17 @@ class CommandProcessor(wiring.Component):
                             if r.name in rw_regs:
                                 with m.If(reg_hit[r.name]):
                                     m.d.sync += rw_regs[r.name].eq(rec_value[:r.bits])
-                        with m.If(p_rec_end):
-                            m.next = "REPLY"
-                        with m.Else():
-                            m.next = "REC"
                     with m.Case(_READ):
-                        m.d.comb += b_reg.eq(1)
-                        with m.If(reg_is_cnt):
-                            m.next = "REG_CNT"
-                        with m.Else():
-                            m.next = "SEND"
+                        m.d.sync += ld_cnt.eq(reg_is_cnt & cnt_match)
+                for code, state in ((_D_SCAN_WAIT, "SCAN_WAIT"), (_D_REC, "REC"),
+                                    (_D_REPLY, "REPLY"), (_D_REG_CNT, "REG_CNT"),
+                                    (_D_SEND, "SEND")):
+                    with m.If(rdone_next == code):
+                        m.next = state
             with m.State("REG_CNT"):
                 # the bank's sweep reaches every counter within len(cnt_names) cycles
-                with m.If(cnt_hit):
-                    m.d.comb += b_cnt.eq(1)
+                m.d.sync += ld_cnt.eq(~ld_cnt & cnt_match)
+                with m.If(ld_cnt):
                     m.next = "SEND"
             with m.State("SCAN_WAIT"):
                 m.next = "SCAN_END"
@@ -1145,7 +1215,7 @@ class CommandProcessor(wiring.Component):
                     m.next = "REC"
 
             with m.State("SYNC_WAIT"):
-                with m.If(self.queue_empty & ~eng_busy):
+                with m.If(sync_ok):
                     m.next = "REPLY"
 
             with m.State("ENQUEUE"):
@@ -1181,23 +1251,17 @@ class CommandProcessor(wiring.Component):
 
             with m.State("REPLY"):
                 m.d.comb += self.reply.valid.eq(1)
-                # (the NOP reply is loaded here, from flip-flops only: buf's
-                # load enable is on the critical path)
-                m.d.comb += b_ident.eq(op_is[Opcode.NOP])
                 # for the next step, whichever it is (READ_REG: its reply pass)
                 m.d.sync += [rec_mode.eq(_READ), cnt.eq(0), cnt_nz.eq(0)]
                 set_bleft(wlast, zero=wlast_z)
                 set_p(0)
                 with m.If(self.reply.ready):
-                    with m.If(rlen_zero):
-                        m.next = "DONE"
-                    with m.Elif(op_is_rm):
+                    with m.If(reply_next == _R_RM):
                         rm_start()
-                        m.next = "RM_ADDR"
-                    with m.Elif(op_is_rr):
-                        m.next = "REC"
-                    with m.Else():
-                        m.next = "SEND"
+                    for code, state in ((_R_DONE, "DONE"), (_R_RM, "RM_ADDR"),
+                                        (_R_REC, "REC"), (_R_SEND, "SEND")):
+                        with m.If(reply_next == code):
+                            m.next = state
 
             with m.State("DONE"):
                 m.d.comb += [self.frame.ready.eq(1), cnt_inc["FRAMES"].eq(1)]
