@@ -22,6 +22,31 @@ from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_l
 __all__ = ["MatmulEngine", "RMW_WINDOW", "next_layout"]
 
 
+def _eq_tree(m: Module, a, b, name: str) -> Signal:
+    """``a == b`` as a tree of LUT-sized parts, each a kept wire.
+
+    ABC (Yosys' ``abc9``, which models no routing delay) otherwise maps a
+    wide equality as a chain of LUTs, one per bit pair, through their fast
+    input: on the UP5K each link of that chain is a routing hop.  Kept wires
+    are boundaries it cannot merge across, so the compare is two pair
+    levels (two bit pairs per LUT, then one LUT per four of those).
+    """
+    assert len(a) == len(b)
+    level = []
+    for i in range(0, len(a), 2):
+        s = Signal(name=f"{name}_p{i // 2}", attrs={"keep": 1})
+        m.d.comb += s.eq(a[i:i + 2] == b[i:i + 2])
+        level.append(s)
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), 4):
+            s = Signal(name=f"{name}_a{len(level)}_{i // 4}", attrs={"keep": 1})
+            m.d.comb += s.eq(Cat(*level[i:i + 4]).all())
+            nxt.append(s)
+        level = nxt
+    return level[0]
+
+
 def next_layout(config: AcceleratorConfig) -> data.StructLayout:
     """``{valid, accumulate, acc_addr}``: :attr:`MatmulEngine.acts_next`."""
     return data.StructLayout({"valid": 1, "accumulate": 1, "acc_addr": range(config.acc_depth)})
@@ -170,7 +195,7 @@ class MatmulEngine(wiring.Component):
         # say the producer's / skid's row has the address of the valid window
         # entry k.  The skid's row never matches entry 0: it was not accepted
         # in the previous cycle, and nothing else was (match_s[0] = 0).
-        accept = Signal()
+        accept = Signal(attrs={"keep": 1})     # (one LUT input of go's logic)
         h_valid = [Signal(name=f"haz_valid{k}") for k in range(W)]
         h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(W)]
         m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(cur.acc_addr)]
@@ -194,9 +219,12 @@ class MatmulEngine(wiring.Component):
             hz_p = Signal()
             # n_*: the new row's matches, p_*: the held row's (entry 0, then
             # the entries that were 0..W-2 before this edge)
-            n_m0 = Mux(sk_valid, nx.acc_addr == sa, nx.acc_addr == pa)
-            p_m0 = pa == sa
-            n_mk = [h_valid[k - 1] & (nx.acc_addr == h_addr[k - 1]) for k in range(1, W)]
+            n_m0 = Mux(sk_valid, _eq_tree(m, nx.acc_addr, sa, "eq_nx_sk"),
+                       _eq_tree(m, nx.acc_addr, pa, "eq_nx_p"))
+            p_m0 = _eq_tree(m, pa, sa, "eq_p_sk")
+            eq_h = [_eq_tree(m, nx.acc_addr, h_addr[k - 1], f"eq_nx_h{k - 1}")
+                    for k in range(1, W)]
+            n_mk = [h_valid[k - 1] & eq for k, eq in zip(range(1, W), eq_h)]
             p_mk = match_p[:W - 1]
             mp_next = [accept & Mux(nx.valid, n_m0, p_m0)]
             mp_next += [Mux(nx.valid, n, p) for n, p in zip(n_mk, p_mk)]
@@ -216,7 +244,7 @@ class MatmulEngine(wiring.Component):
                                 for k in range(1, W)]
         m.d.sync += [match_s[k].eq(ms_next[k]) for k in range(1, W)]
         hz_s = Signal()
-        hz_s_next = Signal()
+        hz_s_next = Signal(attrs={"keep": 1})  # (one LUT input of go's logic)
         m.d.comb += hz_s_next.eq(Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
                                  & Cat(*ms_next[1:]).any())
         m.d.sync += hz_s.eq(hz_s_next)
@@ -237,16 +265,32 @@ class MatmulEngine(wiring.Component):
             #   acts.valid' = nx.valid | acts.valid & sk_valid
             # written out for the four values of the two latest inputs,
             # `accept` and `nx.valid`, so that they meet only in the last LUTs.
+            # The parts are kept wires (see _eq_tree), a LUT each: the address
+            # compares (2 levels), the new row's matches with `na` folded in
+            # (3); ABC then maps the last two levels (the go for either value
+            # of accept, then accept): 5 LUT levels from the engine's
+            # flip-flops (7 when ABC chose the structure).
+            def kept(name, value):
+                s = Signal(name=name, attrs={"keep": 1})
+                m.d.comb += s.eq(value)
+                return s
+
             go = Signal()
-            n_rest = Cat(*n_mk).any()
-            p_rest = Cat(*p_mk).any()
             na, pacc = nx.accumulate, acts.payload.accumulate
-            go_acc_new = ~(na & (n_m0 | n_rest))
-            go_acc_held = acts.valid & sk_valid & ~(pacc & (p_m0 | p_rest))
-            go_wait_new = Mux(cur_valid, ~hz_s_next, ~(na & n_rest))
-            go_wait_held = cur_valid & ~hz_s_next
-            m.d.sync += go.eq(Mux(accept, Mux(nx.valid, go_acc_new, go_acc_held),
-                                  Mux(nx.valid, go_wait_new, go_wait_held)))
+            nxv = kept("haz_nx_valid", nx.valid)
+            # the new row accumulates and matches entry 0 / a later entry
+            new_m0 = kept("haz_new_m0", na & n_m0)
+            # (na & h_valid first, so each term is two inputs of one LUT)
+            new_rest = kept("haz_new_rest", Cat(*[
+                kept(f"haz_na_hv{k - 1}", na & h_valid[k - 1]) & eq
+                for k, eq in zip(range(1, W), eq_h)]).any())
+            p_rest = Cat(*p_mk).any()
+            go_acc_held = kept("go_acc_held",
+                               acts.valid & sk_valid & ~(pacc & (p_m0 | p_rest)))
+            cv = kept("haz_cur_valid", cur_valid)
+            go_if_acc = Mux(nxv, ~(new_m0 | new_rest), go_acc_held)
+            go_if_wait = Mux(nxv, Mux(cv, ~hz_s_next, ~new_rest), cv & ~hz_s_next)
+            m.d.sync += go.eq(Mux(accept, go_if_acc, go_if_wait))
             m.d.comb += array.acts.valid.eq(go)
         else:
             m.d.comb += array.acts.valid.eq(cur_valid & ~hazard)
