@@ -527,7 +527,6 @@ class CommandProcessor(wiring.Component):
             states PRE and PRE2 before CHECK reads their registered verdicts)."""
             if w is None:
                 w = dep.bit_length()
-            ok = Signal()
             # (the terms are separate flip-flops, at most 8 bits each, so
             # synthesis shares no logic between them: one AND over the
             # address's and the count's high bits, 48 bits for a GEMM, was
@@ -539,8 +538,23 @@ class CommandProcessor(wiring.Component):
             pre = [Signal(name=f"pre{k}") for k in range(len(terms))]
             dom = m.d.sync if staged else m.d.comb
             dom += [total.eq(addr[:w] + n[:w])] + [p_.eq(t) for p_, t in zip(pre, terms)]
-            m.d.comb += ok.eq(Cat(*pre).all() & (total <= dep))
-            return ok
+            return [Cat(*pre).all(), total <= dep]
+
+        def verdict(name, *checks):
+            """The AND of ``checks`` (``inside`` results, or single terms),
+            registered as two flip-flops, the range terms' AND and the
+            compares' AND (one AND of all was 5 LUT levels; one flip-flop
+            per part put too many inputs on CHECK's decision)."""
+            terms, cmps = [], []
+            for c in checks:
+                if isinstance(c, list):
+                    terms.append(c[0])
+                    cmps.append(c[1])
+                else:
+                    cmps.append(c)
+            t_r, c_r = Signal(name=f"{name}_terms"), Signal(name=f"{name}_cmps")
+            m.d.sync += [t_r.eq(Cat(*terms).all()), c_r.eq(Cat(*cmps).all())]
+            return t_r & c_r
 
         present_ops = [o for o in Opcode if opcode_present(cfg, o)]
         op_known = Signal()
@@ -621,12 +635,17 @@ class CommandProcessor(wiring.Component):
                      cnt_parts[2].eq(f_count[:cw] <= sp_maxcount_r)]
         m.d.comb += rm_count_ok.eq(Cat(*cnt_parts).all())
 
-        g_ok = Signal()
-        m.d.comb += g_ok.eq(
-            inside(field(Opcode.GEMM, "a_addr"), field(Opcode.GEMM, "m"), cfg.input_depth, staged=True) &
-            inside(field(Opcode.GEMM, "w_addr"), Const(cfg.rows, 8), cfg.weight_depth, staged=True) &
-            inside(field(Opcode.GEMM, "acc_addr"), field(Opcode.GEMM, "m"), cfg.acc_depth, staged=True))
-        a_ok = Signal()
+        # (the compute instructions' range checks: sums and terms registered
+        # in PRE, each verdict part registered in PRE2, ANDed in CHECK)
+        g_ok = verdict(
+            "g_ok",
+            inside(field(Opcode.GEMM, "a_addr"), field(Opcode.GEMM, "m"), cfg.input_depth,
+                   staged=True),
+            inside(field(Opcode.GEMM, "w_addr"), Const(cfg.rows, 8), cfg.weight_depth,
+                   staged=True),
+            inside(field(Opcode.GEMM, "acc_addr"), field(Opcode.GEMM, "m"), cfg.acc_depth,
+                   staged=True))
+        a_ok = Const(0)
         if cfg.has_activation:
             fn = field(Opcode.ACTIVATE, "function")
             fl = field(Opcode.ACTIVATE, "flags")
@@ -635,17 +654,19 @@ class CommandProcessor(wiring.Component):
                 for f_ in ActivationFunction:
                     with m.Case(int(f_)):
                         m.d.comb += fn_ok.eq(1)
-            m.d.comb += a_ok.eq(
+            a_ok = verdict(
+                "a_ok",
                 inside(field(Opcode.ACTIVATE, "acc_addr"), field(Opcode.ACTIVATE, "m"),
-                       cfg.acc_depth, staged=True) &
+                       cfg.acc_depth, staged=True),
                 inside(field(Opcode.ACTIVATE, "out_addr"), field(Opcode.ACTIVATE, "m"),
-                       cfg.output_depth, staged=True) &
+                       cfg.output_depth, staged=True),
                 (field(Opcode.ACTIVATE, "param_entry") < cfg.act_param_depth) & fn_ok &
                 ((fl >> ACT_TABLE_SHIFT) < cfg.act_tables))
-        d_ok = Signal()
+        d_ok = Const(0)
         if cfg.has_adam:
-            m.d.comb += d_ok.eq(inside(field(Opcode.ADAM, "addr"), field(Opcode.ADAM, "count"),
-                                       depth[MemSpace.OPT], staged=True))
+            d_ok = verdict("d_ok", inside(field(Opcode.ADAM, "addr"),
+                                          field(Opcode.ADAM, "count"), depth[MemSpace.OPT],
+                                          staged=True))
 
         # --- divider for WRITE_MEM: words = (length - 5) / wb by repeated
         # subtraction (one word per cycle: a few cycles per frame, few LUTs)
@@ -675,16 +696,14 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += r.eq(sig)
                 out.append(r)
             return out
-        (op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
-         sp_wb, sp_depth) = registered(
-            op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, g_ok, a_ok, d_ok,
-            sp_wb, sp_depth)
+        (op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, sp_wb, sp_depth) = registered(
+            op_known, len_ok, space_ok_w, space_ok_r, rm_count_ok, sp_wb, sp_depth)
         # (with the WRITE_MEM remainder test: MEM_CHECK's way out is then one
         # flip-flop; div_r is final in DIV, or DIV_WAIT)
         mem_ok = Signal()
-        m.d.comb += mem_ok.eq(inside(f_addr, v_words if pow2 else div_q, sp_depth,
-                                     w=max(depth.values()).bit_length(), staged=True) &
-                              (div_r == 0))
+        m.d.comb += mem_ok.eq(Cat(*inside(f_addr, v_words if pow2 else div_q, sp_depth,
+                                          w=max(depth.values()).bit_length(), staged=True),
+                                  div_r == 0).all())
         (mem_ok,) = registered(mem_ok)
         rr_len_bad = Signal()
         m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
@@ -850,6 +869,7 @@ class CommandProcessor(wiring.Component):
         rm_go = Signal()        # the RM_ADDR cycle of a scratchpad read
         acc_req = Signal()      # ACC read address offered to the engine
         acc_take = Signal()     # ACC read data awaited from the engine
+        acc_done = Signal()     # ACC read data taken (into rd_word)
         m.d.sync += rm_go.eq(0)
         m.d.comb += [fe_in_raddr.eq(fe_ptr), fe_in_ren.eq(rm_go),
                      fe_w_raddr.eq(fe_ptr), fe_w_ren.eq(rm_go),
@@ -860,10 +880,10 @@ class CommandProcessor(wiring.Component):
         with m.If(acc_req & engine.rd_addr.ready):
             m.d.sync += [acc_req.eq(0), acc_take.eq(1)]
         with m.If(acc_take & engine.rd_data.valid):
-            m.d.sync += acc_take.eq(0)
+            m.d.sync += [acc_take.eq(0), acc_done.eq(1)]
 
         def rm_start():
-            m.d.sync += [rm_go.eq(~is_rd_acc), acc_req.eq(is_rd_acc)]
+            m.d.sync += [rm_go.eq(~is_rd_acc), acc_req.eq(is_rd_acc), acc_done.eq(0)]
 
         def next_word():
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
@@ -1108,17 +1128,17 @@ class CommandProcessor(wiring.Component):
 
             # ---- READ_MEM: read a word, send its bytes
             with m.State("RM_ADDR"):
-                with m.If(is_rd_acc):
-                    with m.If(engine.rd_addr.ready):
-                        m.next = "RM_DATA"
-                with m.Else():
-                    m.next = "RM_DATA"
+                # (a scratchpad's read enable is rm_go, now; an ACC word is
+                # fetched from the engine by acc_req / acc_take on their own)
+                m.next = "RM_DATA"
             with m.State("RM_DATA"):
-                # (the read data is taken into rd_word at this edge)
-                with m.If(is_rd_acc):
-                    with m.If(engine.rd_data.valid):
-                        m.next = "RM_LOAD"
-                with m.Else():
+                # A scratchpad's word is taken into rd_word at this edge; an
+                # ACC word when the engine hands it over, and the decoder
+                # moves on once that is done (acc_done, a flip-flop: the
+                # engine's rd_data.valid then reaches only rd_word's enable
+                # and acc_take, not the state register; one cycle more per
+                # ACC word)
+                with m.If(~is_rd_acc | acc_done):
                     m.next = "RM_LOAD"
             with m.State("RM_LOAD"):
                 # buf takes the word from rd_word, a register: the read
@@ -1301,7 +1321,8 @@ class CommandProcessor(wiring.Component):
             else:
                 v = Mux(rd_sel[s_], v, 0)
             rd_any = rd_any | v
-        m.d.sync += rd_word.eq(rd_any)
+        with m.If(~is_rd_acc | (acc_take & engine.rd_data.valid)):
+            m.d.sync += rd_word.eq(rd_any)
         rd_terms = [(b_rd, rd_word)]
 
         # The register and NOP replies load only the low 64 bits, which hold
