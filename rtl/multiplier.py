@@ -30,11 +30,16 @@ one field:
     The last ``N`` PEs (row-major order) build their product from LUTs: an
     explicit shift-and-add of partial products (:func:`lut_product`), which
     Yosys does not map to a DSP, so an array can have more MACs than the device
-    has hard multipliers.
+    has hard multipliers.  Like a DSP PE's input registers, the LUT PE's
+    first register stage loads from the activation chain position before it
+    and the bank-selected weight; it holds the partial products summed over
+    the first :data:`LUT_PE_SPLIT` adder levels, and the rest of the tree
+    feeds the product register, so each cycle holds about half the tree.
 
-:class:`LutMultiplier` wraps :func:`lut_product` as a tiny component for the
-exhaustive test.  :func:`sb_mac16_model` extracts Yosys's simulation model of
-``SB_MAC16`` (``share/ice40/cells_sim.v`` of the installed YoWASP Yosys) for
+:class:`LutMultiplier` wraps :func:`lut_product` (whole, or cut where a LUT PE
+registers it) as a tiny component for the exhaustive test.
+:func:`sb_mac16_model` extracts Yosys's simulation model of ``SB_MAC16``
+(``share/ice40/cells_sim.v`` of the installed YoWASP Yosys) for
 cocotb runs of an ``ice40_dual`` array; :func:`simulation_models` lists the
 Verilog models any config's array needs.
 """
@@ -49,37 +54,89 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MAC_MAPPINGS", "lut_product", "LutMultiplier", "pe_mapping", "sb_mac16_dual",
-           "sb_mac16_model", "hard_multipliers", "mult18x18d", "mult18x18d_model",
-           "simulation_models"]
+__all__ = ["MAC_MAPPINGS", "LUT_PE_SPLIT", "lut_levels", "lut_product", "LutMultiplier",
+           "pe_mapping", "sb_mac16_dual", "sb_mac16_model", "hard_multipliers", "mult18x18d",
+           "mult18x18d_model", "simulation_models"]
 
 from ..spec import MAC_MAPPINGS  # noqa: F401  (re-exported: the values the spec accepts)
 from .ecp5_dsp import mult18x18d, mult18x18d_model
 
 
-def lut_product(a: Value, b: Value) -> Value:
+#: Adder levels of :func:`lut_product` that a LUT PE computes in its operand
+#: cycle (with the partial products, from the operands its registers would
+#: load) before registering the partial sums; the rest of the tree is in the
+#: product cycle.  See docs/matmul.md for the ECP5 figures behind the choice.
+LUT_PE_SPLIT = 1
+
+
+def lut_levels(bits: int) -> int:
+    """Adder levels of :func:`lut_product`'s tree for a ``bits``-wide ``b``
+    (at least 1, so a 1-bit operand still has a level to cut before)."""
+    return max(1, (bits - 1).bit_length())
+
+
+def lut_product(a: Value, b: Value, *, stage=None, split: int = 1) -> Value:
     """Signed ``a * b`` as a balanced adder tree of partial products.
 
     ``b``'s bit ``k`` selects ``a << k``; the sign bit's term is subtracted
     (two's complement weight ``-2**(n-1)``).  There is no ``$mul`` cell for a
     DSP mapper to find, only AND-like selects and adders.  The result is
     ``signed(len(a) + len(b))``, exact for every operand pair.
+
+    Parameters
+    ----------
+    a, b : Value
+        The operands (``a`` is taken as signed, ``b``'s top bit as its sign).
+    stage : callable, optional
+        Called once for every partial sum left after ``split`` adder levels,
+        ``stage(value)``; the tree continues from what it returns.  A PE
+        passes a function that registers ``value`` (a ``Signal`` of
+        ``value.shape()`` loaded under the array's enable), so the partial
+        products and the first ``split`` levels are one pipeline stage and
+        the rest of the tree the next; :class:`LutMultiplier` passes a plain
+        intermediate signal so the exhaustive test checks the same cut.  The
+        stored partial sums are kept unshifted (their weight ``2**k`` is
+        applied after the cut), so the registers hold no constant zeros.
+    split : int
+        Adder levels before the cut, ``0 <= split < ceil(log2(len(b)))``
+        (0 registers the partial products themselves).  Ignored without
+        ``stage``.
     """
     a = a.as_signed()
     n = len(b)
     width = len(a) + n
-    terms = []
-    for k in range(n):
-        t = Mux(b[k], a, 0).as_signed()
-        t = (t << k)
-        terms.append(-t if k == n - 1 else t)
-    while len(terms) > 1:
-        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+    levels = lut_levels(n)
+    if stage is not None and not (isinstance(split, int) and 0 <= split < levels):
+        raise ValueError(f"split must be an integer in [0, {levels - 1}] for a {n}-bit "
+                         f"operand, got {split!r}")
+    # (value, k, neg): the term is (-1 if neg else 1) * value * 2**k.  Terms
+    # sum unshifted and carry their weight, so a pair adds at the lower weight
+    # with only the higher term shifted by the difference; the sign bit's term
+    # is subtracted where it meets its partner rather than negated on its own
+    # (a negation widens it by a bit, which a stage register would store).
+    # It is the last term, so it is always the second of a pair.  Shifts are
+    # `shift_left` (exact width; `<<` by an int widens by 2**bits(k) - 1).
+    terms = [(Mux(b[k], a, 0).as_signed(), k, k == n - 1) for k in range(n)]
+    level = 0
+    while True:
+        if stage is not None and level == split:
+            terms = [(stage(v), k, neg) for v, k, neg in terms]
+        if len(terms) == 1:
+            break
+        nxt = []
+        for i in range(0, len(terms) - 1, 2):
+            (v0, k0, neg0), (v1, k1, neg1) = terms[i], terms[i + 1]
+            assert not neg0
+            v1 = v1.shift_left(k1 - k0)
+            nxt.append((v0 - v1 if neg1 else v0 + v1, k0, False))
         if len(terms) % 2:
             nxt.append(terms[-1])
         terms = nxt
+        level += 1
+    v, k, neg = terms[0]
+    v = (-v if neg else v).shift_left(k)
     # Truncation is exact: the true product fits signed(width).
-    return terms[0][:width].as_signed() if len(terms[0]) > width else terms[0]
+    return v[:width].as_signed() if len(v) > width else v
 
 
 class LutMultiplier(wiring.Component):
@@ -89,22 +146,48 @@ class LutMultiplier(wiring.Component):
     ----------
     bits : int
         Width of the signed operands, 2..16.
+    split : int or None
+        With an integer, the partial sums after ``split`` adder levels pass
+        through intermediate signals of their own shapes, the cut a LUT PE
+        registers (:func:`lut_product`'s ``stage``), so the exhaustive test
+        also checks that nothing is lost at the cut.
 
     Attributes
     ----------
     a, b : In(signed(bits))
     p : Out(signed(2 * bits))
+    cut : list of Signal
+        The intermediate signals (empty without ``split``), after elaboration.
     """
 
-    def __init__(self, bits: int = 8):
+    def __init__(self, bits: int = 8, split: int | None = None):
         if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+            self._MustUse__silence = True   # a rejected unit is not "unused"
             raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
+        levels = lut_levels(bits)
+        if split is not None and (isinstance(split, bool) or not isinstance(split, int)
+                                  or not 0 <= split < levels):
+            self._MustUse__silence = True
+            raise ValueError(f"split must be None or an integer in [0, {levels - 1}] for "
+                             f"bits={bits}, got {split!r}")
         self.bits = bits
+        self.split = split
+        self.cut = []
         super().__init__({"a": In(signed(bits)), "b": In(signed(bits)), "p": Out(signed(2 * bits))})
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.p.eq(lut_product(self.a, self.b))
+        self.cut = []
+
+        def cut(v):
+            s = Signal(v.shape(), name=f"cut{len(self.cut)}")
+            self.cut.append(s)
+            m.d.comb += s.eq(v)
+            return s
+
+        m.d.comb += self.p.eq(lut_product(self.a, self.b,
+                                          stage=None if self.split is None else cut,
+                                          split=self.split or 0))
         return m
 
 

@@ -49,7 +49,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.systolic_model import latency
 from ..spec import AcceleratorConfig
-from .multiplier import lut_product, mult18x18d, pe_mapping, sb_mac16_dual
+from .multiplier import (LUT_PE_SPLIT, lut_levels, lut_product, mult18x18d, pe_mapping,
+                         sb_mac16_dual)
 
 __all__ = ["SystolicArray", "weight_layout", "act_layout",
            "result_layout", "acc_row_layout", "acc_write_layout", "latency"]
@@ -105,14 +106,37 @@ def _sum_bits(config: AcceleratorConfig, terms: int) -> int:
     return min(config.acc_bits, need)
 
 
-def _fabric_pe(m, en, a, w_next, p, name, lut):
+def _fabric_pe(m, en, a, w_next, p, name):
     # Weight register in the fabric beside the product register; the product
     # is a `$mul` (a DSP without internal registers, or LUTs where there is
-    # none) or, for a LUT PE, an explicit adder tree.
+    # none).
     wreg = Signal(signed(len(a)), name=f"w_{name}")
     with m.If(en):
-        m.d.sync += [wreg.eq(w_next),
-                     p.eq(lut_product(a, wreg) if lut else a * wreg)]
+        m.d.sync += [wreg.eq(w_next), p.eq(a * wreg)]
+
+
+def _lut_pe(m, en, a_next, w_next, p, name):
+    # The product over both of the PE's register stages: the edge that loads
+    # a generic PE's weight register (and the activation chain register it
+    # multiplies with) instead registers the partial products and the first
+    # LUT_PE_SPLIT adder levels, built from what those two registers would
+    # load; the rest of the tree feeds the product register.  Same latency,
+    # about half the tree per cycle.  The stage registers hold under `en` like
+    # every pipeline register, so a stalled product cycle keeps its operands.
+    cut = []
+
+    def stage(v):
+        r = Signal(v.shape(), name=f"lp_{name}_{len(cut)}")
+        cut.append(r)
+        with m.If(en):
+            m.d.sync += r.eq(v)
+        return r
+
+    # Narrow operands have fewer levels; the cut stays inside the tree.
+    split = min(LUT_PE_SPLIT, lut_levels(len(w_next)) - 1)
+    product = lut_product(a_next, w_next, stage=stage, split=split)
+    with m.If(en):
+        m.d.sync += p.eq(product)
 
 
 def _sb_mac16_pair(m, en, lo, hi, cols, skew, chain, act_next, weight_next, prod):
@@ -337,8 +361,9 @@ class SystolicArray(wiring.Component):
         # A PE's product register loads at the edge ending its product cycle,
         # the cycle its activation sits in chain[i][e].  Both operands are
         # registered one edge earlier (under en, like everything in the
-        # pipeline), in the fabric or in a DSP's input registers; what those
-        # registers load is the same for every kind of PE:
+        # pipeline), in the fabric or in a DSP's input registers (a LUT PE
+        # registers its first partial sums instead); what those registers
+        # load from is the same for every kind of PE:
         # (skew[i] >= 1: no PE sits at chain position 0, whose register loads
         # from `acts` at the acceptance edge.)
         def act_next(i, j):
@@ -355,9 +380,11 @@ class SystolicArray(wiring.Component):
         flat = [(i, j) for i in range(R) for j in range(C)]
         for idx, (i, j) in enumerate(flat):
             kind, a_now, name = kinds[i][j], chain[i][skew[i] + j], f"r{i}_c{j}"
-            if kind in ("generic", "lut"):
-                _fabric_pe(m, en, a_now, weight_next(i, j), prod[i][j], name,
-                           lut=kind == "lut")
+            if kind == "generic":
+                _fabric_pe(m, en, a_now, weight_next(i, j), prod[i][j], name)
+            elif kind == "lut":
+                # Like the DSP PEs, from what the operand registers load.
+                _lut_pe(m, en, act_next(i, j), weight_next(i, j), prod[i][j], name)
             elif kind == "mult18":
                 # MULT18X18D: input registers A, B and the output register P
                 # are the PE's activation, weight and product registers, so

@@ -442,12 +442,12 @@ def test_engine_acc_write_then_accumulate():
 # Multiplier mappings (mac_mapping, lut_multipliers)
 # ---------------------------------------------------------------------------
 
-def test_lut_multiplier_exhaustive():
-    # Every signed 8x8 pair, -128 * -128 included.
+def _lut_table(bits, split):
+    # Every signed bits x bits pair through LutMultiplier, as (expected, got).
     from hetaccel.rtl.multiplier import LutMultiplier
-    dut = LutMultiplier(8)
-    vals = np.arange(-128, 128)
-    got = np.zeros((256, 256), dtype=np.int64)
+    dut = LutMultiplier(bits, split)
+    vals = np.arange(-2 ** (bits - 1), 2 ** (bits - 1))
+    got = np.zeros((len(vals), len(vals)), dtype=np.int64)
 
     async def tb(ctx):
         for ia, a in enumerate(vals.tolist()):
@@ -459,7 +459,38 @@ def test_lut_multiplier_exhaustive():
     sim = Simulator(dut)
     sim.add_testbench(tb)
     sim.run()
-    assert_bit_exact(np.multiply.outer(vals, vals), got, "LUT multiplier, a x b table")
+    return np.multiply.outer(vals, vals), got, dut
+
+
+@pytest.mark.parametrize("split", [None, 0, 1, 2])
+def test_lut_multiplier_exhaustive(split):
+    # Every signed 8x8 pair, -128 * -128 included, whole and cut where a LUT
+    # PE registers its partial sums (the cut signals keep their own shapes,
+    # so a partial sum that did not fit would show here).
+    from hetaccel.rtl.multiplier import LUT_PE_SPLIT
+    assert LUT_PE_SPLIT in (0, 1, 2)
+    expected, got, dut = _lut_table(8, split)
+    assert_bit_exact(expected, got, f"LUT multiplier (split={split}), a x b table")
+    assert len(dut.cut) == {None: 0, 0: 8, 1: 4, 2: 2}[split]
+
+
+def test_lut_multiplier_narrow_and_odd_widths_every_cut():
+    # Odd term counts carry a term past a level (the subtracted sign term is
+    # then the one carried): every width 2..7 and every cut, exhaustively.
+    from hetaccel.rtl.multiplier import lut_levels
+    for bits in range(2, 8):
+        for split in [None, *range(lut_levels(bits))]:
+            expected, got, _ = _lut_table(bits, split)
+            assert_bit_exact(expected, got, f"LUT multiplier {bits}x{bits} (split={split})")
+
+
+def test_lut_multiplier_rejects_bad_split():
+    from hetaccel.rtl.multiplier import LutMultiplier
+    with pytest.raises(ValueError, match=r"split must be None or an integer in \[0, 2\] "
+                                         r"for bits=8, got 3"):
+        LutMultiplier(8, 3)
+    with pytest.raises(ValueError, match="split must be None or an integer.*got True"):
+        LutMultiplier(8, True)
 
 
 def test_lut_product_is_not_a_multiply():
@@ -470,10 +501,14 @@ def test_lut_product_is_not_a_multiply():
     assert "$mul" not in text and "$add" in text
 
 
-@pytest.mark.parametrize("kw", [dict(lut_multipliers=6), dict(lut_multipliers=3),
-                                dict(lut_multipliers=2, operand_bits=4, acc_bits=12, max_k=16)])
-def test_array_with_lut_multipliers_matches_model(kw):
-    config = cfg(2, 3, **kw)
+@pytest.mark.parametrize("rc,kw", [((2, 3), dict(lut_multipliers=6)),
+                                   ((2, 3), dict(lut_multipliers=3)),
+                                   ((2, 3), dict(lut_multipliers=2, operand_bits=4, acc_bits=12,
+                                                 max_k=16)),
+                                   ((3, 3), dict(lut_multipliers=5, operand_bits=3, acc_bits=10,
+                                                 max_k=16))])
+def test_array_with_lut_multipliers_matches_model(rc, kw):
+    config = cfg(*rc, **kw)
     rng = np.random.default_rng(11)
     k = min(config.max_k, 7)
     a, b = rand_int8(rng, (6, k), config), rand_int8(rng, (k, 5), config)
@@ -481,6 +516,20 @@ def test_array_with_lut_multipliers_matches_model(kw):
     got, a_items, plan, cycles = run_array(config, a, b)
     _check_array_results(config, a, b, got, a_items, plan)
     assert cycles == gemm_cycles(config, 6, k, 5, engine=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lut_pes_hold_their_stages_while_stalled(seed):
+    # A LUT PE's product is split over its operand and product registers, so
+    # both hold under the array's enable: random input gaps and result
+    # back-pressure on a 3x3 array whose last 5 PEs (the last row from column
+    # 0, and PEs (1, 1), (1, 2)) are LUT PEs, with the -128 corners.
+    config = cfg(3, 3, lut_multipliers=5)
+    rng = np.random.default_rng(20 + seed)
+    a, b = rand_int8(rng, (7, 8), config), rand_int8(rng, (8, 4), config)
+    a[0], b[:, 0] = config.operand_min, config.operand_min
+    got, a_items, plan, _ = run_array(config, a, b, in_gap=0.3, out_stall=0.5, seed=seed)
+    _check_array_results(config, a, b, got, a_items, plan)
 
 
 def test_pe_mapping_pairs_and_lut_placement():
