@@ -175,6 +175,8 @@ class MatmulEngine(wiring.Component):
         sk_payload = Signal(act_layout(cfg), reset_less=True)
         cur_valid = sk_valid | acts.valid
         cur = Signal(act_layout(cfg))
+        cur_last = Signal(attrs={"keep": 1})
+        m.d.comb += cur_last.eq(cur.last)
         m.d.comb += [cur.eq(acts.payload), acts.ready.eq(~sk_valid)]
         with m.If(sk_valid):
             m.d.comb += cur.eq(sk_payload)
@@ -195,7 +197,7 @@ class MatmulEngine(wiring.Component):
         # say the producer's / skid's row has the address of the valid window
         # entry k.  The skid's row never matches entry 0: it was not accepted
         # in the previous cycle, and nothing else was (match_s[0] = 0).
-        accept = Signal(attrs={"keep": 1})     # (one LUT input of go's logic)
+        accept = Signal()
         h_valid = [Signal(name=f"haz_valid{k}") for k in range(W)]
         h_addr = [Signal(range(cfg.acc_depth), name=f"haz_addr{k}") for k in range(W)]
         m.d.sync += [h_valid[0].eq(accept), h_addr[0].eq(cur.acc_addr)]
@@ -252,6 +254,9 @@ class MatmulEngine(wiring.Component):
         m.d.comb += hazard.eq(Mux(sk_valid, hz_s, hz_p))
         m.d.comb += [
             array.acts.payload.eq(cur),
+            # (a kept wire: one LUT, which the array's bank flag and bank
+            # select enables take as one input next to its accept)
+            array.acts.payload.last.eq(cur_last),
             accept.eq(array.acts.valid & array.acts.ready),
         ]
         if self._lookahead:
