@@ -52,30 +52,44 @@ counter).  ``rx_byte`` is the Device's rx handshake.
 Timing and area
 ---------------
 The decoder spends cycles rather than logic: every transition and register
-enable depends on a few flip-flops.  The static checks are computed from the
-header and registered (states PRE and PRE2: the compute instructions' range
-checks are two stages, sum then compare), CHECK registers the verdict (an error
-status or the next step), DISPATCH acts on it (one cycle more per frame than
-deciding in CHECK, which put the whole decision tree in front of the state
-register: the ~30 MHz iCE40 critical path); REPLY and SEND decide on flags
-kept beside rlen and the byte count (rlen_zero, bleft) and on the opcode
-decoded into flip-flops (op_is); the range
-checks compare a short sum with the depth instead of full-width addresses;
-WRITE_MEM's word count is found by repeated subtraction; register lookups and
-payload-pointer comparisons are registered (REC_WAIT, REC_WAIT2, SCAN_WAIT);
-the hazard check runs in two registered stages; memory addresses come from
-pointers, never from base + index sums; read requests, WRITE_MEM writes, the
-payload address and the reply bytes all leave from flip-flops (reply bytes at
-one per two cycles).  One shift register holds the fixed fields, then the
-WRITE_MEM word being assembled or the reply word being sent; its loads are
-one strobe each, merged after the decoder as a parallel AND-OR.  The engine's
-``acts.ready`` reaches only the acts register, the INPUT read enable and the
-issue pointers (a GEMM retires when its last row is issued); each row loaded
-there is announced to the engine (``acts_next``), which decides its hazard
-stall a cycle ahead.  The decoder is synthesised one-hot (see
-:func:`hetaccel.rtl.link.one_hot`); the frame's opcode and length are copied
-into registers before they are decoded; the accessed space is decoded into
-flip-flops in DISPATCH; ``cnt != 0`` and ENQUEUE's go are flip-flops.
+enable depends on a few flip-flops (the iCE40 leaves about four LUT levels per
+cycle at 50 MHz).  The static checks are computed from the header and
+registered (states PRE and PRE2: the range checks are two stages, sum then
+compare, with each range term a flip-flop of its own); CHECK registers the
+verdict (an error status and the next state as a code), DISPATCH acts on it;
+parts of the verdict that are known early (opcode, length, space) are combined
+in PRE2 already.  Fields are decoded as their bytes arrive on the payload
+port rather than from the shift register afterwards: the space of WRITE_MEM /
+READ_MEM (one flip-flop per space) and each register record's address (one
+flip-flop per register); the length's compares are flip-flops of their own.
+The states with several ways out (DISPATCH, SEND, REPLY, REC_DONE) decide on a
+next-state code kept in a flip-flop, computed while its inputs are stable;
+REPLY and SEND also decide on flags kept beside the byte counts (bleft == 0)
+and on the opcode decoded into flip-flops (op_is); MEM_CHECK on one flip-flop
+(range and remainder); SYNC on a registered "queue empty, engine idle".
+Registers that the next step needs are loaded in every cycle of a state whose
+inputs are stable (HAZARD, REC_DONE), so their enables are state bits.  The
+range checks compare a short sum with the depth instead of full-width
+addresses; WRITE_MEM's word count is a shift and a mask (power-of-two word
+sizes) or a repeated subtraction; register lookups and payload-pointer
+comparisons are registered, the pointer moves by a precomputed p + rec_len;
+the hazard check runs in two registered stages, with each queue entry's
+verdict one LUT of registered flags and a registered overlap compare; memory
+addresses come from pointers, never from base + index sums; read requests,
+WRITE_MEM writes, the payload address and the reply bytes all leave from
+flip-flops (reply bytes at one per two cycles).  One shift register holds the
+fixed fields, then the WRITE_MEM word being assembled or the reply word being
+sent; its loads are one strobe each, flip-flops set a cycle ahead, merged as a
+parallel AND-OR; a READ_MEM word reaches it through a register (rd_word,
+state RM_LOAD), and an accumulator word is awaited on a flip-flop (acc_done).
+Scratchpad read ports are an asynchronous port plus a register, which Yosys
+folds into the block RAM and then honours ``no_rw_check`` (no read-first
+emulation logic on the read data).  The engine's ``acts.ready`` reaches only
+the acts register, the INPUT read enable and the issue pointers (a GEMM
+retires when its last row is issued); each row loaded there is announced to
+the engine (``acts_next``), which decides its hazard stall a cycle ahead.  The
+decoder is synthesised one-hot (see :func:`hetaccel.rtl.link.one_hot`); the
+frame's opcode and length are copied into registers before they are decoded.
 """
 
 from __future__ import annotations
@@ -839,7 +853,7 @@ class CommandProcessor(wiring.Component):
         with m.If(self.reply_data.ready):
             m.d.sync += ovalid.eq(0)
 
-        # (READ_MEM: buf takes the space being read, see rd_terms)
+        # (READ_MEM: buf takes the word from rd_word, see below)
 
         is_rd_acc = Signal()    # the space is ACC, as a flip-flop (set in DISPATCH)
         # the decoder's verdict on a frame (state CHECK, see there)
@@ -889,10 +903,9 @@ class CommandProcessor(wiring.Component):
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
         # a register record is shifted into the top of buf like the header
         rec = buf[-48:]
-        # registered (REC_WAIT, REC_WAIT2 give them the cycles after the
-        # record's last byte)
-        # (the value too: its lookup from rec_reg was 6 LUT levels in front
-        # of buf on the iCE40; REC_DONE, where buf takes it, is a cycle later)
+        # the lookup registered (valid in REC_DONE, which reads it and where
+        # buf takes the value; the value's lookup in front of buf was 6 LUT
+        # levels on the iCE40)
         reg_hit, exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup()
         exists, writable, regval, reg_is_cnt, reg_cidx = registered(
             exists, writable, regval, reg_is_cnt, reg_cidx)

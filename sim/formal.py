@@ -402,6 +402,10 @@ FORMAL_DEVICE_CONFIG = AcceleratorConfig(
 FRAME_OVERHEAD = 8
 #: Budget per memory word (address and data cycles around its bytes).
 ITEM_OVERHEAD = 3
+#: Budget beyond ITEM_OVERHEAD per accumulator word read: it comes from the
+#: matrix engine's read stream (an address handshake, then a data handshake
+#: the decoder waits for), not from a scratchpad's read port.
+ACC_READ_OVERHEAD = 1
 #: Budget per register record (fetch latency, register lookup and verdict,
 #: bookkeeping), on top of its bytes.
 RECORD_OVERHEAD = 6
@@ -429,7 +433,8 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
     field bit-serially (WRITE_MEM word count), walks register records twice
     (checked before any is applied), may wait for a counter store's sweep over
     the ``len(spec.COUNTERS)`` counters once per register read, and spends
-    :data:`ITEM_OVERHEAD` per memory word, :data:`RECORD_OVERHEAD` per
+    :data:`ITEM_OVERHEAD` per memory word (:data:`ACC_READ_OVERHEAD` more per
+    accumulator word read), :data:`RECORD_OVERHEAD` per
     register record and :data:`FRAME_OVERHEAD` per frame.  The NOP reply length comes from
     :class:`hetaccel.sim.device_model.DeviceModel`; every other reply is at
     most ``max_payload`` bytes (the spec's limit).
@@ -462,7 +467,8 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
         tail = max(0, L - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
         return head + length_bits + tail + ITEM_OVERHEAD * (tail // min(wb.values()))
     if frames == "READ_MEM":
-        return head + max((P // wb[s]) * (REPLY_BYTE_CYCLES * wb[s] + ITEM_OVERHEAD)
+        return head + max((P // wb[s]) * (REPLY_BYTE_CYCLES * wb[s] + ITEM_OVERHEAD +
+                                          (ACC_READ_OVERHEAD if s == MemSpace.ACC else 0))
                           for s in spaces if mem_readable(config, s))
     rec = INSTRUCTIONS[Opcode[frames]].fixed_bytes
     if frames == "WRITE_REG":
