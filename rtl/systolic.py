@@ -345,10 +345,13 @@ class SystolicArray(wiring.Component):
             for i in range(R):
                 # A bubble's bank bit is a don't-care: taking a bit of this
                 # row's own (ignored) data then keeps Yosys from merging the R
-                # identical bank-bit chains into one that spans every row.
+                # identical bank-bit chains into one that spans every row.  The
+                # bit is the row's input register's current one, not the
+                # payload's: the payload comes from the engine's skid mux
+                # behind a block RAM read port, and BRAM -> skid mux -> this
+                # mux was the ECP5 engine's critical path (8x8, 9.1 ns).
                 m.d.sync += [chain[i][0].eq(self.acts.payload.data[R - 1 - i]),
-                             cbank[i][0].eq(Mux(a_accept, rd_bank,
-                                                self.acts.payload.data[R - 1 - i][0]))]
+                             cbank[i][0].eq(Mux(a_accept, rd_bank, chain[i][0][0]))]
                 for e in range(1, skew[i] + C):
                     m.d.sync += [chain[i][e].eq(chain[i][e - 1]), cbank[i][e].eq(cbank[i][e - 1])]
                 if i > 0:
