@@ -490,6 +490,10 @@ class CommandProcessor(wiring.Component):
         rlen = Signal(range(max(cfg.max_payload, 8) + 1))
         cnt = Signal(range(_HDR_BYTES + 2))
         cnt_nz = Signal()       # cnt != 0, kept beside it (it gates buf's shift strobe)
+        # FETCH's and REC's last cycle (cnt at its end value), a flip-flop set
+        # the cycle before (cnt counts up from 0 in both); 0 in other states
+        cnt_end = Signal()
+        m.d.sync += cnt_end.eq(0)
         # the payload byte address always comes straight from this register
         # (the link's frame buffer address): p's updates are mirrored into it
         paddr = Signal(range(cfg.max_payload))
@@ -1005,7 +1009,8 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += b_shift.eq(1)
                 with m.If(cnt == 1):
                     m.d.sync += [h.eq(self.payload_data == int(s_)) for s_, h in sp_hit.items()]
-                with m.If(cnt == _HDR_BYTES):
+                m.d.sync += cnt_end.eq(cnt == _HDR_BYTES - 1)
+                with m.If(cnt_end):         # (cnt == _HDR_BYTES)
                     m.next = "PRE"
 
             with m.State("PRE"):
@@ -1188,8 +1193,8 @@ class CommandProcessor(wiring.Component):
                 for k in (0, 1):
                     with m.If(cnt == k + 1):
                         capture_reg_byte(k)
-                # (cnt == rec_len as compares with constants)
-                with m.If(Mux(rec_w, cnt == _REC_W, cnt == _REC_R)):
+                m.d.sync += cnt_end.eq(Mux(rec_w, cnt == _REC_W - 1, cnt == _REC_R - 1))
+                with m.If(cnt_end):         # (cnt == rec_len)
                     m.next = "REC_WAIT"
             with m.State("REC_WAIT"):
                 m.next = "REC_WAIT2"
@@ -1429,11 +1434,16 @@ class CommandProcessor(wiring.Component):
         retire = Signal()
         # the kind of the loaded entry, and ex_left != 0, as flip-flops
         ex_gemm, ex_act, ex_adam, ex_more = Signal(), Signal(), Signal(), Signal()
+        # a GEMM's accumulate flag, taken with the entry (the head entry's
+        # fields are a multiplexer on head, which sat in front of the engine's
+        # lookahead hazard logic through acts_next)
+        ex_accum = Signal()
         with m.If(h_valid & ~ex_ld):
             # (every queued entry has n >= 1: the decoder's range checks)
             m.d.sync += [ex_ld.eq(1), ex_p.eq(h_x), ex_left.eq(h_n), ex_wleft.eq(h_n),
                          ex_more.eq(1),
                          ex_gemm.eq(h_op == _OP_GEMM), ex_act.eq(h_op == _OP_ACT),
+                         ex_accum.eq((h_flags & GEMM_ACCUMULATE) != 0),
                          ex_adam.eq(h_op == _OP_ADAM),
                          ex_q.eq(Mux(h_op == _OP_GEMM, h_z, Mux(h_op == _OP_ACT, h_y, h_x)))]
 
@@ -1458,7 +1468,7 @@ class CommandProcessor(wiring.Component):
                      acts.payload.acc_addr.eq(acts_addr), acts.payload.accumulate.eq(acts_accum)]
         # The engine decides the next row's hazard stall a cycle ahead from
         # what this edge loads (acts_next), off its accept path.
-        acts_accum_next = (h_flags & GEMM_ACCUMULATE) != 0
+        acts_accum_next = ex_accum
         m.d.comb += [engine.acts_next.valid.eq(ex_in_ren),
                      engine.acts_next.acc_addr.eq(ex_q),
                      engine.acts_next.accumulate.eq(acts_accum_next)]
