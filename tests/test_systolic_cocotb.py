@@ -39,7 +39,9 @@ CONFIGS = {
 }
 
 ARRAYS = {
-    "3x4_mult18": _config(3, 4, 24, mac_mapping="ecp5_mult18", lut_multipliers=1),
+    # 5 LUT PEs (row-major from the end: (1, 3) and the whole last row, column 0
+    # included) between MULT18X18Ds, under input gaps and result back-pressure
+    "3x4_mult18": _config(3, 4, 24, mac_mapping="ecp5_mult18", lut_multipliers=5),
     "3x4_dual": _config(3, 4, 24, mac_mapping="ice40_dual", lut_multipliers=2),
 }
 
