@@ -173,13 +173,16 @@ class CounterBank(wiring.Component):
     increments (``add[i]`` per cycle, at most ``max_add[i]``).  A sweep pointer
     visits one counter per cycle: in one cycle it reads the RAM word and takes
     the pending count (the pending register restarts from that cycle's
-    increment), in the next it writes back word + pending, so no event is lost
-    and a counter costs a few flip-flops instead of 32 flip-flops, a 32-bit
-    incrementer and a 32-bit read multiplexer.  The sweep never stops, so
-    pending stays below ``n * max_add[i]``.
+    increment), in the next the word is registered, in the one after it
+    writes back word + pending, so no event is lost and a counter costs a few
+    flip-flops instead of 32 flip-flops, a 32-bit incrementer and a 32-bit
+    read multiplexer.  (The register between the block RAM's output and the
+    adder: both in one cycle were the iCE40's critical path.)  The sweep never
+    stops, so pending stays below ``n * max_add[i]``.
 
-    ``value`` is the exact count of counter ``index`` before the cycle two
-    cycles ago, or 0 if that cycle cleared the counters (both registered);
+    ``value`` is the exact count of counter ``index`` before the cycle three
+    cycles ago, or 0 if that cycle or the next cleared the counters (both
+    registered);
     ``index`` steps through all counters, so a reader waits at most ``n``
     cycles for ``index == wanted``; ``next_index`` is ``index`` after the
     next clock edge (a flip-flop: a reader can register its match).
@@ -191,13 +194,15 @@ class CounterBank(wiring.Component):
     Parameters
     ----------
     max_add : list of int
-        Largest increment of each counter in one cycle (>= 1).
+        Largest increment of each counter in one cycle (>= 1); at least
+        three counters (a word is written back two cycles after it is read,
+        before the sweep reads it again).
     """
 
     def __init__(self, max_add):
         max_add = list(max_add)
-        if len(max_add) < 2 or any(not isinstance(a, int) or a < 1 for a in max_add):
-            raise ValueError(f"max_add must list >= 2 positive ints, not {max_add!r}")
+        if len(max_add) < 3 or any(not isinstance(a, int) or a < 1 for a in max_add):
+            raise ValueError(f"max_add must list >= 3 positive ints, not {max_add!r}")
         self.max_add = max_add
         n = len(max_add)
         super().__init__({
@@ -217,8 +222,9 @@ class CounterBank(wiring.Component):
         pend = [Signal((n * a).bit_length(), name=f"pend{i}") for i, a in enumerate(self.max_add)]
         stale = Signal(n, init=(1 << n) - 1)     # RAM word counts as 0 (cleared)
         rd = Signal(range(n))                     # word being read
-        wr = Signal(range(n))                     # word being written (read last cycle)
-        m.d.sync += [rd.eq(Mux(rd == n - 1, 0, rd + 1)), wr.eq(rd)]
+        rd1 = Signal(range(n))                    # word read last cycle (now registered)
+        wr = Signal(range(n))                     # word being written (read two cycles ago)
+        m.d.sync += [rd.eq(Mux(rd == n - 1, 0, rd + 1)), rd1.eq(rd), wr.eq(rd1)]
         m.d.comb += [rp.addr.eq(rd), rp.en.eq(1)]
 
         # taken with the read (registered: the adder starts from flip-flops)
@@ -229,14 +235,22 @@ class CounterBank(wiring.Component):
                 with m.Case(i):
                     m.d.sync += pend_cap.eq(Mux(self.clear, 0, pi))
         m.d.sync += stale_cap.eq(stale.bit_select(rd, 1) | self.clear)
-        base = Mux(stale_cap, 0, rp.data)
+        # the word registered, with the pending count and staleness (a clear
+        # in this cycle makes the word about to be written count as 0 too)
+        base = Signal(32, reset_less=True)
+        pend_cap2 = Signal.like(pend_cap)
+        stale_cap2 = Signal(init=1)
+        m.d.sync += [base.eq(rp.data), pend_cap2.eq(Mux(self.clear, 0, pend_cap)),
+                     stale_cap2.eq(stale_cap | self.clear)]
         # carry select: the pending count only reaches the low half, whose
-        # carry picks the high half or its increment (two short chains)
+        # carry picks the high half or its increment (two short chains); a
+        # stale word counts as 0 (chosen after the adders)
         half = max(16, len(pend_cap) + 1)
         lo = Signal(half + 1)
-        m.d.comb += lo.eq(base[:half] + pend_cap)
+        m.d.comb += lo.eq(base[:half] + pend_cap2)
         hi = Mux(lo[half], base[half:] + 1, base[half:])
-        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1), wp.data.eq(Cat(lo[:half], hi))]
+        m.d.comb += [wp.addr.eq(wr), wp.en.eq(1),
+                     wp.data.eq(Mux(stale_cap2, pend_cap2, Cat(lo[:half], hi)))]
         m.d.sync += [self.index.eq(wr), self.value.eq(wp.data)]
         m.d.comb += self.next_index.eq(wr)
         for i, pi in enumerate(pend):
