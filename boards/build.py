@@ -96,7 +96,9 @@ BOARDS: dict[str, Board] = {
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
                      opt_depth=2, max_payload=256, clock_hz=36_000_000, baud=1_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),
-        synth_opts="-dsp",
+        # -device u: Yosys's LUT mapper then uses the UP5K's timing (its
+        # default is the HX1K's, with a 250 ps wire where a UP5K hop is 1.7-3 ns)
+        synth_opts="-dsp -device u",
     ),
     "ulx3s-85f": Board(
         name="ulx3s-85f", family="ecp5", device="LFE5U-85F-6BG381", ref_hz=25e6,
