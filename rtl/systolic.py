@@ -248,7 +248,12 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.weights.ready.eq(w_ready)
         w_accept = self.weights.valid & self.weights.ready
 
-        a_ready = en & Mux(rd_bank, filled[1], filled[0])
+        # rd_filled is filled[rd_bank], kept as a flip-flop of its own (next
+        # state below), so an accept is one LUT from registers and the bank
+        # flags' enables two more (with the select through rd_bank, the accept
+        # -> filled-flag enable chain was the iCEBreaker's critical path)
+        rd_filled = Signal(name="rd_filled")
+        a_ready = en & rd_filled
         m.d.comb += self.acts.ready.eq(a_ready)
         a_accept = self.acts.valid & self.acts.ready
 
@@ -282,13 +287,21 @@ class SystolicArray(wiring.Component):
                 m.d.sync += [wr_row.eq(0), wr_bank.eq(~wr_bank)]
             with m.Else():
                 m.d.sync += wr_row.eq(wr_row + 1)
+        fill = [w_accept & (wr_bank == b) & (wr_row == R - 1) for b in range(2)]
+        a_done = a_accept & self.acts.payload.last      # the read bank's tile ends
         for b in range(2):
-            with m.If(w_accept & (wr_bank == b) & (wr_row == R - 1)):
+            with m.If(fill[b]):
                 m.d.sync += filled[b].eq(1)
-            with m.If(a_accept & (rd_bank == b) & self.acts.payload.last):
+            with m.If(a_done & (rd_bank == b)):
                 m.d.sync += filled[b].eq(0)
-        with m.If(a_accept & self.acts.payload.last):
+        with m.If(a_done):
             m.d.sync += rd_bank.eq(~rd_bank)
+        # filled[rd_bank] after this edge: the other bank's flag (never
+        # cleared now) when the read bank ends its tile, else this one's
+        # (cleared only by that end)
+        m.d.sync += rd_filled.eq(Mux(a_done,
+                                     Mux(rd_bank, filled[0] | fill[0], filled[1] | fill[1]),
+                                     rd_filled | Mux(rd_bank, fill[1], fill[0])))
         # Next-state values of the write bank and of its busy flag (meta
         # shifts under en: stage 0 takes this cycle's accept).  The current
         # filled flags serve as next ones: a flag set now belongs to the bank
