@@ -84,17 +84,15 @@ BOARDS: dict[str, Board] = {
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
         # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
         # mac_mapping="ice40_dual"), without the activation and Adam units.
-        # 36 MHz (1 Mbaud = 36 cycles), measured 29 Nov on commit 52e9d2e:
-        # Fmax 39.0 MHz (seed 1; 41.2 with seed 2), 2694 LUT4, 2453 FF,
-        # 4190/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  At a 50.25 MHz target the
-        # same RTL routes at 40.4 / 40.1 MHz (seeds 1 / 2): its worst paths
-        # are the decoder's READ_MEM read strobe -> read-data AND-OR -> reply
-        # buffer, and the link's receive state -> rx ready -> CRC enable (5-6
-        # LUTs, two thirds of each path routing).  docs/boards.md has the history.
+        # 50.25 MHz (the PLL's nearest to 50 from 12 MHz; 1 Mbaud = 50.25
+        # cycles, a 0.5% bit-time error), measured 29 Nov on commit 56ec6a2:
+        # Fmax 50.49 MHz (seed 1), 2790 LUT4, 2648 FF, 4226/5280 LCs, 8/8
+        # SB_MAC16, 23/30 BRAM.  Every path is held to about four LUT levels
+        # (a UP5K routing hop costs 1.7-3.6 ns); docs/boards.md has the history.
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
-                     opt_depth=2, max_payload=256, clock_hz=36_000_000, baud=1_000_000,
+                     opt_depth=2, max_payload=256, clock_hz=50_250_000, baud=1_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),
         # -device u: Yosys's LUT mapper then uses the UP5K's timing (its
         # default is the HX1K's, with a 250 ps wire where a UP5K hop is 1.7-3 ns)
