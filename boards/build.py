@@ -104,19 +104,18 @@ BOARDS: dict[str, Board] = {
         # 16x16 = 256 MACs: 156 PEs on registered MULT18X18Ds
         # (mac_mapping="ecp5_mult18": the DSP's own A/B input and output
         # registers are the PE's activation, weight and product registers) and
-        # the last 100 on LUT multipliers.  Without the activation and Adam
-        # units, which need MULT18X18Ds of their own (148 with an 8x16 array).
-        # 62.5 MHz, measured 29 Nov on commit 52e9d2e: Fmax 80.5 MHz, 35678 LUT4,
-        # 20589 FF, 156/156 MULT18X18D, 39/208 DP16KD, 2254 s; peak 32.0 GOPS
-        # (41.2 at Fmax).  Worst path: an input-scratchpad DP16KD output
-        # (5.6 ns clock-to-out, no output register) -> 2 LUTs -> the A input
-        # register of a column-0 PE's MULT18X18D, 12.4 ns.  The 8x16 array with
-        # the same mapping at a 75 MHz target: 65.8 MHz (the same path class).
-        # docs/boards.md has the history.
+        # the last 100 on LUT multipliers (their product split over two
+        # register stages).  Without the activation and Adam units, which need
+        # MULT18X18Ds of their own (148 with an 8x16 array).
+        # 85 MHz, measured 29 Nov on commit 5db6c1d: Fmax 97.9 MHz, 13748 LUT4,
+        # 24026 FF, 156/156 MULT18X18D, 39/208 DP16KD, 3673 s; peak 43.5 GOPS
+        # (50.1 at Fmax).  Worst path: the link's frame-buffer DP16KD output
+        # (5.8 ns clock to out, no output register) -> the command processor's
+        # register-address decode, 10.2 ns.  docs/boards.md has the history.
         default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
                      has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
-                     opt_depth=1024, max_payload=1024, clock_hz=62_500_000,
+                     opt_depth=1024, max_payload=1024, clock_hz=85_000_000,
                      baud=1_000_000),
     ),
 }
