@@ -88,7 +88,7 @@ emulation logic on the read data).  The engine's ``acts.ready`` reaches only
 the acts register, the INPUT read enable and the issue pointers (a GEMM
 retires when its last row is issued); each row loaded there is announced to
 the engine (``acts_next``), which decides its hazard stall a cycle ahead.  The
-decoder is synthesised one-hot (see :func:`hetaccel.rtl.link.one_hot`); the
+decoder is synthesised one-hot (see :func:`one_hot`); the
 frame's opcode and length are copied into registers before they are decoded.
 """
 
@@ -102,7 +102,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
                     ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
                     mem_present, mem_readable, mem_word, opcode_present, register_map)
-from .link import FRAME_INFO, REPLY_HEADER, one_hot
+from .link import FRAME_INFO, REPLY_HEADER
 from .engine import MatmulEngine
 
 __all__ = ["CommandProcessor"]
@@ -114,6 +114,20 @@ _HDR_BYTES = max(f.fixed_bytes for f in INSTRUCTIONS.values())
 #: Bytes of a WRITE_REG and of a READ_REG record.
 _REC_W = INSTRUCTIONS[Opcode.WRITE_REG].fixed_bytes
 _REC_R = INSTRUCTIONS[Opcode.READ_REG].fixed_bytes
+
+
+def one_hot(fsm) -> None:
+    """Have synthesis encode ``fsm`` (an Amaranth ``m.FSM``, after its block) one-hot.
+
+    Yosys re-encodes an FSM only if its state register has no initial value
+    (every Amaranth register has one) or carries ``fsm_encoding``.  One-hot,
+    a state test is a flip-flop rather than a compare of the state code
+    (two LUT levels on the iCE40 beyond 16 states, in front of every enable
+    the FSM drives).  Only synthesis sees it: simulation and the formal
+    checks (Yosys ``prep``, no FSM pass) keep the binary code.  The encoding's
+    unused codes are unreachable from reset, which the boards assert at power-up.
+    """
+    fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
 
 
 def _bits(n: int) -> int:

@@ -65,7 +65,7 @@ from amaranth.lib.wiring import In, Out
 from ..host.protocol import LINK, crc16_update
 from ..spec import AcceleratorConfig, Status
 
-__all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next", "one_hot"]
+__all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next"]
 
 FRAME_INFO = data.StructLayout({"opcode": 8, "seq": 8, "length": 16})
 REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
@@ -74,20 +74,6 @@ REPLY_HEADER = data.StructLayout({"status": 8, "seq": 8, "length": 16})
 ERROR_QUEUE_DEPTH = 4
 #: statuses the link answers by itself, queued as an index into this tuple
 _OWN_STATUSES = (Status.BAD_LENGTH, Status.BAD_CRC, Status.BUSY)
-
-
-def one_hot(fsm) -> None:
-    """Have synthesis encode ``fsm`` (an Amaranth ``m.FSM``, after its block) one-hot.
-
-    Yosys re-encodes an FSM only if its state register has no initial value
-    (every Amaranth register has one) or carries ``fsm_encoding``.  One-hot,
-    a state test is a flip-flop rather than a compare of the state code
-    (two LUT levels on the iCE40 beyond 16 states, in front of every enable
-    the FSM drives).  Only synthesis sees it: simulation and the formal
-    checks (Yosys ``prep``, no FSM pass) keep the binary code.  The encoding's
-    unused codes are unreachable from reset, which the boards assert at power-up.
-    """
-    fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
 
 
 def _crc_matrix():
