@@ -411,8 +411,8 @@ class CommandProcessor(wiring.Component):
             m.d.comb += adam.mode.eq(rw_regs["ADAM_MODE"])
 
         # A register record's address is decoded as its two bytes arrive on
-        # payload_data (REC, cnt == 1 and 2: every record starts with it),
-        # into one flip-flop per register (its low byte) and one per distinct
+        # payload_data (REC, cnt == 1 and 2: every record starts with it; each
+        # a cycle later from pbyte, below), into one flip-flop per register (its low byte) and one per distinct
         # high byte; the lookup is an AND-OR of those flip-flops, registered
         # (REC_DONE takes it).  From buf, through the record-size multiplexer
         # and the compares, it was 6 LUT levels on the iCE40.
@@ -421,13 +421,19 @@ class CommandProcessor(wiring.Component):
         reg_lo = {r.name: Signal(name=f"reg_lo_{r.name.lower()}") for r in regs}
         reg_hi = {v: Signal(name=f"reg_hi_{v}") for v in sorted({r.addr >> 8 for r in regs})}
 
-        def capture_reg_byte(k):
-            """Decode record byte ``k`` (0 or 1), now on payload_data."""
-            if k == 0:
-                m.d.sync += [reg_lo[r.name].eq(self.payload_data == (r.addr & 0xFF))
-                             for r in regs]
-            else:
-                m.d.sync += [h.eq(self.payload_data == v) for v, h in reg_hi.items()]
+        # Every field decode reads the payload byte a cycle late, from pbyte,
+        # under a strobe that is a flip-flop (cap_*, set by the decoder the
+        # cycle the byte is on payload_data): the link's frame buffer is a
+        # block RAM read without an output register (5.8 ns clock-to-out on
+        # the ECP5), which left no room for an 8-bit compare at 100 MHz.
+        pbyte = Signal(8)
+        cap_space, cap_reg = Signal(), [Signal(name=f"cap_reg{k}") for k in (0, 1)]
+        m.d.sync += [pbyte.eq(self.payload_data), cap_space.eq(0),
+                     *(c.eq(0) for c in cap_reg)]
+        with m.If(cap_reg[0]):
+            m.d.sync += [reg_lo[r.name].eq(pbyte == (r.addr & 0xFF)) for r in regs]
+        with m.If(cap_reg[1]):
+            m.d.sync += [h.eq(pbyte == v) for v, h in reg_hi.items()]
 
         def reg_lookup():
             """(hit per register, exists, writable, value, is_counter, counter
@@ -646,12 +652,14 @@ class CommandProcessor(wiring.Component):
         m.d.comb += len_ok.eq(Cat(*len_terms).any())
 
         # The space field (payload byte 0 of WRITE_MEM and READ_MEM) decoded
-        # into one flip-flop per present space as it is fetched (FETCH, cnt
-        # == 1), not from buf after the header (the decode there, shared with
+        # into one flip-flop per present space as it is fetched (from pbyte
+        # the cycle after FETCH's cnt == 1), not from buf after the header (the decode there, shared with
         # every check on the space, was 5-6 LUT levels on the iCE40)
         assert all(INSTRUCTIONS[o].offsets()["space"] == (0, 1)
                    for o in (Opcode.WRITE_MEM, Opcode.READ_MEM))
         sp_hit = {s: Signal(name=f"sp_hit_{s.name.lower()}") for s in spaces}
+        with m.If(cap_space):
+            m.d.sync += [h.eq(pbyte == int(s_)) for s_, h in sp_hit.items()]
         space_ok_w = Signal()
         space_ok_r = Signal()
         sp_wb = Signal(range(max_wb + 1))
@@ -938,9 +946,9 @@ class CommandProcessor(wiring.Component):
         # the lookup registered (valid in REC_DONE, which reads it and where
         # buf takes the value; the value's lookup in front of buf was 6 LUT
         # levels on the iCE40)
-        reg_hit, exists, writable, regval, reg_is_cnt, reg_cidx = reg_lookup()
+        reg_hit, exists, writable, regval, is_cnt_now, reg_cidx = reg_lookup()
         exists, writable, regval, reg_is_cnt, reg_cidx = registered(
-            exists, writable, regval, reg_is_cnt, reg_cidx)
+            exists, writable, regval, is_cnt_now, reg_cidx)
         # buf's loads of a reply value are strobes kept in flip-flops, set the
         # cycle before (buf's data AND-OR is a critical path): the NOP reply
         # (ld_ident, DISPATCH), a register value (ld_reg, REC_DONE in a reply
@@ -997,9 +1005,9 @@ class CommandProcessor(wiring.Component):
 
         # REC_DONE's next state likewise: the scan ends or fetches the next
         # record, a write pass replies after its last record, a reply pass
-        # waits for a counter or sends.  Its inputs are valid in REC_WAIT
+        # waits for a counter or sends.  Its inputs are valid in REC_WAIT2
         # (p is stable from REC on; the record's register bytes arrive in
-        # REC's second and third cycles).
+        # REC's second and third cycles and are decoded a cycle later).
         _D_SCAN_WAIT, _D_REC, _D_REPLY, _D_REG_CNT, _D_SEND = range(5)
         rdone_next = Signal(range(5))
         with m.Switch(rec_mode):
@@ -1008,7 +1016,9 @@ class CommandProcessor(wiring.Component):
             with m.Case(_WRITE):
                 m.d.sync += rdone_next.eq(Mux(p_rec_end, _D_REPLY, _D_REC))
             with m.Default():
-                m.d.sync += rdone_next.eq(Mux(reg_is_cnt, _D_REG_CNT, _D_SEND))
+                # (from the lookup itself: a READ_REG record's high byte is
+                # decoded in REC_WAIT, so its flip-flop is valid from REC_WAIT2)
+                m.d.sync += rdone_next.eq(Mux(is_cnt_now, _D_REG_CNT, _D_SEND))
 
         words = length - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes
         wm_words, wm_ge = Signal.like(div_q), Signal()
@@ -1036,7 +1046,7 @@ class CommandProcessor(wiring.Component):
                 with m.If(cnt_nz):
                     m.d.comb += b_shift.eq(1)
                 with m.If(cnt == 1):
-                    m.d.sync += [h.eq(self.payload_data == int(s_)) for s_, h in sp_hit.items()]
+                    m.d.sync += cap_space.eq(1)
                 m.d.sync += cnt_end.eq(cnt == _HDR_BYTES - 1)
                 with m.If(cnt_end):         # (cnt == _HDR_BYTES)
                     m.next = "PRE"
@@ -1220,7 +1230,7 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += b_shift.eq(1)
                 for k in (0, 1):
                     with m.If(cnt == k + 1):
-                        capture_reg_byte(k)
+                        m.d.sync += cap_reg[k].eq(1)
                 m.d.sync += cnt_end.eq(Mux(rec_w, cnt == _REC_W - 1, cnt == _REC_R - 1))
                 with m.If(cnt_end):         # (cnt == rec_len)
                     m.next = "REC_WAIT"
