@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -23,13 +24,27 @@ def add_arguments(parser) -> None:
                         help="override one config field (repeatable), e.g. --set rows=4")
     parser.add_argument("--out", type=Path, default=Path("build"),
                         help="output directory (boards/<board>/ or asic/ under it)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--seed", type=_seeds, default=None,
+                        help="nextpnr placement seed N, or seeds A-B tried in order until "
+                             "one meets timing (default: the board's, e.g. icebreaker 1-8)")
     parser.add_argument("--synth-opts", default=None,
                         help="replace the board's synth_<family> options (iCE40 default "
                              "'-dsp'; e.g. '-nodsp' on ECP5 maps multipliers to LUTs)")
     parser.add_argument("--core", choices=sorted(CORES), default="device",
                         help="what the board top wraps: the whole device, or the host link "
                              "echoing frames (a quick bring-up image)")
+
+
+def _seeds(text: str):
+    """``N`` -> N, ``A-B`` -> (A, ..., B)."""
+    first, sep, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or A-B, got {text!r}") from None
+    if lo < 0 or hi < lo:
+        raise argparse.ArgumentTypeError(f"range {text!r} is empty or negative")
+    return tuple(range(lo, hi + 1)) if sep else lo
 
 
 def _parse_value(text: str):

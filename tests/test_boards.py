@@ -176,3 +176,49 @@ def test_ecp5_mult18_counts_its_instances_even_without_dsp_inference(tmp_path):
     with pytest.raises(DoesNotFit, match=r"13x13 array needs dsps: 169 used \(one registered "
                                           r"MULT18X18D per MAC\), 156 available"):
         build_board("ulx3s-85f", cfg, out_dir=tmp_path, synth_opts="-nodsp")
+
+
+_FAKE_NEXTPNR = """\
+import json, os, sys
+a = sys.argv[1:]
+opt = lambda k: a[a.index(k) + 1]
+seed = int(opt("--seed"))
+fmax = dict(x.split(":") for x in os.environ["FAKE_FMAX"].split(","))[str(seed)]
+open(opt("--log"), "w").write(f"Max frequency for clock 'clk': {fmax} MHz\\n")
+json.dump({"fmax": {"clk": {"achieved": float(fmax), "constraint": 50.25}}, "utilization": {}},
+          open(opt("--report"), "w"))
+open(opt("--asc"), "w").write(f"placed with seed {seed}")
+"""
+_FAKE_ICEPACK = "import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2])\n"
+
+
+def test_seed_sweep_keeps_the_first_seed_that_meets_timing(tmp_path, monkeypatch):
+    # nextpnr and icepack stand-ins whose Fmax depends on the seed; Yosys is real
+    for tool, text in (("NEXTPNR_ICE40", _FAKE_NEXTPNR), ("ICEPACK", _FAKE_ICEPACK)):
+        script = tmp_path / f"{tool.lower()}.py"
+        script.write_text(f"#!{sys.executable}\n{text}")
+        script.chmod(0o755)
+        monkeypatch.setenv(tool, str(script))
+    cfg = default_config("icebreaker", max_payload=64)
+    d = tmp_path / "icebreaker"
+
+    monkeypatch.setenv("FAKE_FMAX", "1:44.4,2:50.3,3:52.0")
+    r = build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho, seed=[1, 2, 3])
+    assert r["seed"] == 2 and r["fmax_mhz"] == 50.3 and r["timing_met"]
+    assert r["seed_sweep"] == [{"seed": 1, "fmax_mhz": 44.4}, {"seed": 2, "fmax_mhz": 50.3}]
+    assert (d / "top.bin").read_text() == "placed with seed 2"
+    assert "44.4" in (d / "top.seed1.tim").read_text() and "50.3" in (d / "top.tim").read_text()
+    assert not (d / "top.seed2.tim").exists()
+
+    # none meets timing: the fastest is kept, and the failure is reported
+    monkeypatch.setenv("FAKE_FMAX", "4:47.0,5:49.9,6:45.5")
+    r = build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho, seed=range(4, 7))
+    assert r["seed"] == 5 and r["fmax_mhz"] == 49.9 and not r["timing_met"]
+    assert [e["seed"] for e in r["seed_sweep"]] == [4, 5, 6]
+    assert (d / "top.bin").read_text() == "placed with seed 5"
+    assert json.loads((d / "report.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in d.glob("top.seed*.tim")) == ["top.seed4.tim", "top.seed6.tim"]
+    assert not (d / "top.seed1.tim").exists()          # the earlier build's are gone
+
+    with pytest.raises(ValueError, match="seed"):
+        build_board("icebreaker", cfg, out_dir=tmp_path, core=LinkEcho, seed=[])
