@@ -90,7 +90,8 @@ BOARDS: dict[str, Board] = {
         # 50.25 MHz (the PLL's nearest to 50 from 12 MHz; 1 Mbaud = 50.25
         # cycles, a 0.5% bit-time error), measured 29 Nov on commit 56ec6a2:
         # Fmax 50.49 MHz (seed 1), 2790 LUT4, 2648 FF, 4226/5280 LCs, 8/8
-        # SB_MAC16, 23/30 BRAM.  Every path is held to about four LUT levels
+        # SB_MAC16, 23/30 BRAM; on a923e4c Fmax 50.48 MHz with seed 4 (seeds
+        # 1-3: 49.21, 49.71, 48.51), 2795 LUT4, 2659 FF.  Every path is held to about four LUT levels
         # (a UP5K routing hop costs 1.7-3.6 ns); docs/boards.md has the history.
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
@@ -114,15 +115,15 @@ BOARDS: dict[str, Board] = {
         # the last 100 on LUT multipliers (their product split over two
         # register stages).  Without the activation and Adam units, which need
         # MULT18X18Ds of their own (148 with an 8x16 array).
-        # 85 MHz, measured 29 Nov on commit 5db6c1d: Fmax 97.9 MHz, 13748 LUT4,
-        # 24026 FF, 156/156 MULT18X18D, 39/208 DP16KD, 3673 s; peak 43.5 GOPS
-        # (50.1 at Fmax).  Worst path: the link's frame-buffer DP16KD output
-        # (5.8 ns clock to out, no output register) -> the command processor's
-        # register-address decode, 10.2 ns.  docs/boards.md has the history.
+        # 100 MHz, measured 29 Nov on commit a923e4c: Fmax 102.15 MHz, 13748
+        # LUT4, 24092 FF, 156/156 MULT18X18D, 39/208 DP16KD, 1681 s; peak 51.2
+        # GOPS.  Worst path: a weight-scratchpad DP16KD output (5.8 ns clock
+        # to out, no output register) -> 2 LUTs -> the command processor's
+        # READ_MEM word register, 9.8 ns.  docs/boards.md has the history.
         default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
                      has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
-                     opt_depth=1024, max_payload=1024, clock_hz=85_000_000,
+                     opt_depth=1024, max_payload=1024, clock_hz=100_000_000,
                      baud=1_000_000),
     ),
 }
