@@ -88,11 +88,11 @@ BOARDS: dict[str, Board] = {
         # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
         # mac_mapping="ice40_dual"), without the activation and Adam units.
         # 50.25 MHz (the PLL's nearest to 50 from 12 MHz; 1 Mbaud = 50.25
-        # cycles, a 0.5% bit-time error), measured 29 Nov on commit 56ec6a2:
-        # Fmax 50.49 MHz (seed 1), 2790 LUT4, 2648 FF, 4226/5280 LCs, 8/8
-        # SB_MAC16, 23/30 BRAM; on a923e4c Fmax 50.48 MHz with seed 4 (seeds
-        # 1-3: 49.21, 49.71, 48.51), 2795 LUT4, 2659 FF.  Every path is held to about four LUT levels
-        # (a UP5K routing hop costs 1.7-3.6 ns); docs/boards.md has the history.
+        # cycles, a 0.5% bit-time error), measured 29 Nov on commit 66eeb38:
+        # Fmax 50.48 MHz with seed 4 (seeds 1-3: 49.21, 49.71, 48.51), 2795
+        # LUT4, 2659 FF, 4240/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  Every path
+        # is held to about four LUT levels (a UP5K routing hop costs 1.7-3.6
+        # ns); docs/boards.md has the history.
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
