@@ -412,8 +412,9 @@ class CommandProcessor(wiring.Component):
 
         # A register record's address is decoded as its two bytes arrive on
         # payload_data (REC, cnt == 1 and 2: every record starts with it; each
-        # a cycle later from pbyte, below), into one flip-flop per register (its low byte) and one per distinct
-        # high byte; the lookup is an AND-OR of those flip-flops, registered
+        # a cycle later from pbyte, below), into one flip-flop per register
+        # (its low byte) and one per distinct high byte; the lookup is an
+        # AND-OR of those flip-flops, registered
         # (REC_DONE takes it).  From buf, through the record-size multiplexer
         # and the compares, it was 6 LUT levels on the iCE40.
         for o in (Opcode.WRITE_REG, Opcode.READ_REG):
@@ -653,8 +654,9 @@ class CommandProcessor(wiring.Component):
 
         # The space field (payload byte 0 of WRITE_MEM and READ_MEM) decoded
         # into one flip-flop per present space as it is fetched (from pbyte
-        # the cycle after FETCH's cnt == 1), not from buf after the header (the decode there, shared with
-        # every check on the space, was 5-6 LUT levels on the iCE40)
+        # the cycle after FETCH's cnt == 1), not from buf after the header
+        # (the decode there, shared with every check on the space, was 5-6
+        # LUT levels on the iCE40)
         assert all(INSTRUCTIONS[o].offsets()["space"] == (0, 1)
                    for o in (Opcode.WRITE_MEM, Opcode.READ_MEM))
         sp_hit = {s: Signal(name=f"sp_hit_{s.name.lower()}") for s in spaces}
