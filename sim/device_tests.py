@@ -428,6 +428,13 @@ async def adam_pass(dut):
         hp = adam_model.hyperparameters(1e-2, (0.9, 0.999), 1e-8, 0.01, step, decoupled)
         await drv.write_regs({f"ADAM_{k.upper()}": v for k, v in hp.items()})
         await drv.request(Opcode.ADAM, encode_instruction(Opcode.ADAM, addr=1, count=n - 1))
+    # One READ_REG whose records alternate the register map's high bytes (Adam
+    # 0x1xx; counters, identity 0x0xx), compared byte for byte with the model:
+    # a record's address is decoded as its bytes arrive, and whether it is a
+    # counter (wait for the bank's sweep) must not come from the record before.
+    got = await drv.read_regs(["ADAM_BETA1", "FRAMES", "ADAM_MODE", "BYTES_IN", "ID",
+                               "ADAM_ONE_MINUS_BETA1", "BYTES_IN"])
+    assert got["ADAM_MODE"] == hp["mode"] and got["ID"] == 0x48414343, got
     got = await drv.read_mem(MemSpace.OPT, 0, n)
     assert_bit_exact(drv.model.mem[MemSpace.OPT].view(np.float32), got, "OPT after ADAM")
     assert not np.array_equal(got[1:, :, 0], state[1:, :, 0])
