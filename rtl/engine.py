@@ -22,6 +22,15 @@ from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_l
 __all__ = ["MatmulEngine", "RMW_WINDOW", "next_layout"]
 
 
+def _kept(m: Module, name: str, value) -> Signal:
+    """``value`` through a wire synthesis keeps (``keep``): a boundary ABC
+    cannot merge logic across, so the LUT structure around it is the one
+    written here rather than one chosen without routing delays."""
+    s = Signal(value.shape(), name=name, attrs={"keep": 1})
+    m.d.comb += s.eq(value)
+    return s
+
+
 def _eq_tree(m: Module, a, b, name: str) -> Signal:
     """``a == b`` as a tree of LUT-sized parts, each a kept wire.
 
@@ -32,18 +41,11 @@ def _eq_tree(m: Module, a, b, name: str) -> Signal:
     levels (two bit pairs per LUT, then one LUT per four of those).
     """
     assert len(a) == len(b)
-    level = []
-    for i in range(0, len(a), 2):
-        s = Signal(name=f"{name}_p{i // 2}", attrs={"keep": 1})
-        m.d.comb += s.eq(a[i:i + 2] == b[i:i + 2])
-        level.append(s)
+    level = [_kept(m, f"{name}_p{i // 2}", a[i:i + 2] == b[i:i + 2])
+             for i in range(0, len(a), 2)]
     while len(level) > 1:
-        nxt = []
-        for i in range(0, len(level), 4):
-            s = Signal(name=f"{name}_a{len(level)}_{i // 4}", attrs={"keep": 1})
-            m.d.comb += s.eq(Cat(*level[i:i + 4]).all())
-            nxt.append(s)
-        level = nxt
+        level = [_kept(m, f"{name}_a{len(level)}_{i // 4}", Cat(*level[i:i + 4]).all())
+                 for i in range(0, len(level), 4)]
     return level[0]
 
 
@@ -175,8 +177,7 @@ class MatmulEngine(wiring.Component):
         sk_payload = Signal(act_layout(cfg), reset_less=True)
         cur_valid = sk_valid | acts.valid
         cur = Signal(act_layout(cfg))
-        cur_last = Signal(attrs={"keep": 1})
-        m.d.comb += cur_last.eq(cur.last)
+        cur_last = _kept(m, "cur_last", cur.last)
         m.d.comb += [cur.eq(acts.payload), acts.ready.eq(~sk_valid)]
         with m.If(sk_valid):
             m.d.comb += cur.eq(sk_payload)
@@ -246,9 +247,9 @@ class MatmulEngine(wiring.Component):
                                 for k in range(1, W)]
         m.d.sync += [match_s[k].eq(ms_next[k]) for k in range(1, W)]
         hz_s = Signal()
-        hz_s_next = Signal(attrs={"keep": 1})  # (one LUT input of go's logic)
-        m.d.comb += hz_s_next.eq(Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
-                                 & Cat(*ms_next[1:]).any())
+        hz_s_next = _kept(m, "hz_s_next",           # (one LUT input of go's logic)
+                          Mux(sk_valid, sk_payload.accumulate, acts.payload.accumulate)
+                          & Cat(*ms_next[1:]).any())
         m.d.sync += hz_s.eq(hz_s_next)
         hazard = Signal()
         m.d.comb += hazard.eq(Mux(sk_valid, hz_s, hz_p))
@@ -270,29 +271,24 @@ class MatmulEngine(wiring.Component):
             #   acts.valid' = nx.valid | acts.valid & sk_valid
             # written out for the four values of the two latest inputs,
             # `accept` and `nx.valid`, so that they meet only in the last LUTs.
-            # The parts are kept wires (see _eq_tree), a LUT each: the address
+            # The parts are kept wires (_kept), a LUT each: the address
             # compares (2 levels), the new row's matches with `na` folded in
             # (3); ABC then maps the last two levels (the go for either value
             # of accept, then accept): 5 LUT levels from the engine's
             # flip-flops (7 when ABC chose the structure).
-            def kept(name, value):
-                s = Signal(name=name, attrs={"keep": 1})
-                m.d.comb += s.eq(value)
-                return s
-
             go = Signal()
             na, pacc = nx.accumulate, acts.payload.accumulate
-            nxv = kept("haz_nx_valid", nx.valid)
+            nxv = _kept(m, "haz_nx_valid", nx.valid)
             # the new row accumulates and matches entry 0 / a later entry
-            new_m0 = kept("haz_new_m0", na & n_m0)
+            new_m0 = _kept(m, "haz_new_m0", na & n_m0)
             # (na & h_valid first, so each term is two inputs of one LUT)
-            new_rest = kept("haz_new_rest", Cat(*[
-                kept(f"haz_na_hv{k - 1}", na & h_valid[k - 1]) & eq
+            new_rest = _kept(m, "haz_new_rest", Cat(*[
+                _kept(m, f"haz_na_hv{k - 1}", na & h_valid[k - 1]) & eq
                 for k, eq in zip(range(1, W), eq_h)]).any())
             p_rest = Cat(*p_mk).any()
-            go_acc_held = kept("go_acc_held",
-                               acts.valid & sk_valid & ~(pacc & (p_m0 | p_rest)))
-            cv = kept("haz_cur_valid", cur_valid)
+            go_acc_held = _kept(m, "go_acc_held",
+                                acts.valid & sk_valid & ~(pacc & (p_m0 | p_rest)))
+            cv = _kept(m, "haz_cur_valid", cur_valid)
             go_if_acc = Mux(nxv, ~(new_m0 | new_rest), go_acc_held)
             go_if_wait = Mux(nxv, Mux(cv, ~hz_s_next, ~new_rest), cv & ~hz_s_next)
             m.d.sync += go.eq(Mux(accept, go_if_acc, go_if_wait))
