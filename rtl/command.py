@@ -102,6 +102,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
                     ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
                     mem_present, mem_readable, mem_word, opcode_present, register_map)
+from .bram import RegisteredReadPort
 from .link import FRAME_INFO, REPLY_HEADER
 from .engine import MatmulEngine
 
@@ -160,24 +161,6 @@ def _sext(value, width: int, to: int):
     if to <= width:
         return value[:to]
     return Cat(value, value[width - 1].replicate(to - width))
-
-
-class _SyncRead:
-    """A synchronous, non-transparent read port of ``mem`` (``addr``, ``en``,
-    ``data``) built as an asynchronous port followed by a register with an
-    enable, which Yosys folds into the block RAM's port; it then honours the
-    memory's ``no_rw_check`` attribute.  Same behaviour as
-    ``mem.read_port()``: ``data`` is the row at ``addr`` before the clock edge
-    at which ``en`` was high, held while ``en`` is low."""
-
-    def __init__(self, m, mem, name):
-        port = mem.read_port(domain="comb")
-        self.addr = port.addr
-        self.en = Signal(name=f"{name}_ren")
-        # (reset_less: the block RAM's output register has no reset)
-        self.data = Signal(mem.shape, name=f"{name}_rdata", reset_less=True)
-        with m.If(self.en):
-            m.d.sync += self.data.eq(port.data)
 
 
 class CounterBank(wiring.Component):
@@ -362,7 +345,7 @@ class CommandProcessor(wiring.Component):
         # sat on the READ_MEM and GEMM row paths).  Yosys honours it when it
         # folds a register into an asynchronous read port (see
         # MatmulEngine), not on a synchronous port: the read ports are built
-        # that way (_SyncRead).
+        # that way (RegisteredReadPort).
         ob = cfg.operand_bits
         nrw = {"no_rw_check": 1}
         m.submodules.mem_input = mem_in = memory.Memory(
@@ -371,19 +354,23 @@ class CommandProcessor(wiring.Component):
         m.submodules.mem_weight = mem_w = memory.Memory(
             shape=data.ArrayLayout(signed(ob), cfg.cols), depth=cfg.weight_depth, init=[],
             attrs=nrw)
-        in_wp, in_rp = mem_in.write_port(), _SyncRead(m, mem_in, "in")
-        w_wp, w_rp = mem_w.write_port(), _SyncRead(m, mem_w, "w")
+        def read_port(mem, name):
+            port = RegisteredReadPort(m, mem, f"{name}_rdata", en=f"{name}_ren")
+            return port
+
+        in_wp, in_rp = mem_in.write_port(), read_port(mem_in, "in")
+        w_wp, w_rp = mem_w.write_port(), read_port(mem_w, "w")
         out_wp = out_rp = opt_wp = opt_rp = None
         if cfg.has_activation:
             m.submodules.mem_output = mem_out = memory.Memory(
                 shape=data.ArrayLayout(signed(16), cfg.cols), depth=cfg.output_depth, init=[],
                 attrs=nrw)
-            out_wp, out_rp = mem_out.write_port(), _SyncRead(m, mem_out, "out")
+            out_wp, out_rp = mem_out.write_port(), read_port(mem_out, "out")
         if cfg.has_adam:
             m.submodules.mem_opt = mem_opt = memory.Memory(
                 shape=unsigned(128 * cfg.adam_lanes), depth=depth[MemSpace.OPT], init=[],
                 attrs=nrw)
-            opt_wp, opt_rp = mem_opt.write_port(granularity=32), _SyncRead(m, mem_opt, "opt")
+            opt_wp, opt_rp = mem_opt.write_port(granularity=32), read_port(mem_opt, "opt")
 
         # ------------------------------------------------------------ registers
         regs = list(register_map(cfg).values())

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.systolic_model import RMW_WINDOW, latency
 from ..spec import AcceleratorConfig
+from .bram import RegisteredReadPort
 from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_layout,
                        act_layout, weight_layout)
 
@@ -324,7 +325,9 @@ class MatmulEngine(wiring.Component):
         #   S1  written
         # Nothing is forwarded: the hazard stall above and acc_write's ready
         # keep every write a row must see ahead of its R0.
-        rmw_rp = acc.read_port(domain="comb")
+        # R0: the read port's register (merged into the block RAM)
+        rmw_rp = RegisteredReadPort(m, acc, "rd_r")
+        rd_r = rmw_rp.data
         # Readout is only used once the rows it reads have landed (`idle`), so
         # it needs no transparency logic either.
         ext_rp = acc.read_port(domain="comb")
@@ -332,10 +335,6 @@ class MatmulEngine(wiring.Component):
         ahead = array.ahead
         row = acc_row_layout(cfg)
         m.d.comb += [res.ready.eq(1), rmw_rp.addr.eq(ahead.acc_addr)]
-
-        # R0: the read port's register (merged into the block RAM)
-        rd_r = Signal(row, reset_less=True)
-        m.d.sync += rd_r.eq(rmw_rp.data)
 
         # R1
         r1_valid = Signal()
@@ -365,7 +364,9 @@ class MatmulEngine(wiring.Component):
             m.d.comb += [wp.en.eq(1), wp.addr.eq(self.acc_write.payload.addr),
                          wp.data.eq(self.acc_write.payload.data)]
 
-        # Readout: a one-deep pipeline that holds its data under back-pressure.
+        # Readout: a one-deep pipeline that holds its data under back-pressure
+        # (a RegisteredReadPort written out: its register shares the stage's
+        # enable with `valid`).
         rd_q = Signal(row, reset_less=True)
         m.d.comb += [
             self.rd_addr.ready.eq(~self.rd_data.valid | self.rd_data.ready),

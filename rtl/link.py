@@ -64,6 +64,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..host.protocol import LINK, crc16_update
 from ..spec import AcceleratorConfig, Status
+from .bram import RegisteredReadPort
 
 __all__ = ["HostLink", "FRAME_INFO", "REPLY_HEADER", "crc16_next"]
 
@@ -139,12 +140,7 @@ class HostLink(wiring.Component):
         m.submodules.buffers = mem = memory.Memory(shape=8, depth=nbuf << off_bits, init=[],
                                                    attrs={"no_rw_check": 1})
         wp = mem.write_port()
-        # an asynchronous read port and a register (folded into the block RAM
-        # port): with a synchronous port Yosys keeps its read-during-write
-        # emulation despite no_rw_check
-        rp = mem.read_port(domain="comb")
-        rp_data = Signal(8, reset_less=True)
-        m.d.sync += rp_data.eq(rp.data)
+        rp = RegisteredReadPort(m, mem, "rp_data")
 
         head = Signal(range(nbuf))          # oldest delivered frame (offered on `frame`)
         tail = Signal(range(nbuf))          # buffer the next good frame goes to
@@ -155,7 +151,7 @@ class HostLink(wiring.Component):
             self.frame.valid.eq(used != 0),
             self.frame.payload.eq(meta[head]),
             rp.addr.eq(Cat(self.payload_addr[:off_bits], head[:buf_bits] if nbuf > 1 else Const(0, 1))),
-            self.payload_data.eq(rp_data),
+            self.payload_data.eq(rp.data),
         ]
         release = Signal()
         deliver = Signal()
