@@ -21,8 +21,8 @@ from hetaccel.sim import activation_model as am
 from hetaccel.sim import adam_model
 from hetaccel.sim.checking import assert_bit_exact
 from hetaccel.sim.device_model import DeviceModel
-from hetaccel.spec import (AcceleratorConfig, ActivationFunction, MemSpace, Opcode, Status,
-                           activate_flags, encode_instruction, mem_depth, mem_readable,
+from hetaccel.spec import (DEVICE_MAGIC, AcceleratorConfig, ActivationFunction, MemSpace,
+                           Opcode, Status, activate_flags, encode_instruction, mem_depth, mem_readable,
                            pack_words, register_map, unpack_words)
 
 #: cycles a frame may take before the device counts as hung
@@ -243,7 +243,7 @@ async def identity_and_errors(dut):
     drv = await _driver(dut)
     cfg = drv.config
     ident = await drv.request(Opcode.NOP)
-    assert int.from_bytes(ident[:4], "little") == 0x48414343
+    assert int.from_bytes(ident[:4], "little") == DEVICE_MAGIC
     names = ["ID", "VERSION", "CONFIG0", "CONFIG1"]
     got = await drv.read_regs(names)
     from hetaccel.spec import identity_words
@@ -434,7 +434,7 @@ async def adam_pass(dut):
     # counter (wait for the bank's sweep) must not come from the record before.
     got = await drv.read_regs(["ADAM_BETA1", "FRAMES", "ADAM_MODE", "BYTES_IN", "ID",
                                "ADAM_ONE_MINUS_BETA1", "BYTES_IN"])
-    assert got["ADAM_MODE"] == hp["mode"] and got["ID"] == 0x48414343, got
+    assert got["ADAM_MODE"] == hp["mode"] and got["ID"] == DEVICE_MAGIC, got
     got = await drv.read_mem(MemSpace.OPT, 0, n)
     assert_bit_exact(drv.model.mem[MemSpace.OPT].view(np.float32), got, "OPT after ADAM")
     assert not np.array_equal(got[1:, :, 0], state[1:, :, 0])
