@@ -484,9 +484,9 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
         pnr_report = json.loads((build_dir / report_json).read_text())
         fmax = _nextpnr_fmax(pnr_report, log)
         core_clk = [v for k, v in fmax.items() if "pll" in k.lower() or "sync" in k.lower()]
-        core = core_clk[0] if core_clk else (min(fmax.values(), key=lambda v: v["achieved_mhz"])
-                                             if fmax else None)
-        fmax_mhz = core["achieved_mhz"] if core else None
+        clk = core_clk[0] if core_clk else (min(fmax.values(), key=lambda v: v["achieved_mhz"])
+                                            if fmax else None)
+        fmax_mhz = clk["achieved_mhz"] if clk else None
         sweep.append({"seed": s, "fmax_mhz": fmax_mhz})
         if (fmax_mhz is not None and fmax_mhz >= target_mhz) or i == len(seeds) - 1:
             break
