@@ -82,9 +82,10 @@ fixed fields, then the WRITE_MEM word being assembled or the reply word being
 sent; its loads are one strobe each, flip-flops set a cycle ahead, merged as a
 parallel AND-OR; a READ_MEM word reaches it through a register (rd_word,
 state RM_LOAD), and an accumulator word is awaited on a flip-flop (acc_done).
-Scratchpad read ports are an asynchronous port plus a register, which Yosys
-folds into the block RAM and then honours ``no_rw_check`` (no read-first
-emulation logic on the read data).  The engine's ``acts.ready`` reaches only
+Scratchpad read ports are an asynchronous port plus a register
+(:class:`~hetaccel.rtl.bram.RegisteredReadPort`), which Yosys folds into the
+block RAM and then honours ``no_rw_check`` (no read-first emulation logic on
+the read data).  The engine's ``acts.ready`` reaches only
 the acts register, the INPUT read enable and the issue pointers (a GEMM
 retires when its last row is issued); each row loaded there is announced to
 the engine (``acts_next``), which decides its hazard stall a cycle ahead.  The
