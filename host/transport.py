@@ -1,11 +1,11 @@
 """Byte transports under the host runtime: the only part that differs per backend.
 
 Every backend carries the same request/reply frames (built and parsed by
-:mod:`hetaccel.host.protocol`); a transport only moves bytes:
+:mod:`hetaccel.spec.link`); a transport only moves bytes:
 
 * :class:`EmuTransport` feeds them to the bit-exact
   :class:`hetaccel.sim.device_model.DeviceModel` in this process.
-* :class:`RtlTransport` (in :mod:`hetaccel.host.rtl_bridge`) feeds them to the
+* :class:`RtlTransport` (in :mod:`hetaccel.verify.bridge`) feeds them to the
   generated ``Device`` running in Icarus or Verilator in a subprocess.
 * :class:`SerialTransport` writes them to a UART with pyserial.
 * :class:`FaultyTransport` wraps any of them and drops, corrupts or delays

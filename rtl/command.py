@@ -454,7 +454,7 @@ class CommandProcessor(wiring.Component):
         # -------------------------------------------------------- command queue
         # Entry fields start all-ones, so the first enqueue changes them (belt
         # and braces for Icarus, which evaluates an always @* block only once
-        # an input changes; sim/device_tests.py kicks all of them at time 0).
+        # an input changes; verify/device_tests.py kicks all of them at time 0).
         q_valid = Signal(QD)
 
         def entry(width, name):

@@ -3,7 +3,7 @@
 :class:`HostLink` turns a byte stream from a PHY (the UART on boards, bytes
 injected directly in simulation) into checked frames, and frames the
 consumer's replies.  Frame format, statuses and resynchronisation rules are in
-docs/protocol.md; the Python reference is :mod:`hetaccel.host.protocol` (the
+docs/protocol.md; the Python reference is :mod:`hetaccel.spec.link` (the
 parser) and :class:`hetaccel.sim.link_model.LinkModel` (this link, bit- and
 event-exact).
 
@@ -62,7 +62,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import LINK, crc16_update
+from ..spec.link import LINK, crc16_update
 from ..spec import AcceleratorConfig, Status
 from .bram import RegisteredReadPort
 

@@ -23,7 +23,7 @@ models; ``BYTES_IN``, ``BYTES_OUT`` and ``FRAMES`` are exact (see docs/isa.md).
 
 Speed.  Whole, well-formed frames at a frame boundary take a vectorised path
 (the CRC through :func:`binascii.crc_hqx`, which computes the same
-CRC-16/CCITT-FALSE as :func:`hetaccel.host.protocol.crc16` -- a test checks
+CRC-16/CCITT-FALSE as :func:`hetaccel.spec.link.crc16` -- a test checks
 it); everything else goes byte by byte through the LinkModel.  The host
 runtime's "emu" backend is this class.
 """
@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..host.protocol import LINK
+from ..spec.link import LINK
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
                     COUNTERS, GEMM_ACCUMULATE, AcceleratorConfig, MemSpace, Opcode,
                     Status, identity_words, mem_depth, mem_present, mem_word, register_map,
@@ -47,7 +47,7 @@ __all__ = ["DeviceModel", "fast_reply", "cycle_estimate"]
 
 
 def fast_reply(status: int, seq: int, payload: bytes = b"") -> bytes:
-    """The reply frame :func:`hetaccel.host.protocol.encode_reply` builds, with
+    """The reply frame :func:`hetaccel.spec.link.encode_reply` builds, with
     the CRC computed in C (same polynomial, init and bit order)."""
     body = bytes((len(payload) & 0xFF, len(payload) >> 8, seq & 0xFF, int(status))) + payload
     crc = binascii.crc_hqx(body, LINK.crc_init)

@@ -1,7 +1,7 @@
 """Reference model of the device's host link (:class:`hetaccel.rtl.link.HostLink`).
 
-The model applies the parsing rules of :mod:`hetaccel.host.protocol` (it uses
-the same :class:`~hetaccel.host.protocol.FrameParser`) plus the three things
+The model applies the parsing rules of :mod:`hetaccel.spec.link` (it uses
+the same :class:`~hetaccel.spec.link.FrameParser`) plus the three things
 only the device link does:
 
 * **frame buffers** – ``config.link_buffers`` of them.  A frame whose header
@@ -24,7 +24,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from ..host.protocol import (LINK, Frame, FrameError, FrameParser, Header, crc16,
+from ..spec.link import (LINK, Frame, FrameError, FrameParser, Header, crc16,
                              encode_reply, encode_request)
 from ..spec import AcceleratorConfig, Status
 

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from hetaccel.rtl.activation import LATENCY, ActivationUnit
 from hetaccel.sim import activation_model as am
-from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.verify.checking import assert_bit_exact
 from hetaccel.spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP
 
 # --- exact references --------------------------------------------------------

@@ -16,7 +16,7 @@ from hetaccel.rtl.adam import AdamUnit
 from hetaccel.rtl.fp32 import CANONICAL_NAN, FPAdd, FPDiv, FPMul, FPSqrt
 from hetaccel.sim.adam_model import (adam_reference, adam_step, canonical_nan,
                                      hyperparameters, l1_gradient)
-from hetaccel.sim.bench_adam import fidelity, trajectory
+from hetaccel.bench.adam import fidelity, trajectory
 from hetaccel.spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode
 
 

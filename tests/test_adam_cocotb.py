@@ -1,13 +1,13 @@
 """AdamUnit RTL on Icarus and Verilator, bit-exact against hetaccel.sim.adam_model.
 
-One build per simulator; the cocotb module (hetaccel.sim.adam_tests) runs every
+One build per simulator; the cocotb module (hetaccel.verify.adam_tests) runs every
 data class, mode and flow-control case in one simulation.
 """
 
 import pytest
 
-from hetaccel.sim.bench_adam import run_adam_cocotb
-from hetaccel.sim.cocotb_runner import SIMULATORS
+from hetaccel.bench.adam import run_adam_cocotb
+from hetaccel.verify.cocotb_runner import SIMULATORS
 from hetaccel.spec import AcceleratorConfig
 
 # Icarus is ~100x slower than Verilator: it gets the same cases on shorter tensors.

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hetaccel.host.bert import BertConfig, BertModel, cosine, packaged_model_dir
-from hetaccel.host.encoder import QuantizedEncoder, QuantScheme
-from hetaccel.host.placement import Executor
+from hetaccel.workloads.bert import BertConfig, BertModel, cosine, packaged_model_dir
+from hetaccel.workloads.encoder import QuantizedEncoder, QuantScheme
+from hetaccel.workloads.placement import Executor
 
 _spec = importlib.util.spec_from_file_location("tinybert", Path(__file__).with_name("tinybert.py"))
 tinybert = importlib.util.module_from_spec(_spec)
@@ -285,7 +285,7 @@ def test_minilm_loads_from_the_package(minilm):
 
 
 def _shipped_sentences():
-    from hetaccel.host.commands import DEFAULT_SENTENCES, read_sentences
+    from hetaccel.cli.commands import DEFAULT_SENTENCES, read_sentences
 
     return read_sentences(DEFAULT_SENTENCES)
 

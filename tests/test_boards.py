@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from hetaccel.boards.build import (BOARDS, DoesNotFit, LinkEcho, build_board, default_config)
 from hetaccel.boards.pll import ecp5_pll, ice40_pll
-from hetaccel.host.protocol import Frame, ReplyDecoder, encode_request
+from hetaccel.spec.link import Frame, ReplyDecoder, encode_request
 from hetaccel.spec import AcceleratorConfig, Opcode, Status
 
 
@@ -127,7 +127,7 @@ def test_too_big_config_fails_with_numbers(tmp_path):
 
 def test_asic_report(tmp_path):
     from hetaccel.boards.asic import asic_report
-    from hetaccel.sim.formal import FORMAL_DEVICE_CONFIG
+    from hetaccel.verify.formal import FORMAL_DEVICE_CONFIG
     r = asic_report(FORMAL_DEVICE_CONFIG, out_dir=tmp_path)
     assert r["cells"] > 1000 and r["flip_flops"] > 100
     assert r["transistors_logic"] > 4 * r["cells_by_type"].get("_NAND_", 0)

@@ -1,4 +1,4 @@
-"""ISA tables (spec.py), docs/isa.md and the device model: fast checks."""
+"""ISA tables (spec/__init__.py), docs/isa.md and the device model: fast checks."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from hetaccel import spec
 from hetaccel.spec import (AcceleratorConfig, MemSpace, Opcode, Status, check_instruction,
                            encode_instruction, decode_instruction)
 
-ROOT = Path(spec.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 SMALL = AcceleratorConfig(rows=4, cols=4, input_depth=16, weight_depth=16, acc_depth=16,
                           output_depth=16, opt_depth=16, max_k=64, acc_bits=24,
                           act_param_depth=4, act_tables=3, max_payload=64)
@@ -108,7 +108,7 @@ def test_absent_units_are_unknown_opcodes():
 
 # ----------------------------------------------------------------- device model
 
-from hetaccel.host.protocol import ReplyDecoder, crc16, encode_reply, encode_request  # noqa: E402
+from hetaccel.spec.link import ReplyDecoder, crc16, encode_reply, encode_request  # noqa: E402
 from hetaccel.sim import activation_model as am  # noqa: E402
 from hetaccel.sim import adam_model  # noqa: E402
 from hetaccel.sim.device_model import DeviceModel, fast_reply  # noqa: E402
@@ -472,7 +472,7 @@ def test_engine_lookahead_stalls_exactly_like_the_combinational_check(rc, gap, s
     # accumulating row in within RMW_WINDOW cycles of its address, and sum
     # exactly.
     from hetaccel.rtl.engine import RMW_WINDOW
-    from hetaccel.sim.checking import assert_bit_exact
+    from hetaccel.verify.checking import assert_bit_exact
     from hetaccel.sim.systolic_model import EngineModel
     config = AcceleratorConfig(rows=rc[0], cols=rc[1], acc_depth=4)
     rng = np.random.default_rng(seed)

@@ -1,10 +1,10 @@
-"""Whole-device cocotb tests (sim/device_tests.py) on Icarus and Verilator."""
+"""Whole-device cocotb tests (verify/device_tests.py) on Icarus and Verilator."""
 
 
 import pytest
 
 from hetaccel.rtl.device import Device
-from hetaccel.sim.cocotb_runner import SIMULATORS, run_cocotb
+from hetaccel.verify.cocotb_runner import SIMULATORS, run_cocotb
 from hetaccel.spec import AcceleratorConfig
 
 #: small enough for CI, big enough for two K tiles, queueing and every unit
@@ -18,7 +18,7 @@ def test_device_through_byte_protocol(sim):
     # Verilator traces of this design cost more than the simulation itself:
     # no waveform there (re-run on Icarus, which keeps one, to debug).
     run_cocotb(Device(CI_CONFIG), toplevel="hetaccel_device_ci", sim=sim,
-               test_module="hetaccel.sim.device_tests", waves=sim != "verilator",
+               test_module="hetaccel.verify.device_tests", waves=sim != "verilator",
                extra_env={"HETACCEL_CONFIG": CI_CONFIG.to_json()})
 
 
@@ -32,5 +32,5 @@ BARE_CONFIG = AcceleratorConfig(rows=2, cols=3, operand_bits=6, acc_bits=20, max
 
 def test_bare_device_icarus():
     run_cocotb(Device(BARE_CONFIG), toplevel="hetaccel_device_bare", sim="icarus",
-               test_module="hetaccel.sim.device_tests", waves=False,
+               test_module="hetaccel.verify.device_tests", waves=False,
                extra_env={"HETACCEL_CONFIG": BARE_CONFIG.to_json()})

@@ -1,4 +1,4 @@
-"""Formal proofs with yowasp-sby / smtbmc z3 (see hetaccel.sim.formal, docs/formal.md).
+"""Formal proofs with yowasp-sby / smtbmc z3 (see hetaccel.verify.formal, docs/formal.md).
 
 CI runs the k-induction stream proof of the command processor, the bounded
 stream proof of the host link, the decoder proof for the frames without a
@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from hetaccel.rtl.command import CommandProcessor
 from hetaccel.sim.device_model import DeviceModel
-from hetaccel.sim.formal import (FORMAL_DEVICE_CONFIG, FRAME_CLASSES, check_command_decoder,
+from hetaccel.verify.formal import (FORMAL_DEVICE_CONFIG, FRAME_CLASSES, check_command_decoder,
                                  check_command_streams, check_host_link, compute_bound,
                                  ITEM_OVERHEAD, decoder_bound, run_sby, stream_harness)
 from hetaccel.sim.systolic_model import TileOp, tile_cycles

@@ -8,7 +8,7 @@ import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from hetaccel.host.protocol import Frame, ReplyDecoder, crc16_update, encode_request
+from hetaccel.spec.link import Frame, ReplyDecoder, crc16_update, encode_request
 from hetaccel.rtl.link import HostLink, crc16_next
 from hetaccel.spec import AcceleratorConfig, Opcode, Status
 

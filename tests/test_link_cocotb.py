@@ -1,9 +1,9 @@
-"""HostLink on Icarus and Verilator against LinkModel (see sim/link_tests.py)."""
+"""HostLink on Icarus and Verilator against LinkModel (see verify/link_tests.py)."""
 
 import pytest
 
 from hetaccel.rtl.link import HostLink
-from hetaccel.sim.cocotb_runner import SIMULATORS, run_cocotb
+from hetaccel.verify.cocotb_runner import SIMULATORS, run_cocotb
 from hetaccel.spec import AcceleratorConfig
 
 # Small buffers and a short timeout keep the simulations short; the RTL is
@@ -16,7 +16,7 @@ FUZZ_FRAMES = {"icarus": 150, "verilator": 1000}
 
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_host_link(sim):
-    run_cocotb(HostLink(CFG), toplevel="hostlink_t", test_module="hetaccel.sim.link_tests",
+    run_cocotb(HostLink(CFG), toplevel="hostlink_t", test_module="hetaccel.verify.link_tests",
                sim=sim, extra_env={"HETACCEL_CONFIG": CFG.to_json(),
                                    "LINK_FUZZ_FRAMES": str(FUZZ_FRAMES[sim])})
 
@@ -26,6 +26,6 @@ def test_host_link_three_buffers_long_timeout():
     # only: a second Verilator build would cost CI more than it adds.
     sim = "icarus"
     cfg = AcceleratorConfig(max_payload=40, link_buffers=3, link_timeout_cycles=200)
-    run_cocotb(HostLink(cfg), toplevel="hostlink_t3", test_module="hetaccel.sim.link_tests",
+    run_cocotb(HostLink(cfg), toplevel="hostlink_t3", test_module="hetaccel.verify.link_tests",
                sim=sim, extra_env={"HETACCEL_CONFIG": cfg.to_json(),
                                    "LINK_FUZZ_FRAMES": "100"})

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hetaccel.host.lstm import LSTMCell, lstm_reference, run_lstm
-from hetaccel.host.placement import Executor
+from hetaccel.workloads.lstm import LSTMCell, lstm_reference, run_lstm
+from hetaccel.workloads.placement import Executor
 
 
 def test_lstm_close_to_float64():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hetaccel.host.placement import CostModel, Executor, available_boards
+from hetaccel.workloads.placement import CostModel, Executor, available_boards
 from hetaccel.spec import DEFAULT_CONFIG
 
 

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from hetaccel.host.protocol import (Frame, FrameError, ReplyDecoder, RequestDecoder, crc16,
+from hetaccel.spec.link import (Frame, FrameError, ReplyDecoder, RequestDecoder, crc16,
                                     crc16_update, encode_reply, encode_request)
 from hetaccel.sim.link_model import Delivered, LinkModel, LinkReply
 from hetaccel.spec import AcceleratorConfig, Opcode, Status

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hetaccel.host import quantize as Q
-from hetaccel.host.placement import exact_int_matmul
+from hetaccel.workloads import quantize as Q
+from hetaccel.workloads.placement import exact_int_matmul
 
 
 def test_weight_per_output_channel():

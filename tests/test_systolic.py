@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.rtl.systolic import SystolicArray
-from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.verify.checking import assert_bit_exact
 from hetaccel.sim.systolic_model import (
     RMW_WINDOW, EngineModel, gemm_cycles, gemm_model, gemm_reference, latency, plan_gemm,
     row_schedule,

@@ -1,4 +1,4 @@
-"""MatmulEngine on Icarus and Verilator against the NumPy models (see sim/systolic_tests.py).
+"""MatmulEngine on Icarus and Verilator against the NumPy models (see verify/systolic_tests.py).
 
 Each (simulator, array) pair builds once and runs every check of the cocotb
 module: random shapes that are not multiples of the array, corners at K =
@@ -21,7 +21,7 @@ import pytest
 from hetaccel.rtl.multiplier import simulation_models
 from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.rtl.systolic import SystolicArray
-from hetaccel.sim.cocotb_runner import SIMULATORS, build_root, run_cocotb
+from hetaccel.verify.cocotb_runner import SIMULATORS, build_root, run_cocotb
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
 
@@ -61,7 +61,7 @@ def _waves(sim):
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_matmul_engine(sim, name):
     cfg = CONFIGS[name]
-    run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_{name}", test_module="hetaccel.sim.systolic_tests",
+    run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_{name}", test_module="hetaccel.verify.systolic_tests",
                sim=sim, extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim),
                extra_sources=_sources(cfg))
 
@@ -73,7 +73,7 @@ def test_matmul_engine_16x16_and_odd_shape(sim):
                       "3x5": _config(3, 5, 50),
                       "4x4_dual": _config(4, 4, 4096, mac_mapping="ice40_dual")}.items():
         run_cocotb(MatmulEngine(cfg), toplevel=f"matmul_{name}",
-                   test_module="hetaccel.sim.systolic_tests", sim=sim,
+                   test_module="hetaccel.verify.systolic_tests", sim=sim,
                    extra_env={"HETACCEL_CONFIG": cfg.to_json()}, waves=_waves(sim),
                    extra_sources=_sources(cfg))
 
@@ -81,7 +81,7 @@ def test_matmul_engine_16x16_and_odd_shape(sim):
 def _run_array(sim, name):
     cfg = ARRAYS[name]
     run_cocotb(SystolicArray(cfg), toplevel=f"array_{name}",
-               test_module="hetaccel.sim.systolic_tests", sim=sim,
+               test_module="hetaccel.verify.systolic_tests", sim=sim,
                extra_env={"HETACCEL_CONFIG": cfg.to_json(), "HETACCEL_DUT": "array"},
                waves=_waves(sim), extra_sources=_sources(cfg))
 

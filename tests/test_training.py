@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hetaccel.host.placement import Executor
-from hetaccel.host.training import make_dataset, metrics, train_seed_classifier
+from hetaccel.workloads.placement import Executor
+from hetaccel.workloads.training import make_dataset, metrics, train_seed_classifier
 
 
 def test_dataset_is_deterministic_and_balanced():

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from hetaccel.host import Accelerator
-from hetaccel.host.protocol import encode_reply
+from hetaccel.spec.link import encode_reply
 from hetaccel.host.transport import (EmuTransport, FaultPlan, FaultyTransport, Transport,
                                      parse_serial_url)
-from hetaccel.sim.checking import assert_bit_exact
+from hetaccel.verify.checking import assert_bit_exact
 from hetaccel.sim.device_model import DeviceModel
 from hetaccel.spec import DEFAULT_CONFIG, AcceleratorConfig
 
@@ -128,7 +128,7 @@ def test_faulty_transport_random_rates_and_budget():
 
 def test_emu_transport_feeds_the_device_model():
     t = EmuTransport(SMALL)
-    from hetaccel.host.protocol import ReplyDecoder, encode_request
+    from hetaccel.spec.link import ReplyDecoder, encode_request
     from hetaccel.spec import Opcode, Status
 
     t.send(encode_request(Opcode.NOP, 7))
@@ -153,7 +153,7 @@ def _group_alive(pgid: int) -> bool:
 
 def test_bridge_moves_bytes_in_bulk_both_ways():
     """The bridge alone, around a loopback device, on Icarus (frames in = frames out)."""
-    from hetaccel.host.rtl_bridge import RtlTransport
+    from hetaccel.verify.bridge import RtlTransport
 
     frames = [encode_reply(0, i, bytes(range(i % 200))) for i in range(12)]
     data = b"".join(frames)

@@ -3,7 +3,7 @@
 import pytest
 
 from hetaccel.rtl.uart import UartPhy, UartRx, UartTx, uart_divisor
-from hetaccel.sim.cocotb_runner import SIMULATORS, run_cocotb
+from hetaccel.verify.cocotb_runner import SIMULATORS, run_cocotb
 from hetaccel.spec import AcceleratorConfig
 
 
@@ -38,5 +38,5 @@ def test_constructor_checks():
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_uart_phy(sim):
     div = 12
-    run_cocotb(UartPhy(divisor=div), toplevel="uartphy_t", test_module="hetaccel.sim.uart_tests",
+    run_cocotb(UartPhy(divisor=div), toplevel="uartphy_t", test_module="hetaccel.verify.uart_tests",
                sim=sim, extra_env={"UART_DIVISOR": str(div)}, timescale=("1ps", "1ps"))

@@ -1,0 +1,146 @@
+"""``hetaccel bench runtime``: one large linear/matmul through the runtime.
+
+Reports the device cycles the operation took, the wall time, device cycles per
+wall second (the backend's simulation speed), unit utilisation, the board
+projection, and — compared with the same product in NumPy float32 — how fast
+the backend is relative to the CPU doing it alone.  The result is checked
+against the bit-exact models (``correct``).  ``host_cpu_s`` is this process's
+CPU time for the operation and ``simulator_cpu_s`` the simulator process's
+(rtl): on a loaded machine ``device_cycles_per_simulator_cpu_s`` is the
+steadier measure of simulation speed than the wall-clock rate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+HELP = "runtime throughput: a large linear/matmul on the emu or rtl backend"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backend", choices=("emu", "rtl"), default="emu",
+                        help="where the operation runs")
+    parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                        help="simulator of the rtl backend")
+    parser.add_argument("--harness", choices=("native", "cocotb"), default=None,
+                        help="rtl driver: generated C++ (Verilator default) or the cocotb bridge")
+    parser.add_argument("--op", choices=("linear", "matmul"), default="linear",
+                        help="int8 linear (GEMM + requant/activation) or plain int8 matmul")
+    parser.add_argument("--m", type=int, default=None, help="rows of x (default 128 emu, 32 rtl)")
+    parser.add_argument("--k", type=int, default=None, help="reduction (default 384 emu, 128 rtl)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="output features (default 1536 emu, 128 rtl)")
+    parser.add_argument("--activation", default="gelu",
+                        help="activation of the linear (none, relu, sigmoid, tanh, gelu)")
+    parser.add_argument("--config", default=None,
+                        help="accelerator config as JSON (default: the default config)")
+    parser.add_argument("--board", default=None, help="board to project wall time onto")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of the operation; the fastest is reported")
+
+
+def _proc_cpu(pid) -> float | None:
+    """CPU seconds used so far by process ``pid`` (Linux), else None."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def run(args) -> dict:
+    from ..sim import activation_model as am
+    from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction
+    from ..host.accelerator import Accelerator
+
+    config = AcceleratorConfig.from_dict(json.loads(args.config)) if args.config else DEFAULT_CONFIG
+    rtl = args.backend == "rtl"
+    m = args.m or (32 if rtl else 128)
+    k = args.k or (128 if rtl else 384)
+    n = args.n or (128 if rtl else 1536)
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    act = None if args.activation.lower() == "none" else args.activation.lower()
+    fn = ActivationFunction[(act or "none").upper()]
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    bias = rng.integers(-4096, 4096, n).astype(np.int32)
+    scale = np.full(n, 1.0 / (128 * 128 * np.sqrt(k) / 16))
+    table_scales = (1.0 / 16, 1.0 / 32)
+
+    opened = time.perf_counter()
+    options = {"sim": args.sim, "harness": args.harness} if rtl else {}
+    with Accelerator.open(args.backend, config=config, board=args.board, **options) as acc:
+        start_s = time.perf_counter() - opened
+        best = None
+        for _ in range(args.repeat):
+            c0 = acc.transport.device_cycles
+            pid = getattr(acc.transport, "pid", None)
+            s0 = _proc_cpu(pid) if pid else None
+            p0 = time.process_time()
+            t0 = time.perf_counter()
+            if args.op == "linear":
+                y = acc.linear(x, w, bias, act, scale=scale, table_scales=table_scales)
+            else:
+                y = acc.matmul(x, w.T)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - p0
+            s1 = _proc_cpu(pid) if pid else None
+            sim_cpu = s1 - s0 if s0 is not None and s1 is not None else None
+            sim_cycles = acc.transport.device_cycles - c0
+            rec = acc.profile.last
+            if best is None or wall < best[0]:
+                best = (wall, rec, sim_cycles, y, cpu, sim_cpu)
+        wall, rec, sim_cycles, y, cpu, sim_cpu = best
+
+    accv = x.astype(np.int64) @ w.T.astype(np.int64)
+    if args.op == "linear":
+        mult, shift = am.quantize_multiplier(scale)
+        table = am.build_table(fn, *table_scales) if fn in am.TABLE_FUNCTIONS else None
+        ref = am.apply(accv, bias, mult, shift, fn, 0, table)
+    else:
+        ref = accv
+    correct = bool(np.array_equal(y, ref))
+
+    xf, wf = x.astype(np.float32), w.T.astype(np.float32).copy()
+    np_times, np_cpu = [], []
+    for _ in range(5):
+        p0 = time.process_time()
+        t0 = time.perf_counter()
+        xf @ wf
+        np_times.append(time.perf_counter() - t0)
+        np_cpu.append(time.process_time() - p0)
+    np_s = min(np_times)
+    # CYCLES on the emulator are the model's compute prediction; on rtl the counter
+    # counts every simulated cycle the op spanned (link time included).
+    d = rec.as_dict()
+    return {
+        "backend": args.backend + (f"/{args.sim}/{acc.transport.harness}" if rtl else ""),
+        "op": args.op, "activation": act or "none",
+        "shape": {"m": m, "k": k, "n": n},
+        "config": {"rows": config.rows, "cols": config.cols, "max_payload": config.max_payload},
+        "correct": correct,
+        "device_cycles": d["device_cycles"],
+        "simulated_cycles": int(sim_cycles),
+        "wall_s": wall,
+        "device_cycles_per_s": (sim_cycles if rtl else d["device_cycles"]) / wall,
+        "utilization": d["utilization"],
+        "busy_cycles": d["busy_cycles"],
+        "device_bytes_in": d["device_bytes_in"], "device_bytes_out": d["device_bytes_out"],
+        "frames": d["frames"], "retries": d["retries"],
+        "host_cpu_s": cpu,
+        "simulator_cpu_s": sim_cpu,
+        "device_cycles_per_simulator_cpu_s": (sim_cycles / sim_cpu) if sim_cpu else None,
+        "numpy_f32_s": np_s,
+        "numpy_f32_cpu_s": min(np_cpu),
+        "speed_vs_numpy_f32": np_s / wall,
+        "startup_s": start_s,
+        "projection": d["projection"],
+    }
