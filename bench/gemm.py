@@ -5,7 +5,7 @@ weight row is accepted to the cycle after the last result row was written into
 the accumulator memory (the engine's ``idle`` rising).  Result blocks are read
 back through the engine's read port while later blocks compute and the whole
 product is compared bit for bit with ``a.astype(int64) @ b.astype(int64)`` and
-with the tile model.  ``model_cycles`` is :func:`systolic_model.gemm_cycles`.
+with the tile model.  ``model_cycles`` is :func:`hetaccel.host.planner.gemm_cycles`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..spec import AcceleratorConfig, min_acc_bits
-from ..sim.systolic_model import gemm_cycles, plan_gemm
+from ..host.planner import gemm_cycles, plan_gemm
 
 HELP = "GEMM on the systolic engine RTL: measured cycles, utilisation, cycle model, bit-exactness"
 

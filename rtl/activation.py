@@ -14,14 +14,11 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim import activation_model as am
 from ..spec import ACTIVATION_FORMAT, AcceleratorConfig, ActivationFunction, ActivationPrecision
+from ..spec.timing import ACTIVATION_LATENCY
 
-__all__ = ["ActivationUnit", "param_layout", "input_layout", "output_layout", "LATENCY"]
+__all__ = ["ActivationUnit", "param_layout", "input_layout", "output_layout"]
 
 F = ACTIVATION_FORMAT
-
-#: Cycles from an accepted input row to its result on ``out`` (no stalls).
-LATENCY = 7
-
 
 def _bits(n: int) -> int:
     """Address bits for ``n`` entries (at least 1, so no field is zero-width)."""
@@ -72,7 +69,7 @@ class ActivationUnit(wiring.Component):
     the row's ``function``: identity, ReLU, or sigmoid/tanh/GELU through a
     256-entry int8 table (INT8) or the piecewise-linear fixed-point evaluator
     (FIXED16).  One row (``lanes`` elements) per cycle, latency
-    :data:`LATENCY` cycles; the whole pipeline stalls while ``out`` is not
+    :data:`~hetaccel.spec.timing.ACTIVATION_LATENCY` cycles; the whole pipeline stalls while ``out`` is not
     ready, so ``inp.ready`` follows ``out.ready`` combinationally.
 
     Parameters
@@ -156,7 +153,7 @@ class ActivationUnit(wiring.Component):
         # Global stall: every stage moves together when the output can move.
         # That keeps the synchronous memory reads aligned with their stage.
         en = Signal()
-        valid = [Signal(name=f"valid_{i}") for i in range(1, LATENCY + 1)]
+        valid = [Signal(name=f"valid_{i}") for i in range(1, ACTIVATION_LATENCY + 1)]
         m.d.comb += [
             en.eq(~valid[-1] | self.out.ready),
             self.inp.ready.eq(en),
@@ -168,7 +165,7 @@ class ActivationUnit(wiring.Component):
             for a, b in zip(valid[1:], valid[:-1]):
                 m.d.sync += a.eq(b)
 
-        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, LATENCY + 1)]
+        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, ACTIVATION_LATENCY + 1)]
         with m.If(en):
             m.d.sync += [
                 ctl[0].function.eq(self.inp.payload.function),

@@ -54,6 +54,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode
+from ..spec.timing import adam_latency
 from .fp32 import FPAdd, FPDiv, FPMul, FPSqrt
 
 __all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout",
@@ -104,6 +105,10 @@ class AdamUnit(wiring.Component):
         self.config = config
         self.lanes = config.adam_lanes
         self.latency = pipeline_latency()
+        if self.latency != adam_latency():
+            raise AssertionError(f"the Adam pipeline built from the fp32 blocks is {self.latency} "
+                                 f"cycles deep, but hetaccel.spec.timing.adam_latency() says "
+                                 f"{adam_latency()}: the models and the planner count with the spec")
         members = {
             "inp": In(stream.Signature(adam_in_layout(self.lanes))),
             "out": Out(stream.Signature(adam_out_layout(self.lanes))),

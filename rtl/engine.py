@@ -14,8 +14,8 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.systolic_model import RMW_WINDOW, latency
 from ..spec import AcceleratorConfig
+from ..spec.timing import RMW_WINDOW, array_latency
 from .bram import RegisteredReadPort
 from .systolic import (SystolicArray, _check_config, acc_row_layout, acc_write_layout,
                        act_layout, weight_layout)
@@ -82,13 +82,13 @@ class MatmulEngine(wiring.Component):
         with the next row already offered, the array sees no gap.  The hazard
         stall: an accumulating row does not enter the array while a row with
         the same ``acc_addr`` entered in one of the previous
-        :data:`~hetaccel.sim.systolic_model.RMW_WINDOW` cycles (its sum has not
+        :data:`~hetaccel.spec.timing.RMW_WINDOW` cycles (its sum has not
         landed yet when this row's read-modify-write reads the memory).  Rows
         of one tile go to distinct addresses and, with ``rows >= RMW_WINDOW +
         1``, the weight load between two tiles already spaces rows of the same
         address far enough apart, so a GEMM at full rate only meets the stall
         on arrays with fewer rows (see
-        :func:`~hetaccel.sim.systolic_model.row_schedule`).  The engine never
+        :func:`~hetaccel.spec.timing.row_schedule`).  The engine never
         back-pressures the array: a row entering it in cycle ``c`` (``active``)
         lands in the memory at the clock edge ending cycle
         ``c + rows + cols + 1``; a read accepted from cycle ``c + rows + cols + 2``
@@ -162,7 +162,7 @@ class MatmulEngine(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._config
-        L = latency(cfg)
+        L = array_latency(cfg)
         m = Module()
         m.submodules.array = array = SystolicArray(cfg)
         wiring.connect(m, wiring.flipped(self.weights), array.weights)

@@ -37,8 +37,8 @@ accepted.
 Timing (cycles counted from the transfer, all ports at full rate): an activation
 row accepted in cycle ``c`` leaves on ``results`` in cycle ``c + rows + cols + 1``;
 the engine writes it into the accumulator memory in cycle ``c + rows + cols + 2``.
-``latency`` is :func:`hetaccel.sim.systolic_model.latency` (one definition).
-See docs/matmul.md and :func:`hetaccel.sim.systolic_model.tile_cycles`.
+``latency`` is :func:`hetaccel.spec.timing.array_latency` (one definition).
+See docs/matmul.md and :func:`hetaccel.spec.timing.tile_cycles`.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.systolic_model import latency
 from ..spec import AcceleratorConfig
+from ..spec.timing import array_latency
 from .multiplier import (LUT_PE_SPLIT, lut_levels, lut_product, mult18x18d, pe_mapping,
                          sb_mac16_dual)
 
 __all__ = ["SystolicArray", "weight_layout", "act_layout",
-           "result_layout", "acc_row_layout", "acc_write_layout", "latency"]
+           "result_layout", "acc_row_layout", "acc_write_layout"]
 
 
 def _check_config(config, who: str) -> AcceleratorConfig:
@@ -205,7 +205,7 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         cfg = self._config
         R, C, ob = cfg.rows, cfg.cols, cfg.operand_bits
-        L = latency(cfg)
+        L = array_latency(cfg)
         m = Module()
 
         # ---- weight banks and their loader ---------------------------------

@@ -35,15 +35,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..spec.link import LINK
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
                     COUNTERS, GEMM_ACCUMULATE, AcceleratorConfig, MemSpace, Opcode,
                     Status, identity_words, mem_depth, mem_present, mem_word, register_map,
                     validate_instruction)
+from ..spec.link import LINK
+from ..spec.timing import instruction_cycles
 from . import systolic_model
+from .activation_model import ActivationUnitModel
+from .adam_model import adam_step
 from .link_model import LinkModel, LinkReply
 
-__all__ = ["DeviceModel", "fast_reply", "cycle_estimate"]
+__all__ = ["DeviceModel", "fast_reply"]
 
 
 def fast_reply(status: int, seq: int, payload: bytes = b"") -> bytes:
@@ -57,33 +60,6 @@ def fast_reply(status: int, seq: int, payload: bytes = b"") -> bytes:
 @lru_cache(maxsize=64)
 def _regs_by_addr(config: AcceleratorConfig) -> dict:
     return {r.addr: r for r in register_map(config).values()}
-
-
-@lru_cache(maxsize=4096)
-def _gemm_cycles(config: AcceleratorConfig, m: int) -> int:
-    return systolic_model.tile_cycles(config, [m])
-
-
-def cycle_estimate(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
-    """Predicted busy cycles of one compute instruction run on its own.
-
-    "On its own" matters for one case only: a GEMM that enters the engine
-    right behind another can meet the read-modify-write hazard stall
-    (:data:`~hetaccel.sim.systolic_model.RMW_WINDOW`) when it accumulates into
-    rows the previous GEMM wrote in its last cycles.  That needs an array with
-    ``rows <= RMW_WINDOW`` (the weight load otherwise separates the two) and
-    both GEMMs queued at once; the prediction is then low by up to
-    ``RMW_WINDOW`` cycles per such GEMM.  A whole plan's exact schedule is
-    :func:`~hetaccel.sim.systolic_model.row_schedule`."""
-    if opcode == Opcode.GEMM:
-        return _gemm_cycles(config, fields["m"])
-    if opcode == Opcode.ACTIVATE:
-        from ..rtl.activation import LATENCY
-        return fields["m"] + LATENCY + 3
-    if opcode == Opcode.ADAM:
-        from ..rtl.adam import pipeline_latency
-        return fields["count"] + pipeline_latency() + 3
-    return 0
 
 
 def _wrap(values: np.ndarray, bits: int) -> np.ndarray:
@@ -128,7 +104,6 @@ class DeviceModel:
             self.mem[space] = np.zeros((mem_depth(config, space),) + word.shape, dtype=dtype)
         self.act = None
         if config.has_activation:
-            from .activation_model import ActivationUnitModel
             self.act = ActivationUnitModel(config)
         self.registers = register_map(config)
         self.regs = {r.name: 0 for r in self.registers.values() if r.access == "rw"}
@@ -231,7 +206,7 @@ class DeviceModel:
         if op == Opcode.READ_REG:
             return b"".join(self.read_reg(rec["reg"]).to_bytes(4, "little")
                             for rec in f["records"])
-        cycles = cycle_estimate(self.config, op, f)
+        cycles = instruction_cycles(self.config, op, f)
         self.compute_cycles += cycles
         if op == Opcode.GEMM:
             self._gemm(f)
@@ -343,8 +318,6 @@ class DeviceModel:
         self.mem[MemSpace.OUTPUT][f["out_addr"]:f["out_addr"] + m] = out
 
     def _adam(self, f: dict) -> None:
-        from .adam_model import adam_step
-
         words = self.mem[MemSpace.OPT][f["addr"]:f["addr"] + f["count"]]
         fl = words.view(np.float32)
         p, g, m, v = (np.ascontiguousarray(fl[..., i]) for i in range(4))

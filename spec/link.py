@@ -34,7 +34,26 @@ import enum
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import LinkFormat, Opcode, Status
+from .codes import Opcode, Status
+
+
+@dataclass(frozen=True)
+class LinkFormat:
+    """Byte layout of host-link frames (see docs/protocol.md).
+
+    Request::  SYNC_REQ | len (u16 LE) | seq (u8) | opcode (u8) | payload[len] | crc16 (LE)
+    Reply::    SYNC_REP | len (u16 LE) | seq (u8) | status (u8) | payload[len] | crc16 (LE)
+
+    The CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no
+    final xor) over every byte after the sync byte and before the CRC.
+    """
+
+    sync_request: int = 0xA5
+    sync_reply: int = 0x5A
+    crc_poly: int = 0x1021
+    crc_init: int = 0xFFFF
+    header_bytes: int = 5   # sync, len lo, len hi, seq, opcode/status
+    crc_bytes: int = 2
 
 __all__ = [
     "LINK",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hetaccel.rtl.activation import LATENCY, ActivationUnit
+from hetaccel.rtl.activation import ActivationUnit
+from hetaccel.spec.timing import ACTIVATION_LATENCY as LATENCY
 from hetaccel.sim import activation_model as am
 from hetaccel.verify.checking import assert_bit_exact
 from hetaccel.spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP

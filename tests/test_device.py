@@ -471,7 +471,7 @@ def test_engine_lookahead_stalls_exactly_like_the_combinational_check(rc, gap, s
     # for every row as the engine comparing combinationally, never let an
     # accumulating row in within RMW_WINDOW cycles of its address, and sum
     # exactly.
-    from hetaccel.rtl.engine import RMW_WINDOW
+    from hetaccel.spec.timing import RMW_WINDOW
     from hetaccel.verify.checking import assert_bit_exact
     from hetaccel.sim.systolic_model import EngineModel
     config = AcceleratorConfig(rows=rc[0], cols=rc[1], acc_depth=4)

@@ -21,7 +21,8 @@ from hetaccel.sim.device_model import DeviceModel
 from hetaccel.verify.formal import (FORMAL_DEVICE_CONFIG, FRAME_CLASSES, check_command_decoder,
                                  check_command_streams, check_host_link, compute_bound,
                                  ITEM_OVERHEAD, decoder_bound, run_sby, stream_harness)
-from hetaccel.sim.systolic_model import TileOp, tile_cycles
+from hetaccel.host.planner import TileOp
+from hetaccel.spec.timing import tile_cycles
 from hetaccel.spec import Opcode
 
 

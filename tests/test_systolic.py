@@ -11,10 +11,9 @@ from amaranth.sim import Simulator
 from hetaccel.rtl.engine import MatmulEngine
 from hetaccel.rtl.systolic import SystolicArray
 from hetaccel.verify.checking import assert_bit_exact
-from hetaccel.sim.systolic_model import (
-    RMW_WINDOW, EngineModel, gemm_cycles, gemm_model, gemm_reference, latency, plan_gemm,
-    row_schedule,
-    tile_cycles, tile_streams, wrap)
+from hetaccel.host.planner import gemm_cycles, plan_gemm
+from hetaccel.sim.systolic_model import EngineModel, gemm_model, gemm_reference, tile_streams, wrap
+from hetaccel.spec.timing import RMW_WINDOW, array_latency, row_schedule, tile_cycles
 from hetaccel.spec import AcceleratorConfig, min_acc_bits
 
 
@@ -44,7 +43,7 @@ def test_tile_model_matches_reference(shape, rc):
     rng = np.random.default_rng(sum(shape) + rc[0])
     m, k, n = shape
     a, b = rand_int8(rng, (m, k), config), rand_int8(rng, (k, n), config)
-    assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b), "tile model")
+    assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b, plan_gemm(config, *a.shape, b.shape[1])), "tile model")
 
 
 def test_model_at_accumulator_limit():
@@ -53,7 +52,8 @@ def test_model_at_accumulator_limit():
     for fill in (-128, 127):
         a = np.full((3, 64), fill)
         b = np.full((64, 3), -128)
-        assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b), f"fill {fill}")
+        assert_bit_exact(gemm_reference(a, b), gemm_model(config, a, b, plan_gemm(config, *a.shape, b.shape[1])),
+                         f"fill {fill}")
     with pytest.raises(ValueError, match="max_k"):
         plan_gemm(config, 3, 65, 3)
 
@@ -88,7 +88,8 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="inner dimensions"):
         gemm_reference(np.zeros((2, 3), int), np.zeros((2, 3), int))
     with pytest.raises(ValueError, match="128"):
-        list(tile_streams(config, np.full((1, 1), 128), np.ones((1, 1), int)))
+        list(tile_streams(config, np.full((1, 1), 128), np.ones((1, 1), int),
+                         plan_gemm(config, 1, 1, 1)))
     with pytest.raises(ValueError, match="k must be"):
         plan_gemm(config, 1, 0, 1)
     with pytest.raises(TypeError, match="integers"):
@@ -100,7 +101,7 @@ def test_cycle_model_hides_weight_loads_for_long_tiles():
     plan = plan_gemm(config, 128, 384, 384)
     total = gemm_cycles(config, 128, 384, 384)
     # The closed form: rows + sum(tile_rows) + L + 1, +1 for the accumulator write.
-    assert total == config.rows + plan.act_rows + latency(config) + 2
+    assert total == config.rows + plan.act_rows + array_latency(config) + 2
     # Short tiles are bound by the weight loads and the bank release.
     assert tile_cycles(config, [1, 1, 1]) > 3 * 8
 
@@ -159,7 +160,7 @@ def run_array(config, a, b, *, in_gap=0.0, out_stall=0.0, seed=0, max_cycles=200
             cycle += 1
         log["first_in"] = first
         # Nothing more may come out once every row has left.
-        for _ in range(latency(config) + 2):
+        for _ in range(array_latency(config) + 2):
             ctx.set(dut.results.ready, 1)
             assert not ctx.get(dut.results.valid), "extra result row"
             await ctx.tick()
@@ -210,7 +211,7 @@ def test_weights_ready_is_exactly_the_bank_rule(rc, seed):
     # (stages 0..L-1)"; check it every cycle against that rule kept here from
     # the observed handshakes, under random gaps and back-pressure.
     config = cfg(*rc)
-    R, L = config.rows, latency(config)
+    R, L = config.rows, array_latency(config)
     dut = SystolicArray(config)
     rng = np.random.default_rng(seed)
     a, b = rand_int8(rng, (3, 4 * R), config), rand_int8(rng, (4 * R, 2), config)
@@ -279,7 +280,7 @@ def test_double_buffering_streams_tiles_back_to_back():
     _check_array_results(config, a, b, got, a_items, plan)
     assert len(plan.tiles) == 4
     # tile_cycles' closed form when the loads hide: rows + sum(tile_rows) + L + 1.
-    assert cycles == config.rows + len(a_items) + latency(config) + 1
+    assert cycles == config.rows + len(a_items) + array_latency(config) + 1
     assert cycles == tile_cycles(config, [t.m for t in plan.tiles], engine=False)
 
 
@@ -665,12 +666,11 @@ def test_ecp5_mult18_places_and_routes_out_of_context(tmp_path):
 
 def test_one_latency_definition():
     import hetaccel.rtl.systolic as rtl
-    import hetaccel.sim.systolic_model as model
-    assert rtl.latency is model.latency
+    assert rtl.array_latency is array_latency
     # One fabric input register per row, rows - 2 more skew registers, cols
     # operand registers, the product and the partial-sum register.
-    assert model.latency(cfg(4, 6)) == 4 + 6
-    assert model.latency(cfg(1, 3)) == 1 + 3
+    assert array_latency(cfg(4, 6)) == 4 + 6
+    assert array_latency(cfg(1, 3)) == 1 + 3
 
 
 def test_board_fit_check_counts_mapped_dsps(tmp_path):

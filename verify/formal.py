@@ -485,16 +485,16 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
 def compute_bound(config: AcceleratorConfig) -> int:
     """Cycles the compute side needs to drain a full queue: ``cmd_queue_depth``
     GEMMs of ``input_depth`` rows each, back to back, from the systolic cycle
-    model (:func:`hetaccel.sim.systolic_model.tile_cycles`), plus
+    model (:func:`hetaccel.spec.timing.tile_cycles`), plus
     :data:`ITEM_OVERHEAD` per instruction for the queue's own bookkeeping.
 
     While the decoder waits on compute it takes no frame, so nothing is added
     to the queue and this bounds every wait.  Shorter GEMMs can meet the
-    read-modify-write hazard stall (:data:`~hetaccel.sim.systolic_model.RMW_WINDOW`),
+    read-modify-write hazard stall (:data:`~hetaccel.spec.timing.RMW_WINDOW`),
     which full-depth ones never do; for :data:`FORMAL_DEVICE_CONFIG` a test
     enumerates every queue (row counts, accumulator bases, accumulate or not)
     and finds none slower than this bound."""
-    from ..sim.systolic_model import tile_cycles
+    from ..spec.timing import tile_cycles
     if config.has_activation or config.has_adam:
         raise ValueError("compute_bound models GEMM only: use a config with "
                          "has_activation=False and has_adam=False")

@@ -38,8 +38,9 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..spec import AcceleratorConfig, min_acc_bits
 from .checking import assert_bit_exact
-from ..sim.systolic_model import (EngineModel, gemm_cycles, gemm_model, gemm_reference, latency,
-                             plan_gemm, tile_streams)
+from ..host.planner import gemm_cycles, plan_gemm
+from ..sim.systolic_model import EngineModel, gemm_model, gemm_reference, tile_streams
+from ..spec.timing import array_latency
 
 
 def load_config() -> AcceleratorConfig:
@@ -189,7 +190,7 @@ class ReadoutMonitor:
             bi = self.blocks_read
             blk = self.blocks[bi]
             landed = (bi in block_last_cycle
-                      and cycle >= block_last_cycle[bi] + latency(cfg) + 3)
+                      and cycle >= block_last_cycle[bi] + array_latency(cfg) + 3)
             av = landed and self._addr_i < blk.m and (self.stall == 0 or self.rng.random() >= self.stall)
             if av and self._shown != (bi, self._addr_i):
                 dut.rd_addr__payload.value = blk.acc_addr + self._addr_i
@@ -280,7 +281,7 @@ class MatmulTester:
     async def check(self, a, b, what: str) -> dict:
         res = await self.gemm(a, b)
         ref = gemm_reference(a, b)
-        assert_bit_exact(gemm_model(self.config, a, b), res["c"], f"{what}: RTL vs tile model")
+        assert_bit_exact(gemm_model(self.config, a, b, res["plan"]), res["c"], f"{what}: RTL vs tile model")
         assert_bit_exact(ref, res["c"], f"{what}: RTL vs int64 matmul")
         self.dut._log.info("%s: %s x %s ok in %d cycles", what, a.shape, b.shape, res["cycles"])
         return res
@@ -373,7 +374,7 @@ async def gemm_bench(dut):
     res = await t.gemm(a, b)
     sim_s = time.perf_counter() - t0
     ref = gemm_reference(a, b)
-    correct = bool(np.array_equal(ref, res["c"]) and np.array_equal(gemm_model(cfg, a, b), res["c"]))
+    correct = bool(np.array_equal(ref, res["c"]) and np.array_equal(gemm_model(cfg, a, b, res["plan"]), res["c"]))
     out = {"cycles": int(res["cycles"]), "correct": correct, "sim_s": sim_s,
            "tiles": len(res["plan"].tiles)}
     with open(req["out"], "w") as f:
@@ -451,7 +452,7 @@ async def array_backpressure(dut):
         assert_bit_exact(np.array([e[0] for e in expected]), np.array([g[0] for g in got]),
                          f"{what}: result rows")
         assert [g[1:] for g in got] == [e[1:] for e in expected], f"{what}: control fields"
-        for _ in range(latency(cfg) + 2):
+        for _ in range(array_latency(cfg) + 2):
             await ReadOnly()
             assert not dut.results__valid.value, f"{what}: extra result row"
             await FallingEdge(dut.clk)

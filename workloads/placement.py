@@ -124,7 +124,7 @@ class CostModel:
     def gemm_cycles(self, m: int, k: int, n: int) -> int:
         """Device cycles of an ``m x k @ k x n`` product at full rate."""
         try:
-            from ..sim.systolic_model import gemm_cycles
+            from ..host.planner import gemm_cycles
 
             return int(gemm_cycles(self.config, m, k, n))
         except Exception:  # the engine model refuses shapes the runtime tiles itself

@@ -1,0 +1,227 @@
+"""Pipeline timing of every unit: the one definition of the device's cycles.
+
+The RTL checks, when it is elaborated, that the pipelines it builds have these
+depths; the device model counts its busy cycles with them, and the planner
+(:mod:`hetaccel.host.planner`) projects whole workloads from them.  Nothing
+here imports Amaranth.
+
+- :func:`array_latency`, :data:`RMW_WINDOW` -- the systolic array and the
+  matmul engine's read-modify-write window;
+- :func:`tile_cycles`, :func:`row_schedule` -- the engine's exact schedule of a
+  tile sequence fed at full rate (weight loads, double buffering, the hazard
+  stall, fill and drain);
+- :data:`ACTIVATION_LATENCY` -- the requant/activation pipeline;
+- :data:`FP_MUL_LATENCY` ... :func:`adam_latency` -- the fp32 blocks and the
+  Adam pipeline built from them;
+- :func:`instruction_cycles` -- busy cycles of one compute instruction.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+from .config import AcceleratorConfig
+from .codes import Opcode
+
+__all__ = [
+    "array_latency", "RMW_WINDOW", "row_schedule", "tile_cycles", "ACTIVATION_LATENCY",
+    "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY", "adam_latency",
+    "INSTRUCTION_OVERHEAD", "instruction_cycles",
+]
+
+
+def _check_config(config) -> AcceleratorConfig:
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+    return config
+
+
+def array_latency(config: AcceleratorConfig) -> int:
+    """Pipeline registers between an accepted activation row and its result.
+
+    The one definition of the array's latency: :class:`hetaccel.rtl.systolic.
+    SystolicArray` imports it and checks, when it is elaborated, that the
+    pipeline it builds has exactly this many stages.  A row accepted in cycle
+    ``c`` is on ``results`` in cycle ``c + latency + 1`` and lands in the
+    engine's accumulator memory at the edge ending cycle ``c + latency + 2``.
+
+    ``rows + cols``: the last PE's activation passes one input register and
+    ``rows - 2`` skew registers (rows 0 and 1 share one skew, because row 0's
+    product register feeds the column directly) and ``cols`` operand
+    registers, then its product register and its partial-sum register
+    (``1 + rows - 2 + cols + 2`` registers, the first being stage 0; a
+    one-row array has no partial-sum register and ``1 + cols`` registers).
+    The input register keeps every PE operand register off the path from the
+    array's ``acts`` payload (see docs/matmul.md).
+    """
+    return config.rows + config.cols
+
+
+RMW_WINDOW = 3
+"""Accepted rows whose accumulator sums an accumulating row's read would miss.
+
+The engine reads a row's accumulator row (its read-modify-write) ``L - 1``
+cycles after accepting it (``L`` = :func:`array_latency`; two cycles before the row
+is on ``results``) and writes the sum at the edge ending cycle ``L + 2`` after
+accepting it, with no forwarding between the two.  A row accepted in cycle
+``c'`` has therefore landed for a read in cycle ``c + L - 1`` only if
+``c' + L + 2 <= c + L - 2``, i.e. ``c - c' >= 4``, for any array shape.  An
+accumulating row is held at the engine's ``acts`` input (bubbles) while a row
+with its ``acc_addr`` was accepted in the previous ``RMW_WINDOW`` cycles.
+:class:`hetaccel.rtl.engine.MatmulEngine` imports this value.
+"""
+
+
+def _tile_fields(tile) -> tuple[int, int | None, bool]:
+    # A tile is a row count, or anything with the planner's TileOp fields.
+    if all(hasattr(tile, f) for f in ("m", "acc_addr", "accumulate")):
+        return int(tile.m), int(tile.acc_addr), bool(tile.accumulate)
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral):
+        raise TypeError(f"a tile is a TileOp or a row count, not {tile!r}")
+    return int(tile), None, False
+
+
+def _schedule(config: AcceleratorConfig, tiles, *, rows_out: list | None = None) -> int:
+    """Cycle the last activation row is accepted; appends every row's cycle to ``rows_out``.
+
+    Only the first ``RMW_WINDOW`` rows of a tile can meet the hazard stall:
+    later rows follow rows of their own tile, which have other addresses.
+    """
+    R, L, W = config.rows, array_latency(config), RMW_WINDOW
+    le_prev = -1
+    ae_hist = [-(10 ** 9), -(10 ** 9)]  # ae[t-2], ae[t-1]
+    recent: list[tuple[int, int | None]] = []   # (cycle, acc_addr) of the last W rows accepted
+    ae = 0
+    for tile in tiles:
+        m, base, accumulate = _tile_fields(tile)
+        if m < 1:
+            raise ValueError(f"every tile needs at least one activation row, got {m}")
+        ls = max(le_prev + 1, ae_hist[0] + L + 1)       # bank free: tile t-2 has left
+        le = ls + R - 1                                  # one weight row per cycle
+        x = max(ae_hist[1] + 1, le + 1)                  # rows in order, weights complete
+        for r in range(min(m, W)):
+            addr = None if base is None else base + r
+            if accumulate and addr is not None:
+                for c, a in recent:
+                    if a == addr:
+                        x = max(x, c + W + 1)            # hazard: wait for its sum to land
+            if rows_out is not None:
+                rows_out.append(x)
+            recent = (recent + [(x, addr)])[-W:]
+            x += 1
+        ae = x - 1 + max(0, m - W)
+        if m > W:
+            if rows_out is not None:
+                rows_out.extend(range(x, ae + 1))
+            recent = [(ae - W + 1 + i, None if base is None else base + m - W + i)
+                      for i in range(W)]
+        le_prev = le
+        ae_hist = [ae_hist[1], ae]
+    return ae
+
+
+def row_schedule(config: AcceleratorConfig, tiles) -> list[int]:
+    """The cycle each activation row is accepted, at full rate (see :func:`tile_cycles`).
+
+    ``tiles`` as for :func:`tile_cycles`.  Gaps between consecutive rows of a
+    tile are the read-modify-write hazard stall (:data:`RMW_WINDOW`).
+    """
+    _check_config(config)
+    out: list[int] = []
+    _schedule(config, list(tiles), rows_out=out)
+    return out
+
+
+def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence, *, engine: bool = True) -> int:
+    """Cycles to run a sequence of tiles at full rate.
+
+    Each element of ``tile_rows`` is a :class:`~hetaccel.host.planner.TileOp` (its ``m`` rows go to
+    accumulator rows ``acc_addr + r``, added when ``accumulate``) or a plain row
+    count (rows that never meet the hazard stall, e.g. overwriting rows).
+    Both input streams always hold their next transfer and results are never
+    back-pressured.  Counted from the cycle the first weight row is accepted
+    (cycle 0) to the cycle the last result is written into the accumulator
+    memory (``engine=True``) or leaves ``results`` (``engine=False``),
+    inclusive.  With ``ls/le`` the first/last cycle a tile's weights load and
+    ``as/ae`` the first/last cycle its activations enter::
+
+        ls[t] = max(le[t-1] + 1, ae[t-2] + L + 1)  # bank free: tile t-2 has left
+        le[t] = ls[t] + rows - 1                     # one weight row per cycle
+        as[t] = max(ae[t-1] + 1, le[t] + 1)          # weights complete, in order
+        row r of tile t: one cycle after row r-1, and an accumulating row no
+            earlier than RMW_WINDOW + 1 cycles after any row with its acc_addr
+        cycles = ae[-1] + L + 2 (+1 for the accumulator write)
+
+    where ``L = rows + cols``.  When every tile but the last has at least
+    ``L + rows = 2*rows + cols`` rows, the loads hide completely and the
+    total is ``rows + sum(tile_rows) + L + 1 (+1)``.  Consecutive tiles of a
+    :func:`~hetaccel.host.planner.plan_gemm` plan start at least ``rows`` cycles apart (their weight
+    loads), so with ``rows > RMW_WINDOW`` the hazard stall never costs a cycle;
+    smaller arrays pay it for K-tiles of fewer than ``RMW_WINDOW + 1`` rows.
+    """
+    _check_config(config)
+    tiles = list(tile_rows)
+    if not tiles:
+        raise ValueError(f"tile_rows must be a non-empty list of tiles, got {tile_rows!r}")
+    try:
+        ae = _schedule(config, tiles)
+    except ValueError as e:
+        raise ValueError(f"tile_rows must hold positive row counts or TileOps, got "
+                         f"{tile_rows!r}: {e}") from None
+    return ae + array_latency(config) + 2 + (1 if engine else 0)
+
+
+#: Cycles from an accepted input row of the activation unit to its result on
+#: ``out`` with no stalls (:class:`hetaccel.rtl.activation.ActivationUnit`).
+ACTIVATION_LATENCY = 7
+
+#: Enabled edges from operands to result of the correctly rounded binary32
+#: blocks of :mod:`hetaccel.rtl.fp32` (multiply, add, and the square root and
+#: divide at the iterations per stage the Adam unit builds them with).
+FP_MUL_LATENCY = 3
+FP_ADD_LATENCY = 4
+FP_SQRT_LATENCY = 7
+FP_DIV_LATENCY = 7
+
+
+def adam_latency() -> int:
+    """Advancing cycles of the Adam unit from an accepted input to its output (any lane count).
+
+    The longest chain of its data flow (docs/adam.md): the L2 term, ``v'``,
+    the bias-corrected denominator, then the update of ``p``.
+    """
+    lm, la, ls, ld = FP_MUL_LATENCY, FP_ADD_LATENCY, FP_SQRT_LATENCY, FP_DIV_LATENCY
+    t1 = lm + la                    # g1 (L2 term)
+    t2 = t1 + 2 * lm + la           # v'
+    t3 = t2 + ls + lm + la          # denom
+    return t3 + ld + lm + la        # p'
+
+
+#: Cycles an ACTIVATE or ADAM instruction spends beyond its streamed elements
+#: and its unit's pipeline (the command processor's start and finish).
+INSTRUCTION_OVERHEAD = 3
+
+
+def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
+    """Predicted busy cycles of one compute instruction run on its own.
+
+    ``fields`` are the instruction's decoded fields (``m`` for GEMM and
+    ACTIVATE, ``count`` for ADAM); any other opcode takes no compute cycles.
+
+    "On its own" matters for one case only: a GEMM that enters the engine
+    right behind another can meet the read-modify-write hazard stall
+    (:data:`RMW_WINDOW`) when it accumulates into rows the previous GEMM wrote
+    in its last cycles.  That needs an array with ``rows <= RMW_WINDOW`` (the
+    weight load otherwise separates the two) and both GEMMs queued at once;
+    the prediction is then low by up to ``RMW_WINDOW`` cycles per such GEMM.
+    A whole plan's exact schedule is :func:`row_schedule`.
+    """
+    _check_config(config)
+    if opcode == Opcode.GEMM:
+        return tile_cycles(config, [fields["m"]])
+    if opcode == Opcode.ACTIVATE:
+        return fields["m"] + ACTIVATION_LATENCY + INSTRUCTION_OVERHEAD
+    if opcode == Opcode.ADAM:
+        return fields["count"] + adam_latency() + INSTRUCTION_OVERHEAD
+    return 0
