@@ -57,8 +57,8 @@ def run(args) -> dict:
     from ..spec import DEFAULT_CONFIG
     from ..host.accelerator import Accelerator
     from ..workloads.bert import BertModel
-    from .commands import Progress, print_placement, run_encoder
-    from ..workloads.encoder import QuantizedEncoder
+    from .commands import Progress, print_placement
+    from ..workloads.encoder import QuantizedEncoder, run_encoder
     from ..workloads.placement import Executor
 
     if not 1 <= args.sentences <= len(DEMO_SENTENCES):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hetaccel.workloads.bert import BertConfig, BertModel, cosine, packaged_model_dir
-from hetaccel.workloads.encoder import QuantizedEncoder, QuantScheme
+from hetaccel.workloads.encoder import (DEFAULT_SENTENCES, QuantizedEncoder, QuantScheme,
+                                       read_sentences)
 from hetaccel.workloads.placement import Executor
 
 _spec = importlib.util.spec_from_file_location("tinybert", Path(__file__).with_name("tinybert.py"))
@@ -285,8 +286,6 @@ def test_minilm_loads_from_the_package(minilm):
 
 
 def _shipped_sentences():
-    from hetaccel.cli.commands import DEFAULT_SENTENCES, read_sentences
-
     return read_sentences(DEFAULT_SENTENCES)
 
 

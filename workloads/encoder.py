@@ -24,16 +24,22 @@ Every matmul is exact (int8 x int8 -> int32); scales are applied on the host.  W
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from . import quantize as Q
-from .bert import BertModel, layer_norm, softmax
-from .placement import Executor
+from .bert import BertModel, cosine, layer_norm, softmax
+from .placement import Executor, available_boards
 
-__all__ = ["QuantScheme", "QuantizedEncoder", "Q412"]
+__all__ = ["QuantScheme", "QuantizedEncoder", "Q412", "DEFAULT_SENTENCES", "read_sentences",
+           "run_encoder"]
+
+#: The shipped sentence set (short, long up to 256 tokens, punctuation, non-ASCII).
+DEFAULT_SENTENCES = Path(__file__).resolve().parent.parent / "data" / "sentences.txt"
 
 #: One Q4.12 unit: the fixed-point input/output format of the activation unit's
 #: 16-bit path (spec.ACTIVATION_FORMAT.fixed_in_frac).
@@ -288,3 +294,50 @@ class QuantizedEncoder:
             done += size * n_layers
             i = j
         return np.stack(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+
+def read_sentences(path) -> list[str]:
+    """The non-empty lines of a text file, one sentence each."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sentence file {p} does not exist")
+    lines = [s.strip() for s in p.read_text(encoding="utf-8").splitlines()]
+    sentences = [s for s in lines if s]
+    if not sentences:
+        raise ValueError(f"sentence file {p} has no non-empty line")
+    return sentences
+
+
+def run_encoder(model: BertModel, sentences, executor: Executor, *, scheme=None,
+                batch_tokens=256, progress=None, boards=None) -> tuple[dict, np.ndarray]:
+    """Quantized embeddings vs the float32 reference, with placement figures."""
+    enc = QuantizedEncoder(model, executor, scheme)
+    t0 = time.perf_counter()
+    emb = enc.encode(sentences, batch_tokens=batch_tokens, progress=progress)
+    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ref = model.encode_float(sentences)
+    ref_s = time.perf_counter() - t1
+    cos = [cosine(a, b) for a, b in zip(emb, ref)]
+    op_wall = sum(d.wall_s for d in executor.ops)
+    # the CPU work of the quantized run outside the offloaded ops (embeddings,
+    # softmax, layer norm, quantization, pooling): measured, added to every board
+    host_s = max(0.0, wall - op_wall)
+    summary = executor.summary(boards or available_boards(executor.config), host_s=host_s)
+    per = [{"text": s, "tokens": int(len(model.tokenize(s).ids)), "cosine": c}
+           for s, c in zip(sentences, cos)]
+    result = {
+        "model": model.name,
+        "backend": executor.acc.backend if executor.acc is not None else "cpu",
+        "placement": executor.mode,
+        "scheme": enc.scheme.as_dict(),
+        "sentences": per,
+        "n_sentences": len(sentences),
+        "min_cosine": float(min(cos)),
+        "mean_cosine": float(np.mean(cos)),
+        **summary,
+        "wall_s": wall,
+        "float_reference_wall_s": ref_s,
+        "placement_table": executor.placement_table(),
+    }
+    return result, emb

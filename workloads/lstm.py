@@ -131,10 +131,3 @@ def run_lstm(ex: Executor, *, inputs: int = 16, hidden: int = 32, batch: int = 4
             "device_cycles": s["device_cycles"], "offloaded_macs": s["offloaded_macs"],
             "activation_passes_on_device": sum(1 for d in ex.ops if d.kind == "activation"
                                                and d.placed == "accelerator")}
-
-
-def run_lstm_command(args) -> dict:
-    from ..cli.commands import open_executor
-
-    with open_executor(args.backend, args.placement, args.sim) as ex:
-        return run_lstm(ex, steps=args.steps, seed=args.seed)
