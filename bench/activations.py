@@ -28,8 +28,10 @@ import time
 
 import numpy as np
 
-from ..spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP
+from ..rtl.activation import ActivationUnit
 from ..sim import activation_model as am
+from ..spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP
+from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
 
 HELP = "activation unit: error vs float64 per function/precision, elements/cycle on RTL"
 
@@ -127,9 +129,6 @@ def accuracy(seed: int = 0, pairs: int = 32, samples: int = 200_000) -> dict:
 
 def throughput(sim: str, lanes: int, rows: int) -> dict:
     """Run the cocotb full-rate test on ``sim`` and return its measurement."""
-    from ..rtl.activation import ActivationUnit
-    from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
-
     cfg = AcceleratorConfig(rows=2, cols=lanes, act_param_depth=16, act_tables=4)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "throughput.json")

@@ -13,6 +13,13 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from ..rtl.adam import AdamUnit
+from ..sim.adam_model import adam_reference, adam_step, hyperparameters
+from ..spec import AcceleratorConfig
+from ..verify.cocotb_runner import run_cocotb
+
 HELP = "Adam unit: params/cycle on RTL (Verilator) and fp32 fidelity vs float64"
 
 __all__ = ["HELP", "add_arguments", "run", "run_adam_cocotb", "fidelity", "trajectory"]
@@ -21,9 +28,6 @@ __all__ = ["HELP", "add_arguments", "run", "run_adam_cocotb", "fidelity", "traje
 def run_adam_cocotb(config, sim: str, extra_env: dict | None = None,
                     testcase: str | None = None, toplevel: str | None = None, **kwargs):
     """Run ``hetaccel.verify.adam_tests`` against ``AdamUnit(config)`` on ``sim``."""
-    from ..rtl.adam import AdamUnit
-    from ..verify.cocotb_runner import run_cocotb
-
     env = {"HETACCEL_CONFIG": config.to_json(), **(extra_env or {})}
     return run_cocotb(AdamUnit(config), toplevel=toplevel or f"adam_unit_l{config.adam_lanes}",
                       test_module="hetaccel.verify.adam_tests", sim=sim, extra_env=env,
@@ -44,10 +48,6 @@ def fidelity(n: int = 100_000, seed: int = 0, trials=None) -> dict:
     no fp32 implementation avoids since ``p - update`` then loses the leading
     digits of the update's own (~1e-7) rounding error.
     """
-    import numpy as np
-
-    from ..sim.adam_model import adam_reference, adam_step, hyperparameters
-
     rng = np.random.default_rng(seed)
     trials = trials or [
         dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, step=1, decoupled=False),
@@ -88,10 +88,6 @@ def trajectory(steps: int = 1000, seed: int = 0, n: int = 64, lr: float = 1e-2,
     fp32; float64 run: exact).  Returns the final relative distance
     ``||p32 - p64|| / ||p64||`` and the largest one along the way.
     """
-    import numpy as np
-
-    from ..sim.adam_model import adam_reference, adam_step, hyperparameters
-
     rng = np.random.default_rng(seed + 1)
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     a = (q * np.geomspace(0.1, 10.0, n)) @ q.T
@@ -129,7 +125,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from ..spec import AcceleratorConfig
     config = AcceleratorConfig(adam_lanes=args.lanes)
     result: dict = {"lanes": config.adam_lanes}
     if not args.no_rtl:

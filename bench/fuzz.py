@@ -16,6 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..rtl.device import Device
+from ..spec import AcceleratorConfig
+from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
+
 HELP = "protocol fuzz of the whole RTL device against the device model"
 
 
@@ -31,10 +35,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from ..rtl.device import Device
-    from ..spec import AcceleratorConfig
-    from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
-
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     if args.config:

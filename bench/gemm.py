@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..spec import AcceleratorConfig, min_acc_bits
 from ..host.planner import gemm_cycles, plan_gemm
+from ..rtl.engine import MatmulEngine
+from ..spec import AcceleratorConfig, min_acc_bits
+from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
 
 HELP = "GEMM on the systolic engine RTL: measured cycles, utilisation, cycle model, bit-exactness"
 
@@ -46,9 +48,6 @@ def bench_config(rows: int, cols: int, k: int, acc_depth: int = 512) -> Accelera
 
 
 def run(args) -> dict:
-    from ..rtl.engine import MatmulEngine
-    from ..verify.cocotb_runner import run_cocotb, stdout_to_stderr
-
     cfg = bench_config(args.rows, args.cols, args.k, args.acc_depth)
     plan = plan_gemm(cfg, args.m, args.k, args.n)   # validates the shape
     t0 = time.perf_counter()

@@ -13,9 +13,14 @@ steadier measure of simulation speed than the wall-clock rate.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
+
+from ..host.accelerator import Accelerator
+from ..sim import activation_model as am
+from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction
 
 HELP = "runtime throughput: a large linear/matmul on the emu or rtl backend"
 
@@ -44,8 +49,6 @@ def add_arguments(parser) -> None:
 
 def _proc_cpu(pid) -> float | None:
     """CPU seconds used so far by process ``pid`` (Linux), else None."""
-    import os
-
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -55,10 +58,6 @@ def _proc_cpu(pid) -> float | None:
 
 
 def run(args) -> dict:
-    from ..sim import activation_model as am
-    from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction
-    from ..host.accelerator import Accelerator
-
     config = AcceleratorConfig.from_dict(json.loads(args.config)) if args.config else DEFAULT_CONFIG
     rtl = args.backend == "rtl"
     m = args.m or (32 if rtl else 128)
