@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
@@ -39,10 +38,11 @@ from amaranth.lib.wiring import In, Out
 from ..rtl.multiplier import hard_multipliers
 from ..rtl.uart import UartPhy, uart_divisor
 from ..spec import AcceleratorConfig
+from ..spec.boards import Board, board_image
 from .pll import ecp5_pll, ice40_pll
 
-__all__ = ["BOARDS", "Board", "BoardTop", "LinkEcho", "build_board", "DoesNotFit",
-           "default_config", "tool_env", "CORES"]
+__all__ = ["BoardTop", "LinkEcho", "board_platform", "build_board", "DoesNotFit", "tool_env",
+           "CORES"]
 
 #: The YoWASP tools the Amaranth build scripts call (environment overrides).
 TOOL_ENV = {
@@ -60,85 +60,13 @@ class DoesNotFit(ValueError):
     """The configuration needs more of a resource than the device has."""
 
 
-@dataclass(frozen=True)
-class Board:
-    name: str
-    family: str                       # "ice40" or "ecp5"
-    device: str
-    ref_hz: float
-    available: dict                   # resource -> count on the device
-    default: dict                     # config fields of the board's default build
-    synth_opts: str = ""
-    # nextpnr seeds tried in order until one meets timing (see build_board)
-    seeds: tuple = (1,)
-    extra: dict = field(default_factory=dict)
-
-    def platform(self):
-        if self.family == "ice40":
-            from amaranth_boards.icebreaker import ICEBreakerPlatform
-            return ICEBreakerPlatform()
-        from amaranth_boards.ulx3s import ULX3S_85F_Platform
-        return ULX3S_85F_Platform()
-
-
-BOARDS: dict[str, Board] = {
-    "icebreaker": Board(
-        name="icebreaker", family="ice40", device="iCE40UP5K-SG48", ref_hz=12e6,
-        available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
-        # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
-        # mac_mapping="ice40_dual"), without the activation and Adam units.
-        # 50.25 MHz (the PLL's nearest to 50 from 12 MHz; 1 Mbaud = 50.25
-        # cycles, a 0.5% bit-time error), measured 29 Nov on commit 66eeb38:
-        # Fmax 50.48 MHz with seed 4 (seeds 1-3: 49.21, 49.71, 48.51), 2795
-        # LUT4, 2659 FF, 4240/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  Every path
-        # is held to about four LUT levels (a UP5K routing hop costs 1.7-3.6
-        # ns); docs/boards.md has the history.
-        default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
-                     has_activation=False,
-                     input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
-                     opt_depth=2, max_payload=256, clock_hz=50_250_000, baud=1_000_000,
-                     cmd_queue_depth=2, act_param_depth=16, act_tables=1),
-        # -device u: Yosys's LUT mapper then uses the UP5K's timing (its
-        # default is the HX1K's, with a 250 ps wire where a UP5K hop is 1.7-3 ns)
-        synth_opts="-dsp -device u",
-        # The UP5K is 80% full and its Fmax moves by several MHz from seed to
-        # seed on the same netlist (44-50.5 MHz over seeds 1-6 on a923e4c):
-        # closure at 50.25 MHz is a seed sweep, stopped at the first pass.
-        seeds=tuple(range(1, 9)),
-    ),
-    "ulx3s-85f": Board(
-        name="ulx3s-85f", family="ecp5", device="LFE5U-85F-6BG381", ref_hz=25e6,
-        available={"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208},
-        # 16x16 = 256 MACs: 156 PEs on registered MULT18X18Ds
-        # (mac_mapping="ecp5_mult18": the DSP's own A/B input and output
-        # registers are the PE's activation, weight and product registers) and
-        # the last 100 on LUT multipliers (their product split over two
-        # register stages).  Without the activation and Adam units, which need
-        # MULT18X18Ds of their own (148 with an 8x16 array).
-        # 100 MHz, measured 29 Nov on commit a923e4c: Fmax 102.15 MHz, 13748
-        # LUT4, 24092 FF, 156/156 MULT18X18D, 39/208 DP16KD, 1681 s; peak 51.2
-        # GOPS.  Worst path: a weight-scratchpad DP16KD output (5.8 ns clock
-        # to out, no output register) -> 2 LUTs -> the command processor's
-        # READ_MEM word register, 9.8 ns.  docs/boards.md has the history.
-        default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
-                     has_adam=False, has_activation=False,
-                     input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
-                     opt_depth=1024, max_payload=1024, clock_hz=100_000_000,
-                     baud=1_000_000),
-    ),
-}
-
-
-def _board(name: str) -> Board:
-    if name not in BOARDS:
-        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
-    return BOARDS[name]
-
-
-def default_config(board: str, **overrides) -> AcceleratorConfig:
-    """The board's default configuration with ``overrides`` applied."""
-    b = _board(board)
-    return AcceleratorConfig(**{**b.default, **overrides})
+def board_platform(board: Board):
+    """The amaranth-boards platform of ``board`` (a :class:`~hetaccel.spec.boards.Board`)."""
+    if board.family == "ice40":
+        from amaranth_boards.icebreaker import ICEBreakerPlatform
+        return ICEBreakerPlatform()
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
 
 
 def tool_env() -> dict:
@@ -381,7 +309,7 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     RuntimeError
         If a tool fails for another reason (the log path is given).
     """
-    b = _board(board)
+    b = board_image(board)
     if config is None:
         config = default_config(board)
     if not isinstance(config, AcceleratorConfig):
@@ -396,7 +324,7 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
     for stale in ("report.json", f"{name}.bin", f"{name}.bit", *build_dir.glob(f"{name}.seed*")):
         (build_dir / stale).unlink(missing_ok=True)
     core_name = "Device" if core is None else getattr(core, "__name__", str(core))
-    platform = b.platform()
+    platform = board_platform(b)
     t0 = time.monotonic()
     synth_opts = b.synth_opts if synth_opts is None else synth_opts
     if config.mac_mapping == "ice40_dual":

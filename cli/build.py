@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..spec import AcceleratorConfig
-from ..boards.build import BOARDS, CORES, default_config
+from ..boards.build import CORES
+from ..spec.boards import BOARDS, default_config
 
 HELP = "build a board bitstream (--board) or the generic ASIC synthesis report (--target asic)"
 

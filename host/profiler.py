@@ -7,7 +7,7 @@ docs/isa.md), what the host moved (frames, bytes, retries), the wall time,
 and a projection onto a named board: compute at the board's clock against
 the link at its baud, so a user sees which of the two bounds the operation.
 
-Board clocks and bauds come from :data:`hetaccel.boards.build.BOARDS` (the
+Board clocks and bauds come from :data:`hetaccel.spec.boards.BOARDS` (the
 board's default build), or from the accelerator config (board name ``"config"``).
 """
 
@@ -34,7 +34,7 @@ def board_params(board: str | None, config) -> dict:
     if board in (None, "config"):
         return {"board": "config", "clock_hz": int(config.clock_hz), "baud": int(config.baud)}
     try:
-        from ..boards.build import BOARDS
+        from ..spec.boards import BOARDS
     except ImportError:  # pragma: no cover - boards are part of the package
         BOARDS = {}
     if board not in BOARDS:

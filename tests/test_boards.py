@@ -7,7 +7,8 @@ import sys
 import pytest
 from amaranth.sim import Simulator
 
-from hetaccel.boards.build import (BOARDS, DoesNotFit, LinkEcho, build_board, default_config)
+from hetaccel.boards.build import DoesNotFit, LinkEcho, build_board
+from hetaccel.spec.boards import BOARDS, default_config
 from hetaccel.boards.pll import ecp5_pll, ice40_pll
 from hetaccel.spec.link import Frame, ReplyDecoder, encode_request
 from hetaccel.spec import AcceleratorConfig, Opcode, Status

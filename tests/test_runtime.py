@@ -200,7 +200,7 @@ def test_profile_projects_onto_a_named_board():
     with Accelerator.open("emu", board="icebreaker") as acc:
         acc.matmul(np.ones((8, 8), np.int8), np.ones((8, 8), np.int8))
         p = acc.profile.last.projection()
-    from hetaccel.boards.build import BOARDS
+    from hetaccel.spec.boards import BOARDS
 
     board = BOARDS["icebreaker"].default
     assert p["board"] == "icebreaker"

@@ -675,7 +675,8 @@ def test_one_latency_definition():
 
 def test_board_fit_check_counts_mapped_dsps(tmp_path):
     # Refused before synthesis, with the numbers, for each mapping.
-    from hetaccel.boards.build import DoesNotFit, build_board, default_config
+    from hetaccel.boards.build import DoesNotFit, build_board
+    from hetaccel.spec.boards import default_config
     c = default_config("icebreaker", rows=4, cols=8, mac_mapping="ice40_dual")
     with pytest.raises(DoesNotFit, match=r"4x8 array needs dsps: 16 used \(one SB_MAC16 per "
                                          r"PE pair\), 8 available"):

@@ -63,7 +63,7 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def available_boards(config: AcceleratorConfig | None = None) -> list[dict]:
     """``{"board", "clock_hz", "baud"}`` for every known board, plus the config's own.
 
-    Boards come from :data:`hetaccel.boards.build.BOARDS` (the clock and baud of
+    Boards come from :data:`hetaccel.spec.boards.BOARDS` (the clock and baud of
     each board's default build).  The projection applies the *measured* device
     cycles and link bytes of this run to each board's clock and baud; a board
     whose default array differs from the run's config would take other cycle
@@ -74,7 +74,7 @@ def available_boards(config: AcceleratorConfig | None = None) -> list[dict]:
     config = config or DEFAULT_CONFIG
     out = [board_params(None, config)]
     try:
-        from ..boards.build import BOARDS
+        from ..spec.boards import BOARDS
     except Exception:  # pragma: no cover - board support is optional at run time
         return out
     for name in sorted(BOARDS):
