@@ -2,12 +2,15 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hetaccel.cli import build_parser, main
+from hetaccel.cli import COMMAND_EXTRAS, EXTRAS, build_parser, main
 
 _spec = importlib.util.spec_from_file_location("tinybert", Path(__file__).with_name("tinybert.py"))
 tinybert = importlib.util.module_from_spec(_spec)
@@ -154,3 +157,56 @@ def test_run_bert_auto_placement_reports_decisions(tiny_dir, sentences, capsys):
     assert r["ops_on_cpu"] > 0 and r["cpu_macs"] > 0
     assert all("link-bound" in row["reason"] for row in r["placement_table"]
                if row["placed"] == "cpu")
+
+
+_BLOCKED_CLI = textwrap.dedent("""
+    import importlib.abc, sys
+
+    BLOCKED = set(sys.argv[1].split(","))
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, Block())
+    from hetaccel.cli import main
+
+    raise SystemExit(main(sys.argv[2:]))
+""")
+
+
+def _cli_without(tmp_path, blocked: str, *argv: str):
+    return subprocess.run([sys.executable, "-c", _BLOCKED_CLI, blocked, *argv],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.parametrize("blocked, argv, extra", [
+    ("amaranth,cocotb,cocotb_tools", ["bench", "gemm", "--rows", "4"], "sim"),
+    ("amaranth,cocotb,cocotb_tools", ["build", "--board", "icebreaker"], "boards"),
+    ("matplotlib", ["report", "--out", "png"], "plots"),
+    ("tokenizers", ["run", "minilm", "--limit", "1", "--quiet"], "models"),
+])
+def test_missing_extra_is_one_line_naming_it(tmp_path, blocked, argv, extra):
+    out = _cli_without(tmp_path, blocked, *argv)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"pip install 'hetaccel[{extra}]'" in out.stderr, out.stderr
+
+
+def test_runtime_commands_need_no_extra(tmp_path):
+    blocked = ",".join(EXTRAS)
+    out = _cli_without(tmp_path, blocked, "run", "lstm", "--steps", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["backend"] == "emu"
+    out = _cli_without(tmp_path, blocked, "bench", "--help")
+    assert out.returncode == 0 and "hetaccel[sim]" in out.stdout, out.stderr
+
+
+def test_every_extra_named_exists():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                              .read_text())
+    extras = set(pyproject["project"]["optional-dependencies"])
+    named = {e for es in EXTRAS.values() for e in es} | set(COMMAND_EXTRAS.values())
+    assert named <= extras, named - extras
