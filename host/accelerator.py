@@ -54,6 +54,7 @@ from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_
                     identity_words, mem_word, register_map)
 from .profiler import OpRecord, Profile, board_params
 from ..spec.link import FrameError, ReplyDecoder, encode_request
+from .rtl_transport import RtlTransport
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
 
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
@@ -460,8 +461,6 @@ class Accelerator:
             transport = EmuTransport(config or DEFAULT_CONFIG, **transport_options)
             config = config or DEFAULT_CONFIG
         elif target == "rtl":
-            from ..verify.bridge import RtlTransport
-
             config = config or DEFAULT_CONFIG
             transport = RtlTransport(config, sim, **transport_options)
         elif target.startswith("serial:"):

@@ -5,8 +5,8 @@ Every backend carries the same request/reply frames (built and parsed by
 
 * :class:`EmuTransport` feeds them to the bit-exact
   :class:`hetaccel.sim.device_model.DeviceModel` in this process.
-* :class:`RtlTransport` (in :mod:`hetaccel.verify.bridge`) feeds them to the
-  generated ``Device`` running in Icarus or Verilator in a subprocess.
+* :class:`RtlTransport` (in :mod:`hetaccel.host.rtl_transport`) feeds them to
+  the generated ``Device`` running in Icarus or Verilator in a subprocess.
 * :class:`SerialTransport` writes them to a UART with pyserial.
 * :class:`FaultyTransport` wraps any of them and drops, corrupts or delays
   bytes, or resets the device, so the runtime's recovery can be tested.
@@ -21,6 +21,8 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+
+from ..sim.device_model import DeviceModel
 
 __all__ = [
     "Transport",
@@ -95,8 +97,6 @@ class EmuTransport(Transport):
     simulated = True
 
     def __init__(self, config):
-        from ..sim.device_model import DeviceModel
-
         self.config = config
         self._model_cls = DeviceModel
         self.model = DeviceModel(config)

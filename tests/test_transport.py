@@ -14,6 +14,7 @@ import pytest
 
 from hetaccel.host import Accelerator
 from hetaccel.spec.link import encode_reply
+from hetaccel.host.rtl_transport import BridgeError, RtlTransport
 from hetaccel.host.transport import (EmuTransport, FaultPlan, FaultyTransport, Transport,
                                      parse_serial_url)
 from hetaccel.verify.checking import assert_bit_exact
@@ -153,8 +154,6 @@ def _group_alive(pgid: int) -> bool:
 
 def test_bridge_moves_bytes_in_bulk_both_ways():
     """The bridge alone, around a loopback device, on Icarus (frames in = frames out)."""
-    from hetaccel.verify.bridge import RtlTransport
-
     frames = [encode_reply(0, i, bytes(range(i % 200))) for i in range(12)]
     data = b"".join(frames)
     with RtlTransport(SMALL, "icarus", device="loopback") as t:
@@ -166,6 +165,37 @@ def test_bridge_moves_bytes_in_bulk_both_ways():
         # nothing more: the budget runs out with no bytes
         assert t.receive(1e-5) == b""
     assert not _group_alive(pid)
+
+
+def test_runtime_reaches_the_rtl_without_importing_amaranth():
+    # The simulator and its build live in the bridge process; the host only
+    # moves bytes, so a workload on the rtl backend never loads the generators.
+    script = ("import sys, hetaccel.host, hetaccel.host.rtl_transport\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth'\n"
+              "             or m.startswith(('hetaccel.rtl', 'hetaccel.verify'))))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sim": "modelsim"}, "sim must be one of"),
+    ({"device": "chip"}, "device must be 'device' or 'loopback'"),
+    ({"harness": "python"}, "harness must be 'native' or 'cocotb'"),
+    ({"sim": "icarus", "harness": "native"}, "native harness runs the Device on Verilator only"),
+    ({"device": "loopback", "harness": "native"}, "native harness runs the Device on Verilator"),
+    ({"native_opt": "-O9"}, "native_opt must be one of"),
+])
+def test_rtl_transport_checks_its_arguments_before_starting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RtlTransport(SMALL, **kwargs)
+
+
+def test_rtl_bridge_failing_to_start_reports_its_log():
+    # BridgeTop rejects the word size inside the bridge process: the host
+    # learns it from the log, not from a timeout.
+    with pytest.raises(BridgeError, match="(?s)exited with code.*word_bytes must be"):
+        RtlTransport(SMALL, "icarus", device="loopback", word_bytes=0)
 
 
 def test_rtl_simulator_stops_on_exception():

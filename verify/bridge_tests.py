@@ -24,6 +24,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.types import LogicArray
 
+from .device_tests import kick_icarus_comb_blocks
+
 _HDR = struct.Struct("<cI")
 PERIOD_NS = 10
 
@@ -157,8 +159,6 @@ async def bridge(dut):
     path = os.environ["HETACCEL_BRIDGE_SOCKET"]
     if cocotb.SIM_NAME.lower().startswith("icarus"):
         # Icarus leaves some always @* blocks unevaluated at time 0 (see there).
-        from .device_tests import kick_icarus_comb_blocks
-
         kick_icarus_comb_blocks(dut)
     Clock(dut.clk, PERIOD_NS, unit="ns").start()
     dut.rst.value = 1

@@ -9,6 +9,7 @@ when a test fails, ready for GTKWave or Surfer.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import sys
@@ -18,12 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..host.rtl_transport import SIMULATORS
 from .verilog import export_verilog, verilog_digest
 
 __all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env",
            "use_simulator_env", "stdout_to_stderr"]
-
-SIMULATORS = ("icarus", "verilator")
 
 
 def build_root() -> Path:
@@ -158,7 +158,6 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
     digest = verilog_digest(src)
     extra = [Path(p) for p in extra_sources]
     if extra:
-        import hashlib
         digest = hashlib.sha256((digest + "".join(verilog_digest(p) for p in extra))
                                 .encode()).hexdigest()[:16]
     build_dir = root / f"{toplevel}-{sim}-{digest}{'-w' if waves else ''}"
