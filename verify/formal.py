@@ -47,12 +47,17 @@ import time
 from pathlib import Path
 
 from amaranth import Cat, Const, Module, ResetSignal, Signal, Value
+from amaranth.asserts import AnySeq
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume
-from amaranth.hdl._ast import AnySeq
+from amaranth.hdl import Assert, Assume, Fragment
 from amaranth.lib import stream, wiring
 
-from ..spec import COUNTERS, INSTRUCTIONS, AcceleratorConfig, MemSpace, mem_present, mem_word
+from ..rtl.command import CommandProcessor
+from ..rtl.link import HostLink
+from ..sim.device_model import DeviceModel
+from ..spec import (COUNTERS, INSTRUCTIONS, AcceleratorConfig, MemSpace, Opcode, mem_present,
+                    mem_readable, mem_word)
+from ..spec.timing import tile_cycles
 
 __all__ = ["stream_harness", "decoder_harness", "run_sby", "failed_properties",
            "check_host_link", "check_command_streams", "check_command_decoder",
@@ -118,29 +123,31 @@ def failed_properties(vcd_path) -> list[str]:
 
 
 def _open(component, levels, path, streams, components):
-    """Elaborate ``component`` one level so its named sub-components can be
-    reached; record their streams in ``streams`` (``(name, interface)``) and
-    the sub-components in ``components`` (``{name: component}``), recursing
-    ``levels`` deep.  Names are paths joined with ``__`` (``engine__array``).
+    """Elaborate ``component`` so its named sub-components can be reached;
+    record their streams in ``streams`` (``(name, interface)``) and the
+    sub-components in ``components`` (``{name: component}``), ``levels``
+    deep.  Names are paths joined with ``__`` (``engine__array``).
 
-    Returns the elaborated :class:`~amaranth.hdl.Module` (which then stands in
-    for ``component`` in the harness) or ``component`` itself when its
-    ``elaborate`` does not return a Module.
+    Returns the :class:`~amaranth.hdl.Fragment`, which then stands in for
+    ``component`` in the harness: elaborating ``component`` again would build
+    new sub-components, not the ones whose streams were recorded.
     """
-    inner = component.elaborate(None)
-    if not isinstance(inner, Module):
-        return component
-    component._MustUse__silence = True      # its elaborated Module is used instead
-    for name, (sub, src_loc) in list(inner._named_submodules.items()):
-        if not isinstance(sub, wiring.Component):
+    fragment = Fragment.get(component, None)
+    _collect(fragment, levels, path, streams, components)
+    return fragment
+
+
+def _collect(fragment, levels, path, streams, components):
+    for sub_fragment, name, _src_loc in fragment.subfragments:
+        # the first origin is what the parent named: a Component, unless wrapped
+        sub = (sub_fragment.origins or (None,))[0]
+        if name is None or not isinstance(sub, wiring.Component):
             continue
         components[f"{path}{name}"] = sub
         for sname, _flow, s in _streams(sub):
             streams.append((f"{path}{name}__{sname}", s))
         if levels > 1:
-            inner._named_submodules[name] = (
-                _open(sub, levels - 1, f"{path}{name}__", streams, components), src_loc)
-    return inner
+            _collect(sub_fragment, levels - 1, f"{path}{name}__", streams, components)
 
 
 def stream_harness(dut: wiring.Component, *, levels: int = 0, skip=(), internal_asserts=True,
@@ -222,7 +229,6 @@ def _compute_busy(dut, components):
 
 def _opcode_set(frames):
     """Opcode values of the frame class ``frames`` (see :data:`FRAME_CLASSES`)."""
-    from ..spec import Opcode
     tails = {int(Opcode[o]) for o in TAIL_OPCODES}
     if frames == "all":
         return None
@@ -448,8 +454,6 @@ def decoder_bound(config: AcceleratorConfig, frames: str = "all",
         frames with few words or records); READ_MEM frames have a fixed length
         and are not limited by it.
     """
-    from ..spec import Opcode, mem_readable
-    from ..sim.device_model import DeviceModel
     if frames == "all":
         return max(decoder_bound(config, c, max_length) for c in FRAME_CLASSES)
     if frames not in FRAME_CLASSES:
@@ -494,7 +498,6 @@ def compute_bound(config: AcceleratorConfig) -> int:
     which full-depth ones never do; for :data:`FORMAL_DEVICE_CONFIG` a test
     enumerates every queue (row counts, accumulator bases, accumulate or not)
     and finds none slower than this bound."""
-    from ..spec.timing import tile_cycles
     if config.has_activation or config.has_adam:
         raise ValueError("compute_bound models GEMM only: use a config with "
                          "has_activation=False and has_adam=False")
@@ -527,7 +530,6 @@ def check_host_link(config: AcceleratorConfig = FORMAL_LINK_CONFIG, *, depth: in
     until ready (``tx``, ``frame`` asserted; ``rx``, ``reply``, ``reply_data``
     assumed).  Bounded: ``frame`` is not k-inductive up to depth 16 (it rests
     on the frame buffer's bookkeeping), so ``mode="prove"`` returns UNKNOWN."""
-    from ..rtl.link import HostLink
     m, asserted = stream_harness(HostLink(config))
     r = run_sby(m, f"hostlink_streams_{mode}", depth=depth, mode=mode, workdir=workdir,
                 timeout=timeout)
@@ -558,7 +560,6 @@ def check_command_streams(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *, d
     for all time.  ``cut_datapath`` frees multiplier outputs and memory read
     data (:data:`CUT_DATAPATH`): sound and much faster, but only for streams
     whose payload does not come from a memory (``engine.acc_write``)."""
-    from ..rtl.command import CommandProcessor
     if dut is None:
         dut = CommandProcessor(config)
     m, asserted = stream_harness(dut, levels=levels, skip=skip)
@@ -587,7 +588,6 @@ def check_command_decoder(config: AcceleratorConfig = FORMAL_DEVICE_CONFIG, *,
     when ``count_waits``), ``depth`` to ``bound + DECODER_LATENCY``; a smaller
     depth would let the property hold vacuously and is rejected.
     """
-    from ..rtl.command import CommandProcessor
     if bound is None:
         bound = (decoder_bound(config, frames, max_length)
                  + (compute_bound(config) if count_waits else 0))
