@@ -40,7 +40,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     Status, identity_words, mem_depth, mem_present, mem_word, register_map,
                     validate_instruction)
 from ..spec.link import LINK
-from ..spec.timing import instruction_cycles
+from ..spec.timing import busy_cycles, instruction_cycles
 from . import systolic_model
 from .activation_model import ActivationUnitModel
 from .adam_model import adam_step
@@ -210,9 +210,7 @@ class DeviceModel:
         self.compute_cycles += cycles
         if op == Opcode.GEMM:
             self._gemm(f)
-            # the executor is busy from taking the GEMM until its last row entered
-            # the engine: weight job, rows weight rows, then m activation rows
-            self._add("GEMM_BUSY", self.config.rows + f["m"] + 3)
+            self._add("GEMM_BUSY", busy_cycles(self.config, op, f))
         elif op == Opcode.ACTIVATE:
             self._activate(f)
             self._add("ACT_BUSY", cycles)

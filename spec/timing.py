@@ -13,7 +13,8 @@ here imports Amaranth.
 - :data:`ACTIVATION_LATENCY` -- the requant/activation pipeline;
 - :data:`FP_MUL_LATENCY` ... :func:`adam_latency` -- the fp32 blocks and the
   Adam pipeline built from them;
-- :func:`instruction_cycles` -- busy cycles of one compute instruction.
+- :func:`instruction_cycles` -- cycles of one compute instruction run on its own;
+- :func:`busy_cycles` -- what its unit's busy counter counts for it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .codes import Opcode
 __all__ = [
     "array_latency", "RMW_WINDOW", "row_schedule", "tile_cycles", "ACTIVATION_LATENCY",
     "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY", "adam_latency",
-    "INSTRUCTION_OVERHEAD", "instruction_cycles",
+    "INSTRUCTION_OVERHEAD", "instruction_cycles", "busy_cycles",
 ]
 
 
@@ -225,3 +226,20 @@ def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> 
     if opcode == Opcode.ADAM:
         return fields["count"] + adam_latency() + INSTRUCTION_OVERHEAD
     return 0
+
+
+def busy_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
+    """Cycles the busy counter of the executing unit (``GEMM_BUSY``, ``ACT_BUSY``,
+    ``ADAM_BUSY``) counts for one compute instruction; 0 for any other opcode.
+
+    A GEMM keeps the command processor's executor busy from taking it until
+    its last activation row entered the engine: the weight job (3 cycles),
+    ``rows`` weight rows, then ``m`` activation rows.  It does not wait for
+    the array to drain, so back-to-back GEMMs' busy cycles add up to the time
+    the engine is fed.  ACTIVATE and ADAM are busy for their
+    :func:`instruction_cycles`.
+    """
+    _check_config(config)
+    if opcode == Opcode.GEMM:
+        return config.rows + fields["m"] + 3
+    return instruction_cycles(config, opcode, fields)
