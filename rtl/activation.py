@@ -1,8 +1,10 @@
 """Requantisation + activation unit: int32 accumulators -> int8 / 16-bit activations.
 
 The arithmetic is specified by the bit-exact model
-:mod:`hetaccel.sim.activation_model` (and in prose in docs/numerics.md); this
-module only maps it onto a pipeline.
+:mod:`hetaccel.sim.activation_model` (and in prose in docs/numerics.md), its
+number formats and piecewise-linear ROM by the contract
+(:mod:`hetaccel.spec.formats`, :mod:`hetaccel.spec.pwl`); this module only maps
+it onto a pipeline.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sim import activation_model as am
-from ..spec import ACTIVATION_FORMAT, AcceleratorConfig, ActivationFunction, ActivationPrecision
+from ..spec import (ACTIVATION_FORMAT, INT32_MAX, INT32_MIN, PWL_C0_BITS, PWL_C1_BITS, PWL_FRAC,
+                    PWL_SEGMENT_BITS, PWL_SLOPE_FRAC, AcceleratorConfig, ActivationFunction,
+                    ActivationPrecision, pwl_rom_words)
 from ..spec.timing import ACTIVATION_LATENCY
 
 __all__ = ["ActivationUnit", "param_layout", "input_layout", "output_layout"]
@@ -144,11 +147,11 @@ class ActivationUnit(wiring.Component):
         ctl_layout = data.StructLayout({k: v for k, v in _control_fields(cfg).items()
                                         if k != "param_entry"})
         pl = param_layout()
-        rom_words = am.pwl_rom_words()
-        c0_bits, c1_bits = am.PWL_C0_BITS, am.PWL_C1_BITS
-        one = 1 << am.PWL_FRAC
-        seg_bits = am.PWL_SEGMENT_BITS
-        out_sh = am.PWL_FRAC - F.fixed_out_frac
+        rom_words = pwl_rom_words()
+        c0_bits, c1_bits = PWL_C0_BITS, PWL_C1_BITS
+        one = 1 << PWL_FRAC
+        seg_bits = PWL_SEGMENT_BITS
+        out_sh = PWL_FRAC - F.fixed_out_frac
 
         # Global stall: every stage moves together when the output can move.
         # That keeps the synchronous memory reads aligned with their stage.
@@ -207,10 +210,10 @@ class ActivationUnit(wiring.Component):
             total = Signal(signed(max(cfg.acc_bits, F.bias_bits) + 1), name=f"sum1_{lane}")
             m.d.comb += total.eq(acc1 + pr.data.bias)
             with m.If(en):
-                with m.If(total > am.INT32_MAX):
-                    m.d.sync += x2.eq(am.INT32_MAX)
-                with m.Elif(total < am.INT32_MIN):
-                    m.d.sync += x2.eq(am.INT32_MIN)
+                with m.If(total > INT32_MAX):
+                    m.d.sync += x2.eq(INT32_MAX)
+                with m.Elif(total < INT32_MIN):
+                    m.d.sync += x2.eq(INT32_MIN)
                 with m.Else():
                     m.d.sync += x2.eq(total)
                 m.d.sync += [mult2.eq(pr.data.multiplier), shift2.eq(pr.data.shift)]
@@ -278,10 +281,10 @@ class ActivationUnit(wiring.Component):
             y6 = Signal(signed(16), name=f"y6_{lane}")
             tab6 = Signal(signed(8), name=f"tab6_{lane}")
             slope = Signal(unsigned(c1_bits + seg_bits + 1), name=f"slope5_{lane}")
-            m.d.comb += slope.eq(c1 * t5 + (1 << (am.PWL_SLOPE_FRAC - 1)))
+            m.d.comb += slope.eq(c1 * t5 + (1 << (PWL_SLOPE_FRAC - 1)))
             with m.If(en):
                 m.d.sync += [
-                    s6.eq(c0 + (slope >> am.PWL_SLOPE_FRAC)),
+                    s6.eq(c0 + (slope >> PWL_SLOPE_FRAC)),
                     neg6.eq(neg5), y6.eq(y5), tab6.eq(tr.data),
                 ]
 
@@ -295,7 +298,7 @@ class ActivationUnit(wiring.Component):
             th = Mux(neg6, -th_pos, th_pos)
             gp = Signal(signed(16 + c0_bits + 1), name=f"gelu6_{lane}")
             m.d.comb += gp.eq(y6 * s_signed)
-            g = (gp + (1 << (am.PWL_FRAC - 1)) - (gp < 0)) >> am.PWL_FRAC
+            g = (gp + (1 << (PWL_FRAC - 1)) - (gp < 0)) >> PWL_FRAC
             relu = Mux(y6 < 0, 0, y6)
             res = Signal(signed(16), name=f"res6_{lane}")
             fixed6 = c6.precision == int(ActivationPrecision.FIXED16)

@@ -1,9 +1,11 @@
 """Bit-exact reference model of the requantisation + activation unit.
 
-This module is the ONE implementation of the unit's arithmetic.  The RTL
-generator (:mod:`hetaccel.rtl.activation`) takes its ROM contents from here,
-the RTL tests compare against :func:`apply` / :class:`ActivationUnitModel`,
-the device model executes ACTIVATE with them and the host runtime computes
+This module is the ONE implementation of the unit's arithmetic.  Its number
+formats -- the saturation bounds and the piecewise-linear ROM, which the RTL
+generator (:mod:`hetaccel.rtl.activation`) is initialised from too -- belong to
+the contract (:mod:`hetaccel.spec.formats`, :mod:`hetaccel.spec.pwl`).  The
+RTL tests compare against :func:`apply` / :class:`ActivationUnitModel`, the
+device model executes ACTIVATE with them and the host runtime computes
 multipliers and tables with :func:`quantize_multiplier` and :func:`build_table`.
 Every function is vectorised over NumPy arrays (per-channel parameters
 broadcast along the last axis).  docs/numerics.md states the same rules in
@@ -38,28 +40,21 @@ segments of 1/16 per bank, each ``S = C0 + ((C1 * t + 128) >> 8)`` in units of
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 
-from ..spec import (ACTIVATION_FORMAT, AcceleratorConfig, ActivationFunction,
-                    ActivationPrecision)
+from ..spec import (ACTIVATION_FORMAT, INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX,
+                    AcceleratorConfig, ActivationFunction, ActivationPrecision)
+from ..spec.pwl import PWL_FRAC, PWL_SEGMENT_BITS, PWL_SEGMENTS, pwl_rom, pwl_segment
 
 __all__ = [
-    "MULTIPLIER_MAX", "SHIFT_MAX", "INT32_MIN", "INT32_MAX",
     "quantize_multiplier", "requantize", "round_shift",
-    "reference_function", "build_table", "table_error_lsb",
-    "PWL_FRAC", "PWL_SLOPE_FRAC", "PWL_SEGMENT_BITS", "PWL_SEGMENTS", "PWL_C0_BITS",
-    "PWL_C1_BITS", "pwl_rom", "pwl_rom_words", "pwl_eval",
+    "reference_function", "build_table", "table_error_lsb", "pwl_eval",
     "sigmoid_q", "tanh_q", "gelu_q", "fixed_function", "fixed_reference", "fixed_output_frac",
     "apply", "ActivationUnitModel", "TABLE_FUNCTIONS",
 ]
 
 F = ACTIVATION_FORMAT
-INT32_MIN = -(1 << (F.bias_bits - 1))
-INT32_MAX = (1 << (F.bias_bits - 1)) - 1
-MULTIPLIER_MAX = (1 << F.multiplier_bits) - 1
-SHIFT_MAX = (1 << F.shift_bits) - 1
 IN_FRAC = F.fixed_in_frac      # Q4.12
 OUT_FRAC = F.fixed_out_frac    # Q1.14
 
@@ -295,87 +290,8 @@ def table_error_lsb(table, function, in_scale, out_scale, in_zero=0, out_zero=0)
 # --------------------------------------------------------------------------
 # 16-bit fixed point: one piecewise-linear evaluator, two ROM banks
 
-PWL_FRAC = 20          # S is in units of 2**-20
-PWL_SLOPE_FRAC = 8     # C1 carries 8 more fraction bits than S
-PWL_SEGMENT_BITS = 8   # 256 Q4.12 codes (1/16) per segment
-PWL_SEGMENTS = 256     # per bank: |z| in [0, 16)
-PWL_C0_BITS = 21       # C0 in [0, 2**20]
-PWL_C1_BITS = 16       # C1 in [0, 2**16)
-PWL_BANKS = ("sigmoid", "phi")
 _ABS_MAX = (PWL_SEGMENTS << PWL_SEGMENT_BITS) - 1   # |z| saturates at 65535 (~16.0)
 _ONE = 1 << PWL_FRAC
-
-
-def _pwl_target(bank: str, a: np.ndarray) -> np.ndarray:
-    x = a / float(1 << IN_FRAC)
-    if bank == "sigmoid":
-        f = reference_function(ActivationFunction.SIGMOID, x)
-    else:
-        f = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
-    return f * _ONE
-
-
-def _segment_eval(c0, c1, t):
-    return c0 + ((c1 * t + (1 << (PWL_SLOPE_FRAC - 1))) >> PWL_SLOPE_FRAC)
-
-
-@lru_cache(maxsize=None)
-def _pwl_rom_cached() -> tuple[np.ndarray, np.ndarray]:
-    seg = 1 << PWL_SEGMENT_BITS
-    t = np.arange(seg, dtype=np.int64)
-    c0s, c1s = [], []
-    for bank in PWL_BANKS:
-        prev_end = 0
-        for i in range(PWL_SEGMENTS):
-            target = _pwl_target(bank, i * seg + t)
-            chord = (target[-1] - target[0]) / (seg - 1) * (1 << PWL_SLOPE_FRAC)
-            best = None
-            # Minimax over the segment's integer inputs: try slopes around the
-            # chord and centre the error band with C0.
-            for c1 in range(max(0, int(chord) - 3), int(chord) + 5):
-                approx = _segment_eval(0, c1, t)
-                err = target - approx
-                c0 = int(math.floor((err.max() + err.min()) / 2 + 0.5))
-                c0 = min(c0, _ONE - int(approx.max()))   # keep S <= 1.0
-                worst = float(np.max(np.abs(target - (approx + c0))))
-                if best is None or worst < best[0]:
-                    best = (worst, c0, c1)
-            _, c0, c1 = best
-            # Monotonic across segment joins: never start below where the
-            # previous segment ended (costs a fraction of an LSB at most).
-            c0 = max(c0, prev_end)
-            prev_end = int(_segment_eval(c0, c1, seg - 1))
-            c0s.append(c0)
-            c1s.append(c1)
-    c0 = np.array(c0s, dtype=np.int64)
-    c1 = np.array(c1s, dtype=np.int64)
-    assert c0.min() >= 0 and c0.max() < (1 << PWL_C0_BITS)
-    assert c1.min() >= 0 and c1.max() < (1 << PWL_C1_BITS)
-    # sigma and Phi of |z| lie in [1/2, 1]: the RTL's unsigned "1 - S" and
-    # "2S - 1" rely on it.  Both are non-decreasing in |z|.
-    a = np.arange(PWL_SEGMENTS << PWL_SEGMENT_BITS, dtype=np.int64)
-    for bank in range(len(PWL_BANKS)):
-        idx = bank * PWL_SEGMENTS + (a >> PWL_SEGMENT_BITS)
-        s = _segment_eval(c0[idx], c1[idx], a & ((1 << PWL_SEGMENT_BITS) - 1))
-        assert s.min() >= _ONE // 2 and s.max() <= _ONE and np.all(np.diff(s) >= 0)
-    c0.setflags(write=False)
-    c1.setflags(write=False)
-    return c0, c1
-
-
-def pwl_rom() -> tuple[np.ndarray, np.ndarray]:
-    """``(C0, C1)``: the 2 x 256 segment coefficients (bank 0 sigma, bank 1 Phi).
-
-    Computed once per process from float64 math by a per-segment minimax fit
-    over the segment's integer inputs; the RTL ROM is initialised from it.
-    """
-    return _pwl_rom_cached()
-
-
-def pwl_rom_words() -> list[int]:
-    """ROM words as the RTL stores them: ``C0 | C1 << PWL_C0_BITS``."""
-    c0, c1 = pwl_rom()
-    return [int(a) | (int(b) << PWL_C0_BITS) for a, b in zip(c0, c1)]
 
 
 def pwl_eval(bank: int, z):
@@ -388,7 +304,7 @@ def pwl_eval(bank: int, z):
     a = np.minimum(np.abs(z), _ABS_MAX)
     idx = bank * PWL_SEGMENTS + (a >> PWL_SEGMENT_BITS)
     t = a & ((1 << PWL_SEGMENT_BITS) - 1)
-    return _segment_eval(c0[idx], c1[idx], t), z < 0
+    return pwl_segment(c0[idx], c1[idx], t), z < 0
 
 
 def _q412(v) -> np.ndarray:

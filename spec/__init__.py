@@ -10,12 +10,13 @@ instead of being generated and silently wrapping.
 
 from __future__ import annotations
 
-from . import codes, config, formats, isa, link, timing
+from . import codes, config, formats, isa, link, pwl, timing
 from .codes import *  # noqa: F401,F403
 from .config import *  # noqa: F401,F403
 from .formats import *  # noqa: F401,F403
 from .isa import *  # noqa: F401,F403
+from .pwl import *  # noqa: F401,F403
 from .link import LinkFormat
 
-__all__ = [*codes.__all__, *config.__all__, *formats.__all__, *isa.__all__, "LinkFormat",
-           "codes", "config", "formats", "isa", "link", "timing"]
+__all__ = [*codes.__all__, *config.__all__, *formats.__all__, *isa.__all__, *pwl.__all__,
+           "LinkFormat", "codes", "config", "formats", "isa", "link", "pwl", "timing"]

@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["ActivationFunction", "ActivationPrecision", "ActivationFormat", "ACTIVATION_FORMAT",
-           "AdamMode", "ADAM_HYPERPARAMETERS"]
+           "INT32_MIN", "INT32_MAX", "MULTIPLIER_MAX", "SHIFT_MAX", "AdamMode", "ADAM_HYPERPARAMETERS"]
 
 
 class ActivationFunction(enum.IntEnum):
@@ -57,6 +57,13 @@ class ActivationFormat:
 
 #: The one instance every activation generator, model and host helper uses.
 ACTIVATION_FORMAT = ActivationFormat()
+
+#: Saturation bounds of the bias add (the bias's own range) and the largest
+#: multiplier and shift a channel can hold.
+INT32_MIN = -(1 << (ACTIVATION_FORMAT.bias_bits - 1))
+INT32_MAX = (1 << (ACTIVATION_FORMAT.bias_bits - 1)) - 1
+MULTIPLIER_MAX = (1 << ACTIVATION_FORMAT.multiplier_bits) - 1
+SHIFT_MAX = (1 << ACTIVATION_FORMAT.shift_bits) - 1
 
 
 class AdamMode(enum.IntFlag):

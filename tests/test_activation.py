@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from hetaccel.rtl.activation import ActivationUnit
 from hetaccel.spec.timing import ACTIVATION_LATENCY as LATENCY
+from hetaccel import spec
 from hetaccel.sim import activation_model as am
 from hetaccel.verify.checking import assert_bit_exact
 from hetaccel.spec import AcceleratorConfig, ActivationFunction as AF, ActivationPrecision as AP
@@ -35,8 +36,8 @@ def test_quantize_multiplier_accuracy_and_ranges():
     rng = np.random.default_rng(0)
     scales = np.exp2(rng.uniform(-33, 30.9, 2000))
     mult, shift = am.quantize_multiplier(scales)
-    assert mult.min() >= 1 << 30 and mult.max() <= am.MULTIPLIER_MAX
-    assert shift.min() >= 0 and shift.max() <= am.SHIFT_MAX
+    assert mult.min() >= 1 << 30 and mult.max() <= spec.MULTIPLIER_MAX
+    assert shift.min() >= 0 and shift.max() <= spec.SHIFT_MAX
     rel = np.abs(mult * np.exp2(-shift.astype(float)) / scales - 1)
     assert rel.max() <= 2.0 ** -31
     m, s = am.quantize_multiplier(0.25)
@@ -45,7 +46,7 @@ def test_quantize_multiplier_accuracy_and_ranges():
     m, s = am.quantize_multiplier(1 - 2.0 ** -40)
     assert (m, s) == (1 << 30, 30)
     assert am.quantize_multiplier(2.0 ** -33) == (1 << 30, 63)
-    assert am.quantize_multiplier(2**31 - 1) == (am.MULTIPLIER_MAX, 0)
+    assert am.quantize_multiplier(2**31 - 1) == (spec.MULTIPLIER_MAX, 0)
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf"), -float("inf"),
@@ -89,8 +90,8 @@ def test_requantize_corners():
         == [32767, 32767, -32768, -32768]
     # Multiplier 0 -> 0; shift 63: |x*M| < 2**62, so |x*M / 2**63| < 1/2 rounds to 0.
     assert r(2**31 - 1, 0, 0, 5) == 0
-    assert r(2**31 - 1, 0, am.MULTIPLIER_MAX, 63) == 0
-    assert r(-2**31, 0, am.MULTIPLIER_MAX, 63) == 0
+    assert r(2**31 - 1, 0, spec.MULTIPLIER_MAX, 63) == 0
+    assert r(-2**31, 0, spec.MULTIPLIER_MAX, 63) == 0
     # shift 0 is an exact product.
     assert r(3, 0, 5, 0, precision=AP.FIXED16) == 15
     # Vectorised over per-channel parameters.
@@ -183,11 +184,11 @@ def test_fixed16_shapes_and_symmetry():
 
 
 def test_pwl_rom_fits_its_fields():
-    c0, c1 = am.pwl_rom()
-    assert c0.shape == c1.shape == (2 * am.PWL_SEGMENTS,)
-    assert c0.max() < 1 << am.PWL_C0_BITS and c1.max() < 1 << am.PWL_C1_BITS
-    words = am.pwl_rom_words()
-    assert all(0 <= w < 1 << (am.PWL_C0_BITS + am.PWL_C1_BITS) for w in words)
+    c0, c1 = spec.pwl_rom()
+    assert c0.shape == c1.shape == (2 * spec.PWL_SEGMENTS,)
+    assert c0.max() < 1 << spec.PWL_C0_BITS and c1.max() < 1 << spec.PWL_C1_BITS
+    words = spec.pwl_rom_words()
+    assert all(0 <= w < 1 << (spec.PWL_C0_BITS + spec.PWL_C1_BITS) for w in words)
 
 
 def test_fixed16_rejects_out_of_range_input():

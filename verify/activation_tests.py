@@ -26,6 +26,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from ..rtl.activation import input_layout, output_layout, param_layout
+from .. import spec
 from ..sim import activation_model as am
 from .checking import assert_bit_exact
 from .cocotb_streams import pump
@@ -203,11 +204,11 @@ async def test_requant_corners(dut):
         IDENTITY,
         (0, 1 << 30, 31),                 # y = acc/2: every odd acc is a tie
         (0, 3 << 28, 33),                 # y = 3 acc / 32: ties at acc = 16 (mod 32) ...
-        (am.INT32_MAX, 1 << 30, 30),      # bias add saturates high
-        (am.INT32_MIN, 1 << 30, 30),      # ... and low
+        (spec.INT32_MAX, 1 << 30, 30),    # bias add saturates high
+        (spec.INT32_MIN, 1 << 30, 30),    # ... and low
         (0, 0, 31),                       # multiplier 0
-        (0, am.MULTIPLIER_MAX, 63),       # largest shift: |y| <= 1/2 rounds to 0 or +-1
-        (0, am.MULTIPLIER_MAX, 0),        # shift 0: no rounding, saturates
+        (0, spec.MULTIPLIER_MAX, 63),     # largest shift: |y| <= 1/2 rounds to 0 or +-1
+        (0, spec.MULTIPLIER_MAX, 0),      # shift 0: no rounding, saturates
         (-5, 1 << 30, 38),                # y = (acc - 5) / 256
         (12345, 1_518_500_250, 45),       # an irregular scale
     ]
