@@ -18,6 +18,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from ..rtl.device import Device
 from ..spec import AcceleratorConfig
 from .build import _run, tool_env
 
@@ -68,7 +69,6 @@ def asic_report(config: AcceleratorConfig, *, out_dir: str | Path = "build/asic"
     env = tool_env()
     t0 = time.monotonic()
     if core is None:
-        from ..rtl.device import Device
         dut = Device(config)
     else:
         dut = core(config)

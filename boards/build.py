@@ -35,10 +35,12 @@ from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Mo
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..rtl.device import Device
+from ..rtl.link import HostLink
 from ..rtl.multiplier import hard_multipliers
 from ..rtl.uart import UartPhy, uart_divisor
-from ..spec import AcceleratorConfig
-from ..spec.boards import Board, board_image
+from ..spec import AcceleratorConfig, Status
+from ..spec.boards import Board, board_image, default_config
 from .pll import ecp5_pll, ice40_pll
 
 __all__ = ["BoardTop", "LinkEcho", "board_platform", "build_board", "DoesNotFit", "tool_env",
@@ -93,8 +95,6 @@ class LinkEcho(wiring.Component):
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
 
     def elaborate(self, platform):
-        from ..rtl.link import HostLink
-        from ..spec import Status
         m = Module()
         m.submodules.link = link = HostLink(self.config)
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
@@ -222,7 +222,6 @@ class BoardTop(Elaboratable):
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
         m.submodules.phy = phy = UartPhy(cfg)
         if self.core is None:
-            from ..rtl.device import Device
             core = Device(cfg)
         else:
             core = self.core(cfg)

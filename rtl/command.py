@@ -103,9 +103,11 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
                     ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
                     mem_present, mem_readable, mem_word, opcode_present, register_map)
+from .activation import ActivationUnit
+from .adam import AdamUnit
 from .bram import RegisteredReadPort
-from .link import FRAME_INFO, REPLY_HEADER
 from .engine import MatmulEngine
+from .link import FRAME_INFO, REPLY_HEADER
 
 __all__ = ["CommandProcessor"]
 
@@ -329,10 +331,8 @@ class CommandProcessor(wiring.Component):
         m.submodules.engine = engine = MatmulEngine(cfg, lookahead=True)
         act = adam = None
         if cfg.has_activation:
-            from .activation import ActivationUnit
             m.submodules.act = act = ActivationUnit(cfg)
         if cfg.has_adam:
-            from .adam import AdamUnit
             m.submodules.adam = adam = AdamUnit(cfg)
 
         # ------------------------------------------------------- scratchpads
