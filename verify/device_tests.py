@@ -16,14 +16,15 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from ..spec.link import ReplyDecoder, encode_request
 from ..sim import activation_model as am
 from ..sim import adam_model
-from .checking import assert_bit_exact
 from ..sim.device_model import DeviceModel
-from ..spec import (DEVICE_MAGIC, AcceleratorConfig, ActivationFunction, MemSpace,
-                           Opcode, Status, activate_flags, encode_instruction, mem_depth, mem_readable,
-                           pack_words, register_map, unpack_words)
+from ..spec import (DEVICE_MAGIC, INSTRUCTIONS, AcceleratorConfig, ActivationFunction, MemSpace,
+                    Opcode, Status, activate_flags, check_instruction, encode_instruction,
+                    identity_words, mem_depth, mem_present, mem_readable, mem_word, pack_words,
+                    register_map, unpack_words)
+from ..spec.link import ReplyDecoder, encode_request
+from .checking import assert_bit_exact
 
 #: cycles a frame may take before the device counts as hung
 HANG_CYCLES = 5000
@@ -185,7 +186,6 @@ class DeviceDriver:
                 Opcode.WRITE_MEM, space=int(space), addr=addr + i, data=chunk))
 
     async def read_mem(self, space, addr, count) -> np.ndarray:
-        from ..spec import mem_word
         wb = mem_word(self.config, space).bytes
         per = max(1, self.config.max_payload // wb)
         out = b""
@@ -246,7 +246,6 @@ async def identity_and_errors(dut):
     assert int.from_bytes(ident[:4], "little") == DEVICE_MAGIC
     names = ["ID", "VERSION", "CONFIG0", "CONFIG1"]
     got = await drv.read_regs(names)
-    from ..spec import identity_words
     assert got == {n: identity_words(cfg)[n] for n in names}
     rng = np.random.default_rng(1)
     a = rng.integers(cfg.operand_min, cfg.operand_max + 1, (cfg.input_depth, cfg.rows))
@@ -284,7 +283,6 @@ def range_corners(cfg: AcceleratorConfig) -> list[tuple[int, bytes]]:
     """Frames at both sides of every static check the decoder makes (ranges
     ending exactly at a memory's depth and one past it, zero and maximum
     counts, address fields with high bits set, lengths off by one byte)."""
-    from ..spec import INSTRUCTIONS, mem_present, mem_word
     out = []
     big = (0xFFFFFFFF, 1 << 16, 1 << 20)
     for space in MemSpace:
@@ -349,7 +347,6 @@ def range_corners(cfg: AcceleratorConfig) -> list[tuple[int, bytes]]:
 async def range_check_corners(dut):
     """Every static check at its corners answers as spec.check_instruction
     (both sides of each corner occur), and rejected frames change nothing."""
-    from ..spec import check_instruction
     drv = await _driver(dut)
     cfg = drv.config
     seen = set()

@@ -21,11 +21,10 @@ import os
 import cocotb
 import numpy as np
 
-from ..spec.link import ReplyDecoder
+from ..spec import (ADAM_HYPERPARAMETERS, AcceleratorConfig, MemSpace, Opcode, Status,
+                    encode_instruction, identity_words, mem_depth, mem_word, register_map)
+from ..spec.link import ReplyDecoder, encode_request
 from .device_tests import DeviceDriver
-from ..spec import (ADAM_HYPERPARAMETERS, AcceleratorConfig, MemSpace,
-                           Opcode, Status, encode_instruction, identity_words, mem_depth,
-                           mem_word, register_map)
 
 #: registers whose value does not depend on timing (safe to compare exactly)
 _STABLE_REGS = (*identity_words(AcceleratorConfig()), "FRAMES", "BYTES_OUT", "CONTROL")
@@ -149,7 +148,6 @@ class FrameFuzzer:
         return op, payload
 
     def frame(self, opcode: int, payload: bytes) -> bytes:
-        from ..spec.link import encode_request
         self.seq = (self.seq + 1) & 0xFF
         return encode_request(opcode, self.seq, payload)
 
