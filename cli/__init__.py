@@ -112,8 +112,12 @@ def _unavailable(message: str):
 
 
 def _add_module(subparsers, name: str, module_name: str, label: str) -> None:
+    # the options go on a parent parser first: a command's choices may come from a
+    # module that needs an extra, and a half-built subparser could not be taken back
+    options = argparse.ArgumentParser(add_help=False)
     try:
         module = importlib.import_module(module_name)
+        module.add_arguments(options)
     except ImportError as exc:
         message = missing_extra(exc, label)
         if message is None:
@@ -124,11 +128,11 @@ def _add_module(subparsers, name: str, module_name: str, label: str) -> None:
         parser.set_defaults(_run=_unavailable(message), _unavailable=True, json=False)
         return
     parser = subparsers.add_parser(name, help=module.HELP, description=module.HELP,
+                                   parents=[options],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if not any(a.dest == "json" for a in parser._actions):
         parser.add_argument("--json", action="store_true",
                             help="print the result as one JSON object instead of a table")
-    module.add_arguments(parser)
     parser.set_defaults(_run=module.run)
 
 

@@ -6,14 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from ..spec import AcceleratorConfig
-from ..boards.build import CORES
-from ..spec.boards import BOARDS, default_config
-
 HELP = "build a board bitstream (--board) or the generic ASIC synthesis report (--target asic)"
 
 
 def add_arguments(parser) -> None:
+    from ..boards.build import CORES
+    from ..spec.boards import BOARDS
+
     parser.add_argument("--board", choices=sorted(BOARDS),
                         help="FPGA board to build a bitstream for")
     parser.add_argument("--target", choices=["fpga", "asic"], default="fpga",
@@ -55,7 +54,9 @@ def _parse_value(text: str):
         return text
 
 
-def _config(args, base: dict) -> AcceleratorConfig:
+def _config(args, base: dict):
+    from ..spec import AcceleratorConfig
+
     fields = dict(base)
     if args.config is not None:
         fields.update(json.loads(args.config.read_text()))
@@ -68,6 +69,9 @@ def _config(args, base: dict) -> AcceleratorConfig:
 
 
 def run(args) -> dict:
+    from ..boards.build import CORES
+    from ..spec.boards import BOARDS, default_config
+
     if args.target == "asic":
         from ..boards.asic import asic_report
         if args.board is not None:
