@@ -374,15 +374,12 @@ def build_board(board: str, config: AcceleratorConfig | None = None, *,
 
     report_json = f"{name}.report.json"
     if b.family == "ice40":
-        pnr = [env["NEXTPNR_ICE40"], *platform._nextpnr_device_options[platform.device].split(),
-               "--package", platform.package.lower(), "--json", f"{name}.json",
+        pnr = [env["NEXTPNR_ICE40"], *b.nextpnr, "--json", f"{name}.json",
                "--pcf", f"{name}.pcf", "--asc", f"{name}.asc"]
         pack = [env["ICEPACK"], f"{name}.asc", f"{name}.bin"]
         bitstream = build_dir / f"{name}.bin"
     else:
-        pnr = [env["NEXTPNR_ECP5"], *platform._nextpnr_device_options[platform.device].split(),
-               "--package", platform._nextpnr_package_options[platform.package].upper(),
-               "--speed", str(platform.speed), "--json", f"{name}.json",
+        pnr = [env["NEXTPNR_ECP5"], *b.nextpnr, "--json", f"{name}.json",
                "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config"]
         pack = [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"]
         bitstream = build_dir / f"{name}.bit"

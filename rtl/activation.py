@@ -118,12 +118,16 @@ class ActivationUnit(wiring.Component):
     passes).
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __new__(cls, config: AcceleratorConfig):
+        # Checked before the object exists: a refused unit would otherwise be
+        # reported as an elaboratable created but never used.
         if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True   # a rejected unit is not "unused"
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
         if config.acc_bits < 2:
             raise ValueError(f"acc_bits must be >= 2, got {config.acc_bits}")
+        return super().__new__(cls, src_loc_at=1)   # unused: reported at the caller's line
+
+    def __init__(self, config: AcceleratorConfig):
         self.config = config
         lanes = config.lanes
         super().__init__({

@@ -131,7 +131,7 @@ def one_hot(fsm) -> None:
     checks (Yosys ``prep``, no FSM pass) keep the binary code.  The encoding's
     unused codes are unreachable from reset, which the boards assert at power-up.
     """
-    fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
+    fsm.state.attrs["fsm_encoding"] = "one-hot"
 
 
 def _bits(n: int) -> int:

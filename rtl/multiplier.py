@@ -160,16 +160,19 @@ class LutMultiplier(wiring.Component):
         The intermediate signals (empty without ``split``), after elaboration.
     """
 
-    def __init__(self, bits: int = 8, split: int | None = None):
+    def __new__(cls, bits: int = 8, split: int | None = None):
+        # Checked before the object exists: a refused unit would otherwise be
+        # reported as an elaboratable created but never used.
         if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-            self._MustUse__silence = True   # a rejected unit is not "unused"
             raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
         levels = lut_levels(bits)
         if split is not None and (isinstance(split, bool) or not isinstance(split, int)
                                   or not 0 <= split < levels):
-            self._MustUse__silence = True
             raise ValueError(f"split must be None or an integer in [0, {levels - 1}] for "
                              f"bits={bits}, got {split!r}")
+        return super().__new__(cls, src_loc_at=1)   # unused: reported at the caller's line
+
+    def __init__(self, bits: int = 8, split: int | None = None):
         self.bits = bits
         self.split = split
         self.cut = []

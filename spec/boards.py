@@ -36,6 +36,10 @@ class Board:
     synth_opts: str = ""
     # nextpnr seeds tried in order until one meets timing (see build_board)
     seeds: tuple = (1,)
+    # nextpnr's device, package and speed options, as Amaranth's own build
+    # script for the board's platform spells them (build_board runs nextpnr
+    # itself, once per seed)
+    nextpnr: tuple = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -59,6 +63,7 @@ BOARDS: dict[str, Board] = {
         # -device u: Yosys's LUT mapper then uses the UP5K's timing (its
         # default is the HX1K's, with a 250 ps wire where a UP5K hop is 1.7-3 ns)
         synth_opts="-dsp -device u",
+        nextpnr=("--up5k", "--package", "sg48"),
         # The UP5K is 80% full and its Fmax moves by several MHz from seed to
         # seed on the same netlist (44-50.5 MHz over seeds 1-6 on a923e4c):
         # closure at 50.25 MHz is a seed sweep, stopped at the first pass.
@@ -83,6 +88,7 @@ BOARDS: dict[str, Board] = {
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
                      opt_depth=1024, max_payload=1024, clock_hz=100_000_000,
                      baud=1_000_000),
+        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
     ),
 }
 

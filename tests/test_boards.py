@@ -7,7 +7,7 @@ import sys
 import pytest
 from amaranth.sim import Simulator
 
-from hetaccel.boards.build import DoesNotFit, LinkEcho, build_board
+from hetaccel.boards.build import BoardTop, DoesNotFit, LinkEcho, board_platform, build_board
 from hetaccel.spec.boards import BOARDS, default_config
 from hetaccel.boards.pll import ecp5_pll, ice40_pll
 from hetaccel.spec.link import Frame, ReplyDecoder, encode_request
@@ -44,6 +44,19 @@ def test_default_configs_valid():
         assert isinstance(cfg, AcceleratorConfig)
     with pytest.raises(ValueError, match="unknown board 'de10'"):
         default_config("de10")
+
+
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_catalog_nextpnr_options_are_the_platforms(name):
+    # build_board runs nextpnr itself with the catalog's device options: they
+    # must be the ones Amaranth's build script for the platform passes.
+    b = BOARDS[name]
+    plan = board_platform(b).prepare(BoardTop(b, default_config(name), core=LinkEcho),
+                                     name="top")
+    script = plan.files["build_top.sh"]
+    script = script if isinstance(script, str) else script.decode()
+    nextpnr = [line for line in script.splitlines() if line.startswith('"$NEXTPNR_')]
+    assert len(nextpnr) == 1 and f" {' '.join(b.nextpnr)} " in nextpnr[0], nextpnr
 
 
 def test_link_echo_core_answers_frames():
