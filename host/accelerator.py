@@ -10,7 +10,11 @@
 
 Every backend runs the same code below: operations become instruction frames
 (:mod:`hetaccel.spec` layouts, :mod:`hetaccel.spec.link` framing) and only
-the :class:`~hetaccel.host.transport.Transport` differs.
+the :class:`~hetaccel.host.transport.Transport` differs.  The planner
+(:mod:`hetaccel.host.planner`) decides the schedule of every operation -- which
+words go where, which instructions run, what is read back -- and counts what it
+costs; this module attaches the data and the link session
+(:mod:`hetaccel.host.session`) carries the frames.
 
 Scheduling.  An operation is cut into *segments*.  A segment loads the data of
 one output group (a block of rows x a group of ``cols``-wide column tiles)
@@ -43,18 +47,23 @@ from __future__ import annotations
 
 import struct
 import time
-from collections import deque
 from functools import lru_cache
 
 import numpy as np
 
-from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_ACCUMULATE,
-                    INSTRUCTIONS, AcceleratorConfig, ActivationFunction, ActivationPrecision,
-                    MemSpace, Opcode, Status, config_from_identity, encode_instruction, mem_depth,
-                    identity_words, mem_word, register_map)
-from .profiler import OpRecord, Profile, board_params
-from ..spec.link import FrameError, ReplyDecoder, encode_request
+from ..sim.activation_model import build_table, fixed_output_frac, quantize_multiplier
+from ..sim.adam_model import hyperparameters
+from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTRUCTIONS, INT32_MAX,
+                    INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig, ActivationFunction,
+                    ActivationPrecision, MemSpace, Opcode, config_from_identity,
+                    encode_instruction, identity_words, mem_word, register_map)
+from .planner import (PROFILE_COUNTERS, Instr, Load, RegRead, RegWrite, activation_segments,
+                      adam_segments, board_image, plan_device_gemm, read_chunks, table_segment,
+                      write_chunks)
+from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
+from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
+                      Session)
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
 
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
@@ -75,29 +84,6 @@ def _with_pending_read(reqs: list, pending):
     prev_reqs, consume = pending
     n_own = len(reqs)
     return reqs + prev_reqs, lambda replies: consume(replies[n_own:])
-
-
-class AcceleratorError(RuntimeError):
-    """Base class of the runtime's device errors."""
-
-
-class LinkError(AcceleratorError):
-    """The device did not answer correctly within the retry budget."""
-
-
-class DeviceStatusError(AcceleratorError):
-    """The device kept rejecting a frame with an error status."""
-
-
-class DeviceResetError(AcceleratorError):
-    """The device reset during an operation; its result is lost."""
-
-
-class _Fault(Exception):
-    def __init__(self, kind: str, detail: str, status: int | None = None):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.status = status
 
 
 _ACTIVATIONS = {None: ActivationFunction.NONE, "none": ActivationFunction.NONE,
@@ -138,239 +124,8 @@ def _packer(op: Opcode) -> struct.Struct:
     return struct.Struct("<" + "".join(codes[n] for _, n in INSTRUCTIONS[op].fields))
 
 
-def _gemm(a_addr: int, w_addr: int, acc_addr: int, m: int, flags: int) -> tuple:
-    return Opcode.GEMM, _packer(Opcode.GEMM).pack(a_addr, w_addr, acc_addr, m, flags)
-
-
-def _accumulates(req: tuple) -> bool:
-    """Whether executing ``req`` twice differs from executing it once."""
-    op, payload = req
-    if op == Opcode.ADAM:
-        return True
-    return op == Opcode.GEMM and bool(payload[-1] & GEMM_ACCUMULATE)
-
-
-# ---------------------------------------------------------------------------
-# the link session: sequence numbers, windowed exchange, recovery
-
-
-class _Link:
-    """Frames in, replies out, with bounded retries of whole segments."""
-
-    def __init__(self, transport: Transport, config: AcceleratorConfig, *, timeout: float,
-                 retries: int):
-        self.t = transport
-        self.config = config
-        self.timeout = timeout
-        self.retries = retries
-        self.window = config.link_buffers
-        self.decoder = ReplyDecoder(0xFFFF)
-        self.seq = 0
-        self.frames_ok = 0           # OK replies since the FRAMES baseline
-        self.frames_base = 0         # FRAMES register at the baseline
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.frames_sent = 0
-        self.retry_count = 0
-        self.fault_log: list[str] = []
-        self._frames_reg: int | None = None   # FRAMES register, once baselined
-        self._progress = (0, 0)
-
-    def _next_seq(self) -> int:
-        self.seq = (self.seq + 1) & 0xFF
-        return self.seq
-
-    def _send(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
-        self.t.send(data)
-
-    def _receive(self, frames: int) -> list:
-        data = self.t.receive(self.timeout, frames)
-        self.bytes_received += len(data)
-        return self.decoder.feed(data) if data else None
-
-    def _attempt(self, reqs: list, start: int, replies: list) -> list:
-        n = len(reqs)
-        outstanding: deque = deque()
-        nxt = start
-        done = start
-        maxp = self.config.max_payload
-        # On a fault, frames before ``done`` were acknowledged (executed once, in
-        # order); those in [done, nxt) may or may not have executed.
-        self._progress = (done, nxt)
-        while done < n:
-            if nxt < n and len(outstanding) < self.window:
-                out = bytearray()
-                while nxt < n and len(outstanding) < self.window:
-                    op, payload = reqs[nxt]
-                    seq = self._next_seq()
-                    out += encode_request(op, seq, payload, max_payload=maxp)
-                    outstanding.append((nxt, seq))
-                    nxt += 1
-                    self.frames_sent += 1
-                self._progress = (done, nxt)
-                self._send(bytes(out))
-            items = self._receive(1)
-            if items is None:
-                idx, seq = outstanding[0]
-                raise _Fault("timeout", f"no reply to {Opcode(reqs[idx][0]).name} "
-                                        f"(seq {seq}) within {self.timeout:g} s")
-            for item in items:
-                if isinstance(item, FrameError):
-                    raise _Fault("corrupt reply", f"reply failed its {item.status.name} check")
-                live = [s for _, s in outstanding]
-                if item.seq not in live:
-                    continue  # a late reply from an abandoned attempt
-                idx, seq = outstanding[0]
-                if item.seq != seq:
-                    raise _Fault("lost reply", f"reply to seq {seq} missing "
-                                               f"(got seq {item.seq})")
-                if item.code != Status.OK:
-                    name = Status(item.code).name if item.code in Status._value2member_map_ \
-                        else f"0x{item.code:02X}"
-                    raise _Fault("status", f"{Opcode(reqs[idx][0]).name} answered {name}",
-                                 status=item.code)
-                replies[idx] = item.payload
-                outstanding.popleft()
-                self.frames_ok += 1
-                done += 1
-                self._progress = (done, nxt)
-        return replies
-
-    def run(self, reqs: list) -> list:
-        """Execute ``reqs`` (``(opcode, payload)``) in order; their reply payloads.
-
-        After a fault the list resumes at the first unacknowledged frame when
-        every frame that may have executed without its reply being seen
-        overwrites what it writes (loads, reads, GEMM without accumulate,
-        ACTIVATE, register writes): executing it again, in order, gives the
-        same state.  If one of them accumulates (GEMM with accumulate, ADAM),
-        the whole list is replayed from its start, so the list must be
-        idempotent as a whole (see the module docstring).
-        """
-        last: _Fault | None = None
-        replies: list = [None] * len(reqs)
-        start = 0
-        for attempt in range(self.retries + 1):
-            try:
-                return self._attempt(reqs, start, replies)
-            except _Fault as fault:
-                last = fault
-                self.fault_log.append(str(fault))
-                if attempt == self.retries:
-                    break
-                self.retry_count += 1
-                first, end = self._progress
-                self.recover()
-                start = 0 if any(_accumulates(r) for r in reqs[first:end]) else first
-        if last.kind == "status" and last.status not in (Status.BUSY, Status.BAD_CRC):
-            raise DeviceStatusError(f"device rejected a frame {self.retries + 1} times: {last}")
-        raise LinkError(f"giving up after {self.retries + 1} attempts: {last}")
-
-    def _single(self, op: int, payload: bytes = b"") -> bytes:
-        """One frame, one reply, no retry (used while recovering)."""
-        seq = self._next_seq()
-        self._send(encode_request(op, seq, payload, max_payload=self.config.max_payload))
-        self.frames_sent += 1
-        while True:
-            items = self._receive(1)
-            if items is None:
-                raise _Fault("timeout", f"no reply to {Opcode(op).name} while resynchronising")
-            for item in items:
-                if isinstance(item, FrameError) or item.seq != seq:
-                    continue
-                if item.code != Status.OK:
-                    raise _Fault("status", f"{Opcode(op).name} answered {item.code}", item.code)
-                self.frames_ok += 1
-                return item.payload
-
-    def recover(self) -> None:
-        """Drain, resynchronise the device's parser, and check it did not reset."""
-        while self._receive(self.window) is not None:
-            pass
-        self.decoder.reset()
-        for _ in range(self.retries + 1):
-            # max_payload + 8 non-sync bytes end any partial frame in the device.
-            self._send(bytes(self.config.max_payload + 8))
-            try:
-                self._single(Opcode.NOP)
-                # The frame-count check is a frame too: a fault in its reply is
-                # one more resync attempt, never an internal error for the caller.
-                self.check_frames()
-                return
-            except _Fault as fault:
-                self.fault_log.append(f"resync: {fault}")
-                while self._receive(self.window) is not None:
-                    pass
-                self.decoder.reset()
-        raise LinkError(f"device does not answer after {self.retries + 1} resync attempts")
-
-    def read_regs(self, addrs: list[int]) -> list[int]:
-        payload = encode_instruction(Opcode.READ_REG, *({"reg": a} for a in addrs))
-        (reply,) = self.run([(Opcode.READ_REG, payload)])
-        return [int.from_bytes(reply[4 * i:4 * i + 4], "little") for i in range(len(addrs))]
-
-    def baseline(self, frames_reg: int) -> None:
-        """Start counting acknowledged frames from the device's FRAMES now."""
-        self._frames_reg = frames_reg
-        (value,) = self.read_regs([frames_reg])
-        self.frames_base = value
-        self.frames_ok = 0
-
-    def check_frames(self, frames_value: int | None = None) -> None:
-        """Raise DeviceResetError if the device delivered fewer frames than
-        the host saw acknowledged since the baseline."""
-        if self._frames_reg is None:
-            return
-        if frames_value is None:
-            payload = encode_instruction(Opcode.READ_REG, {"reg": self._frames_reg})
-            before = self.frames_ok
-            frames_value = int.from_bytes(self._single(Opcode.READ_REG, payload)[:4], "little")
-            acked = before
-        else:
-            acked = self.frames_ok - 1  # the READ_REG that returned the value
-        delivered = (frames_value - self.frames_base) & 0xFFFFFFFF
-        if delivered >= 1 << 31:
-            delivered -= 1 << 32  # the counter went backwards: cleared by a reset
-        if delivered < acked:
-            raise DeviceResetError(
-                f"the device reset: it reports {delivered} frames delivered since the session "
-                f"baseline but acknowledged {acked}; scratchpad contents are lost")
-
-
-# ---------------------------------------------------------------------------
-# planning
-
-
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _candidates(limit: int) -> list[int]:
-    out = {limit}
-    p = 1
-    while p < limit:
-        out.add(p)
-        p *= 2
-    return sorted(out)
-
-
-def _w_half(cfg: AcceleratorConfig) -> int:
-    """Rows of one WEIGHT buffer: half the memory, or all of it when half
-    cannot hold a tile (then loads wait for the compute instead of overlapping)."""
-    return cfg.weight_depth // 2 if cfg.weight_depth // 2 >= cfg.rows else cfg.weight_depth
-
-
-class _GemmPlan:
-    """Block sizes of a tiled GEMM on this config (see :meth:`Accelerator._plan`)."""
-
-    def __init__(self, M, KT, NT, mb, nb, kc, resident):
-        self.M, self.KT, self.NT = M, KT, NT
-        self.mb, self.nb, self.kc, self.resident = mb, nb, kc, resident
-
-    def __repr__(self):
-        return (f"_GemmPlan(mb={self.mb}, nb={self.nb}, kc={self.kc}, "
-                f"resident={self.resident})")
 
 
 # ---------------------------------------------------------------------------
@@ -401,7 +156,7 @@ class Accelerator:
             timeout = {"emu": 1.0, "rtl": 0.02}.get(transport.kind, 0.5)
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self.link = _Link(transport, probe_config, timeout=float(timeout), retries=retries)
+        self.link = Session(transport, probe_config, timeout=float(timeout), retries=retries)
         try:
             self.link.run([(Opcode.NOP, b"")])
             ident = self._identity()
@@ -420,7 +175,7 @@ class Accelerator:
         except BaseException:
             transport.close()
             raise
-        self.profile = Profile(self.backend, board_params(board, config))
+        self.profile = Profile(self.backend, board_image(board, config))
         self._tables: dict[int, bytes] = {}
 
     # --- opening and closing -------------------------------------------------
@@ -517,11 +272,8 @@ class Accelerator:
         return config_from_identity(self._identity()).to_dict()
 
     def _counters(self) -> dict:
-        from ..spec import COUNTERS
-
-        names = [n for n, _ in COUNTERS]
-        values = self.link.read_regs([self.regs[n] for n in names])
-        return dict(zip(names, values))
+        values = self.link.read_regs([self.regs[n] for n in PROFILE_COUNTERS])
+        return dict(zip(PROFILE_COUNTERS, values))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -535,7 +287,7 @@ class Accelerator:
         return (time.perf_counter(), self._counters(), link.bytes_sent, link.bytes_received,
                 link.frames_sent, link.retry_count, len(link.fault_log))
 
-    def _end(self, start, op: str, shape: dict, macs: int = 0) -> OpRecord:
+    def _end(self, start, op: str, shape: dict, macs: int = 0, table: bool = False) -> OpRecord:
         t0, c0, bs, br, fs, rc, fl = start
         link = self.link
         try:
@@ -555,7 +307,7 @@ class Accelerator:
             host_bytes_sent=link.bytes_sent - bs, host_bytes_received=link.bytes_received - br,
             frames=link.frames_sent - fs, retries=link.retry_count - rc,
             faults=link.fault_log[fl:], macs=macs, peak_macs_per_cycle=self.config.macs,
-            board=self.profile.board, counters=d)
+            board=self.profile.board, counters=d, table_load=table)
         self.profile.add(rec)
         return rec
 
@@ -585,22 +337,75 @@ class Accelerator:
 
     # --- request helpers -------------------------------------------------------
 
-    def _write_mem(self, space: MemSpace, addr: int, data: bytes) -> list:
+    def _write_mem(self, space: MemSpace, addr: int, data: bytes, words: int) -> list:
         wb = mem_word(self.config, space).bytes
-        per = max(1, (self.config.max_payload - 5) // wb) * wb
+        if len(data) != words * wb:
+            raise RuntimeError(f"the schedule loads {words} words of {space.name} but the data "
+                               f"holds {len(data)} bytes")  # pragma: no cover - internal
         reqs = []
-        for off in range(0, len(data), per):
-            chunk = data[off:off + per]
+        at = 0
+        for w in write_chunks(self.config, space, words):
             reqs.append((Opcode.WRITE_MEM, encode_instruction(
-                Opcode.WRITE_MEM, space=int(space), addr=addr + off // wb, data=chunk)))
+                Opcode.WRITE_MEM, space=int(space), addr=addr + at,
+                data=data[at * wb:(at + w) * wb])))
+            at += w
         return reqs
 
     def _read_mem(self, space: MemSpace, addr: int, count: int) -> list:
-        wb = mem_word(self.config, space).bytes
-        per = max(1, min(0xFFFF, self.config.max_payload // wb))
-        return [(Opcode.READ_MEM, encode_instruction(Opcode.READ_MEM, space=int(space),
-                                                      addr=addr + i, count=min(per, count - i)))
-                for i in range(0, count, per)]
+        reqs = []
+        at = 0
+        for w in read_chunks(self.config, space, count):
+            reqs.append((Opcode.READ_MEM, encode_instruction(Opcode.READ_MEM, space=int(space),
+                                                             addr=addr + at, count=w)))
+            at += w
+        return reqs
+
+    def _requests(self, steps, part, regs=None) -> list:
+        """The request frames ``(opcode, payload)`` of a planner segment's steps.
+
+        ``part(key)`` returns the bytes of a :class:`~hetaccel.host.planner.Load`'s
+        part; ``regs`` maps the register names of a RegWrite to their values.
+        """
+        reqs = []
+        for s in steps:
+            kind = type(s)
+            if kind is Instr:
+                reqs.append((s.opcode, _packer(s.opcode).pack(*s.fields)))
+            elif kind is Load:
+                reqs += self._write_mem(s.space, s.addr, part(s.part), s.words)
+            elif kind is RegWrite:
+                reqs.append((Opcode.WRITE_REG, encode_instruction(
+                    Opcode.WRITE_REG, *({"reg": self.regs[r], "value": regs[r]} for r in s.regs))))
+            elif kind is RegRead:
+                reqs.append((Opcode.READ_REG, encode_instruction(
+                    Opcode.READ_REG, *({"reg": self.regs[r]} for r in s.regs))))
+            else:  # pragma: no cover - the planner makes only these
+                raise TypeError(f"not a schedule step: {s!r}")
+        return reqs
+
+    def _schedule(self, segments, part, finish=None, regs=None):
+        """Runnable ``(requests, on_replies)`` pairs of planner segments: each
+        segment's steps carry the previous segment's read-back, whose replies go
+        to ``finish(key, replies)``."""
+        pending = None
+        for seg in segments:
+            yield _with_pending_read(self._requests(seg.steps, part, regs), pending)
+            pending = None
+            if seg.read is not None:
+                r = seg.read
+                pending = (self._read_mem(r.space, r.addr, r.words),
+                           lambda replies, key=seg.key: finish(key, replies))
+        if pending is not None:
+            yield pending
+
+    def _load_table(self, slot: int, tab_bytes: bytes) -> bool:
+        """Load an activation table unless the slot holds it; whether it loaded."""
+        if self._tables.get(slot) == tab_bytes:
+            return False
+        self._tables.pop(slot, None)
+        self._run(self._schedule([table_segment(self.config, slot)], lambda part: tab_bytes))
+        self._tables[slot] = tab_bytes
+        return True
 
     def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
         word = mem_word(self.config, space)
@@ -651,58 +456,19 @@ class Accelerator:
 
     # --- GEMM scheduling -------------------------------------------------------
 
-    def _plan(self, M: int, K: int, N: int, *, linear: bool) -> _GemmPlan:
-        """Block sizes minimising link bytes (frames included) within the scratchpads.
-
-        A row block of ``mb`` rows and a group of ``nb`` column tiles form one
-        accumulator region (two regions alternate); ``kc`` K-tiles of the block's
-        activations and of the group's weights fit one half of INPUT / WEIGHT.
-        When all K-tiles fit (``resident``) the activations are loaded once per
-        row block instead of once per group.
-        """
-        cfg = self.config
-        R, C = cfg.rows, cfg.cols
-        KT, NT = _ceil(K, R), _ceil(N, C)
-        in_half, w_half, acc_half = cfg.input_depth // 2, _w_half(cfg), cfg.acc_depth // 2
-        nb_cap = NT
-        if linear:
-            acc_half = min(acc_half, cfg.output_depth // 2)
-            nb_cap = min(nb_cap, max(1, cfg.act_param_depth // 2))
-        best = None
-        for mb in _candidates(min(M, acc_half, in_half)):
-            for nb in _candidates(min(nb_cap, max(1, acc_half // mb))):
-                kc = min(KT, in_half // mb, w_half // (nb * R))
-                if kc < 1:
-                    continue
-                kc = _ceil(KT, _ceil(KT, kc))  # equal chunks
-                resident = kc == KT
-                mblocks, ngroups = _ceil(M, mb), _ceil(NT, nb)
-                a_bytes = M * KT * R * (1 if resident else ngroups)
-                w_bytes = KT * R * NT * C * mblocks
-                gemms = mblocks * NT * KT
-                frames = gemms + (a_bytes + w_bytes) // max(1, cfg.max_payload - 5)
-                frames += mblocks * ngroups * (3 + (nb if linear else 0))
-                cost = a_bytes + w_bytes + 30 * frames
-                if best is None or cost < best[0]:
-                    best = (cost, _GemmPlan(M, KT, NT, mb, nb, kc, resident))
-        if best is None:
-            raise ValueError(f"the config's scratchpads cannot hold one tile: input_depth="
-                             f"{cfg.input_depth}, weight_depth={cfg.weight_depth}, "
-                             f"rows={R}")  # pragma: no cover - config validation prevents it
-        return best[1]
-
     def _gemm_segments(self, a: np.ndarray, b: np.ndarray, *, finish, act=None):
-        """Segments computing ``a @ b`` group by group.
+        """Segments computing ``a @ b`` group by group, as
+        :func:`~hetaccel.host.planner.plan_device_gemm` plans it.
 
-        ``finish(group, replies)`` consumes a group's result words: ACC rows for
-        a matmul, OUTPUT rows when ``act`` (per-group ACTIVATE parameters) is given.
+        ``finish(key, replies)`` consumes a group's result words: ACC rows for
+        a matmul, OUTPUT rows when ``act`` (the ACTIVATE parameters) is given.
         """
         cfg = self.config
         R, C = cfg.rows, cfg.cols
         M, K = a.shape
         N = b.shape[1]
-        plan = self._plan(M, K, N, linear=act is not None)
-        KT, NT, mb, nb, kc = plan.KT, plan.NT, plan.mb, plan.nb, plan.kc
+        plan = plan_device_gemm(cfg, M, K, N, linear=act is not None)
+        KT, NT = plan.KT, plan.NT
         in_dt = mem_word(cfg, MemSpace.INPUT).dtype
         w_dt = mem_word(cfg, MemSpace.WEIGHT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
@@ -713,61 +479,19 @@ class Accelerator:
         # INPUT word (k-tile t, row r) = A[r, t*R:(t+1)*R]; WEIGHT tile (t, j) = rows of B.
         a_tiles = ap.reshape(M, KT, R).transpose(1, 0, 2)             # (KT, M, R)
         b_tiles = bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)      # (KT, NT, R, C)
-        in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
-        w_slots = cfg.weight_depth // w_half
-        acc_half = cfg.acc_depth // 2
-        out_half = cfg.output_depth // 2 if act is not None else 0
-        chunk_no = 0
-        group_no = 0
-        a_slot = 0
-        pending_read = None  # (reqs, callback) of the previous group
-        for m0 in range(0, M, mb):
-            mm = min(mb, M - m0)
-            if plan.resident:
-                a_slot = (m0 // mb) % 2
-                a_base = a_slot * in_half
-                a_load = self._write_mem(MemSpace.INPUT, a_base,
-                                         np.ascontiguousarray(a_tiles[:, m0:m0 + mm]).tobytes())
-            for n0 in range(0, NT, nb):
-                nn = min(nb, NT - n0)
-                region = (group_no % 2) * acc_half
-                reqs = []
-                if plan.resident and n0 == 0:
-                    reqs += a_load
-                if act is not None:
-                    reqs += act.params(group_no, n0, nn)
-                for t0 in range(0, KT, kc):
-                    tt = min(kc, KT - t0)
-                    half = chunk_no % 2
-                    chunk_no += 1
-                    w_base = (half % w_slots) * w_half
-                    wdata = np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn]).tobytes()
-                    reqs += self._write_mem(MemSpace.WEIGHT, w_base, wdata)
-                    if plan.resident:
-                        a_base_t = a_slot * in_half + t0 * mm
-                    else:
-                        a_base_t = half * in_half
-                        reqs += self._write_mem(
-                            MemSpace.INPUT, a_base_t,
-                            np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm]).tobytes())
-                    for t in range(tt):
-                        for j in range(nn):
-                            reqs.append(_gemm(a_base_t + t * mm, w_base + (t * nn + j) * R,
-                                              region + j * mm, mm,
-                                              GEMM_ACCUMULATE if t0 + t > 0 else 0))
-                if act is not None:
-                    obase = (group_no % 2) * out_half
-                    reqs += act.activates(group_no, region, obase, mm, nn)
-                    read = self._read_mem(MemSpace.OUTPUT, obase, nn * mm)
-                else:
-                    read = self._read_mem(MemSpace.ACC, region, nn * mm)
-                yield _with_pending_read(reqs, pending_read)
-                key = (m0, mm, n0, nn)
-                pending_read = (read, lambda replies, key=key: finish(key, replies))
-                group_no += 1
-        if pending_read is not None:
-            reqs, cb = pending_read
-            yield reqs, cb
+
+        def part(p):
+            if p[0] == "a":
+                _, t0, tt, m0, mm = p
+                return np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm]).tobytes()
+            if p[0] == "w":
+                _, t0, tt, n0, nn = p
+                return np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn]).tobytes()
+            _, n0, nn = p
+            return act.words[n0:n0 + nn].tobytes()
+
+        fields = (int(act.fn), act.flags) if act is not None else ()
+        return self._schedule(plan.segments(*fields), part, finish)
 
     # --- operations ---------------------------------------------------------------
 
@@ -870,9 +594,6 @@ class Accelerator:
 
     def _linear_int(self, x, w, bias, fn, *, scale, multiplier, shift, table, table_scales,
                     precision, op_name="linear", float_meta=None):
-        from ..sim.activation_model import (INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX,
-                                            build_table, quantize_multiplier)
-
         self._check_linear_shapes(x, w)
         x = self._int_operand("x", x, ndim=None)
         w = self._int_operand("w", w)
@@ -916,7 +637,7 @@ class Accelerator:
             tab_bytes = tab.astype(np.int8).tobytes()
             slot = {ActivationFunction.SIGMOID: 0, ActivationFunction.TANH: 1,
                     ActivationFunction.GELU: 2}[fn] % self.config.act_tables
-        act = _ActPlan(self, fn, precision, b, mult, sh, slot)
+        act = _ActParams(self.config, fn, precision, b, mult, sh, slot)
         cfg = self.config
         C = cfg.cols
         out = np.zeros((M, _ceil(N, C) * C), dtype=np.int16)
@@ -928,22 +649,16 @@ class Accelerator:
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
         start = self._begin()
-        segments = self._gemm_segments(x2, w.T, finish=finish, act=act)
-        if tab_bytes is not None and self._tables.get(slot) != tab_bytes:
-            self._tables.pop(slot, None)
-            self._run([(self._write_mem(MemSpace.TABLE, slot * 256, tab_bytes), None)])
-            self._tables[slot] = tab_bytes
-        self._run(segments)
+        loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
+        self._run(self._gemm_segments(x2, w.T, finish=finish, act=act))
         shape = {"m": M, "k": K, "n": N}
-        self._end(start, op_name, shape, macs=M * K * N)
+        self._end(start, op_name, shape, macs=M * K * N, table=loaded)
         res = out[:, :N]
         if precision == ActivationPrecision.INT8:
             res = res.astype(np.int8)
         return res.reshape(lead + (N,))
 
     def _linear_float(self, x, w, bias, fn, out_scale):
-        from ..sim.activation_model import fixed_output_frac
-
         x = self._float_array("x", x)
         w = self._float_array("w", w, ndim=2)
         self._check_linear_shapes(x, w)
@@ -1002,9 +717,6 @@ class Accelerator:
           for integers; sigmoid/tanh/gelu need ``table`` or ``table_scales``)
           or int16 fixed point (``"fixed16"``).
         """
-        from ..sim.activation_model import (INT32_MAX, INT32_MIN, build_table,
-                                            fixed_output_frac, quantize_multiplier)
-
         fn = _activation_kind(kind)
         self._check_open()
         if not self.config.has_activation:
@@ -1067,37 +779,26 @@ class Accelerator:
         padded[:flat.size] = flat
         accw = mem_word(cfg, MemSpace.ACC)
         data = padded.reshape(rows, C).astype(accw.dtype)
-        half = min(cfg.acc_depth, cfg.output_depth) // 2
         result = np.zeros((rows, C), dtype=np.int16)
         pw = mem_word(cfg, MemSpace.ACT_PARAM)
         params = np.array([[b] * C, [mult] * C, [sh] * C], dtype=np.int64).astype(pw.dtype)
         flags = int(prec) | slot << ACT_TABLE_SHIFT
 
-        def segments():
-            yield self._write_mem(MemSpace.ACT_PARAM, 0, params.tobytes()), None
-            pending = None
-            for i, r0 in enumerate(range(0, rows, half)):
-                rr = min(half, rows - r0)
-                base = (i % 2) * half
-                reqs = self._write_mem(MemSpace.ACC, base, data[r0:r0 + rr].tobytes())
-                reqs.append((Opcode.ACTIVATE, encode_instruction(
-                    Opcode.ACTIVATE, acc_addr=base, out_addr=base, m=rr, param_entry=0,
-                    function=int(fn), flags=flags)))
-                yield _with_pending_read(reqs, pending)
+        def part(p):
+            if p[0] == "params":
+                return params.tobytes()
+            _, r0, rr = p
+            return data[r0:r0 + rr].tobytes()
 
-                def store(replies, r0=r0, rr=rr):
-                    result[r0:r0 + rr] = self._unpack(MemSpace.OUTPUT, replies)
-
-                pending = (self._read_mem(MemSpace.OUTPUT, base, rr), store)
-            yield pending
+        def finish(key, replies):
+            r0, rr = key
+            result[r0:r0 + rr] = self._unpack(MemSpace.OUTPUT, replies)
 
         start = self._begin()
-        if tab_bytes is not None and self._tables.get(slot) != tab_bytes:
-            self._tables.pop(slot, None)
-            self._run([(self._write_mem(MemSpace.TABLE, slot * 256, tab_bytes), None)])
-            self._tables[slot] = tab_bytes
-        self._run(segments())
-        self._end(start, "activation", {"elements": int(flat.size)})
+        loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
+        self._run(self._schedule(activation_segments(cfg, flat.size, function=int(fn),
+                                                     flags=flags), part, finish))
+        self._end(start, "activation", {"elements": int(flat.size)}, table=loaded)
         res = result.reshape(-1)[:flat.size].reshape(x.shape)
         if is_float:
             return (res.astype(np.float64) / (1 << fixed_output_frac(fn))).astype(np.float32)
@@ -1115,8 +816,6 @@ class Accelerator:
         also returned.  ``step`` is the 1-based step number used in the bias
         corrections.  NaN/inf in the tensors propagate as IEEE arithmetic does.
         """
-        from ..sim.adam_model import hyperparameters
-
         self._check_open()
         if not self.config.has_adam:
             raise ValueError("this config has no Adam unit (has_adam=False)")
@@ -1142,32 +841,20 @@ class Accelerator:
         for i, name in enumerate(("params", "grads", "m", "v")):
             state[:n, i] = arrays[name].reshape(-1)
         state = state.reshape(words, L, 4)
-        depth = mem_depth(cfg, MemSpace.OPT)
-        half = max(1, depth // 2)
         result = np.zeros_like(state)
-        regs = [{"reg": self.regs[f"ADAM_{k.upper()}"], "value": hp[k]}
-                for k in ADAM_HYPERPARAMETERS]
-        regs.append({"reg": self.regs["ADAM_MODE"], "value": hp["mode"]})
+        regs = {f"ADAM_{k.upper()}": hp[k] for k in ADAM_HYPERPARAMETERS}
+        regs["ADAM_MODE"] = hp["mode"]
 
-        def segments():
-            yield [(Opcode.WRITE_REG, encode_instruction(Opcode.WRITE_REG, *regs))], None
-            pending = None
-            for i, w0 in enumerate(range(0, words, half)):
-                ww = min(half, words - w0)
-                base = (i % 2) * half
-                reqs = self._write_mem(MemSpace.OPT, base, state[w0:w0 + ww].tobytes())
-                reqs.append((Opcode.ADAM, encode_instruction(Opcode.ADAM, addr=base, count=ww)))
-                yield _with_pending_read(reqs, pending)
+        def part(p):
+            _, w0, ww = p
+            return state[w0:w0 + ww].tobytes()
 
-                def store(replies, w0=w0, ww=ww):
-                    result[w0:w0 + ww] = np.frombuffer(b"".join(replies), dtype="<f4") \
-                        .reshape(ww, L, 4)
-
-                pending = (self._read_mem(MemSpace.OPT, base, ww), store)
-            yield pending
+        def finish(key, replies):
+            w0, ww = key
+            result[w0:w0 + ww] = np.frombuffer(b"".join(replies), dtype="<f4").reshape(ww, L, 4)
 
         start = self._begin()
-        self._run(segments())
+        self._run(self._schedule(adam_segments(cfg, n), part, finish, regs))
         self._end(start, "adam_step", {"params": int(n)})
         flat = result.reshape(-1, 4)[:n]
         for i, name in ((0, "params"), (2, "m"), (3, "v")):
@@ -1175,12 +862,10 @@ class Accelerator:
         return params, m, v
 
 
-class _ActPlan:
-    """ACTIVATE parameters of one linear: per-group ACT_PARAM loads and passes."""
+class _ActParams:
+    """The ACTIVATE fields and per-column-tile ACT_PARAM words of one linear."""
 
-    def __init__(self, acc: Accelerator, fn, precision, bias, mult, shift, slot):
-        cfg = acc.config
-        self.acc = acc
+    def __init__(self, cfg: AcceleratorConfig, fn, precision, bias, mult, shift, slot):
         self.fn = fn
         self.flags = int(precision) | slot << ACT_TABLE_SHIFT
         C = cfg.cols
@@ -1193,15 +878,3 @@ class _ActPlan:
             full[:N] = arr
             p[:, i, :] = full.reshape(NT, C)
         self.words = p.astype(pw.dtype)
-        self.half = max(1, cfg.act_param_depth // 2)
-
-    def params(self, group: int, n0: int, nn: int) -> list:
-        base = (group % 2) * self.half
-        return self.acc._write_mem(MemSpace.ACT_PARAM, base, self.words[n0:n0 + nn].tobytes())
-
-    def activates(self, group: int, region: int, obase: int, mm: int, nn: int) -> list:
-        base = (group % 2) * self.half
-        return [(Opcode.ACTIVATE, encode_instruction(
-            Opcode.ACTIVATE, acc_addr=region + j * mm, out_addr=obase + j * mm, m=mm,
-            param_entry=base + j, function=int(self.fn), flags=self.flags))
-            for j in range(nn)]

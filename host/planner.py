@@ -1,22 +1,62 @@
 """The one planner: how work is tiled onto a device, and what it costs.
 
-Every count of cycles or bytes the runtime, the workloads, the profiler and the
-command line quote comes from here, computed for a device image's own config
-(array shape, memories, clock, link rate), with the unit timings of
-:mod:`hetaccel.spec.timing`.
+Every count of cycles or bytes that the runtime, the workloads, the profiler and
+the command line quote comes from here, computed for one device image's own
+config (array shape, memories, frame size, clock, link rate) with the unit
+timings of :mod:`hetaccel.spec.timing` and the framing of :mod:`hetaccel.spec.link`.
+
+Engine level
+    :func:`plan_gemm` tiles one product for the matmul engine (:class:`TileOp`
+    sequence); :func:`gemm_cycles` is the engine's exact cycle count of it.
+
+Device level
+    :func:`plan_device_gemm` blocks a product over the scratchpads
+    (:class:`DeviceGemmPlan`); :func:`activation_segments`,
+    :func:`adam_segments` and :func:`table_segment` schedule the other
+    operations.  A schedule is a sequence of :class:`Segment` made of
+    :class:`Load`, :class:`Instr`, :class:`RegWrite`, :class:`RegRead` steps and
+    a result :class:`Read`: the runtime (:class:`hetaccel.host.Accelerator`)
+    turns exactly these into request frames, attaching the data, and
+    :func:`op_cost` counts the very same steps -- every frame's bytes each way,
+    each compute instruction's cycles (:func:`~hetaccel.spec.timing.instruction_cycles`,
+    what the device's ``CYCLES`` counter adds) and its unit's busy cycles
+    (:func:`~hetaccel.spec.timing.busy_cycles`, ``GEMM_BUSY``/``ACT_BUSY``/``ADAM_BUSY``).
+
+Boards
+    A :class:`BoardImage` is a named config: ``"config"`` (the config in
+    hand) or a board of :data:`hetaccel.spec.boards.BOARDS` with its default
+    image (:func:`~hetaccel.spec.boards.default_config`).  :func:`project`
+    turns an op's cost into seconds on an image (busy cycles at its clock
+    against link bytes at its baud, 10 bits per UART byte), and
+    :func:`utilisation` is the one definition of MAC utilisation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from ..spec import AcceleratorConfig
-from ..spec.timing import tile_cycles
+from ..spec import (ADAM_HYPERPARAMETERS, COUNTERS, DEFAULT_CONFIG, GEMM_ACCUMULATE, INSTRUCTIONS,
+                    AcceleratorConfig, MemSpace, Opcode, mem_depth, mem_word)
+from ..spec.boards import BOARDS, default_config
+from ..spec.link import frame_bytes
+from ..spec.timing import busy_cycles, instruction_cycles, tile_cycles
 
-__all__ = ["TileOp", "OutputBlock", "GemmPlan", "plan_gemm", "gemm_cycles"]
+__all__ = [
+    # engine level
+    "TileOp", "OutputBlock", "GemmPlan", "plan_gemm", "gemm_cycles",
+    # schedules
+    "Load", "Read", "Instr", "RegWrite", "RegRead", "Segment", "write_chunks", "read_chunks",
+    "DeviceGemmPlan", "plan_device_gemm", "activation_segments", "adam_segments",
+    "table_segment", "PROFILE_COUNTERS", "profile_segments",
+    # costs and boards
+    "OPS", "OP_UNITS", "OpCost", "count", "op_cost", "UART_BITS_PER_BYTE", "BoardImage",
+    "board_images", "board_image", "Projection", "project", "project_op", "utilisation",
+]
 
 
 def _check_config(config) -> AcceleratorConfig:
@@ -120,3 +160,609 @@ def gemm_cycles(config: AcceleratorConfig, m: int, k: int, n: int, *, engine: bo
     if plan is None:
         plan = plan_gemm(config, m, k, n)
     return tile_cycles(config, plan.tiles, engine=engine)
+
+
+# ---------------------------------------------------------------------------
+# schedules: the steps the runtime turns into frames
+
+
+class Load(NamedTuple):
+    """WRITE_MEM of ``words`` words of ``space`` from word ``addr`` on, in
+    frames of :func:`write_chunks` words.  ``part`` names the slice of the
+    operation's data (each schedule documents its parts)."""
+
+    space: MemSpace
+    addr: int
+    words: int
+    part: tuple = ()
+
+
+class Read(NamedTuple):
+    """READ_MEM of ``words`` words of ``space`` from word ``addr`` on, in
+    frames of :func:`read_chunks` words."""
+
+    space: MemSpace
+    addr: int
+    words: int
+
+
+class Instr(NamedTuple):
+    """One fixed-layout instruction; ``fields`` in :data:`~hetaccel.spec.INSTRUCTIONS` order."""
+
+    opcode: Opcode
+    fields: tuple = ()
+
+
+class RegWrite(NamedTuple):
+    """One WRITE_REG frame writing the named registers."""
+
+    regs: tuple
+
+
+class RegRead(NamedTuple):
+    """One READ_REG frame reading the named registers."""
+
+    regs: tuple
+
+
+class Segment(NamedTuple):
+    """Steps the device runs together and the read-back of their result.
+
+    The runtime sends a segment's read with the *next* segment's steps, so
+    results stream out while the next compute runs (double buffering).
+    ``key`` tells the runtime which part of the result the read returns.
+    """
+
+    steps: tuple
+    read: Read | None = None
+    key: tuple = ()
+
+
+#: Bytes of one register value in a READ_REG reply.
+_REG_BYTES = 4
+
+
+def write_chunks(config: AcceleratorConfig, space: MemSpace, words: int) -> list[int]:
+    """Words per WRITE_MEM frame loading ``words`` words of ``space``: as many
+    as one payload of ``max_payload`` bytes holds after the fixed fields."""
+    per = max(1, (config.max_payload - INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
+              // mem_word(config, space).bytes)
+    return [min(per, words - i) for i in range(0, words, per)]
+
+
+def read_chunks(config: AcceleratorConfig, space: MemSpace, words: int) -> list[int]:
+    """Words per READ_MEM frame reading ``words`` words of ``space``: as many as
+    one reply payload holds (and the 16-bit ``count`` field allows)."""
+    count_max = (1 << (8 * dict(INSTRUCTIONS[Opcode.READ_MEM].fields)["count"])) - 1
+    per = max(1, min(count_max, config.max_payload // mem_word(config, space).bytes))
+    return [min(per, words - i) for i in range(0, words, per)]
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _candidates(limit: int) -> list[int]:
+    out = {limit}
+    p = 1
+    while p < limit:
+        out.add(p)
+        p *= 2
+    return sorted(out)
+
+
+def _w_half(cfg: AcceleratorConfig) -> int:
+    """Rows of one WEIGHT buffer: half the memory, or all of it when half
+    cannot hold a tile (then loads wait for the compute instead of overlapping)."""
+    return cfg.weight_depth // 2 if cfg.weight_depth // 2 >= cfg.rows else cfg.weight_depth
+
+
+@dataclass(frozen=True)
+class DeviceGemmPlan:
+    """How one ``C[M, N] = A[M, K] @ B[K, N]`` runs on a device.
+
+    ``A`` is cut into row blocks of ``mb`` rows and ``N`` into groups of
+    ``nb`` column tiles (``cols`` wide, ``NT`` in all); a block and a group
+    form one accumulator region (two regions alternate, so one is read out
+    while the other computes).  The ``KT = ceil(K / rows)`` K-tiles are loaded
+    in chunks of ``kc`` tiles of the block's activations and the group's
+    weights, each into one half of INPUT / WEIGHT.  When all K-tiles fit at
+    once (``resident``) a row block's activations are loaded once for all its
+    groups.  ``linear`` adds the activation unit: a group's ACT_PARAM words,
+    an ACTIVATE per column tile and the read of OUTPUT instead of ACC.
+
+    :meth:`segments` is the schedule; its :class:`Load` parts are
+    ``("a", t0, tt, m0, mm)`` (K-tiles ``t0 .. t0+tt-1`` of rows ``m0 ..
+    m0+mm-1`` of A, one INPUT word per tile row), ``("w", t0, tt, n0, nn)``
+    (K-tiles of column tiles ``n0 .. n0+nn-1`` of B, ``rows`` WEIGHT words
+    each) and ``("params", n0, nn)`` (ACT_PARAM words of those column tiles);
+    a segment's key is ``(m0, mm, n0, nn)``: its read returns ``nn`` runs of
+    ``mm`` rows, one per column tile.
+    """
+
+    config: AcceleratorConfig
+    M: int
+    K: int
+    N: int
+    KT: int
+    NT: int
+    mb: int
+    nb: int
+    kc: int
+    resident: bool
+    linear: bool
+
+    def segments(self, function: int = 0, flags: int = 0) -> Iterator[Segment]:
+        """The schedule, one segment per (row block, column group).
+
+        ``function`` and ``flags`` are the ACTIVATE fields of a linear plan.
+        """
+        cfg = self.config
+        R = cfg.rows
+        KT, NT, M, mb, nb, kc = self.KT, self.NT, self.M, self.mb, self.nb, self.kc
+        in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
+        w_slots = cfg.weight_depth // w_half
+        acc_half = cfg.acc_depth // 2
+        out_half = cfg.output_depth // 2
+        param_half = max(1, cfg.act_param_depth // 2)
+        chunk_no = 0
+        group_no = 0
+        a_slot = 0
+        a_load = None
+        for m0 in range(0, M, mb):
+            mm = min(mb, M - m0)
+            if self.resident:
+                a_slot = (m0 // mb) % 2
+                a_load = Load(MemSpace.INPUT, a_slot * in_half, KT * mm, ("a", 0, KT, m0, mm))
+            for n0 in range(0, NT, nb):
+                nn = min(nb, NT - n0)
+                region = (group_no % 2) * acc_half
+                steps: list = []
+                if self.resident and n0 == 0:
+                    steps.append(a_load)
+                p_base = (group_no % 2) * param_half
+                if self.linear:
+                    steps.append(Load(MemSpace.ACT_PARAM, p_base, nn, ("params", n0, nn)))
+                for t0 in range(0, KT, kc):
+                    tt = min(kc, KT - t0)
+                    half = chunk_no % 2
+                    chunk_no += 1
+                    w_base = (half % w_slots) * w_half
+                    steps.append(Load(MemSpace.WEIGHT, w_base, tt * nn * R, ("w", t0, tt, n0, nn)))
+                    if self.resident:
+                        a_base = a_slot * in_half + t0 * mm
+                    else:
+                        a_base = half * in_half
+                        steps.append(Load(MemSpace.INPUT, a_base, tt * mm, ("a", t0, tt, m0, mm)))
+                    for t in range(tt):
+                        flag = GEMM_ACCUMULATE if t0 + t > 0 else 0
+                        for j in range(nn):
+                            steps.append(Instr(Opcode.GEMM, (a_base + t * mm,
+                                                             w_base + (t * nn + j) * R,
+                                                             region + j * mm, mm, flag)))
+                if self.linear:
+                    o_base = (group_no % 2) * out_half
+                    steps += [Instr(Opcode.ACTIVATE, (region + j * mm, o_base + j * mm, mm,
+                                                      p_base + j, function, flags))
+                              for j in range(nn)]
+                    read = Read(MemSpace.OUTPUT, o_base, nn * mm)
+                else:
+                    read = Read(MemSpace.ACC, region, nn * mm)
+                yield Segment(tuple(steps), read, (m0, mm, n0, nn))
+                group_no += 1
+
+
+def _check_dims(**dims) -> None:
+    for name, v in dims.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
+                     linear: bool = False) -> DeviceGemmPlan:
+    """The block sizes that minimise link bytes (frames included) within the scratchpads.
+
+    Every ``mb`` (powers of two and the largest that fits) and ``nb`` is tried:
+    ``kc`` is then the most K-tiles that fit, evened out over the chunks, and
+    the cost is the operand bytes (activations reloaded per group unless
+    resident, weights per row block) plus 30 bytes per frame.  ``linear``
+    also keeps a region within half of OUTPUT and a group within half of
+    ACT_PARAM.  Any ``k <= config.max_k`` is planned (longer reductions could
+    wrap the accumulators: the caller splits them).
+    """
+    cfg = _check_config(config)
+    _check_dims(m=m, k=k, n=n)
+    m, k, n = int(m), int(k), int(n)
+    if k > cfg.max_k:
+        raise ValueError(f"reduction length k={k} exceeds the config's max_k={cfg.max_k}: the "
+                         f"{cfg.acc_bits}-bit accumulators could wrap")
+    if linear and not cfg.has_activation:
+        raise ValueError("this config has no activation unit (has_activation=False)")
+    R, C = cfg.rows, cfg.cols
+    KT, NT = _ceil(k, R), _ceil(n, C)
+    in_half, w_half, acc_half = cfg.input_depth // 2, _w_half(cfg), cfg.acc_depth // 2
+    nb_cap = NT
+    if linear:
+        acc_half = min(acc_half, cfg.output_depth // 2)
+        nb_cap = min(nb_cap, max(1, cfg.act_param_depth // 2))
+    best = None
+    for mb in _candidates(min(m, acc_half, in_half)):
+        for nb in _candidates(min(nb_cap, max(1, acc_half // mb))):
+            kc = min(KT, in_half // mb, w_half // (nb * R))
+            if kc < 1:
+                continue
+            kc = _ceil(KT, _ceil(KT, kc))  # equal chunks
+            resident = kc == KT
+            mblocks, ngroups = _ceil(m, mb), _ceil(NT, nb)
+            a_bytes = m * KT * R * (1 if resident else ngroups)
+            w_bytes = KT * R * NT * C * mblocks
+            gemms = mblocks * NT * KT
+            frames = gemms + (a_bytes + w_bytes) // max(1, cfg.max_payload - 5)
+            frames += mblocks * ngroups * (3 + (nb if linear else 0))
+            cost = a_bytes + w_bytes + 30 * frames
+            if best is None or cost < best[0]:
+                best = (cost, (mb, nb, kc, resident))
+    if best is None:
+        raise ValueError(f"the config's scratchpads cannot hold one tile: input_depth="
+                         f"{cfg.input_depth}, weight_depth={cfg.weight_depth}, "
+                         f"rows={R}")  # pragma: no cover - config validation prevents it
+    mb, nb, kc, resident = best[1]
+    return DeviceGemmPlan(cfg, m, k, n, KT, NT, mb, nb, kc, resident, linear)
+
+
+def activation_segments(config: AcceleratorConfig, elements: int, *, function: int = 0,
+                        flags: int = 0) -> Iterator[Segment]:
+    """The activation unit alone on ``elements`` accumulator values.
+
+    One ACT_PARAM word (part ``("params",)``), then passes of at most half of
+    ACC / OUTPUT: part ``("acc", r0, rr)`` is rows ``r0 .. r0+rr-1`` of the
+    values laid out ``cols`` per ACC word; the key is ``(r0, rr)``.
+    """
+    cfg = _check_config(config)
+    _check_dims(elements=elements)
+    if not cfg.has_activation:
+        raise ValueError("this config has no activation unit (has_activation=False)")
+    rows = _ceil(int(elements), cfg.cols)
+    half = min(cfg.acc_depth, cfg.output_depth) // 2
+    yield Segment((Load(MemSpace.ACT_PARAM, 0, 1, ("params",)),))
+    for i, r0 in enumerate(range(0, rows, half)):
+        rr = min(half, rows - r0)
+        base = (i % 2) * half
+        yield Segment((Load(MemSpace.ACC, base, rr, ("acc", r0, rr)),
+                       Instr(Opcode.ACTIVATE, (base, base, rr, 0, function, flags))),
+                      Read(MemSpace.OUTPUT, base, rr), (r0, rr))
+
+
+#: The registers an Adam step writes before its passes.
+_ADAM_REGS = tuple(f"ADAM_{k.upper()}" for k in ADAM_HYPERPARAMETERS) + ("ADAM_MODE",)
+
+
+def adam_segments(config: AcceleratorConfig, params: int) -> Iterator[Segment]:
+    """One Adam step over ``params`` parameters.
+
+    The hyperparameter registers, then passes of at most half of OPT: part
+    ``("opt", w0, ww)`` is OPT words ``w0 .. w0+ww-1`` (``adam_lanes``
+    parameters each); the key is ``(w0, ww)``.
+    """
+    cfg = _check_config(config)
+    _check_dims(params=params)
+    if not cfg.has_adam:
+        raise ValueError("this config has no Adam unit (has_adam=False)")
+    words = _ceil(int(params), cfg.adam_lanes)
+    half = max(1, mem_depth(cfg, MemSpace.OPT) // 2)
+    yield Segment((RegWrite(_ADAM_REGS),))
+    for i, w0 in enumerate(range(0, words, half)):
+        ww = min(half, words - w0)
+        base = (i % 2) * half
+        yield Segment((Load(MemSpace.OPT, base, ww, ("opt", w0, ww)),
+                       Instr(Opcode.ADAM, (base, ww))),
+                      Read(MemSpace.OPT, base, ww), (w0, ww))
+
+
+#: Entries of one activation table.
+_TABLE_WORDS = 256
+
+
+def table_segment(config: AcceleratorConfig, slot: int) -> Segment:
+    """The load of one activation table into its slot (part ``("table",)``)."""
+    return Segment((Load(MemSpace.TABLE, slot * _TABLE_WORDS, _TABLE_WORDS, ("table",)),))
+
+
+#: The counters the profiler reads before and after every operation.
+PROFILE_COUNTERS = tuple(name for name, _ in COUNTERS)
+
+
+def profile_segments() -> tuple[Segment, ...]:
+    """What the profiler adds around every operation: the counters before, then
+    a SYNC (every queued instruction retired) and the counters after."""
+    return (Segment((RegRead(PROFILE_COUNTERS),)), Segment((Instr(Opcode.SYNC),)),
+            Segment((RegRead(PROFILE_COUNTERS),)))
+
+
+# ---------------------------------------------------------------------------
+# costs
+
+#: The runtime's operations and the units each one needs.
+OP_UNITS = {"matmul": ("gemm",), "linear": ("gemm", "activation"),
+            "activation": ("activation",), "adam_step": ("adam",)}
+OPS = tuple(OP_UNITS)
+
+_UNIT_OF = {Opcode.GEMM: "gemm", Opcode.ACTIVATE: "activation", Opcode.ADAM: "adam"}
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """What one operation costs on one config.
+
+    ``cycles`` sums each compute instruction's :func:`~hetaccel.spec.timing.instruction_cycles`
+    (what the device's ``CYCLES`` counter adds); ``busy`` holds each unit's
+    :func:`~hetaccel.spec.timing.busy_cycles` (``GEMM_BUSY``, ``ACT_BUSY``,
+    ``ADAM_BUSY``); ``bytes_in`` / ``bytes_out`` are the request / reply frame
+    bytes on the link, every header and CRC included; ``frames`` the requests.
+    """
+
+    op: str
+    macs: int
+    cycles: int
+    busy: dict
+    bytes_in: int
+    bytes_out: int
+    frames: int
+    instructions: dict
+
+    @property
+    def busy_cycles(self) -> int:
+        return sum(self.busy.values())
+
+    def as_dict(self) -> dict:
+        return {"op": self.op, "macs": self.macs, "cycles": self.cycles,
+                "busy": dict(self.busy), "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "frames": self.frames,
+                "instructions": dict(self.instructions)}
+
+
+def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "",
+          macs: int = 0) -> OpCost:
+    """Frames, bytes and cycles of a schedule, step by step as the runtime sends it."""
+    cfg = _check_config(config)
+    names = {op_: tuple(n for n, _ in fmt.fields) for op_, fmt in INSTRUCTIONS.items()}
+    fixed = {op_: fmt.fixed_bytes for op_, fmt in INSTRUCTIONS.items()}
+    ack = frame_bytes(0)
+    b_in = b_out = frames = cycles = 0
+    busy = {"gemm": 0, "activation": 0, "adam": 0}
+    instr: dict = {}
+    timed: dict = {}
+
+    def note(opcode: Opcode, n: int = 1) -> None:
+        instr[opcode.name] = instr.get(opcode.name, 0) + n
+
+    for seg in segments:
+        steps = seg.steps + ((seg.read,) if seg.read is not None else ())
+        for s in steps:
+            if isinstance(s, Instr):
+                b_in += frame_bytes(fixed[s.opcode])
+                b_out += ack
+                frames += 1
+                note(s.opcode)
+                unit = _UNIT_OF.get(s.opcode)
+                if unit is not None:
+                    key = (s.opcode, s.fields)
+                    if key not in timed:
+                        f = dict(zip(names[s.opcode], s.fields))
+                        timed[key] = (instruction_cycles(cfg, s.opcode, f),
+                                      busy_cycles(cfg, s.opcode, f))
+                    c, b = timed[key]
+                    cycles += c
+                    busy[unit] += b
+            elif isinstance(s, Load):
+                wb = mem_word(cfg, s.space).bytes
+                for w in write_chunks(cfg, s.space, s.words):
+                    b_in += frame_bytes(fixed[Opcode.WRITE_MEM] + w * wb)
+                    b_out += ack
+                    frames += 1
+                    note(Opcode.WRITE_MEM)
+            elif isinstance(s, Read):
+                wb = mem_word(cfg, s.space).bytes
+                for w in read_chunks(cfg, s.space, s.words):
+                    b_in += frame_bytes(fixed[Opcode.READ_MEM])
+                    b_out += frame_bytes(w * wb)
+                    frames += 1
+                    note(Opcode.READ_MEM)
+            elif isinstance(s, RegWrite):
+                b_in += frame_bytes(fixed[Opcode.WRITE_REG] * len(s.regs))
+                b_out += ack
+                frames += 1
+                note(Opcode.WRITE_REG)
+            elif isinstance(s, RegRead):
+                b_in += frame_bytes(fixed[Opcode.READ_REG] * len(s.regs))
+                b_out += frame_bytes(_REG_BYTES * len(s.regs))
+                frames += 1
+                note(Opcode.READ_REG)
+            else:
+                raise TypeError(f"not a schedule step: {s!r}")
+    return OpCost(op=op, macs=macs, cycles=cycles, busy=busy, bytes_in=b_in, bytes_out=b_out,
+                  frames=frames, instructions=instr)
+
+
+def _shape_of(op: str, shape) -> tuple:
+    if op not in OP_UNITS:
+        raise ValueError(f"op must be one of {', '.join(OPS)}, got {op!r}")
+    keys = {"matmul": ("m", "k", "n"), "linear": ("m", "k", "n"),
+            "activation": ("elements",), "adam_step": ("params",)}[op]
+    missing = [k for k in keys if k not in shape]
+    if missing:
+        raise ValueError(f"{op} needs shape keys {list(keys)}, got {dict(shape)!r}")
+    _check_dims(**{k: shape[k] for k in keys})
+    return tuple(int(shape[k]) for k in keys)
+
+
+def op_cost(config: AcceleratorConfig, op: str, shape: dict, *, table: bool = False,
+            profiled: bool = True) -> OpCost:
+    """The cost of the runtime operation ``op`` (``"matmul"``, ``"linear"``,
+    ``"activation"``, ``"adam_step"``) of ``shape`` (``m``, ``k``, ``n`` for the
+    first two, ``elements``, ``params``) on ``config``.
+
+    ``table``: the operation first loads an activation table (the runtime does
+    when the slot does not hold it yet).  ``profiled``: include the profiler's
+    counter reads and SYNC around it (:func:`profile_segments`), which the
+    runtime sends with every operation.  Raises ValueError for a shape the
+    runtime refuses on this config (``k > max_k``, a unit the config lacks).
+    """
+    return _op_cost(_check_config(config), op, _shape_of(op, shape), bool(table), bool(profiled))
+
+
+@lru_cache(maxsize=4096)
+def _op_cost(cfg: AcceleratorConfig, op: str, dims: tuple, table: bool,
+             profiled: bool) -> OpCost:
+    segs: list = []
+    macs = 0
+    if op in ("matmul", "linear"):
+        m, k, n = dims
+        macs = m * k * n
+        segs = list(plan_device_gemm(cfg, m, k, n, linear=op == "linear").segments())
+    elif op == "activation":
+        segs = list(activation_segments(cfg, dims[0]))
+    else:
+        segs = list(adam_segments(cfg, dims[0]))
+    if table:
+        segs.insert(0, table_segment(cfg, 0))
+    if profiled:
+        segs += profile_segments()
+    return count(cfg, segs, op=op, macs=macs)
+
+
+# ---------------------------------------------------------------------------
+# board images and projections
+
+#: 8N1 UART: a start bit, eight data bits, a stop bit per byte.
+UART_BITS_PER_BYTE = 10
+
+
+@dataclass(frozen=True)
+class BoardImage:
+    """A device image to project onto: a name and the config it is built from."""
+
+    name: str
+    config: AcceleratorConfig
+
+    @property
+    def clock_hz(self) -> int:
+        return int(self.config.clock_hz)
+
+    @property
+    def baud(self) -> int:
+        return int(self.config.baud)
+
+    @property
+    def macs(self) -> int:
+        """MACs per cycle of the image's array."""
+        return self.config.macs
+
+    @property
+    def peak_ops_per_s(self) -> float:
+        """Two operations per MAC, every PE every cycle at the image's clock."""
+        return float(self.config.peak_ops_per_cycle * self.clock_hz)
+
+    @property
+    def link_bytes_per_s(self) -> float:
+        return self.baud / UART_BITS_PER_BYTE
+
+    def missing_unit(self, op: str) -> str | None:
+        """The first unit ``op`` needs that this image lacks, or None."""
+        have = {"gemm": True, "activation": self.config.has_activation,
+                "adam": self.config.has_adam}
+        return next((u for u in OP_UNITS[op] if not have[u]), None)
+
+    def as_dict(self) -> dict:
+        c = self.config
+        return {"board": self.name, "rows": c.rows, "cols": c.cols, "macs": c.macs,
+                "clock_hz": self.clock_hz, "baud": self.baud,
+                "peak_gops": self.peak_ops_per_s / 1e9,
+                "link_bytes_per_s": self.link_bytes_per_s,
+                "has_activation": c.has_activation, "has_adam": c.has_adam}
+
+
+def board_images(config: AcceleratorConfig | None = None) -> list[BoardImage]:
+    """``"config"`` (``config``, default :data:`~hetaccel.spec.DEFAULT_CONFIG`)
+    then every board of the catalog with its default image, by name."""
+    config = _check_config(config or DEFAULT_CONFIG)
+    return [BoardImage("config", config)] + [BoardImage(name, default_config(name))
+                                             for name in sorted(BOARDS)]
+
+
+def board_image(name: str | None, config: AcceleratorConfig | None = None) -> BoardImage:
+    """The image called ``name`` (None or ``"config"``: ``config`` itself)."""
+    if name in (None, "config"):
+        return BoardImage("config", _check_config(config or DEFAULT_CONFIG))
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; known boards: "
+                         f"{', '.join(sorted(BOARDS) + ['config'])}")
+    return BoardImage(name, default_config(name))
+
+
+@dataclass(frozen=True)
+class Projection:
+    """An operation's time on one board image.
+
+    ``compute_s`` is its units' busy cycles at the image's clock, ``link_s``
+    the larger direction of its frame bytes at the image's baud (the UART is
+    full duplex; 10 bits per byte).  Loads and read-backs overlap compute, so
+    ``seconds`` is the larger, which names the ``bound``.  When the image
+    lacks a unit the operation needs, nothing is projected: ``missing_unit``
+    names it, ``bound`` is ``"cpu"`` and ``seconds`` None (the caller decides
+    what the host would spend instead).
+    """
+
+    board: str
+    clock_hz: int
+    baud: int
+    busy_cycles: int
+    bytes_in: int
+    bytes_out: int
+    compute_s: float
+    link_s: float
+    seconds: float | None
+    bound: str
+    missing_unit: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"board": self.board, "clock_hz": self.clock_hz, "baud": self.baud,
+                "busy_cycles": self.busy_cycles, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "compute_s": self.compute_s,
+                "link_s": self.link_s, "projected_s": self.seconds, "bound": self.bound,
+                "missing_unit": self.missing_unit}
+
+
+def project(cost: OpCost, image: BoardImage) -> Projection:
+    """``cost`` (computed on ``image.config``) in seconds on ``image``."""
+    busy = cost.busy_cycles
+    compute = busy / image.clock_hz
+    link = max(cost.bytes_in, cost.bytes_out) * UART_BITS_PER_BYTE / image.baud
+    return Projection(image.name, image.clock_hz, image.baud, busy, cost.bytes_in,
+                      cost.bytes_out, compute, link, max(compute, link),
+                      "link" if link >= compute else "compute")
+
+
+def project_op(image: BoardImage, op: str, shape: dict, *, table: bool = False,
+               profiled: bool = True) -> Projection:
+    """``op`` of ``shape`` planned on the image's own config and projected onto it."""
+    missing = image.missing_unit(op) if op in OP_UNITS else None
+    if missing is not None:
+        return Projection(image.name, image.clock_hz, image.baud, 0, 0, 0, 0.0, 0.0, None,
+                          "cpu", missing)
+    return project(op_cost(image.config, op, shape, table=table, profiled=profiled), image)
+
+
+def utilisation(macs: int, gemm_busy: int, array_macs: int) -> float:
+    """MAC utilisation: useful MACs over what the array could do while busy.
+
+    ``macs / (array_macs * gemm_busy)``, with ``gemm_busy`` the matmul
+    engine's busy cycles (``GEMM_BUSY``, or :attr:`OpCost.busy` ``["gemm"]``)
+    on a config whose array does ``array_macs`` MACs per cycle (``config.macs``).  1.0 means every PE did a useful MAC in every cycle the
+    engine was fed; padding of partial tiles and each GEMM's weight load lower
+    it.  Link time is not in it: :func:`project` says whether the link or the
+    array bounds an operation.
+    """
+    if gemm_busy <= 0:
+        return 0.0
+    return macs / (array_macs * gemm_busy)

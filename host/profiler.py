@@ -4,11 +4,14 @@ Every operation records where it ran (``emu``, ``rtl`` or ``serial``: the
 runtime never computes a result on the CPU instead), the device's own
 performance counters (``CYCLES``, unit busy cycles, bytes on the link —
 docs/isa.md), what the host moved (frames, bytes, retries), the wall time,
-and a projection onto a named board: compute at the board's clock against
-the link at its baud, so a user sees which of the two bounds the operation.
+and a projection onto a board image: the planner's cost of the same
+operation on that image's own config (array, memories, frame size) at its
+clock against its link (:func:`hetaccel.host.planner.project_op`), so a user
+sees which of the two bounds the operation there.
 
-Board clocks and bauds come from :data:`hetaccel.spec.boards.BOARDS` (the
-board's default build), or from the accelerator config (board name ``"config"``).
+The image is ``"config"`` (the session's own config) or a board of
+:data:`hetaccel.spec.boards.BOARDS` (its default image); see
+:func:`hetaccel.host.planner.board_images`.
 """
 
 from __future__ import annotations
@@ -16,32 +19,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["OpRecord", "Profile", "board_params", "UART_BITS_PER_BYTE"]
+from .planner import UART_BITS_PER_BYTE, BoardImage, project_op, utilisation
 
-#: 8N1 framing: a start bit, eight data bits, a stop bit.
-UART_BITS_PER_BYTE = 10
+__all__ = ["OpRecord", "Profile", "UART_BITS_PER_BYTE"]
 
 #: Device counters whose per-op difference is recorded.
 _UNITS = (("gemm", "GEMM_BUSY"), ("activation", "ACT_BUSY"), ("adam", "ADAM_BUSY"))
-
-
-def board_params(board: str | None, config) -> dict:
-    """``{"board", "clock_hz", "baud"}`` for ``board`` (None: the config's own).
-
-    Named boards are the ones :mod:`hetaccel.boards.build` defines: the clock
-    and baud of the board's default build.
-    """
-    if board in (None, "config"):
-        return {"board": "config", "clock_hz": int(config.clock_hz), "baud": int(config.baud)}
-    try:
-        from ..spec.boards import BOARDS
-    except ImportError:  # pragma: no cover - boards are part of the package
-        BOARDS = {}
-    if board not in BOARDS:
-        raise ValueError(f"unknown board {board!r}; known boards: {sorted(BOARDS) + ['config']}")
-    default = getattr(BOARDS[board], "default", {}) or {}
-    return {"board": board, "clock_hz": int(default.get("clock_hz", config.clock_hz)),
-            "baud": int(default.get("baud", config.baud))}
 
 
 @dataclass
@@ -63,33 +46,27 @@ class OpRecord:
     faults: list = field(default_factory=list)
     macs: int = 0
     peak_macs_per_cycle: int = 1
-    board: dict = field(default_factory=dict)
+    board: BoardImage | None = None
     counters: dict = field(default_factory=dict)   # every device counter's difference
+    table_load: bool = False                       # the op loaded an activation table
 
     @property
     def utilization(self) -> dict:
-        """Busy fraction of each unit over the op's device cycles, and the
-        fraction of the array's peak MACs that did useful work."""
+        """Busy fraction of each unit over the op's device cycles, and the MAC
+        utilisation (:func:`hetaccel.host.planner.utilisation`) of its GEMMs."""
         c = max(1, self.device_cycles)
         out = {unit: self.busy_cycles.get(unit, 0) / c for unit, _ in _UNITS}
-        out["mac"] = self.macs / (c * max(1, self.peak_macs_per_cycle))
+        out["mac"] = utilisation(self.macs, self.busy_cycles.get("gemm", 0),
+                                 self.peak_macs_per_cycle)
         return out
 
     def projection(self) -> dict:
-        """Wall time this op would take on :attr:`board`.
-
-        ``compute_s`` counts the cycles the units were busy at the board's
-        clock; ``link_s`` the bytes each way at the board's baud (the UART is
-        full duplex, so the larger direction).  Loads overlap compute, so the
-        estimate is the larger of the two, which names the bound.
-        """
-        clock = self.board.get("clock_hz", 1)
-        baud = self.board.get("baud", 1)
-        compute = sum(self.busy_cycles.values()) / clock
-        link = max(self.device_bytes_in, self.device_bytes_out) * UART_BITS_PER_BYTE / baud
-        return {"board": self.board.get("board"), "clock_hz": clock, "baud": baud,
-                "compute_s": compute, "link_s": link, "projected_s": max(compute, link),
-                "bound": "link" if link >= compute else "compute"}
+        """Wall time this op would take on :attr:`board` (see
+        :class:`hetaccel.host.planner.Projection`): ``compute_s`` (busy
+        cycles at the image's clock), ``link_s`` (frame bytes at its baud),
+        ``projected_s`` (the larger) and the ``bound``; ``"cpu"`` with no
+        ``projected_s`` when the image lacks a unit the op needs."""
+        return project_op(self.board, self.op, self.shape, table=self.table_load).as_dict()
 
     def as_dict(self) -> dict:
         return {
@@ -108,7 +85,7 @@ class OpRecord:
 class Profile:
     """All :class:`OpRecord` of one :class:`~hetaccel.host.Accelerator` session."""
 
-    def __init__(self, backend: str, board: dict):
+    def __init__(self, backend: str, board: BoardImage):
         self.backend = backend
         self.board = board
         self.ops: list[OpRecord] = []
@@ -125,41 +102,55 @@ class Profile:
         self.ops.clear()
 
     def totals(self) -> dict:
-        """Sums over the run, plus its projection onto the board."""
-        t = OpRecord(op="run", shape={"ops": len(self.ops)}, backend=self.backend,
-                     board=self.board)
+        """Sums over the run, and its projection onto the board image: the ops
+        run one after another, so their projected times add up."""
+        t = {"op": "run", "shape": {"ops": len(self.ops)}, "ran_on": self.backend,
+             "wall_s": 0.0, "device_cycles": 0, "busy_cycles": {}, "device_bytes_in": 0,
+             "device_bytes_out": 0, "host_bytes_sent": 0, "host_bytes_received": 0,
+             "frames": 0, "retries": 0, "faults": [], "macs": 0}
+        proj = {"board": self.board.name, "clock_hz": self.board.clock_hz,
+                "baud": self.board.baud, "compute_s": 0.0, "link_s": 0.0, "projected_s": 0.0,
+                "cpu_ops": 0}
         for r in self.ops:
-            t.wall_s += r.wall_s
-            t.device_cycles += r.device_cycles
+            for k in ("wall_s", "device_cycles", "device_bytes_in", "device_bytes_out",
+                      "host_bytes_sent", "host_bytes_received", "frames", "retries", "macs"):
+                t[k] += getattr(r, k)
             for k, v in r.busy_cycles.items():
-                t.busy_cycles[k] = t.busy_cycles.get(k, 0) + v
-            t.device_bytes_in += r.device_bytes_in
-            t.device_bytes_out += r.device_bytes_out
-            t.host_bytes_sent += r.host_bytes_sent
-            t.host_bytes_received += r.host_bytes_received
-            t.frames += r.frames
-            t.retries += r.retries
-            t.faults += r.faults
-            t.macs += r.macs
-            t.peak_macs_per_cycle = r.peak_macs_per_cycle
-        return t.as_dict()
+                t["busy_cycles"][k] = t["busy_cycles"].get(k, 0) + v
+            t["faults"] += r.faults
+            p = r.projection()
+            if p["projected_s"] is None:
+                proj["cpu_ops"] += 1
+                continue
+            for k in ("compute_s", "link_s", "projected_s"):
+                proj[k] += p[k]
+        proj["bound"] = "link" if proj["link_s"] >= proj["compute_s"] else "compute"
+        peak = self.ops[-1].peak_macs_per_cycle if self.ops else 1
+        t["utilization"] = {"mac": utilisation(t["macs"], t["busy_cycles"].get("gemm", 0), peak)}
+        t["projection"] = proj
+        return t
 
     def report(self) -> str:
         """A readable table: one line per op, then the run's totals."""
+        b = self.board
         head = (f"{'op':<12}{'shape':<24}{'ran on':<8}{'cycles':>12}{'gemm%':>7}{'act%':>6}"
                 f"{'adam%':>6}{'mac%':>6}{'bytes in':>11}{'bytes out':>11}{'retry':>6}"
                 f"{'wall s':>9}{'board s':>10}  bound")
-        lines = [f"backend {self.backend}; board {self.board.get('board')} "
-                 f"({self.board.get('clock_hz', 0) / 1e6:g} MHz, {self.board.get('baud')} baud)",
-                 head]
-        for r in self.ops + ([] if not self.ops else []):
+        lines = [f"backend {self.backend}; board {b.name} ({b.config.rows}x{b.config.cols} "
+                 f"array, {b.clock_hz / 1e6:g} MHz, {b.baud} baud)", head]
+
+        def secs(p):
+            return f"{'cpu':>10}" if p["projected_s"] is None else f"{p['projected_s']:>10.4f}"
+
+        for r in self.ops:
             u, p = r.utilization, r.projection()
             shape = "x".join(str(v) for v in r.shape.values())
+            bound = p["bound"] if p["missing_unit"] is None else f"no {p['missing_unit']} unit"
             lines.append(
                 f"{r.op:<12}{shape:<24}{r.backend:<8}{r.device_cycles:>12}"
                 f"{100 * u['gemm']:>7.1f}{100 * u['activation']:>6.1f}{100 * u['adam']:>6.1f}"
                 f"{100 * u['mac']:>6.1f}{r.device_bytes_in:>11}{r.device_bytes_out:>11}"
-                f"{r.retries:>6}{r.wall_s:>9.3f}{p['projected_s']:>10.4f}  {p['bound']}")
+                f"{r.retries:>6}{r.wall_s:>9.3f}{secs(p)}  {bound}")
         if self.ops:
             t = self.totals()
             lines.append(f"{'total':<12}{'':<24}{self.backend:<8}{t['device_cycles']:>12}"

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import quantize as Q
 from .bert import BertModel, cosine, layer_norm, softmax
-from .placement import Executor, available_boards
+from .placement import Executor
 
 __all__ = ["QuantScheme", "QuantizedEncoder", "Q412", "DEFAULT_SENTENCES", "read_sentences",
            "run_encoder"]
@@ -323,7 +323,7 @@ def run_encoder(model: BertModel, sentences, executor: Executor, *, scheme=None,
     # the CPU work of the quantized run outside the offloaded ops (embeddings,
     # softmax, layer norm, quantization, pooling): measured, added to every board
     host_s = max(0.0, wall - op_wall)
-    summary = executor.summary(boards or available_boards(executor.config), host_s=host_s)
+    summary = executor.summary(boards, host_s=host_s)
     per = [{"text": s, "tokens": int(len(model.tokenize(s).ids)), "cosine": c}
            for s, c in zip(sentences, cos)]
     result = {

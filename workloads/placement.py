@@ -15,10 +15,11 @@ Placement modes
     matmuls, and :mod:`hetaccel.sim.activation_model` / :mod:`hetaccel.sim.adam_model`
     for the device units), so results are bit-identical to the device's;
 ``"auto"``
-    the cost model compares, per op, the projected device time on the chosen board
-    (compute cycles at the board clock vs bytes over its link, overlapped: the larger
-    bounds) with the estimated CPU time (MACs at ``cpu_macs_per_s`` plus a fixed call
-    overhead) and picks the faster.
+    the cost model compares, per op, the device time the planner projects on the
+    chosen board image (:func:`hetaccel.host.planner.project_op`: the op planned on
+    the image's config, busy cycles at its clock vs frame bytes over its link,
+    overlapped) with a guess of the CPU time (MACs at ``cpu_macs_per_s``, elements
+    at ``cpu_elements_per_s``, plus a fixed call overhead) and picks the faster.
 
 The CPU's own work (embeddings, softmax, layer norm, pooling, gradients, control)
 is not an "op" here: it always runs on the CPU and is counted in ``cpu_macs`` only
@@ -33,17 +34,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec import DEFAULT_CONFIG, AcceleratorConfig
+from ..host.planner import BoardImage, board_image, board_images, project_op
+from ..sim.activation_model import apply, quantize_multiplier
+from ..sim.adam_model import adam_step as adam_model_step, hyperparameters
+from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction, ActivationPrecision
 
-__all__ = ["exact_int_matmul", "MODES", "CostModel", "Executor", "OpDecision", "available_boards"]
+__all__ = ["exact_int_matmul", "MODES", "CostModel", "Executor", "OpDecision"]
 
 MODES = ("auto", "accelerator", "cpu")
 
-#: 8N1 UART: a start bit, eight data bits, a stop bit per byte.
-_BITS_PER_BYTE = 10
-#: Frame overhead per WRITE_MEM/READ_MEM frame: sync, length, seq, opcode, address
-#: header and CRC (protocol + spec layouts); a fair average for the cost model.
-_FRAME_OVERHEAD = 16
+#: The planner's name of each kind of offloadable op.
+PLANNER_OP = {"matmul": "matmul", "activation": "activation", "adam": "adam_step"}
 
 
 def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,43 +61,24 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
 
 
-def available_boards(config: AcceleratorConfig | None = None) -> list[dict]:
-    """``{"board", "clock_hz", "baud"}`` for every known board, plus the config's own.
-
-    Boards come from :data:`hetaccel.spec.boards.BOARDS` (the clock and baud of
-    each board's default build).  The projection applies the *measured* device
-    cycles and link bytes of this run to each board's clock and baud; a board
-    whose default array differs from the run's config would take other cycle
-    counts, so treat those rows as "this accelerator at that board's clock/link".
-    """
-    from ..host.profiler import board_params
-
-    config = config or DEFAULT_CONFIG
-    out = [board_params(None, config)]
-    try:
-        from ..spec.boards import BOARDS
-    except Exception:  # pragma: no cover - board support is optional at run time
-        return out
-    for name in sorted(BOARDS):
-        b = BOARDS[name]
-        default = getattr(b, "default", {}) or {}
-        out.append({"board": name, "clock_hz": int(default.get("clock_hz", config.clock_hz)),
-                    "baud": int(default.get("baud", config.baud))})
-    return out
-
-
 @dataclass
 class CostModel:
-    """Projected time of an op on the device (on one board) and on the CPU.
+    """Placement policy: an op's device time on one board image (the planner's
+    projection, :func:`hetaccel.host.planner.project_op`) against a guess of
+    its CPU time.
 
     Parameters
     ----------
     config : AcceleratorConfig
-    board : dict
-        ``{"board", "clock_hz", "baud"}`` (see :func:`available_boards`).
+        The device's config: the default board image when ``board`` is None.
+    board : BoardImage or str, optional
+        The image the device time is projected onto (a name of
+        :func:`hetaccel.host.planner.board_images`); default ``config`` itself.
     cpu_macs_per_s : float
         Host throughput for int8 matmuls (NumPy int64 products, about 1e9 on one
         core of a laptop).
+    cpu_elements_per_s : float
+        Host throughput of the activation and Adam models per element.
     cpu_call_s : float
         Fixed CPU cost per op (Python/NumPy dispatch).
     device_call_s : float
@@ -104,15 +86,16 @@ class CostModel:
     """
 
     config: AcceleratorConfig = DEFAULT_CONFIG
-    board: dict | None = None
+    board: BoardImage | str | None = None
     cpu_macs_per_s: float = 1e9
+    cpu_elements_per_s: float = 1e8
     cpu_call_s: float = 20e-6
     device_call_s: float = 2e-3
 
     def __post_init__(self):
-        if self.board is None:
-            self.board = available_boards(self.config)[0]
-        for name in ("cpu_macs_per_s",):
+        if not isinstance(self.board, BoardImage):
+            self.board = board_image(self.board, self.config)
+        for name in ("cpu_macs_per_s", "cpu_elements_per_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
@@ -121,64 +104,25 @@ class CostModel:
             if not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
 
-    def gemm_cycles(self, m: int, k: int, n: int) -> int:
-        """Device cycles of an ``m x k @ k x n`` product at full rate."""
-        try:
-            from ..host.planner import gemm_cycles
+    def cpu_seconds(self, kind: str, shape: dict) -> float:
+        """The host-speed guess for one op of ``kind`` (``"matmul"``,
+        ``"activation"``, ``"adam"``) and ``shape``."""
+        if kind == "matmul":
+            return shape["m"] * shape["k"] * shape["n"] / self.cpu_macs_per_s + self.cpu_call_s
+        n = shape["elements"] if kind == "activation" else shape["params"]
+        return n / self.cpu_elements_per_s + self.cpu_call_s
 
-            return int(gemm_cycles(self.config, m, k, n))
-        except Exception:  # the engine model refuses shapes the runtime tiles itself
-            c = self.config
-            tiles = math.ceil(k / c.rows) * math.ceil(n / c.cols)
-            return tiles * (m + c.rows + c.cols)
-
-    def gemm_link_bytes(self, m: int, k: int, n: int) -> tuple[int, int]:
-        """Bytes host->device and device->host of one product (weights streamed)."""
-        c = self.config
-        kp = math.ceil(k / c.rows) * c.rows
-        np_ = math.ceil(n / c.cols) * c.cols
-        accw = 4 if c.acc_bits <= 32 else 8
-        words_in = m * kp + kp * np_
-        words_out = m * np_ * accw
-        frames_in = math.ceil(words_in / c.max_payload) + math.ceil(k / c.rows) * math.ceil(
-            n / c.cols)
-        frames_out = math.ceil(words_out / c.max_payload)
-        return (words_in + _FRAME_OVERHEAD * frames_in, words_out + _FRAME_OVERHEAD * frames_out)
-
-    def device_seconds(self, m: int, k: int, n: int) -> dict:
-        b = self.board
-        compute = self.gemm_cycles(m, k, n) / b["clock_hz"]
-        bin_, bout = self.gemm_link_bytes(m, k, n)
-        link = max(bin_, bout) * _BITS_PER_BYTE / b["baud"]
-        return {"compute_s": compute, "link_s": link,
-                "projected_s": max(compute, link) + self.device_call_s,
-                "bound": "link" if link >= compute else "compute"}
-
-    def cpu_seconds(self, m: int, k: int, n: int) -> float:
-        return m * k * n / self.cpu_macs_per_s + self.cpu_call_s
-
-    def choose(self, m: int, k: int, n: int) -> tuple[str, str]:
-        dev = self.device_seconds(m, k, n)
-        cpu = self.cpu_seconds(m, k, n)
-        if dev["projected_s"] < cpu:
-            return "accelerator", (f"device {dev['projected_s']:.3g}s ({dev['bound']}-bound) "
-                                   f"< cpu {cpu:.3g}s")
-        return "cpu", (f"cpu {cpu:.3g}s <= device {dev['projected_s']:.3g}s "
-                       f"({dev['bound']}-bound on {self.board['board']})")
-
-
-    def choose_elementwise(self, elements: int, kind: str) -> tuple[str, str]:
-        """An activation pass (4 bytes in, 2 out per element) or an Adam step (16
-        bytes each way per parameter) against the CPU at ~10 ns per element."""
-        per_in, per_out = (4, 2) if kind == "activation" else (16, 16)
-        b = self.board
-        link = elements * max(per_in, per_out) * _BITS_PER_BYTE / b["baud"]
-        compute = elements / max(1, self.config.cols) / b["clock_hz"]
-        dev = max(link, compute) + self.device_call_s
-        cpu = elements * 1e-8 + self.cpu_call_s
+    def choose(self, kind: str, shape: dict) -> tuple[str, str]:
+        """``("accelerator" | "cpu", reason)`` for one op on :attr:`board`."""
+        p = project_op(self.board, PLANNER_OP[kind], shape)
+        cpu = self.cpu_seconds(kind, shape)
+        if p.seconds is None:
+            return "cpu", f"no {p.missing_unit} unit on {self.board.name}"
+        dev = p.seconds + self.device_call_s
         if dev < cpu:
-            return "accelerator", f"device {dev:.3g}s < cpu {cpu:.3g}s"
-        return "cpu", f"cpu {cpu:.3g}s <= device {dev:.3g}s (link-bound on {b['board']})"
+            return "accelerator", f"device {dev:.3g}s ({p.bound}-bound) < cpu {cpu:.3g}s"
+        return "cpu", (f"cpu {cpu:.3g}s <= device {dev:.3g}s ({p.bound}-bound on "
+                       f"{self.board.name})")
 
 
 @dataclass
@@ -198,15 +142,6 @@ class OpDecision:
     device_bytes_out: int = 0
     layer: str = ""
 
-    def projected_s(self, board: dict) -> float:
-        """Time on ``board``: the device op's busy cycles at its clock vs its bytes
-        at its baud (overlapped), or the measured wall time of a CPU op."""
-        if self.placed != "accelerator":
-            return self.wall_s
-        compute = sum(self.busy_cycles.values()) / board["clock_hz"]
-        link = max(self.device_bytes_in, self.device_bytes_out) * _BITS_PER_BYTE / board["baud"]
-        return max(compute, link)
-
     def as_dict(self) -> dict:
         return {"name": self.name, "layer": self.layer, "kind": self.kind, "shape": self.shape,
                 "macs": self.macs, "placed": self.placed, "reason": self.reason,
@@ -214,6 +149,41 @@ class OpDecision:
                 "busy_cycles": dict(self.busy_cycles),
                 "device_bytes_in": self.device_bytes_in,
                 "device_bytes_out": self.device_bytes_out}
+
+
+def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0) -> dict:
+    """The run of ``ops`` (:class:`OpDecision`) on ``image``.
+
+    An op placed on the accelerator is planned again on the image's own config
+    (its array, memories, clock and link: :func:`hetaccel.host.planner.project_op`);
+    when the image lacks the op's unit, it is counted as CPU time
+    (:meth:`CostModel.cpu_seconds`) among ``cpu_ops``.  An op placed on the
+    CPU keeps its measured wall time.  ``host_s`` (the CPU's own work) is added.
+    """
+    device_s = compute_s = link_s = 0.0
+    cpu_s = 0.0
+    cpu_ops = device_ops = 0
+    missing: set = set()
+    for d in ops:
+        if d.placed != "accelerator":
+            cpu_s += d.wall_s
+            cpu_ops += 1
+            continue
+        p = project_op(image, PLANNER_OP[d.kind], d.shape)
+        if p.seconds is None:
+            cpu_s += cost.cpu_seconds(d.kind, d.shape)
+            cpu_ops += 1
+            missing.add(p.missing_unit)
+            continue
+        device_ops += 1
+        device_s += p.seconds
+        compute_s += p.compute_s
+        link_s += p.link_s
+    return {**image.as_dict(), "device_ops": device_ops, "cpu_ops": cpu_ops,
+            "missing_units": sorted(missing), "device_s": device_s, "compute_s": compute_s,
+            "link_s": link_s, "cpu_s": cpu_s, "host_s": host_s,
+            "latency_s": host_s + device_s + cpu_s,
+            "bound": "link" if link_s >= compute_s else "compute"}
 
 
 class Executor:
@@ -245,14 +215,12 @@ class Executor:
 
     # --- placement -----------------------------------------------------------
 
-    def _place(self, m: int, k: int, n: int, kind: str) -> tuple[str, str]:
+    def _place(self, kind: str, shape: dict) -> tuple[str, str]:
         if self.mode == "cpu":
             return "cpu", "forced (--placement cpu)"
         if self.mode == "accelerator":
             return "accelerator", "forced (--placement accelerator)"
-        if kind != "matmul":
-            return self.cost.choose_elementwise(m, kind)
-        return self.cost.choose(m, k, n)
+        return self.cost.choose(kind, shape)
 
     def _device_record(self, dec: OpDecision) -> None:
         rec = self.acc.profile.last
@@ -270,9 +238,9 @@ class Executor:
             raise TypeError(f"{name}: operands must be int8, got {a.dtype} and {b.dtype}")
         m, k = a.shape
         n = b.shape[1]
-        placed, reason = self._place(m, k, n, "matmul")
-        dec = OpDecision(name, "matmul", {"m": m, "k": k, "n": n}, m * k * n, placed, reason,
-                         layer=self.layer)
+        shape = {"m": m, "k": k, "n": n}
+        placed, reason = self._place("matmul", shape)
+        dec = OpDecision(name, "matmul", shape, m * k * n, placed, reason, layer=self.layer)
         t0 = time.perf_counter()
         if placed == "accelerator":
             out = np.asarray(self.acc.matmul(a, b), dtype=np.int64)
@@ -291,14 +259,11 @@ class Executor:
         as computed by the device, or on the CPU by
         :func:`hetaccel.sim.activation_model.apply` (the same numerics).
         """
-        from ..sim.activation_model import apply, quantize_multiplier
-        from ..spec import ActivationFunction, ActivationPrecision
-
         fn = ActivationFunction[function.upper()]
         acc = np.asarray(acc, dtype=np.int64)
-        placed, reason = self._place(acc.size, 1, 1, "activation")
-        dec = OpDecision(name, "activation", {"elements": int(acc.size), "function": function},
-                         0, placed, reason, layer=self.layer)
+        shape = {"elements": int(acc.size), "function": function}
+        placed, reason = self._place("activation", shape)
+        dec = OpDecision(name, "activation", shape, 0, placed, reason, layer=self.layer)
         mult, shift = quantize_multiplier(1.0)
         t0 = time.perf_counter()
         if placed == "accelerator":
@@ -314,20 +279,18 @@ class Executor:
 
     def adam_step(self, name: str, params, grads, m, v, **hp):
         """One Adam/AdamW step (fp32, in place) on the device or with the bit-exact model."""
-        placed, reason = self._place(params.size, 1, 1, "adam")
-        dec = OpDecision(name, "adam", {"params": int(params.size)}, 0, placed, reason,
-                         layer=self.layer)
+        shape = {"params": int(params.size)}
+        placed, reason = self._place("adam", shape)
+        dec = OpDecision(name, "adam", shape, 0, placed, reason, layer=self.layer)
         t0 = time.perf_counter()
         if placed == "accelerator":
             self.acc.adam_step(params, grads, m, v, **hp)
             self._device_record(dec)
         else:
-            from ..sim.adam_model import adam_step, hyperparameters
-
             regs = hyperparameters(hp["lr"], hp.get("betas", (0.9, 0.999)), hp.get("eps", 1e-8),
                                    hp.get("weight_decay", 0.0), hp["step"],
                                    hp.get("decoupled", False))
-            p2, m2, v2 = adam_step(params, grads, m, v, regs)
+            p2, m2, v2 = adam_model_step(params, grads, m, v, regs)
             params[...] = p2
             m[...] = m2
             v[...] = v2
@@ -337,38 +300,48 @@ class Executor:
 
     # --- summaries -------------------------------------------------------------
 
-    def summary(self, boards: list[dict] | None = None, host_s: float = 0.0) -> dict:
-        """Totals: MACs per side, device cycles, projected latency per board.
+    def summary(self, boards: list[BoardImage] | None = None, host_s: float = 0.0) -> dict:
+        """Totals: MACs per side, device cycles, and the run projected onto each
+        board image (default: :func:`hetaccel.host.planner.board_images` of the
+        device's config; see :func:`project_ops`).
 
         ``host_s`` is the measured CPU time of the non-offloadable work (embeddings,
         softmax, ...), added to every board's projection.
         """
-        boards = boards or available_boards(self.config)
+        boards = boards or board_images(self.config)
         off = sum(d.macs for d in self.ops if d.placed == "accelerator")
         cpu = sum(d.macs for d in self.ops if d.placed == "cpu")
         cycles = sum(d.device_cycles for d in self.ops if d.placed == "accelerator")
-        proj = {}
-        for b in boards:
-            proj[b["board"]] = host_s + sum(d.projected_s(b) for d in self.ops)
+        proj = {b.name: project_ops(self.ops, b, self.cost, host_s) for b in boards}
         counts = {"accelerator": sum(d.placed == "accelerator" for d in self.ops),
                   "cpu": sum(d.placed == "cpu" for d in self.ops)}
         return {"offloaded_macs": int(off), "cpu_macs": int(cpu), "device_cycles": int(cycles),
                 "ops_on_accelerator": counts["accelerator"], "ops_on_cpu": counts["cpu"],
-                "projected_latency_s": proj}
+                "projected_latency_s": {k: v["latency_s"] for k, v in proj.items()},
+                "projection": proj}
 
     def placement_table(self) -> list[dict]:
-        """One row per (layer, op name): where it ran, MACs, cycles (aggregated)."""
+        """One row per (layer, op name, side): calls, MACs, cycles, bytes (summed) and
+        the op shapes with their call counts (``shapes``), from which the planner
+        projects the rows onto any board image."""
         rows: dict[tuple, dict] = {}
+        shapes: dict[tuple, dict] = {}
         for d in self.ops:
             key = (d.layer, d.name.split("[")[0], d.placed)
             r = rows.setdefault(key, {"layer": d.layer, "op": key[1], "kind": d.kind,
                                       "placed": d.placed, "calls": 0, "macs": 0,
-                                      "device_cycles": 0, "busy_cycles": 0,
+                                      "device_cycles": 0, "busy_cycles": 0, "gemm_busy": 0,
                                       "device_bytes": 0, "wall_s": 0.0, "reason": d.reason})
             r["calls"] += 1
             r["macs"] += d.macs
             r["device_cycles"] += d.device_cycles
             r["busy_cycles"] += sum(d.busy_cycles.values())
+            r["gemm_busy"] += d.busy_cycles.get("gemm", 0)
             r["device_bytes"] += d.device_bytes_in + d.device_bytes_out
             r["wall_s"] += d.wall_s
+            sk = tuple(sorted((k, v) for k, v in d.shape.items() if isinstance(v, int)))
+            per = shapes.setdefault(key, {})
+            per[sk] = per.get(sk, 0) + 1
+        for key, r in rows.items():
+            r["shapes"] = [{"shape": dict(sk), "calls": c} for sk, c in shapes[key].items()]
         return list(rows.values())
