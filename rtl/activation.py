@@ -16,8 +16,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import (ACTIVATION_FORMAT, INT32_MAX, INT32_MIN, PWL_C0_BITS, PWL_C1_BITS, PWL_FRAC,
                     PWL_SEGMENT_BITS, PWL_SLOPE_FRAC, AcceleratorConfig, ActivationFunction,
-                    ActivationPrecision, pwl_rom_words)
-from ..spec.timing import ACTIVATION_LATENCY
+                    ActivationPrecision, pwl_rom_words, timing)
+from .contract import check_depth
 
 __all__ = ["ActivationUnit", "param_layout", "input_layout", "output_layout"]
 
@@ -156,11 +156,12 @@ class ActivationUnit(wiring.Component):
         one = 1 << PWL_FRAC
         seg_bits = PWL_SEGMENT_BITS
         out_sh = PWL_FRAC - F.fixed_out_frac
+        latency = timing.ACTIVATION_LATENCY
 
         # Global stall: every stage moves together when the output can move.
         # That keeps the synchronous memory reads aligned with their stage.
         en = Signal()
-        valid = [Signal(name=f"valid_{i}") for i in range(1, ACTIVATION_LATENCY + 1)]
+        valid = [Signal(name=f"valid_{i}") for i in range(1, latency + 1)]
         m.d.comb += [
             en.eq(~valid[-1] | self.out.ready),
             self.inp.ready.eq(en),
@@ -172,7 +173,7 @@ class ActivationUnit(wiring.Component):
             for a, b in zip(valid[1:], valid[:-1]):
                 m.d.sync += a.eq(b)
 
-        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, ACTIVATION_LATENCY + 1)]
+        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, latency + 1)]
         with m.If(en):
             m.d.sync += [
                 ctl[0].function.eq(self.inp.payload.function),
@@ -319,6 +320,11 @@ class ActivationUnit(wiring.Component):
                     m.d.comb += res.eq(Mux(fixed6, g, tab6))
             with m.If(en):
                 m.d.sync += out_data[lane].eq(res)
+            # The registers an element passes, one per stage; ``valid`` and
+            # ``ctl`` (and the stage each reads its control from) follow them.
+            data_path = (acc1, x2, p3, y4, y5, y6, out_data[lane])
+            check_depth("ActivationUnit", len(data_path), latency,
+                        "hetaccel.spec.timing.ACTIVATION_LATENCY")
 
         m.d.comb += self.out.payload.last.eq(ctl[-1].last)
         return m

@@ -53,12 +53,11 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode
-from ..spec.timing import adam_latency
+from ..spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode, timing
+from .contract import check_depth
 from .fp32 import FPAdd, FPDiv, FPMul, FPSqrt
 
-__all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout",
-           "pipeline_latency"]
+__all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout"]
 
 ADAM_IN = data.StructLayout({"param": 32, "grad": 32, "m": 32, "v": 32})
 ADAM_OUT = data.StructLayout({"param": 32, "m": 32, "v": 32})
@@ -72,16 +71,6 @@ def adam_out_layout(lanes: int) -> data.StructLayout:
     return data.StructLayout({"lanes": data.ArrayLayout(ADAM_OUT, lanes), "last": 1})
 
 
-def pipeline_latency() -> int:
-    """Advancing cycles from an accepted input to its output (any lane count)."""
-    lm, la = FPMul.latency, FPAdd.latency
-    ls, ld = FPSqrt.latency_for(), FPDiv.latency_for()
-    t1 = lm + la                    # g1 (L2 term)
-    t2 = t1 + 2 * lm + la           # v'
-    t3 = t2 + ls + lm + la          # denom
-    return t3 + ld + lm + la        # p'
-
-
 class AdamUnit(wiring.Component):
     """Pipelined Adam/AdamW update of ``config.adam_lanes`` parameters per cycle.
 
@@ -93,7 +82,9 @@ class AdamUnit(wiring.Component):
     Attributes
     ----------
     latency : int
-        Advancing cycles from accepting a parameter to presenting its result.
+        Advancing cycles from accepting a parameter to presenting its result:
+        :func:`hetaccel.spec.timing.adam_latency`, which the pipeline built
+        from the fp32 blocks is checked against when it is elaborated.
 
     See the module docstring for the exact ports, operation order and
     flow-control rules.
@@ -104,11 +95,7 @@ class AdamUnit(wiring.Component):
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
         self.config = config
         self.lanes = config.adam_lanes
-        self.latency = pipeline_latency()
-        if self.latency != adam_latency():
-            raise AssertionError(f"the Adam pipeline built from the fp32 blocks is {self.latency} "
-                                 f"cycles deep, but hetaccel.spec.timing.adam_latency() says "
-                                 f"{adam_latency()}: the models and the planner count with the spec")
+        self.latency = timing.adam_latency()
         members = {
             "inp": In(stream.Signature(adam_in_layout(self.lanes))),
             "out": Out(stream.Signature(adam_out_layout(self.lanes))),
@@ -139,8 +126,15 @@ class AdamUnit(wiring.Component):
                 chain.append(nxt)
             return chain[n]
 
+        # Each block's depth as the contract times it (the square root and
+        # divide at the iterations per stage built here: their defaults).
+        contract = {FPMul: "FP_MUL_LATENCY", FPAdd: "FP_ADD_LATENCY",
+                    FPSqrt: "FP_SQRT_LATENCY", FPDiv: "FP_DIV_LATENCY"}
+
         def block(cls, *operands, name):
             blk = cls()
+            check_depth(f"AdamUnit's {cls.__name__}", blk.latency,
+                        getattr(timing, contract[cls]), f"hetaccel.spec.timing.{contract[cls]}")
             m.submodules[name] = blk
             m.d.comb += blk.en.eq(adv)
             m.d.comb += blk.a.eq(operands[0])
@@ -211,7 +205,7 @@ class AdamUnit(wiring.Component):
             neg = Signal(32, name=f"{n}_neg")
             m.d.comb += neg.eq(upd ^ 0x80000000)
             p2, _ = block(FPAdd, delay(p1, t4 - t1, f"{n}_p1"), neg, name=f"{n}_p2")
-            assert t4 + la == self.latency
+            check_depth("AdamUnit", t4 + la, self.latency, "hetaccel.spec.timing.adam_latency()")
             m.d.comb += [
                 dst.param.eq(p2),
                 dst.m.eq(delay(m2, self.latency - t_m2, f"{n}_m2")),

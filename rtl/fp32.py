@@ -29,6 +29,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .contract import check_depth
+
 __all__ = ["FPMul", "FPAdd", "FPSqrt", "FPDiv", "CANONICAL_NAN", "POS_INF"]
 
 #: The one NaN the blocks produce.
@@ -144,17 +146,30 @@ def _round_pack(m: Module, sign, sig, exp, sticky, name: str):
 
 
 class _Stages:
-    """Helper that registers a dict of values into the next pipeline stage."""
+    """Helper that registers a dict of values into the next pipeline stage.
+
+    Register names start with their stage (``s1_sig``, ``s1_exp``, ...), which
+    is how :meth:`check` counts the stages built.
+    """
 
     def __init__(self, m: Module, en):
         self.m = m
         self.en = en
+        self._stages = set()
 
     def reg(self, name: str, value, shape=None):
+        self._stages.add(name.split("_", 1)[0])
         sig = Signal(shape if shape is not None else len(value), name=name)
         with self.m.If(self.en):
             self.m.d.sync += sig.eq(value)
         return sig
+
+    def check(self, block) -> None:
+        """``block``'s stages registered here plus its output register ``y``
+        must be the ``latency`` it promises (the units built from it delay
+        their other operands by that much)."""
+        check_depth(type(block).__name__, len(self._stages) + 1, block.latency,
+                    "its latency")
 
 
 def _special_result(nan, inf, inf_sign, normal_bits):
@@ -204,6 +219,7 @@ class FPMul(_Binary):
         bits = _round_pack(m, s2_sign, s2_sig, s2_exp, Const(0), "rnd")
         with m.If(self.en):
             m.d.sync += self.y.eq(_special_result(s2_nan, s2_inf, s2_sign, bits))
+        st.check(self)
         return m
 
 
@@ -276,6 +292,7 @@ class FPAdd(_Binary):
         bits = _round_pack(m, s3_sign, s3_sig, s3_exp, Const(0), "rnd")
         with m.If(self.en):
             m.d.sync += self.y.eq(_special_result(s3_nan, s3_inf, s3_isign, bits))
+        st.check(self)
         return m
 
 
@@ -375,6 +392,7 @@ class FPSqrt(wiring.Component):
                 m.d.sync += self.y.eq(POS_INF)
             with m.Else():
                 m.d.sync += self.y.eq(bits)
+        st.check(self)
         return m
 
 
@@ -470,4 +488,5 @@ class FPDiv(wiring.Component):
                 m.d.sync += self.y.eq(Cat(Const(0, 31), s_sign))
             with m.Else():
                 m.d.sync += self.y.eq(bits)
+        st.check(self)
         return m

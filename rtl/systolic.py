@@ -47,8 +47,8 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec import AcceleratorConfig
-from ..spec.timing import array_latency
+from ..spec import AcceleratorConfig, timing
+from .contract import check_depth
 from .multiplier import (LUT_PE_SPLIT, lut_levels, lut_product, mult18x18d, pe_mapping,
                          sb_mac16_dual)
 
@@ -205,7 +205,7 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         cfg = self._config
         R, C, ob = cfg.rows, cfg.cols, cfg.operand_bits
-        L = array_latency(cfg)
+        L = timing.array_latency(cfg)
         m = Module()
 
         # ---- weight banks and their loader ---------------------------------
@@ -344,7 +344,7 @@ class SystolicArray(wiring.Component):
         # chain, its product register, its partial-sum register) must be the
         # latency the cycle model uses.
         built = skew[R - 1] + C + 1 + (1 if R > 1 else 0) - 1
-        assert built == L, f"array pipeline has {built} stages, cycle model says {L}"
+        check_depth("SystolicArray", built, L, "hetaccel.spec.timing.array_latency(config)")
 
         with m.If(en):
             m.d.sync += meta[0].valid.eq(a_accept)

@@ -666,7 +666,7 @@ def test_ecp5_mult18_places_and_routes_out_of_context(tmp_path):
 
 def test_one_latency_definition():
     import hetaccel.rtl.systolic as rtl
-    assert rtl.array_latency is array_latency
+    assert rtl.timing.array_latency is array_latency
     # One fabric input register per row, rows - 2 more skew registers, cols
     # operand registers, the product and the partial-sum register.
     assert array_latency(cfg(4, 6)) == 4 + 6
