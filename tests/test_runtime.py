@@ -206,6 +206,23 @@ def test_profile_projects_onto_a_named_board():
     assert p["board"] == "icebreaker"
     assert (p["clock_hz"], p["baud"]) == (board["clock_hz"], board["baud"])
     assert p["link_s"] > 0 and p["compute_s"] > 0
+    # planned on the board image's own 4x4 array, not on the session's 8x8 one
+    from hetaccel.host.planner import op_cost
+    from hetaccel.spec.boards import default_config
+
+    shape = {"m": 8, "k": 8, "n": 8}
+    assert p["busy_cycles"] == op_cost(default_config("icebreaker"), "matmul", shape).busy_cycles
+    assert p["busy_cycles"] != op_cost(acc.config, "matmul", shape).busy_cycles
+
+
+def test_profile_marks_ops_the_board_image_cannot_run():
+    with Accelerator.open("emu", board="ulx3s-85f") as acc:
+        acc.activation("gelu", np.zeros(8, np.float32))
+        p = acc.profile.last.projection()
+        text = acc.profile.report()
+    assert (p["projected_s"], p["bound"], p["missing_unit"]) == (None, "cpu", "activation")
+    assert "no activation unit" in text and "16x16 array" in text
+    assert acc.profile.totals()["projection"]["cpu_ops"] == 1
 
 
 # --- bad input --------------------------------------------------------------------
