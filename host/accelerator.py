@@ -203,8 +203,9 @@ class Accelerator:
         retries : int
             Attempts after the first before an operation raises.
         board : str
-            Board the profiler projects wall time onto (default: the config's
-            clock and baud).
+            Board image the profiler projects each operation onto, planned on
+            that image's own config (:func:`~hetaccel.host.planner.board_images`;
+            default ``"config"``: this session's config).
         faults : FaultPlan, optional
             Wrap the transport in a :class:`~hetaccel.host.transport.FaultyTransport`.
         """

@@ -195,7 +195,7 @@ class Executor:
         The device; required unless ``mode == "cpu"``.
     mode : {"auto", "accelerator", "cpu"}
     cost_model : CostModel, optional
-        Default: one for the accelerator's config and its own clock/baud.
+        Default: one projecting onto the accelerator's own config.
     """
 
     def __init__(self, accelerator=None, mode: str = "accelerator",
