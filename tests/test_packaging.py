@@ -6,7 +6,13 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("rtl", "sim", "host", "boards")
+# Every directory of the package tree that is a Python package (has __init__.py).
+SUBPACKAGES = tuple(sorted(p.parent.name for p in ROOT.glob("*/__init__.py")
+                           if p.parent.name not in ("tests", "build")))
+#: Non-Python files the package needs at run time.
+PACKAGE_DATA = ("hetaccel/py.typed", "hetaccel/data/sentences.txt",
+                *(f"hetaccel/verify/{p.name}" for p in ROOT.glob("verify/*")
+                  if p.suffix in (".cpp", ".v")))
 
 
 def _source_modules() -> set[str]:
@@ -38,6 +44,11 @@ def test_wheel_contains_and_imports_every_module(tmp_path):
     missing = _source_modules() - in_wheel
     assert not missing, f"modules missing from the wheel: {sorted(missing)}"
     assert not any(n.startswith("hetaccel/tests/") for n in names)
+    assert {"spec", "rtl", "sim", "host", "workloads", "verify", "bench", "boards", "cli"} <= \
+        set(SUBPACKAGES), SUBPACKAGES
+    assert len(PACKAGE_DATA) > 3, "the simulator harness sources are missing from verify/"
+    missing_data = set(PACKAGE_DATA) - set(names)
+    assert not missing_data, f"package data missing from the wheel: {sorted(missing_data)}"
 
     # Import every module from the unpacked wheel, not from the source tree:
     # the wheel's directory comes first on sys.path, ahead of the editable finder.
