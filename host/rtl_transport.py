@@ -14,6 +14,7 @@ The byte protocol on the Unix socket between the two is described in
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -77,6 +78,13 @@ class RtlTransport(Transport):
             raise ValueError("the native harness runs the Device on Verilator only")
         if native_opt not in _NATIVE_OPTS:
             raise ValueError(f"native_opt must be one of -O0, -O1, -O2, -O3, -Os, got {native_opt!r}")
+        # The simulator process generates the RTL and runs it: say so here, in one line,
+        # rather than as a traceback from inside the subprocess's log.
+        for module in ("amaranth", "cocotb") if harness == "cocotb" else ("amaranth",):
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(
+                    f"the rtl backend needs {module!r} to generate and simulate the device: "
+                    f"pip install 'hetaccel[sim]'", name=module)
         self.harness = harness
         self.config = config
         self.sim = sim

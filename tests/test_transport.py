@@ -191,6 +191,18 @@ def test_rtl_transport_checks_its_arguments_before_starting(kwargs, message):
         RtlTransport(SMALL, **kwargs)
 
 
+def test_rtl_backend_without_the_sim_extra_names_it(monkeypatch):
+    # A core install has no Amaranth: the rtl backend says which extra it needs before
+    # starting a simulator process, as an ImportError the CLI turns into one line.
+    import hetaccel.host.rtl_transport as rt
+    real = rt.importlib.util.find_spec
+    monkeypatch.setattr(rt.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "amaranth" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"hetaccel\[sim\]") as info:
+        Accelerator.open("rtl")
+    assert info.value.name == "amaranth"
+
+
 def test_rtl_bridge_failing_to_start_reports_its_log():
     # BridgeTop rejects the word size inside the bridge process: the host
     # learns it from the log, not from a timeout.
