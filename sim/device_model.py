@@ -17,9 +17,17 @@ Timing.  The model executes every delivered frame at once, before the next
 byte, i.e. it describes a host that waits for each reply before sending the
 next frame (then the RTL never answers BUSY).  Compute instructions retire in
 order in the RTL, so executing them immediately gives the same memory
-contents.  Cycle figures (``CYCLES`` and the busy/stall counters, and
-:attr:`DeviceModel.compute_cycles`) are predictions from the units' cycle
-models; ``BYTES_IN``, ``BYTES_OUT`` and ``FRAMES`` are exact (see docs/isa.md).
+contents.  Each compute instruction adds its
+:func:`~hetaccel.spec.timing.busy_cycles` and
+:func:`~hetaccel.spec.timing.stall_cycles` to its unit's busy and stall
+counters, which then equal the RTL's for an instruction that finds the queue
+empty and the engine idle (what runs before it can change them; see
+:func:`~hetaccel.spec.timing.instruction_cycles`), and its
+:func:`~hetaccel.spec.timing.instruction_cycles` to ``CYCLES`` and
+:attr:`DeviceModel.compute_cycles`: the cycles the device works on it, where
+the RTL's ``CYCLES`` counts every clock cycle, the link's included.
+``QUEUE_FULL`` and ``HAZARD_WAIT`` stay 0 (no frame waits in the model);
+``BYTES_IN``, ``BYTES_OUT`` and ``FRAMES`` are exact (see docs/isa.md).
 
 Speed.  Whole, well-formed frames at a frame boundary take a vectorised path
 (the CRC through :func:`binascii.crc_hqx`, which computes the same
@@ -40,7 +48,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
                     Status, identity_words, mem_depth, mem_present, mem_word, register_map,
                     validate_instruction)
 from ..spec.link import LINK
-from ..spec.timing import busy_cycles, instruction_cycles
+from ..spec.timing import busy_cycles, instruction_cycles, stall_cycles
 from . import systolic_model
 from .activation_model import ActivationUnitModel
 from .adam_model import adam_step
@@ -208,15 +216,15 @@ class DeviceModel:
                             for rec in f["records"])
         cycles = instruction_cycles(self.config, op, f)
         self.compute_cycles += cycles
+        unit = {Opcode.GEMM: "GEMM", Opcode.ACTIVATE: "ACT", Opcode.ADAM: "ADAM"}[op]
         if op == Opcode.GEMM:
             self._gemm(f)
-            self._add("GEMM_BUSY", busy_cycles(self.config, op, f))
         elif op == Opcode.ACTIVATE:
             self._activate(f)
-            self._add("ACT_BUSY", cycles)
-        elif op == Opcode.ADAM:
+        else:
             self._adam(f)
-            self._add("ADAM_BUSY", cycles)
+        self._add(f"{unit}_BUSY", busy_cycles(self.config, op, f))
+        self._add(f"{unit}_STALL", stall_cycles(self.config, op, f))
         self._add("CYCLES", cycles)
         return b""
 

@@ -14,7 +14,8 @@ here imports Amaranth.
 - :data:`FP_MUL_LATENCY` ... :func:`adam_latency` -- the fp32 blocks and the
   Adam pipeline built from them;
 - :func:`instruction_cycles` -- cycles of one compute instruction run on its own;
-- :func:`busy_cycles` -- what its unit's busy counter counts for it.
+- :func:`busy_cycles`, :func:`stall_cycles` -- what its unit's busy and stall
+  counters count for it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .codes import Opcode
 __all__ = [
     "array_latency", "RMW_WINDOW", "row_schedule", "tile_cycles", "ACTIVATION_LATENCY",
     "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY", "adam_latency",
-    "INSTRUCTION_OVERHEAD", "instruction_cycles", "busy_cycles",
+    "instruction_overhead", "instruction_cycles", "stall_cycles", "busy_cycles",
 ]
 
 
@@ -199,47 +200,143 @@ def adam_latency() -> int:
     return t3 + ld + lm + la        # p'
 
 
-#: Cycles an ACTIVATE or ADAM instruction spends beyond its streamed elements
-#: and its unit's pipeline (the command processor's start and finish).
-INSTRUCTION_OVERHEAD = 3
+def _weight_job_lead(config: AcceleratorConfig) -> int:
+    # The weight job FIFO (amaranth.lib.fifo.SyncFIFOBuffered, one entry per
+    # queue slot) reads its block RAM through a register, so a job written
+    # with the queue entry is readable one cycle after the entry is at the
+    # queue's head; a one-entry queue's FIFO is a single register, readable
+    # with the entry.
+    return 0 if config.cmd_queue_depth == 1 else 1
 
 
-def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
-    """Predicted busy cycles of one compute instruction run on its own.
+def instruction_overhead(config: AcceleratorConfig, opcode: int) -> int:
+    """Cycles a compute instruction run on its own spends in the command
+    processor before its first element enters its unit; 0 for other opcodes.
 
-    ``fields`` are the instruction's decoded fields (``m`` for GEMM and
-    ACTIVATE, ``count`` for ADAM); any other opcode takes no compute cycles.
+    Counted from the first cycle its entry is in the empty command queue
+    (:class:`hetaccel.rtl.command.CommandProcessor`), one cycle per register
+    on the way:
 
-    "On its own" matters for one case only: a GEMM that enters the engine
-    right behind another can meet the read-modify-write hazard stall
-    (:data:`RMW_WINDOW`) when it accumulates into rows the previous GEMM wrote
-    in its last cycles.  That needs an array with ``rows <= RMW_WINDOW`` (the
-    weight load otherwise separates the two) and both GEMMs queued at once;
-    the prediction is then low by up to ``RMW_WINDOW`` cycles per such GEMM.
-    A whole plan's exact schedule is :func:`row_schedule`.
+    - ACTIVATE (3): the entry is at the queue's head (``q_valid`` is a
+      flip-flop) and the executor copies it into its pointers (``ex_ld``);
+      ``ex_run``, set once the engine is idle; the first ACC row read
+      (registered in the engine's readout stage).
+    - ADAM (2): the executor copies the entry; the first OPT word read
+      (:class:`~hetaccel.rtl.bram.RegisteredReadPort`).
+    - GEMM (3, or 2 with ``cmd_queue_depth == 1``): its weight job reaches the
+      weight feeder through a FIFO whose block-RAM read is registered (a
+      plain register, no extra cycle, in a one-entry queue); the feeder takes
+      the job (``wf_busy``); its first WEIGHT row read
+      (:class:`~hetaccel.rtl.bram.RegisteredReadPort`).  The first weight row is
+      then on the engine's weight stream: cycle 0 of :func:`tile_cycles`.
     """
     _check_config(config)
     if opcode == Opcode.GEMM:
-        return tile_cycles(config, [fields["m"]])
+        return _weight_job_lead(config) + 2
     if opcode == Opcode.ACTIVATE:
-        return fields["m"] + ACTIVATION_LATENCY + INSTRUCTION_OVERHEAD
+        return 3
     if opcode == Opcode.ADAM:
-        return fields["count"] + adam_latency() + INSTRUCTION_OVERHEAD
+        return 2
+    return 0
+
+
+def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
+    """Cycles one compute instruction run on its own keeps the device busy.
+
+    ``fields`` are the instruction's decoded fields (``m`` for GEMM and
+    ACTIVATE, ``count`` -- OPT words of ``adam_lanes`` parameters -- for ADAM);
+    any other opcode takes no compute cycles.  Counted from the first cycle
+    the instruction's entry is in the command queue to the cycle its last
+    result is written (a GEMM's into the accumulator memory: the engine is
+    idle from the next cycle), inclusive: :func:`instruction_overhead`, then
+    one element per cycle through its unit's pipeline::
+
+        GEMM      overhead + tile_cycles(config, [m])
+        ACTIVATE  overhead + m + ACTIVATION_LATENCY
+        ADAM      overhead + count + adam_latency()
+
+    The device model's ``CYCLES`` adds this per instruction; the RTL's counts
+    every clock cycle, the link's included.  Busy and stall counters:
+    :func:`busy_cycles`, :func:`stall_cycles`.
+
+    "On its own" means the queue is empty and the engine idle when its frame
+    arrives, e.g. behind a SYNC.  Otherwise the RTL's timing depends on what
+    runs before it (``verify/cycles_tests.py`` checks each case on the RTL):
+
+    - A GEMM whose weights the feeder loaded while an earlier instruction ran
+      (it was queued behind one and a weight bank was free) issues a row
+      every cycle: busy ``m + 1``, no stall.  The weights of a GEMM wait for
+      the bank of the GEMM two before it to leave the array (``ls`` in
+      :func:`tile_cycles`), so the third of three queued GEMMs can wait.
+    - Between two GEMMs the executor retires one, takes the next and issues
+      its first row, so their rows meet the engine at least three cycles
+      apart.  The read-modify-write hazard stall (:data:`RMW_WINDOW`) then
+      holds only the second GEMM's first row, for one cycle, and only when
+      it accumulates into the first GEMM's last row: ``GEMM_STALL`` + 1 and,
+      with ``m >= 3``, ``GEMM_BUSY`` + 1 -- for any array shape, since
+      preloaded weights put no weight load between the two.
+    - An ACTIVATE waits at the queue's head until the engine is idle,
+      ``array_latency + 3`` cycles after a GEMM's last row entered the array:
+      queued before that GEMM retired, it counts ``array_latency + 1`` more
+      ``ACT_BUSY`` cycles than on its own.
+    - The executor never waits for the front end: a load, store or register
+      write that needs a port or rows a queued instruction uses waits instead
+      (``HAZARD_WAIT``), and an instruction that finds the queue full waits
+      before it is queued (``QUEUE_FULL``); neither changes these counts.
+
+    A whole plan's engine schedule is :func:`row_schedule`.
+    """
+    _check_config(config)
+    lead = instruction_overhead(config, opcode)
+    if opcode == Opcode.GEMM:
+        return lead + tile_cycles(config, [fields["m"]])
+    if opcode == Opcode.ACTIVATE:
+        return lead + fields["m"] + ACTIVATION_LATENCY
+    if opcode == Opcode.ADAM:
+        return lead + fields["count"] + adam_latency()
+    return 0
+
+
+def stall_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
+    """What the executing unit's stall counter (``GEMM_STALL``, ``ACT_STALL``,
+    ``ADAM_STALL``) counts for one compute instruction run on its own (see
+    :func:`instruction_cycles`); 0 for any other opcode.
+
+    A GEMM's rows wait for its weights in the engine.  The executor offers
+    its first row two cycles after taking it (the issue register), and the
+    engine's skid buffer takes it; the second row, offered a cycle later,
+    waits on ``acts`` (counted) until the array takes the first, the cycle
+    after the last weight row: ``instruction_overhead + rows - 2`` cycles,
+    none for a one-row GEMM.  The activation and Adam units always have their
+    output taken, so they never stall their input.
+    """
+    _check_config(config)
+    if opcode == Opcode.GEMM and fields["m"] >= 2:
+        return instruction_overhead(config, opcode) + config.rows - 2
     return 0
 
 
 def busy_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
-    """Cycles the busy counter of the executing unit (``GEMM_BUSY``, ``ACT_BUSY``,
-    ``ADAM_BUSY``) counts for one compute instruction; 0 for any other opcode.
+    """What the executing unit's busy counter (``GEMM_BUSY``, ``ACT_BUSY``,
+    ``ADAM_BUSY``) counts for one compute instruction run on its own (see
+    :func:`instruction_cycles`); 0 for any other opcode.
 
-    A GEMM keeps the command processor's executor busy from taking it until
-    its last activation row entered the engine: the weight job (3 cycles),
-    ``rows`` weight rows, then ``m`` activation rows.  It does not wait for
-    the array to drain, so back-to-back GEMMs' busy cycles add up to the time
-    the engine is fed.  ACTIVATE and ADAM are busy for their
-    :func:`instruction_cycles`.
+    - ACTIVATE: counted while it is at the queue's head, all of its
+      :func:`instruction_cycles`.
+    - ADAM: counted while the executor holds it, from the cycle after its
+      entry reached the head: :func:`instruction_cycles` - 1.
+    - GEMM: counted while the executor holds it.  The executor issues one
+      INPUT row per cycle into the register in front of the engine's
+      ``acts`` and retires the GEMM the cycle after the last: ``m + 1``.  It
+      does not wait for the array to drain, and its first two rows fit in
+      that register and the engine's skid buffer; the third waits until the
+      array takes the first (:func:`stall_cycles`), so a GEMM of ``m >= 3``
+      rows counts ``m + 1 + stall_cycles``.
     """
     _check_config(config)
     if opcode == Opcode.GEMM:
-        return config.rows + fields["m"] + 3
+        m = fields["m"]
+        return m + 1 + (stall_cycles(config, opcode, fields) if m >= 3 else 0)
+    if opcode == Opcode.ADAM:
+        return instruction_cycles(config, opcode, fields) - 1
     return instruction_cycles(config, opcode, fields)
