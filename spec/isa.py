@@ -376,8 +376,11 @@ IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
 )
 
 #: Performance counters (32 bits, wrapping; cleared by CONTROL bit 0 and reset).
-#: The model predicts CYCLES and the busy/stall counters; BYTES_IN, BYTES_OUT
-#: and FRAMES are exact in both.
+#: The model's busy and stall counters equal the RTL's for any instruction run
+#: on its own (spec/timing.py says when timing depends on what ran before); its
+#: CYCLES counts only the compute the instructions take, while the RTL's also
+#: counts the cycles spent on the link.  BYTES_IN, BYTES_OUT and FRAMES are exact
+#: in both.
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("CYCLES", "core clock cycles"),
     ("BYTES_IN", "bytes accepted on rx"),
