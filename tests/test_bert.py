@@ -16,6 +16,9 @@ from hetaccel.workloads.placement import Executor
 _spec = importlib.util.spec_from_file_location("tinybert", Path(__file__).with_name("tinybert.py"))
 tinybert = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tinybert)
+_spec = importlib.util.spec_from_file_location("refs", Path(__file__).with_name("refs.py"))
+refs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(refs)
 
 SENTENCES = ["The cat sat on the mat.", "Hello world!", "a dog ran", "is it big?",
              "the small cafe's guitar playing, the big dog's mat."]
@@ -29,6 +32,22 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
     return BertModel.load(tiny_dir)
+
+
+def _reference_embeddings(model: BertModel, folder, sentences) -> np.ndarray:
+    """Float64 embeddings from tests/refs.py, which reads the weights itself and shares
+    no code with the encoder (or with BertModel's float path); only the token ids are
+    common input."""
+    ref = refs.BertReference(folder)
+    return np.stack([ref.embedding(model.tokenize(s).ids) for s in sentences])
+
+
+#: Fidelity floor of the quantized encoder against the float reference, as cosine of the
+#: mean-pooled embeddings.  docs/quantization.md measures the shipped scheme (16-bit split
+#: activations and P, int8 weights with FFN-down split, GELU within 2 Q4.12 LSB) at a
+#: minimum of 0.99897 over MiniLM and the shipped sentences; per-token int8 without the
+#: splits measures 0.974, so 0.995 separates a sound scheme from a lossy one.
+MIN_COSINE = 0.995
 
 
 # --- an independent float reference, written the slow obvious way ---------------
@@ -113,21 +132,22 @@ def test_any_shape_quantized_close_to_float(tmp_path, shape):
     m = BertModel.load(tinybert.write_tiny_model(tmp_path / "s", **shape))
     enc = QuantizedEncoder(m, Executor(None, "cpu"))
     emb = enc.encode(SENTENCES)
-    ref = m.encode_float(SENTENCES)
+    ref = _reference_embeddings(m, tmp_path / "s", SENTENCES)
     assert emb.shape == (len(SENTENCES), shape["hidden"])
-    assert min(cosine(a, b) for a, b in zip(emb, ref)) > 0.995
+    assert min(cosine(a, b) for a, b in zip(emb, ref)) > MIN_COSINE
 
 
 def test_longest_sequence(tmp_path):
-    m = BertModel.load(tinybert.write_tiny_model(tmp_path / "l", max_pos=40))
+    d = tinybert.write_tiny_model(tmp_path / "l", max_pos=40)
+    m = BertModel.load(d)
     text = " ".join(["the cat sat on the mat"] * 20)
     t = m.tokenize(text)
     assert len(t.ids) == 40
     enc = QuantizedEncoder(m, Executor(None, "cpu"))
-    assert cosine(enc.encode([text])[0], m.encode_float([text])[0]) > 0.999
+    assert cosine(enc.encode([text])[0], _reference_embeddings(m, d, [text])[0]) > 0.999
 
 
-def test_split_scheme_beats_naive_with_outliers(tiny):
+def test_split_scheme_beats_naive_with_outliers(tiny, tiny_dir):
     """A token row with one outlier dimension (as BERT LayerNorm outputs have): the
     hi/lo split keeps the small entries that per-token int8 rounds away."""
     rng = np.random.default_rng(3)
@@ -135,11 +155,30 @@ def test_split_scheme_beats_naive_with_outliers(tiny):
     x[:, 3] = 60.0
     split = QuantizedEncoder(tiny, Executor(None, "cpu"))
     naive = QuantizedEncoder(tiny, Executor(None, "cpu"), QuantScheme.naive())
+    y_split = split.linear("q", x, split.weights[0]["q"])
+    y_naive = naive.linear("q", x, naive.weights[0]["q"])
     wq = split.weights[0]["q"]          # the error of the activations alone
     ref = x.astype(np.float64) @ (wq.parts[0][0] * wq.scale[None, :]) + wq.bias
-    e_split = np.abs(split.linear("q", x, split.weights[0]["q"]) - ref).max()
-    e_naive = np.abs(naive.linear("q", x, naive.weights[0]["q"]) - ref).max()
+    e_split = np.abs(y_split - ref).max()
+    e_naive = np.abs(y_naive - ref).max()
     assert e_split < e_naive / 4
+
+    # Against the float weights read from the file: docs/quantization.md's rounding
+    # bounds, per element, |dW[n,k]| <= max|W[n,:]| / 254 (int8 per output channel) and
+    # |dx[m,k]| <= max|x[m,:]| / (2 qmax) per token (qmax 32639 split, 127 naive), give
+    # |dy[m,n]| <= sum_k |x| |dW| + (|W| + |dW|) |dx|; float32 results add 2**-23.
+    f = refs.BertReference(tiny_dir).w
+    w = f["encoder.layer.0.attention.self.query.weight"]
+    b = f["encoder.layer.0.attention.self.query.bias"]
+    xf = x.astype(np.float64)
+    exact = xf @ w.T + b
+    dw = np.abs(w).max(axis=1) / 254
+    for y, qmax in ((y_split, 32639), (y_naive, 127)):
+        dx = np.abs(xf).max(axis=1, keepdims=True) / (2 * qmax)
+        bound = (np.abs(xf) @ np.broadcast_to(dw[:, None], w.shape).T
+                 + dx * (np.abs(w) + dw[:, None]).sum(axis=1))
+        bound += 2.0 ** -23 * (np.abs(exact) + bound + np.abs(b))
+        assert np.all(np.abs(y - exact) <= bound), (qmax, np.max(np.abs(y - exact) / bound))
 
 
 def test_batching_is_bit_identical(tiny):
@@ -304,8 +343,12 @@ def test_minilm_fidelity_few_sentences(minilm):
     s = _shipped_sentences()
     pick = [s[0], s[6], s[12], s[21], s[30]]
     enc = QuantizedEncoder(minilm, Executor(None, "cpu"))
-    cos = [cosine(a, b) for a, b in zip(enc.encode(pick), minilm.encode_float(pick))]
-    assert min(cos) >= 0.995, cos
+    ref = _reference_embeddings(minilm, packaged_model_dir(), pick)
+    cos = [cosine(a, b) for a, b in zip(enc.encode(pick), ref)]
+    assert min(cos) >= MIN_COSINE, cos
+    # the workload's float32 yardstick (what `hetaccel run` reports cosines against)
+    # is the float64 reference up to float32 rounding through six layers
+    np.testing.assert_allclose(minilm.encode_float(pick), ref, rtol=0, atol=1e-5)
 
 
 def test_minilm_layer_on_emulator_bit_identical(minilm):
@@ -323,8 +366,9 @@ def test_minilm_layer_on_emulator_bit_identical(minilm):
 def test_minilm_fidelity_full_set(minilm):
     s = _shipped_sentences()
     enc = QuantizedEncoder(minilm, Executor(None, "cpu"))
-    cos = [cosine(a, b) for a, b in zip(enc.encode(s), minilm.encode_float(s))]
-    assert min(cos) >= 0.995, (min(cos), int(np.argmin(cos)))
+    ref = _reference_embeddings(minilm, packaged_model_dir(), s)
+    cos = [cosine(a, b) for a, b in zip(enc.encode(s), ref)]
+    assert min(cos) >= MIN_COSINE, (min(cos), int(np.argmin(cos)))
 
 
 @pytest.mark.slow
@@ -334,5 +378,6 @@ def test_minilm_on_emulator_two_sentences(minilm):
     s = ["Hello world.", "Is it raining?"]
     with Accelerator.open("emu") as acc:
         emb = QuantizedEncoder(minilm, Executor(acc, "accelerator")).encode(s)
-    cos = [cosine(a, b) for a, b in zip(emb, minilm.encode_float(s))]
-    assert min(cos) >= 0.995, cos
+    ref = _reference_embeddings(minilm, packaged_model_dir(), s)
+    cos = [cosine(a, b) for a, b in zip(emb, ref)]
+    assert min(cos) >= MIN_COSINE, cos
