@@ -90,7 +90,8 @@ class BertReference:
     def _ln(self, x, name):
         mu = x.mean(axis=-1, keepdims=True)
         var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mu) / np.sqrt(var + self.eps) * self.w[name + ".weight"] + self.w[name + ".bias"]
+        return ((x - mu) / np.sqrt(var + self.eps) * self.w[name + ".weight"]
+                + self.w[name + ".bias"])
 
     def _dense(self, x, name):
         # torch's Linear: y = x W^T + b, W stored (out, in)

@@ -6,6 +6,21 @@ import pytest
 from hetaccel.workloads import quantize as Q
 from hetaccel.workloads.placement import exact_int_matmul
 
+# The scheme as docs/quantization.md states it, written here rather than taken from the
+# module's constants and dequantize methods, so a change to both sides still shows:
+# int8 codes in [-127, 127] at scale max / 127, 16-bit codes 256 * hi + lo in
+# [-32639, 32639] at scale max / 32639, rounded to nearest.
+QMAX8 = 127
+QMAX16 = 127 * 256 + 127
+
+
+def _value8(q):
+    return q.values.astype(np.float64) * q.scale
+
+
+def _value16(s):
+    return (256 * s.hi.astype(np.float64) + s.lo) * s.scale
+
 
 def test_weight_per_output_channel():
     rng = np.random.default_rng(0)
@@ -13,7 +28,10 @@ def test_weight_per_output_channel():
     w[2] *= 100                                     # one loud channel must not hurt others
     q = Q.quantize_weight(w)
     assert q.values.dtype == np.int8 and q.scale.shape == (5, 1)
-    assert np.all(np.abs(q.values).max(axis=1) == 127)
+    assert np.all(np.abs(q.values).max(axis=1) == QMAX8)
+    np.testing.assert_allclose(q.scale, np.abs(w).max(axis=1, keepdims=True) / QMAX8,
+                               rtol=1e-7)
+    assert np.all(np.abs(_value8(q) - w) <= q.scale / 2 * (1 + 1e-6))
     err = np.abs(q.dequantize() - w)
     assert np.all(err <= q.scale / 2 + 1e-6)
 
@@ -29,6 +47,8 @@ def test_rows_per_token():
     x = np.array([[1.0, -0.5, 0.25], [1000.0, 1.0, -3.0]])
     q = Q.quantize_rows(x)
     assert q.scale.shape == (2, 1)
+    np.testing.assert_allclose(_value8(q)[0], x[0], atol=1 / 254)
+    np.testing.assert_allclose(_value8(q)[1], x[1], atol=1000 / 254)
     np.testing.assert_allclose(q.dequantize()[0], x[0], atol=1 / 254)
 
 
@@ -40,7 +60,8 @@ def test_split_corners_stay_in_int8(vals):
     q = 256 * s.hi.astype(np.int64) + s.lo
     assert s.hi.dtype == np.int8 and s.lo.dtype == np.int8
     assert -128 <= s.hi.min() and s.hi.max() <= 127
-    assert np.abs(q).max() == Q.SPLIT_QMAX
+    assert np.abs(q).max() == Q.SPLIT_QMAX == QMAX16
+    np.testing.assert_allclose(_value16(s), x, atol=float(s.scale.max()) / 2 * 1.0001)
     np.testing.assert_allclose(s.dequantize(), x, atol=float(s.scale.max()) / 2 * 1.0001)
 
 
@@ -49,9 +70,13 @@ def test_split_error_is_16_bit():
     x = rng.standard_normal((50, 64)) * np.exp(rng.standard_normal((50, 1)))
     x[:, 5] *= 40                                   # outlier dimension
     s = Q.split_rows(x)
+    rel = np.abs(_value16(s) - x).max(axis=1) / np.abs(x).max(axis=1)
+    assert rel.max() <= 0.5 / QMAX16 * 1.01
     rel = np.abs(s.dequantize() - x).max(axis=1) / np.abs(x).max(axis=1)
     assert rel.max() <= 0.5 / Q.SPLIT_QMAX * 1.01
     q8 = Q.quantize_rows(x)
+    rel8 = np.abs(_value8(q8) - x).max(axis=1) / np.abs(x).max(axis=1)
+    assert rel8.max() <= 0.5 / QMAX8 * 1.0001
     assert np.abs(s.dequantize() - x).max() < np.abs(q8.dequantize() - x).max() / 100
 
 
@@ -59,6 +84,9 @@ def test_split_weight():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((6, 9))
     s = Q.split_weight(w)
+    np.testing.assert_allclose(s.scale, np.abs(w).max(axis=1, keepdims=True) / QMAX16,
+                               rtol=1e-12)
+    assert np.all(np.abs(_value16(s) - w) <= s.scale / 2 * 1.0001)
     assert np.abs(s.dequantize() - w).max() <= float(s.scale.max()) / 2 * 1.0001
 
 

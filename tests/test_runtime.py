@@ -6,13 +6,27 @@ small config), and must give bit-identical results on both and match NumPy /
 the unit models.  One case also runs on Icarus.
 """
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hetaccel.host import Accelerator
 from hetaccel.sim import activation_model as am
-from hetaccel.sim.adam_model import adam_reference, adam_step, hyperparameters
+from hetaccel.sim.adam_model import adam_step, hyperparameters
 from hetaccel.spec import AcceleratorConfig, ActivationFunction
+
+# Float64 references that share no code with the device path (the unit models above
+# are the bit-exact check; these are the numerics check)
+_spec = importlib.util.spec_from_file_location("refs", Path(__file__).with_name("refs.py"))
+refs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(refs)
+
+#: Output LSB of each function on the 16-bit path (docs/numerics.md): Q1.14 for
+#: sigmoid and tanh, Q4.12 otherwise.
+FIXED16_LSB = {None: 2.0 ** -12, "relu": 2.0 ** -12, "sigmoid": 2.0 ** -14,
+               "tanh": 2.0 ** -14, "gelu": 2.0 ** -12}
 
 #: The rtl backend's config: small, so the Verilator build and the runs stay short,
 #: and odd (acc_bits=24, 64-byte frames) so the runtime's tiling is exercised.
@@ -89,6 +103,13 @@ def test_linear_int8_every_function_and_precision(acc, emu_small):
     scale = rng.uniform(2e-4, 2e-3, n)
     mult, shift = am.quantize_multiplier(scale)
     accv = x.astype(np.int64) @ w.T.astype(np.int64)
+    # docs/numerics.md, computed here in float64: the requantised code is
+    # round((acc + bias) * scale), ties away from zero, saturated; the multiplier's
+    # 2**-31 relative error can move it only at a near-tie, and there is none here
+    pre = (accv + bias) * scale
+    assert np.all(np.abs(np.abs(pre) % 1 - 0.5) > 2.0 ** -30 * (1 + np.abs(pre)))
+    code8 = np.clip(refs.round_half_away(pre), -128, 127)
+    code16 = np.clip(refs.round_half_away(pre), -32768, 32767)
     for name in (None, "relu", "sigmoid", "tanh", "gelu"):
         table = am.build_table(_fn(name), 0.05, 1 / 127) if name in ("sigmoid", "tanh", "gelu") \
             else None
@@ -100,6 +121,16 @@ def test_linear_int8_every_function_and_precision(acc, emu_small):
                                                       precision="fixed16"))
         assert y16.dtype == np.int16
         np.testing.assert_array_equal(y16, am.apply(accv, bias, mult, shift, _fn(name), 1))
+        if name in (None, "relu"):
+            np.testing.assert_array_equal(y, refs.activation(name, code8))
+            np.testing.assert_array_equal(y16, refs.activation(name, code16))
+        else:
+            # tables hold f(0.05 * code) / (1/127) correctly rounded: <= 0.5 LSB
+            want = np.clip(refs.activation(name, 0.05 * code8) * 127, -128, 127)
+            assert np.abs(y - want).max() <= 0.5, name
+            # the 16-bit path: <= 2 output LSB of f(Q4.12 input)
+            want = refs.activation(name, code16 / 4096) / FIXED16_LSB[name]
+            assert np.abs(y16 - want).max() <= 2, name
 
 
 @pytest.mark.parametrize("acc", BACKENDS, indirect=True)
@@ -109,12 +140,36 @@ def test_linear_float_layer(acc, emu_small):
     w = (rng.standard_normal((10, 12)) / 4).astype(np.float32)
     b = rng.standard_normal(10).astype(np.float32)
     pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    # The float path quantises x per tensor and w per output channel to int8 (each
+    # element within half a step, max / 254), the bias at the accumulator scale, and
+    # gives the activation a Q4.12 input (2**-13) and <= 2 output LSB (or a Q4.12 output
+    # of NONE/RELU at a scale that bounds |x| |w|); docs/numerics.md.  Per element:
+    # |dpre| <= sum_k |x| |dw| + (|w| + |dw|) |dx| + the bias's and the output's half
+    # steps; the few-percent-of-range limit below is the coarse check.
+    xf = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    wf = w.astype(np.float64)
+    dx = np.abs(xf).max() / 254
+    dw = np.abs(wf).max(axis=1) / 254
+    acc_unit = 2 * dx * 2 * dw
+    d_pre = (np.abs(xf) @ np.broadcast_to(dw[:, None], wf.shape).T
+             + dx * (np.abs(wf) + dw[:, None]).sum(axis=1) + acc_unit / 2)
+    out_unit = ((np.linalg.norm(xf, axis=1).max() + np.sqrt(xf.shape[1]) * dx)
+                * (np.linalg.norm(wf, axis=1) + np.sqrt(wf.shape[1]) * dw)
+                + np.abs(b) + acc_unit) / 7.99
     for name in (None, "relu", "sigmoid", "tanh", "gelu"):
         y = both(acc, emu_small, lambda d: d.linear(x, w, b, name))
         assert y.dtype == np.float32 and y.shape == (2, 3, 10)
-        ref = am.reference_function(_fn(name), pre)
+        ref = refs.activation(name, pre)
         # int8 operands: a few percent of the output range
         assert np.max(np.abs(y - ref)) <= 0.03 * max(1.0, np.max(np.abs(ref))), name
+        if name in (None, "relu"):
+            bound = d_pre + out_unit / 2 ** 13
+        else:
+            assert np.abs(pre).max() + d_pre.max() < 8          # inside Q4.12
+            bound = refs.SLOPE[name] * (d_pre + 2.0 ** -13) + 2 * FIXED16_LSB[name]
+        bound = bound + 2.0 ** -23 * np.abs(ref).reshape(bound.shape)
+        err = np.abs(y - ref).reshape(bound.shape)
+        assert np.all(err <= bound), (name, float(np.max(err / bound)))
 
 
 @pytest.mark.parametrize("acc", BACKENDS, indirect=True)
@@ -124,7 +179,13 @@ def test_activation_unit_alone(acc, emu_small):
     for name in ("relu", "sigmoid", "tanh", "gelu", None):
         y = both(acc, emu_small, lambda d: d.activation(name, x))
         assert y.shape == x.shape and y.dtype == np.float32
-        assert np.max(np.abs(y - am.reference_function(_fn(name), x))) < 2e-3, name
+        ref = refs.activation(name, x)
+        assert np.max(np.abs(y - ref)) < 2e-3, name
+        # docs/numerics.md: x rounded to Q4.12 (2**-13) through the slope, then
+        # <= 2 output LSB (NONE/RELU output the Q4.12 input itself); float32 result
+        lsb = 0 if name in (None, "relu") else FIXED16_LSB[name]
+        bound = refs.SLOPE[name] * 2.0 ** -13 + 2 * lsb + 2.0 ** -24 * np.abs(ref)
+        assert np.all(np.abs(y - ref) <= bound), name
     xi = rng.integers(-2 ** 20, 2 ** 20, (5, 3)).astype(np.int32)
     y = both(acc, emu_small, lambda d: d.activation("tanh", xi, scale=1 / 4096,
                                                     table_scales=(0.06, 1 / 127)))
@@ -132,6 +193,9 @@ def test_activation_unit_alone(acc, emu_small):
     np.testing.assert_array_equal(
         y, am.apply(xi, 0, mult, shift, ActivationFunction.TANH, 0,
                     am.build_table(ActivationFunction.TANH, 0.06, 1 / 127)))
+    # the scale is a power of two, so the code is exact; the table correctly rounded
+    code = np.clip(refs.round_half_away(xi / 4096), -128, 127)
+    assert np.abs(y - np.tanh(0.06 * code) * 127).max() <= 0.5
 
 
 @pytest.mark.parametrize("acc", BACKENDS, indirect=True)
@@ -147,7 +211,7 @@ def test_adam_step_matches_the_unit_and_torch_formula(acc, emu_small, decoupled)
               decoupled=decoupled)
     hp = hyperparameters(**kw)
     rp, rm, rv = adam_step(p, g, m, v, hp)
-    fp, fm, fv = adam_reference(p, g, m, v, **kw)
+    fp, fm, fv = refs.adam(p, g, m, v, **kw)
 
     def run(d):
         pp, mm, vv = p.copy(), m.copy(), v.copy()
@@ -158,7 +222,19 @@ def test_adam_step_matches_the_unit_and_torch_formula(acc, emu_small, decoupled)
     got = both(acc, emu_small, run)
     for arr, ref in zip(got, (rp, rm, rv)):
         np.testing.assert_array_equal(arr.view(np.uint32), ref.view(np.uint32))
+    # Against Adam written from torch's documentation in float64 (tests/refs.py).
+    # docs/adam.md: every operation a correctly rounded binary32 one, the per-step
+    # error relative to the parameter's magnitude measured at most 8.3e-7, target
+    # 1e-5; m' and v' are two roundings of a two-term sum (the L2 term a third) with
+    # binary32 registers, so within 4 u of the terms' magnitudes.
     np.testing.assert_allclose(got[0], fp, rtol=1e-5, atol=1e-6)
+    rel = np.abs(got[0] - fp) / np.maximum(np.abs(fp), np.abs(p))
+    assert rel.max() <= 1e-5, rel.max()
+    b1, b2 = kw["betas"]
+    g1 = np.abs(g) + (0 if decoupled else kw["weight_decay"] * np.abs(p))
+    u = 2.0 ** -24
+    assert np.all(np.abs(got[1] - fm) <= 4 * u * (b1 * np.abs(m) + (1 - b1) * g1))
+    assert np.all(np.abs(got[2] - fv) <= 4 * u * (b2 * np.abs(v) + (1 - b2) * g1 * g1))
 
 
 def test_icarus_backend_runs_the_same_command_stream():
