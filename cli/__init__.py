@@ -39,6 +39,7 @@ BENCHES: dict[str, str] = {
     "gemm": "hetaccel.bench.gemm",
     "runtime": "hetaccel.bench.runtime",
     "fuzz": "hetaccel.bench.fuzz",
+    "mutants": "hetaccel.bench.mutants",
 }
 
 
