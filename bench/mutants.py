@@ -45,15 +45,18 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..verify.cocotb_runner import build_root
 
 try:    # Python >= 3.11
     import tomllib
-except ModuleNotFoundError:     # pragma: no cover - Python 3.10
-    tomllib = None
+except ModuleNotFoundError:     # pragma: no cover - Python 3.10: the same parser, if installed
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 __all__ = ["HELP", "add_arguments", "run", "Mutant", "load_catalogue", "apply_mutation",
            "PACKAGE_ROOT", "DEFAULT_CATALOGUE"]
@@ -89,7 +92,6 @@ class _Outcome:
     how: str = ""               # failed | timeout (killed); the reason (error)
     seconds: float = 0.0
     detail: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def add_arguments(parser) -> None:
@@ -119,8 +121,8 @@ def load_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> list[Mutant]:
     """The mutants of a TOML catalogue (``[[mutant]]`` tables), checked for shape."""
     path = Path(path)
     if tomllib is None:
-        raise ValueError("reading the mutant catalogue needs Python >= 3.11 (tomllib); "
-                         f"this is Python {sys.version.split()[0]}")
+        raise ValueError("reading the mutant catalogue needs Python >= 3.11 (tomllib) or "
+                         f"the tomli package; this is Python {sys.version.split()[0]}")
     if not path.is_file():
         raise FileNotFoundError(f"no mutant catalogue at {path} (the bench needs the "
                                 "source tree, tests/ included)")
@@ -190,7 +192,9 @@ def _select(mutants: list[Mutant], only: str | None, sample: int | None,
     if sample is not None:
         if sample < 1:
             raise ValueError(f"--sample must be >= 1, got {sample}")
-        picked = set(m.id for m in random.Random(seed).sample(mutants, min(sample, len(mutants))))
+        # (equivalent mutants are not run, so not drawn)
+        pool = [m for m in mutants if m.equivalent is None]
+        picked = {m.id for m in random.Random(seed).sample(pool, min(sample, len(pool)))}
         mutants = [m for m in mutants if m.id in picked]
     return mutants
 
@@ -238,7 +242,8 @@ def _env(copy_parent: Path, build_dir: Path) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(copy_parent)] + (
         [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["HETACCEL_BUILD_DIR"] = str(build_dir)
-    env.pop("PYTEST_ADDOPTS", None)
+    for k in [k for k in env if k.startswith("PYTEST_")]:
+        del env[k]      # (the bench may itself run under pytest, or one with options)
     return env
 
 
@@ -299,9 +304,12 @@ def _pytest_cmd(tests, basetemp: Path) -> list[str]:
 
 
 def _first_failure(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line[:300]
+    """pytest's first FAILED / ERROR summary line (not a simulator's log line)."""
+    lines = output.splitlines()
+    for prefix in ("FAILED ", "ERROR tests/", "ERROR "):
+        for line in lines:
+            if line.startswith(prefix):
+                return line[:300]
     tail = [line for line in output.splitlines() if line.strip()]
     return "\n".join(tail[-3:])[-600:]
 
