@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..host.rtl_transport import kill_process_group
 from ..verify.cocotb_runner import build_root
 
 try:    # Python >= 3.11
@@ -266,35 +266,22 @@ class _Runner:
             out, _ = proc.communicate(timeout=timeout)
             rc = proc.returncode
         except subprocess.TimeoutExpired:
-            self._kill(proc)
+            kill_process_group(proc)
             out, _ = proc.communicate()
             rc = None
         except BaseException:       # Ctrl-C: no test run outlives the bench
-            self._kill(proc)
+            kill_process_group(proc)
             raise
         finally:
             with self._lock:
                 self._procs.discard(proc)
         return rc, out.decode(errors="replace"), time.perf_counter() - t0
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
     def kill_all(self) -> None:
         with self._lock:
             procs = list(self._procs)
         for p in procs:
-            self._kill(p)
+            kill_process_group(p)
 
 
 def _pytest_cmd(tests, basetemp: Path) -> list[str]:
