@@ -102,6 +102,16 @@ def missing_extra(exc: ImportError, command: str) -> str | None:
     return f"`hetaccel {command}` needs {top}: pip install 'hetaccel[{extra}]'"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless its help already says it, or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, [], False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 class _MissingExtra(Exception):
     pass
 
@@ -130,7 +140,7 @@ def _add_module(subparsers, name: str, module_name: str, label: str) -> None:
         return
     parser = subparsers.add_parser(name, help=module.HELP, description=module.HELP,
                                    parents=[options],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=_HelpFormatter)
     if not any(a.dest == "json" for a in parser._actions):
         parser.add_argument("--json", action="store_true",
                             help="print the result as one JSON object instead of a table")
