@@ -8,11 +8,15 @@ against the bit-exact models (``correct``).  ``host_cpu_s`` is this process's
 CPU time for the operation and ``simulator_cpu_s`` the simulator process's
 (rtl): on a loaded machine ``device_cycles_per_simulator_cpu_s`` is the
 steadier measure of simulation speed than the wall-clock rate.
+
+``--board`` runs the operation on that board's image (the emulator or the RTL
+of its array, units, memories, clock and baud) and projects it there;
+``--config FILE`` applies a JSON file of config fields on top (the format
+``hetaccel build --config`` reads).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,9 +24,13 @@ import numpy as np
 
 from ..host.accelerator import Accelerator
 from ..sim import activation_model as am
-from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction
+from ..spec import DEFAULT_CONFIG, ActivationFunction
 
 HELP = "runtime throughput: a large linear/matmul on the emu or rtl backend"
+
+#: --board/--config, as run/train/demo take them: the command line resolves them
+#: into ``args.image`` (its ``name``, ``config``, ``profile_board``, ``describe``)
+IMAGE_OPTIONS = True
 
 
 def add_arguments(parser) -> None:
@@ -32,17 +40,16 @@ def add_arguments(parser) -> None:
                         help="simulator of the rtl backend")
     parser.add_argument("--harness", choices=("native", "cocotb"), default=None,
                         help="rtl driver: generated C++ (Verilator default) or the cocotb bridge")
-    parser.add_argument("--op", choices=("linear", "matmul"), default="linear",
-                        help="int8 linear (GEMM + requant/activation) or plain int8 matmul")
+    parser.add_argument("--op", choices=("linear", "matmul"), default=None,
+                        help="int8 linear (GEMM + requant/activation) or plain int8 matmul "
+                             "(default: linear, or matmul on an image without the activation "
+                             "unit)")
     parser.add_argument("--m", type=int, default=None, help="rows of x (default 128 emu, 32 rtl)")
     parser.add_argument("--k", type=int, default=None, help="reduction (default 384 emu, 128 rtl)")
     parser.add_argument("--n", type=int, default=None,
                         help="output features (default 1536 emu, 128 rtl)")
     parser.add_argument("--activation", default="gelu",
                         help="activation of the linear (none, relu, sigmoid, tanh, gelu)")
-    parser.add_argument("--config", default=None,
-                        help="accelerator config as JSON (default: the default config)")
-    parser.add_argument("--board", default=None, help="board to project wall time onto")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of the operation; the fastest is reported")
 
@@ -58,7 +65,12 @@ def _proc_cpu(pid) -> float | None:
 
 
 def run(args) -> dict:
-    config = AcceleratorConfig.from_dict(json.loads(args.config)) if args.config else DEFAULT_CONFIG
+    image = args.image
+    config = image.config or DEFAULT_CONFIG
+    op = args.op or ("linear" if config.has_activation else "matmul")
+    if op == "linear" and not config.has_activation:
+        raise ValueError(f"--op linear needs the activation unit and image {image.name!r} "
+                         f"has none (has_activation=False); use --op matmul")
     rtl = args.backend == "rtl"
     m = args.m or (32 if rtl else 128)
     k = args.k or (128 if rtl else 384)
@@ -76,7 +88,8 @@ def run(args) -> dict:
 
     opened = time.perf_counter()
     options = {"sim": args.sim, "harness": args.harness} if rtl else {}
-    with Accelerator.open(args.backend, config=config, board=args.board, **options) as acc:
+    with Accelerator.open(args.backend, config=config, board=image.profile_board,
+                          **options) as acc:
         start_s = time.perf_counter() - opened
         best = None
         for _ in range(args.repeat):
@@ -85,7 +98,7 @@ def run(args) -> dict:
             s0 = _proc_cpu(pid) if pid else None
             p0 = time.process_time()
             t0 = time.perf_counter()
-            if args.op == "linear":
+            if op == "linear":
                 y = acc.linear(x, w, bias, act, scale=scale, table_scales=table_scales)
             else:
                 y = acc.matmul(x, w.T)
@@ -100,7 +113,7 @@ def run(args) -> dict:
         wall, rec, sim_cycles, y, cpu, sim_cpu = best
 
     accv = x.astype(np.int64) @ w.T.astype(np.int64)
-    if args.op == "linear":
+    if op == "linear":
         mult, shift = am.quantize_multiplier(scale)
         table = am.build_table(fn, *table_scales) if fn in am.TABLE_FUNCTIONS else None
         ref = am.apply(accv, bias, mult, shift, fn, 0, table)
@@ -122,7 +135,8 @@ def run(args) -> dict:
     d = rec.as_dict()
     return {
         "backend": args.backend + (f"/{args.sim}/{acc.transport.harness}" if rtl else ""),
-        "op": args.op, "activation": act or "none",
+        "op": op, "activation": act or "none",
+        "image": image.describe(config),
         "shape": {"m": m, "k": k, "n": n},
         "config": {"rows": config.rows, "cols": config.cols, "max_payload": config.max_payload},
         "correct": correct,

@@ -5,6 +5,8 @@ Each subcommand lives beside the code it drives, as a module exposing::
     HELP: str                       # one line for ``hetaccel --help``
     def add_arguments(parser): ...  # its options, each with a help text
     def run(args) -> dict: ...      # does the work, returns the JSON-able result
+    IMAGE_OPTIONS = True            # optional: takes --board/--config, resolved into
+                                    # ``args.image`` (:class:`.commands.Image`)
 
 This file only routes; it holds no behaviour of its own.  ``--json`` prints the
 returned dict as one JSON object; without it the dict is shown as a table.  Only the
@@ -129,6 +131,10 @@ def _add_module(subparsers, name: str, module_name: str, label: str) -> None:
     try:
         module = importlib.import_module(module_name)
         module.add_arguments(options)
+        if getattr(module, "IMAGE_OPTIONS", False):
+            from .commands import add_image_options
+
+            add_image_options(options)
     except ImportError as exc:
         message = missing_extra(exc, label)
         if message is None:
@@ -144,7 +150,7 @@ def _add_module(subparsers, name: str, module_name: str, label: str) -> None:
     if not any(a.dest == "json" for a in parser._actions):
         parser.add_argument("--json", action="store_true",
                             help="print the result as one JSON object instead of a table")
-    parser.set_defaults(_run=module.run)
+    parser.set_defaults(_run=module.run, _image=getattr(module, "IMAGE_OPTIONS", False))
 
 
 def _wanted(argv: list[str] | None) -> tuple[str | None, str | None]:
@@ -189,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     label = args.command if args.command != "bench" else f"bench {args.bench}"
     try:
+        if getattr(args, "_image", False):
+            from .commands import resolve_image
+
+            args.image = resolve_image(args.board, args.config)
         result = args._run(args)
     except _MissingExtra as exc:
         print(f"hetaccel: error: {exc}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "build a board bitstream (--board) or the generic ASIC synthesis report (--target asic)"
@@ -47,25 +46,10 @@ def _seeds(text: str):
     return tuple(range(lo, hi + 1)) if sep else lo
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _config(args, base: dict):
-    from ..spec import AcceleratorConfig
+    from .commands import load_config
 
-    fields = dict(base)
-    if args.config is not None:
-        fields.update(json.loads(args.config.read_text()))
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        fields[key.strip()] = _parse_value(value.strip())
-    return AcceleratorConfig.from_dict(fields)
+    return load_config(args.config, base, args.set)
 
 
 def run(args) -> dict:

@@ -1,8 +1,10 @@
 """``hetaccel demo`` (what ``make demo`` runs): the whole story in one command.
 
-1. generate the default accelerator's Verilog (:class:`hetaccel.rtl.device.Device`);
-2. run a handful of MiniLM sentences through the emulator, every matmul and GELU on
-   the device, and compare the embeddings with the float32 reference;
+1. generate the accelerator's Verilog (:class:`hetaccel.rtl.device.Device`): the
+   default config's, or with ``--board``/``--config`` that image's;
+2. run a handful of MiniLM sentences through the emulator of that image, every
+   matmul and GELU on the device (a GELU on the CPU, bit-exact, when the image
+   has no activation unit), and compare the embeddings with the float32 reference;
 3. cross-check one encoder layer on the RTL backend (the generated Verilog in
    Verilator) bit for bit against the emulator;
 4. print fidelity, device cycles, placement and the run projected onto each board
@@ -18,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "IMAGE_OPTIONS", "add_arguments", "run"]
+
+#: --board/--config: the command line resolves them into ``args.image``
+IMAGE_OPTIONS = True
 
 HELP = ("end-to-end demo: generate the accelerator, run MiniLM sentences on the emulator, "
         "cross-check a layer on the RTL bit for bit, print fidelity/cycles/placement/latency")
@@ -96,20 +101,25 @@ def run(args) -> dict:
     c_start = time.process_time() - children_cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = DEFAULT_CONFIG
+    image = args.image
+    cfg = image.config or DEFAULT_CONFIG
+    board = image.profile_board
+    label = image.name if image.config is not None else "default"
 
-    _say(f"[1/4] generating the default accelerator ({cfg.rows}x{cfg.cols} int8 array) ...",
+    _say(f"[1/4] generating the {label} accelerator ({cfg.rows}x{cfg.cols} int8 array) ...",
          args.quiet)
     t0 = time.perf_counter()
     vpath = export_verilog(Device(cfg), "hetaccel_device", out)
     verilog_s = time.perf_counter() - t0
     n_lines = sum(1 for _ in vpath.open())
 
-    _say("[2/4] MiniLM on the emulator (all matmuls and GELU on the device) ...", args.quiet)
+    where = ("all matmuls and GELU on the device" if cfg.has_activation else
+             "all matmuls on the device, GELU on the CPU: the image has no activation unit")
+    _say(f"[2/4] MiniLM on the emulator ({where}) ...", args.quiet)
     model = BertModel.packaged_minilm()
     sentences = DEMO_SENTENCES[: args.sentences]
     t0 = time.perf_counter()
-    with Accelerator.open("emu", config=cfg) as acc:
+    with Accelerator.open("emu", config=cfg, board=board) as acc:
         ex = Executor(acc, "accelerator")
         result, emb = run_encoder(model, sentences, ex,
                                   progress=Progress("MiniLM on emu", enabled=not args.quiet))
@@ -145,6 +155,9 @@ def run(args) -> dict:
     _say("[4/4] results", args.quiet)
     (out / "run.json").write_text(json.dumps(result, default=float))
     if not args.json:
+        print(f"Image: {image.name} ({cfg.rows}x{cfg.cols} array, {cfg.clock_hz / 1e6:g} MHz, "
+              f"{cfg.baud} baud, activation unit: {'yes' if cfg.has_activation else 'no'}, "
+              f"Adam unit: {'yes' if cfg.has_adam else 'no'})")
         print(f"Verilog: {vpath} ({n_lines} lines, {verilog_s:.1f} s)")
         print()
         print(f"{'sentence':<36}{'tokens':>7}{'cosine vs float32':>19}")
@@ -154,6 +167,7 @@ def run(args) -> dict:
         print_placement(result["placement_table"])
         print_projection(result["projection"])
     return {
+        "image": image.describe(cfg),
         "verilog": str(vpath),
         "sentences": len(sentences),
         "min_cosine": result["min_cosine"],

@@ -15,7 +15,10 @@ import numpy as np
 
 from .commands import Progress, add_device_options, open_executor, print_placement
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "IMAGE_OPTIONS", "add_arguments", "run"]
+
+#: --board/--config: the command line resolves them into ``args.image``
+IMAGE_OPTIONS = True
 
 HELP = ("run a model on the accelerator: 'bert' (a Hugging Face folder), 'minilm' (the "
         "packaged all-MiniLM-L6-v2) or 'lstm' (an LSTM cell)")
@@ -57,16 +60,24 @@ def _print_sentences(result: dict, file=None) -> None:
     print(file=file)
 
 
-def _run_lstm(args) -> dict:
+def _run_lstm(args, image) -> dict:
     from ..workloads.lstm import run_lstm
 
-    with open_executor(args.backend, args.placement, args.sim) as ex:
-        return run_lstm(ex, steps=args.steps, seed=args.seed)
+    with open_executor(args.backend, args.placement, args.sim, image) as ex:
+        result = run_lstm(ex, steps=args.steps, seed=args.seed)
+        result["image"] = image.describe(ex.config)
+        table = ex.placement_table()
+    if args.json:
+        result["placement_table"] = table
+    else:
+        print_placement(table, cpu_work="the cell update (c, h), quantization scales, control")
+    return result
 
 
 def run(args) -> dict:
+    image = args.image
     if args.target == "lstm":
-        return _run_lstm(args)
+        return _run_lstm(args, image)
     from ..workloads.bert import BertModel
     from ..workloads.encoder import DEFAULT_SENTENCES, QuantScheme, read_sentences, run_encoder
 
@@ -84,9 +95,10 @@ def run(args) -> dict:
         sentences = sentences[: args.limit]
     scheme = QuantScheme() if args.scheme == "split" else QuantScheme.naive()
     progress = Progress(f"{model.name} on {args.backend}", enabled=not args.quiet)
-    with open_executor(args.backend, args.placement, args.sim) as ex:
+    with open_executor(args.backend, args.placement, args.sim, image) as ex:
         result, emb = run_encoder(model, sentences, ex, scheme=scheme,
                                   batch_tokens=args.batch_tokens, progress=progress)
+        result["image"] = image.describe(ex.config)
     if args.out is not None:
         np.save(args.out, emb)
         result["out"] = str(args.out)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .commands import Progress, add_device_options, open_executor
+from .commands import Progress, add_device_options, open_executor, print_placement
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "IMAGE_OPTIONS", "add_arguments", "run"]
+
+#: --board/--config: the command line resolves them into ``args.image``
+IMAGE_OPTIONS = True
 
 HELP = ("train on the accelerator: 'seed-classifier' (100 samples, 10 features, "
         "one ReLU layer, cross-entropy, Adam lr 0.01) vs the same training in float64")
@@ -27,7 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> dict:
     from ..workloads.training import train_seed_classifier
 
+    image = args.image
     progress = Progress(f"seed-classifier on {args.backend}", enabled=not args.quiet)
-    with open_executor(args.backend, args.placement, args.sim) as ex:
-        return train_seed_classifier(ex, epochs=args.epochs, lr=args.lr, hidden=args.hidden,
-                                     seed=args.seed, progress=progress)
+    with open_executor(args.backend, args.placement, args.sim, image) as ex:
+        result = train_seed_classifier(ex, epochs=args.epochs, lr=args.lr, hidden=args.hidden,
+                                       seed=args.seed, progress=progress)
+        result["image"] = image.describe(ex.config)
+        table = ex.placement_table()
+    if args.json:
+        result["placement_table"] = table
+    else:
+        print_placement(table, cpu_work="loss, gradients, bias adds, ReLU, quantization "
+                                         "scales, control")
+    return result

@@ -191,7 +191,9 @@ class Accelerator:
         target : str
             ``"emu"`` (the bit-exact device model in this process), ``"rtl"``
             (the generated Device in a simulator subprocess) or
-            ``"serial:PORT[@BAUD]"`` (a board; e.g. ``"serial:/dev/ttyUSB1@3000000"``).
+            ``"serial:PORT[@BAUD]"`` (a board; e.g. ``"serial:/dev/ttyUSB1@3000000"``;
+            without ``@BAUD`` the link runs at ``config``'s baud, else at the
+            ``board`` image's, else at the default config's).
         config : AcceleratorConfig, optional
             The accelerator to emulate or simulate (default
             :data:`~hetaccel.spec.DEFAULT_CONFIG`); on a board, the config the
@@ -221,8 +223,9 @@ class Accelerator:
             transport = RtlTransport(config, sim, **transport_options)
         elif target.startswith("serial:"):
             port, baud = parse_serial_url(target)
-            transport = SerialTransport(port, baud or (config or DEFAULT_CONFIG).baud,
-                                        **transport_options)
+            # the image the board was built from sets its UART's baud
+            image = config or board_image(board, None).config
+            transport = SerialTransport(port, baud or image.baud, **transport_options)
         else:
             raise ValueError(f"target must be 'emu', 'rtl' or 'serial:PORT[@BAUD]', got {target!r}")
         if faults is not None:
@@ -604,8 +607,10 @@ class Accelerator:
         N = w.shape[0]
         self._check_k(K)
         if not self.config.has_activation:
-            raise ValueError("this config has no activation unit (has_activation=False); "
-                             "use matmul()")
+            raise ValueError("this device's config has no activation unit "
+                             "(has_activation=False): use matmul() and requantise on the "
+                             "host, or run the model through an Executor "
+                             "(hetaccel.workloads.placement), which does")
         if scale is not None:
             if multiplier is not None or shift is not None:
                 raise ValueError("give either scale or multiplier/shift, not both")
@@ -721,7 +726,10 @@ class Accelerator:
         fn = _activation_kind(kind)
         self._check_open()
         if not self.config.has_activation:
-            raise ValueError("this config has no activation unit (has_activation=False)")
+            raise ValueError("this device's config has no activation unit "
+                             "(has_activation=False): compute it on the host with "
+                             "hetaccel.sim.activation_model (the same numerics), as an "
+                             "Executor (hetaccel.workloads.placement) does")
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy array, not {type(x).__name__}")
         is_float = x.dtype.kind == "f"
@@ -819,7 +827,9 @@ class Accelerator:
         """
         self._check_open()
         if not self.config.has_adam:
-            raise ValueError("this config has no Adam unit (has_adam=False)")
+            raise ValueError("this device's config has no Adam unit (has_adam=False): "
+                             "step on the host with hetaccel.sim.adam_model (the same "
+                             "numerics), as an Executor (hetaccel.workloads.placement) does")
         arrays = {"params": params, "grads": grads, "m": m, "v": v}
         for name, arr in arrays.items():
             if not isinstance(arr, np.ndarray):

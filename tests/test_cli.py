@@ -210,3 +210,173 @@ def test_every_extra_named_exists():
     extras = set(pyproject["project"]["optional-dependencies"])
     named = {e for es in EXTRAS.values() for e in es} | set(COMMAND_EXTRAS.values())
     assert named <= extras, named - extras
+
+
+# --- --board and --config ----------------------------------------------------------
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+    return str(path)
+
+
+def _image_of(name):
+    from hetaccel.spec.boards import default_config
+
+    c = default_config(name)
+    return {"name": name, "board": name, "config_file": None, "rows": c.rows, "cols": c.cols,
+            "has_activation": c.has_activation, "has_adam": c.has_adam,
+            "clock_hz": c.clock_hz, "baud": c.baud}
+
+
+def test_run_board_emulates_that_image(tiny_dir, sentences, capsys):
+    from hetaccel.spec.boards import default_config
+
+    rc, r = _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences",
+                           str(sentences), "--limit", "1", "--board", "icebreaker", "--json",
+                           "--quiet"])
+    assert rc == 0 and r["image"] == _image_of("icebreaker")
+    # the run's own config ("config") is the board's 4x4 image, not the default 8x8
+    assert (r["projection"]["config"]["rows"], r["projection"]["config"]["cols"]) == (4, 4)
+    assert r["projection"]["config"] == {**r["projection"]["icebreaker"], "board": "config"}
+    gelu = [row for row in r["placement_table"] if row["op"] == "gelu"]
+    if default_config("icebreaker").has_activation:
+        assert all(row["placed"] == "accelerator" for row in gelu)
+    else:
+        assert all((row["placed"], row["reason"]) == ("cpu", "no activation unit on icebreaker")
+                   for row in gelu)
+
+
+def test_run_without_the_activation_unit_completes_bit_exact(tiny_dir, sentences, tmp_path,
+                                                             capsys):
+    bare = _write(tmp_path / "bare.json", {"has_activation": False})
+    a, b = tmp_path / "dev.npy", tmp_path / "cpu.npy"
+    rc, r = _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences",
+                           str(sentences), "--board", "ulx3s-85f", "--config", bare,
+                           "--json", "--quiet", "--out", str(a)])
+    assert rc == 0
+    assert (r["image"]["name"], r["image"]["board"], r["image"]["config_file"]) == \
+        ("config", "ulx3s-85f", bare)
+    assert (r["image"]["rows"], r["image"]["has_activation"]) == (16, False)
+    placed = {(row["op"], row["placed"], row["reason"]) for row in r["placement_table"]}
+    assert ("gelu", "cpu", "no activation unit on this image") in placed
+    assert {p for op, p, _ in placed if op != "gelu"} == {"accelerator"}
+    _json(capsys, ["run", "bert", "--model", str(tiny_dir), "--sentences", str(sentences),
+                   "--placement", "cpu", "--json", "--quiet", "--out", str(b)])
+    np.testing.assert_array_equal(np.load(a), np.load(b))
+    # the table says it too
+    assert main(["run", "bert", "--model", str(tiny_dir), "--sentences", str(sentences),
+                 "--limit", "1", "--config", bare, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["gelu", "cpu"] and
+               line.endswith("no activation unit on this image") for line in out.splitlines())
+    assert "name=config" in out
+
+
+def test_train_board_and_config(tmp_path, capsys):
+    from hetaccel.spec.boards import default_config
+
+    base = ["train", "seed-classifier", "--epochs", "3", "--json", "--quiet"]
+    rc, r = _json(capsys, [*base, "--board", "icebreaker"])
+    assert rc == 0 and r["image"] == _image_of("icebreaker")
+    adam = {row["placed"] for row in r["placement_table"] if row["op"] == "adam"}
+    assert adam == {"accelerator" if default_config("icebreaker").has_adam else "cpu"}
+    # both units: every op on the device
+    units = _write(tmp_path / "units.json", {"has_activation": True, "has_adam": True})
+    rc, r = _json(capsys, [*base, "--board", "ulx3s-85f", "--config", units])
+    assert rc == 0 and r["image"]["has_adam"] is True and r["image"]["rows"] == 16
+    assert {row["placed"] for row in r["placement_table"]} == {"accelerator"}
+    assert r["adam_steps_on_device"] == 3
+    # no Adam unit: the steps run on the CPU, bit for bit the same training
+    bare = _write(tmp_path / "bare.json", {"has_adam": False})
+    rc, r = _json(capsys, [*base, "--config", bare])
+    assert rc == 0 and r["adam_steps_on_device"] == 0
+    rows = [row for row in r["placement_table"] if row["op"] == "adam"]
+    assert [(row["placed"], row["reason"], row["calls"]) for row in rows] == \
+        [("cpu", "no adam unit on this image", 3)]
+    _, ref = _json(capsys, [*base, "--placement", "cpu"])
+    assert (r["final_loss"], r["accuracy"]) == (ref["final_loss"], ref["accuracy"])
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
+    cases = [
+        (str(tmp_path / "missing.json"), "cannot read config file"),
+        (_write(tmp_path / "bad.json", "{rows: 4"), "is not valid JSON"),
+        (_write(tmp_path / "list.json", [4, 4]), "must hold a JSON object"),
+        (_write(tmp_path / "field.json", {"rowz": 4}), "unknown config field(s): rowz"),
+        (_write(tmp_path / "value.json", {"rows": 0}), "rows must be"),
+    ]
+    commands = [["run", "lstm"], ["train", "seed-classifier"], ["demo"],
+                ["bench", "runtime"], ["build", "--board", "icebreaker"]]
+    for i, (path, message) in enumerate(cases):
+        # every command reads the file the same way; each case once, the first on all
+        for cmd in commands if i == 0 else commands[i % 4:i % 4 + 1]:
+            assert main([*cmd, "--config", path]) == 1, cmd
+            err = capsys.readouterr().err
+            assert err.startswith("hetaccel: error: ") and message in err, (cmd, err)
+            assert err.count("\n") == 1 and path in err, err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "lstm", "--board", "nosuchboard"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_bench_runtime_board_and_config(tmp_path, capsys):
+    from hetaccel.spec.boards import default_config
+
+    small = ["bench", "runtime", "--m", "4", "--k", "8", "--n", "4", "--json"]
+    rc, r = _json(capsys, [*small, "--board", "icebreaker"])
+    ice = default_config("icebreaker")
+    assert rc == 0 and r["correct"] and r["image"] == _image_of("icebreaker")
+    assert (r["config"]["rows"], r["config"]["cols"]) == (ice.rows, ice.cols)
+    assert r["projection"]["board"] == "icebreaker"
+    assert r["op"] == ("linear" if ice.has_activation else "matmul")
+    bare = _write(tmp_path / "bare.json", {"has_activation": False, "rows": 4, "cols": 4})
+    rc, r = _json(capsys, [*small, "--config", bare])
+    assert rc == 0 and r["op"] == "matmul" and r["image"]["name"] == "config"
+    assert r["projection"]["board"] == "config" and r["config"]["rows"] == 4
+    assert main([*small, "--config", bare, "--op", "linear"]) == 1
+    assert "--op linear needs the activation unit" in capsys.readouterr().err
+
+
+class _NoPort(ValueError):
+    pass
+
+
+def test_serial_without_baud_opens_at_the_boards_baud(monkeypatch, capsys):
+    import dataclasses
+
+    import hetaccel.host.accelerator as accelerator
+    from hetaccel.spec.boards import BOARDS
+
+    ice = BOARDS["icebreaker"]
+    monkeypatch.setitem(BOARDS, "icebreaker", dataclasses.replace(
+        ice, default={**ice.default, "baud": 500_000}))
+    opened = []
+
+    def serial(port, baud, **kw):
+        opened.append((port, baud))
+        raise _NoPort(f"no board on {port}")
+
+    monkeypatch.setattr(accelerator, "SerialTransport", serial)
+    for cmd in (["train", "seed-classifier"], ["run", "lstm"]):
+        assert main([*cmd, "--backend", "serial:/dev/nothing", "--board", "icebreaker"]) == 1
+        assert "no board on /dev/nothing" in capsys.readouterr().err
+        assert opened.pop() == ("/dev/nothing", 500_000)
+
+
+def test_demo_board_emulates_that_image_and_projects_every_board(tiny_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    from hetaccel.host.planner import board_images
+    from hetaccel.workloads.bert import BertModel
+
+    monkeypatch.setattr(BertModel, "packaged_minilm", classmethod(
+        lambda cls: cls.load(tiny_dir)))
+    main(["demo", "--board", "icebreaker", "--rtl-check", "none", "--sentences", "1",
+          "--out", str(tmp_path / "demo"), "--json", "--quiet"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["image"] == _image_of("icebreaker")
+    assert "cpu_ops" in r["projection"]["icebreaker"]
+    assert set(r["projection"]) == {b.name for b in board_images()}
+    assert (r["projection"]["config"]["rows"], r["projection"]["config"]["cols"]) == (4, 4)
+    run = json.loads((tmp_path / "demo" / "run.json").read_text())
+    assert run["projection"]["config"]["macs"] == 16

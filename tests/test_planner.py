@@ -1,6 +1,7 @@
 """The planner: its counts are what the emulator counts and what the link carries,
 and every projection uses the board image's own config."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from hetaccel.host.planner import (OPS, board_image, board_images, count, op_cos
                                    utilisation)
 from hetaccel.host.transport import EmuTransport, Transport
 from hetaccel.spec import DEFAULT_CONFIG, AcceleratorConfig
-from hetaccel.spec.boards import default_config
+from hetaccel.spec.boards import BOARDS, default_config
 from hetaccel.workloads.placement import Executor
 
 SMALL = AcceleratorConfig(rows=4, cols=4, input_depth=32, weight_depth=32, acc_depth=32,
@@ -131,7 +132,8 @@ def test_every_shape_the_runtime_accepts_is_planned():
         with pytest.raises(ValueError, match=f"max_k={config.max_k}"):
             op_cost(config, "matmul", {"m": 1, "k": config.max_k + 1, "n": 1})
     with pytest.raises(ValueError, match="no activation unit"):
-        op_cost(default_config("icebreaker"), "activation", {"elements": 5})
+        op_cost(default_config("icebreaker", has_activation=False), "activation",
+                {"elements": 5})
     with pytest.raises(ValueError, match="op must be one of"):
         op_cost(SMALL, "conv", {"m": 1})
     with pytest.raises(ValueError, match="positive integer"):
@@ -144,11 +146,15 @@ def test_board_images_use_their_own_config():
     assert list(images) == ["config", "icebreaker", "ulx3s-85f"]
     assert images["config"].config == DEFAULT_CONFIG
     ulx, ice = images["ulx3s-85f"], images["icebreaker"]
-    assert (ulx.macs, ulx.clock_hz, ulx.baud) == (256, 100_000_000, 1_000_000)
-    assert ulx.peak_ops_per_s == pytest.approx(51.2e9)
-    assert (ice.macs, ice.clock_hz) == (16, 50_250_000)
-    assert ice.peak_ops_per_s == pytest.approx(2 * 16 * 50.25e6)
-    assert ulx.link_bytes_per_s == 100_000
+    # each image is its catalog entry: array, clock and baud (whatever they are today)
+    for img in (ulx, ice):
+        d = BOARDS[img.name].default
+        assert img.config == default_config(img.name)
+        assert (img.macs, img.clock_hz, img.baud) == \
+            (d["rows"] * d["cols"], d["clock_hz"], d["baud"])
+        assert img.peak_ops_per_s == pytest.approx(2 * img.macs * d["clock_hz"])
+        assert img.link_bytes_per_s == d["baud"] / 10
+    assert (ulx.macs, ice.macs) == (256, 16)
     with pytest.raises(ValueError, match="unknown board 'x'"):
         board_image("x")
     # the same op costs differently on each image: its own array, memories and link
@@ -191,6 +197,43 @@ def test_run_projection_replans_every_op_per_image():
         assert s["projected_latency_s"][img.name] == got["latency_s"]
 
 
+def test_a_boards_projection_is_planned_on_that_boards_image(monkeypatch):
+    """Change nothing but one board's clock and units: its projection changes, and
+    its cycles are the planner's on that board's config, not the run's."""
+    shapes = ((6, 32, 48), (40, 96, 72))
+    with Accelerator.open("emu") as acc:
+        ex = Executor(acc, "accelerator")
+        for m, k, n in shapes:
+            ex.matmul("mm", RNG.integers(-9, 9, (m, k), dtype=np.int8),
+                      RNG.integers(-9, 9, (k, n), dtype=np.int8))
+        ex.activation_fixed16("gelu", "gelu", np.arange(-64, 0, dtype=np.int64))
+    before = ex.summary()["projection"]
+
+    ulx = BOARDS["ulx3s-85f"]
+    has = ulx.default["has_activation"]
+    monkeypatch.setitem(BOARDS, "ulx3s-85f", dataclasses.replace(ulx, default={
+        **ulx.default, "clock_hz": ulx.default["clock_hz"] // 2, "has_activation": not has}))
+    after = ex.summary()["projection"]
+
+    assert after["icebreaker"] == before["icebreaker"] and after["config"] == before["config"]
+    b, a = before["ulx3s-85f"], after["ulx3s-85f"]
+    assert a["clock_hz"] * 2 == b["clock_hz"] and a["has_activation"] is not has
+    # the GELU moves between device and host with the unit
+    assert (a["device_ops"], a["cpu_ops"]) == ((3, 0) if not has else (2, 1))
+    assert (b["device_ops"], b["cpu_ops"]) == ((3, 0) if has else (2, 1))
+    assert a["latency_s"] != b["latency_s"]
+    # busy cycles planned on the (patched) board config, not on the run's 8x8 one
+    cfg = default_config("ulx3s-85f")
+    busy = sum(op_cost(cfg, "matmul", {"m": m, "k": k, "n": n}).busy_cycles for m, k, n in shapes)
+    if cfg.has_activation:
+        busy += op_cost(cfg, "activation", {"elements": 64}).busy_cycles
+    assert a["compute_s"] * a["clock_hz"] == pytest.approx(busy, rel=1e-12)
+    run_busy = sum(op_cost(acc.config, "matmul", {"m": m, "k": k, "n": n}).busy_cycles
+                   for m, k, n in shapes)
+    assert run_busy != sum(op_cost(cfg, "matmul", {"m": m, "k": k, "n": n}).busy_cycles
+                           for m, k, n in shapes)
+
+
 def _report(capsys, argv):
     assert main(["report", "--json", *argv]) == 0
     return json.loads(capsys.readouterr().out)
@@ -199,11 +242,13 @@ def _report(capsys, argv):
 def test_report_quotes_each_image_and_agrees_with_a_run(tmp_path, capsys):
     r = _report(capsys, ["--tokens", "8", "--out", str(tmp_path / "png"),
                          "--boards-dir", str(tmp_path / "none")])
-    ulx, ice, cfg = (r["boards"][n] for n in ("ulx3s-85f", "icebreaker", "config"))
-    assert (ulx["macs"], ulx["clock_hz"], ulx["peak_gops"]) == (256, 100_000_000, 51.2)
-    assert (ice["macs"], ice["clock_hz"]) == (16, 50_250_000)
-    # MiniLM's six GELU passes have no unit on either board image
-    assert (ulx["cpu_ops"], ice["cpu_ops"], cfg["cpu_ops"]) == (6, 6, 0)
+    for name in ("ulx3s-85f", "icebreaker"):
+        img, c = r["boards"][name], default_config(name)
+        assert (img["macs"], img["clock_hz"]) == (c.macs, c.clock_hz)
+        assert img["peak_gops"] == pytest.approx(2 * c.macs * c.clock_hz / 1e9)
+        # MiniLM's six GELU passes are host time on an image without the unit
+        assert img["cpu_ops"] == (0 if c.has_activation else 6)
+    assert r["boards"]["config"]["cpu_ops"] == 0
     for b in r["boards"].values():
         assert 0 < b["utilisation"] <= 1
         assert b["utilisation"] == utilisation(b["useful_macs"], b["gemm_busy"], b["macs"])

@@ -291,13 +291,22 @@ def test_profile_projects_onto_a_named_board():
     assert p["busy_cycles"] != op_cost(acc.config, "matmul", shape).busy_cycles
 
 
-def test_profile_marks_ops_the_board_image_cannot_run():
+def test_profile_marks_ops_the_board_image_cannot_run(monkeypatch):
+    import dataclasses
+
+    from hetaccel.spec.boards import BOARDS
+
+    # an image without the activation unit, whatever the catalog's has
+    ulx = BOARDS["ulx3s-85f"]
+    monkeypatch.setitem(BOARDS, "ulx3s-85f", dataclasses.replace(
+        ulx, default={**ulx.default, "has_activation": False}))
     with Accelerator.open("emu", board="ulx3s-85f") as acc:
         acc.activation("gelu", np.zeros(8, np.float32))
         p = acc.profile.last.projection()
         text = acc.profile.report()
     assert (p["projected_s"], p["bound"], p["missing_unit"]) == (None, "cpu", "activation")
-    assert "no activation unit" in text and "16x16 array" in text
+    array = f"{ulx.default['rows']}x{ulx.default['cols']} array"
+    assert "no activation unit" in text and array in text
     assert acc.profile.totals()["projection"]["cpu_ops"] == 1
 
 
@@ -348,6 +357,39 @@ def test_bad_inputs_raise_naming_the_value(emu_small):
         acc.adam_step(p, np.zeros(5, np.float32), p.copy(), p.copy(), lr=1e-3, step=1)
 
 
+class _PortOpened(Exception):
+    pass
+
+
+def test_serial_without_a_baud_opens_at_the_images_baud(monkeypatch):
+    import dataclasses
+
+    from hetaccel.spec.boards import BOARDS, default_config
+
+    # a board baud no other image has, so only the board's image can supply it
+    ice = BOARDS["icebreaker"]
+    monkeypatch.setitem(BOARDS, "icebreaker", dataclasses.replace(
+        ice, default={**ice.default, "baud": 500_000}))
+    opened = []
+
+    def factory(port, *, baudrate, **kw):
+        opened.append((port, baudrate))
+        raise _PortOpened
+
+    for target, kw, baud in (
+            ("serial:/dev/x", {"config": SMALL.replace(baud=2_000_000)}, 2_000_000),
+            ("serial:/dev/x", {"board": "icebreaker"}, 500_000),
+            ("serial:/dev/x", {"board": "ulx3s-85f"}, default_config("ulx3s-85f").baud),
+            ("serial:/dev/x", {}, AcceleratorConfig().baud),
+            ("serial:/dev/x@115200", {"board": "icebreaker"}, 115_200)):
+        with pytest.raises(_PortOpened):
+            Accelerator.open(target, serial_factory=factory, **kw)
+        assert opened.pop() == ("/dev/x", baud)
+    with pytest.raises(ValueError, match="unknown board 'nosuch'"):
+        Accelerator.open("serial:/dev/x", board="nosuch", serial_factory=factory)
+    assert not opened
+
+
 def test_open_rejects_bad_targets_and_configs():
     with pytest.raises(ValueError, match="target must be"):
         Accelerator.open("fpga")
@@ -364,9 +406,12 @@ def test_open_rejects_bad_targets_and_configs():
 def test_units_absent_from_the_config_are_refused_not_emulated():
     bare = SMALL.replace(has_activation=False, has_adam=False)
     with Accelerator.open("emu", config=bare) as acc:
-        with pytest.raises(ValueError, match="no activation unit"):
+        # the message says what to use instead: the same numerics on the host
+        with pytest.raises(ValueError, match="no activation unit.*activation_model.*Executor"):
             acc.activation("relu", np.ones(3, np.float32))
-        with pytest.raises(ValueError, match="no Adam unit"):
+        with pytest.raises(ValueError, match="no activation unit.*matmul"):
+            acc.linear(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
+        with pytest.raises(ValueError, match="no Adam unit.*adam_model.*Executor"):
             z = np.zeros(3, np.float32)
             acc.adam_step(z, z.copy(), z.copy(), z.copy(), lr=1e-3, step=1)
         c = acc.matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8))

@@ -9,7 +9,12 @@ should run, runs it there, and records the decision and the figures.
 Placement modes
 ---------------
 ``"accelerator"`` (forced)
-    every offloadable op runs on the device — what the transformer demo does;
+    every offloadable op runs on the device — what the transformer demo does —
+    except one whose unit the device's config lacks (an activation pass without
+    ``has_activation``, an Adam step without ``has_adam``): that op runs on the
+    CPU with the same integer numerics, its reason says which unit is missing,
+    and a board image that has the unit counts it as device time
+    (:func:`project_ops`);
 ``"cpu"`` (forced)
     everything runs on the CPU, with the *same* integer numerics (exact int64
     matmuls, and :mod:`hetaccel.sim.activation_model` / :mod:`hetaccel.sim.adam_model`
@@ -19,7 +24,8 @@ Placement modes
     chosen board image (:func:`hetaccel.host.planner.project_op`: the op planned on
     the image's config, busy cycles at its clock vs frame bytes over its link,
     overlapped) with a guess of the CPU time (MACs at ``cpu_macs_per_s``, elements
-    at ``cpu_elements_per_s``, plus a fixed call overhead) and picks the faster.
+    at ``cpu_elements_per_s``, plus a fixed call overhead) and picks the faster;
+    an op whose unit the device lacks goes to the CPU whatever the projection says.
 
 The CPU's own work (embeddings, softmax, layer norm, pooling, gradients, control)
 is not an "op" here: it always runs on the CPU and is counted in ``cpu_macs`` only
@@ -141,10 +147,14 @@ class OpDecision:
     device_bytes_in: int = 0
     device_bytes_out: int = 0
     layer: str = ""
+    # forced onto the accelerator but run on the CPU because the device lacks the
+    # op's unit: a board image that has the unit projects it as device time
+    fallback: bool = False
 
     def as_dict(self) -> dict:
         return {"name": self.name, "layer": self.layer, "kind": self.kind, "shape": self.shape,
                 "macs": self.macs, "placed": self.placed, "reason": self.reason,
+                "fallback": self.fallback,
                 "wall_s": self.wall_s, "device_cycles": self.device_cycles,
                 "busy_cycles": dict(self.busy_cycles),
                 "device_bytes_in": self.device_bytes_in,
@@ -158,20 +168,23 @@ def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0) ->
     (its array, memories, clock and link: :func:`hetaccel.host.planner.project_op`);
     when the image lacks the op's unit, it is counted as CPU time
     (:meth:`CostModel.cpu_seconds`) among ``cpu_ops``.  An op placed on the
-    CPU keeps its measured wall time.  ``host_s`` (the CPU's own work) is added.
+    CPU keeps its measured wall time, unless it went there only because the
+    device lacked its unit (:attr:`OpDecision.fallback`): then it is an
+    accelerator op like the others on an image that has the unit.  ``host_s``
+    (the CPU's own work) is added.
     """
     device_s = compute_s = link_s = 0.0
     cpu_s = 0.0
     cpu_ops = device_ops = 0
     missing: set = set()
     for d in ops:
-        if d.placed != "accelerator":
+        if d.placed != "accelerator" and not d.fallback:
             cpu_s += d.wall_s
             cpu_ops += 1
             continue
         p = project_op(image, PLANNER_OP[d.kind], d.shape)
         if p.seconds is None:
-            cpu_s += cost.cpu_seconds(d.kind, d.shape)
+            cpu_s += d.wall_s if d.fallback else cost.cpu_seconds(d.kind, d.shape)
             cpu_ops += 1
             missing.add(p.missing_unit)
             continue
@@ -195,32 +208,64 @@ class Executor:
         The device; required unless ``mode == "cpu"``.
     mode : {"auto", "accelerator", "cpu"}
     cost_model : CostModel, optional
-        Default: one projecting onto the accelerator's own config.
+        Default: one projecting onto the device's own image.
+    config : AcceleratorConfig, optional
+        Without an accelerator (``mode="cpu"``), the config the run's summary
+        projects onto as ``"config"`` (default
+        :data:`~hetaccel.spec.DEFAULT_CONFIG`); with one, it must be the
+        accelerator's.
+
+    Attributes
+    ----------
+    device : BoardImage
+        The device's own config, named after the board whose image it is when
+        the accelerator's profile projects onto that board's unchanged image,
+        else ``"config"``.  An op whose unit it lacks runs on the CPU in every
+        mode.
     """
 
     def __init__(self, accelerator=None, mode: str = "accelerator",
-                 cost_model: CostModel | None = None):
+                 cost_model: CostModel | None = None, *,
+                 config: AcceleratorConfig | None = None):
         if mode not in MODES:
             raise ValueError(f"placement mode must be one of {', '.join(MODES)}, got {mode!r}")
         if accelerator is None and mode != "cpu":
             raise ValueError(f"placement mode {mode!r} needs an accelerator; pass one or use "
                              f"mode='cpu'")
+        if config is not None and not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
         self.acc = accelerator
         self.mode = mode
-        config = accelerator.config if accelerator is not None else DEFAULT_CONFIG
-        self.config = config
-        self.cost = cost_model or CostModel(config)
+        name = "config"
+        if accelerator is not None:
+            if config is not None and config != accelerator.config:
+                raise ValueError("config must be the accelerator's own config (or None) when "
+                                 "an accelerator is given")
+            config = accelerator.config
+            projected = accelerator.profile.board
+            if projected.name != "config" and projected.config == config:
+                name = projected.name
+        self.config = config or DEFAULT_CONFIG
+        self.device = BoardImage(name, self.config)
+        self.cost = cost_model or CostModel(self.config, self.device)
         self.ops: list[OpDecision] = []
         self.layer = ""
 
     # --- placement -----------------------------------------------------------
 
-    def _place(self, kind: str, shape: dict) -> tuple[str, str]:
+    def _place(self, kind: str, shape: dict) -> tuple[str, str, bool]:
+        """``(side, reason, fallback)`` of one op."""
         if self.mode == "cpu":
-            return "cpu", "forced (--placement cpu)"
+            return "cpu", "forced (--placement cpu)", False
+        # the device's own units first: a projected image may have a unit the
+        # device lacks, and the device would refuse the op
+        missing = self.device.missing_unit(PLANNER_OP[kind])
+        if missing is not None:
+            where = self.device.name if self.device.name != "config" else "this image"
+            return "cpu", f"no {missing} unit on {where}", self.mode == "accelerator"
         if self.mode == "accelerator":
-            return "accelerator", "forced (--placement accelerator)"
-        return self.cost.choose(kind, shape)
+            return "accelerator", "forced (--placement accelerator)", False
+        return (*self.cost.choose(kind, shape), False)
 
     def _device_record(self, dec: OpDecision) -> None:
         rec = self.acc.profile.last
@@ -239,8 +284,9 @@ class Executor:
         m, k = a.shape
         n = b.shape[1]
         shape = {"m": m, "k": k, "n": n}
-        placed, reason = self._place("matmul", shape)
-        dec = OpDecision(name, "matmul", shape, m * k * n, placed, reason, layer=self.layer)
+        placed, reason, fallback = self._place("matmul", shape)
+        dec = OpDecision(name, "matmul", shape, m * k * n, placed, reason, layer=self.layer,
+                         fallback=fallback)
         t0 = time.perf_counter()
         if placed == "accelerator":
             out = np.asarray(self.acc.matmul(a, b), dtype=np.int64)
@@ -262,8 +308,9 @@ class Executor:
         fn = ActivationFunction[function.upper()]
         acc = np.asarray(acc, dtype=np.int64)
         shape = {"elements": int(acc.size), "function": function}
-        placed, reason = self._place("activation", shape)
-        dec = OpDecision(name, "activation", shape, 0, placed, reason, layer=self.layer)
+        placed, reason, fallback = self._place("activation", shape)
+        dec = OpDecision(name, "activation", shape, 0, placed, reason, layer=self.layer,
+                         fallback=fallback)
         mult, shift = quantize_multiplier(1.0)
         t0 = time.perf_counter()
         if placed == "accelerator":
@@ -280,8 +327,9 @@ class Executor:
     def adam_step(self, name: str, params, grads, m, v, **hp):
         """One Adam/AdamW step (fp32, in place) on the device or with the bit-exact model."""
         shape = {"params": int(params.size)}
-        placed, reason = self._place("adam", shape)
-        dec = OpDecision(name, "adam", shape, 0, placed, reason, layer=self.layer)
+        placed, reason, fallback = self._place("adam", shape)
+        dec = OpDecision(name, "adam", shape, 0, placed, reason, layer=self.layer,
+                         fallback=fallback)
         t0 = time.perf_counter()
         if placed == "accelerator":
             self.acc.adam_step(params, grads, m, v, **hp)
