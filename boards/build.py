@@ -38,9 +38,10 @@ from amaranth.lib.wiring import In, Out
 from ..rtl.device import Device
 from ..rtl.link import HostLink
 from ..rtl.multiplier import hard_multipliers
-from ..rtl.uart import UartPhy, uart_divisor
+from ..rtl.uart import UartPhy
 from ..spec import AcceleratorConfig, Status
 from ..spec.boards import Board, board_image, default_config
+from ..spec.link import uart_bit_time
 from .pll import ecp5_pll, ice40_pll
 
 __all__ = ["BoardTop", "LinkEcho", "board_platform", "build_board", "DoesNotFit", "tool_env",
@@ -155,7 +156,7 @@ class BoardTop(Elaboratable):
         self.board = board
         self.config = config
         self.core = core
-        uart_divisor(config.clock_hz, config.baud)   # refuse a bad baud before synthesis
+        uart_bit_time(config.clock_hz, config.baud)   # refuse a bad baud before synthesis
         if board.family == "ice40":
             self.pll = ice40_pll(board.ref_hz, config.clock_hz)
         else:

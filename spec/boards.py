@@ -49,8 +49,9 @@ BOARDS: dict[str, Board] = {
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
         # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
         # mac_mapping="ice40_dual"), without the activation and Adam units.
-        # 50.25 MHz (the PLL's nearest to 50 from 12 MHz; 1 Mbaud = 50.25
-        # cycles, a 0.5% bit-time error), measured 29 Nov on commit 66eeb38:
+        # 50.25 MHz (the PLL's nearest to 50 from 12 MHz) and 6 Mbaud (the
+        # FT2232H's 12 MHz / 2: 8.375 cycles a bit, exact with the UART's
+        # fractional bit time).  Measured 29 Nov on commit 66eeb38 (1 Mbaud):
         # Fmax 50.48 MHz with seed 4 (seeds 1-3: 49.21, 49.71, 48.51), 2795
         # LUT4, 2659 FF, 4240/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  Every path
         # is held to about four LUT levels (a UP5K routing hop costs 1.7-3.6
@@ -58,7 +59,7 @@ BOARDS: dict[str, Board] = {
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
-                     opt_depth=2, max_payload=256, clock_hz=50_250_000, baud=1_000_000,
+                     opt_depth=2, max_payload=256, clock_hz=50_250_000, baud=6_000_000,
                      cmd_queue_depth=2, act_param_depth=16, act_tables=1),
         # -device u: Yosys's LUT mapper then uses the UP5K's timing (its
         # default is the HX1K's, with a 250 ps wire where a UP5K hop is 1.7-3 ns)
@@ -78,16 +79,18 @@ BOARDS: dict[str, Board] = {
         # the last 100 on LUT multipliers (their product split over two
         # register stages).  Without the activation and Adam units, which need
         # MULT18X18Ds of their own (148 with an 8x16 array).
-        # 100 MHz, measured 29 Nov on commit a923e4c: Fmax 102.15 MHz, 13748
-        # LUT4, 24092 FF, 156/156 MULT18X18D, 39/208 DP16KD, 1681 s; peak 51.2
-        # GOPS.  Worst path: a weight-scratchpad DP16KD output (5.8 ns clock
-        # to out, no output register) -> 2 LUTs -> the command processor's
-        # READ_MEM word register, 9.8 ns.  docs/boards.md has the history.
+        # 100 MHz and 3 Mbaud (the FT231X's fastest: 33.3125 cycles a bit,
+        # 0.06 % fast).  Measured 29 Nov on commit a923e4c (1 Mbaud): Fmax
+        # 102.15 MHz, 13748 LUT4, 24092 FF, 156/156 MULT18X18D, 39/208 DP16KD,
+        # 1681 s; peak 51.2 GOPS.  Worst path: a weight-scratchpad DP16KD
+        # output (5.8 ns clock to out, no output register) -> 2 LUTs -> the
+        # command processor's READ_MEM word register, 9.8 ns.  docs/boards.md
+        # has the history.
         default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
                      has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
                      opt_depth=1024, max_payload=1024, clock_hz=100_000_000,
-                     baud=1_000_000),
+                     baud=3_000_000),
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
     ),
 }

@@ -25,6 +25,11 @@ model, :mod:`hetaccel.sim.link_model`):
 
 So a run of ``max_payload + 8`` bytes that are not the sync byte (zeros, say)
 always brings any parser back to hunting.
+
+The boards carry the frames over an 8N1 UART whose bit time is defined here
+too (:func:`uart_bit_time`): a fixed-point number of clock cycles, so a baud
+that is not a whole fraction of the clock (6 Mbaud at 50.25 MHz is 8.375
+cycles a bit) is generated on average exactly by bits of alternating length.
 """
 
 from __future__ import annotations
@@ -68,6 +73,14 @@ __all__ = [
     "RequestDecoder",
     "ReplyDecoder",
     "frame_bytes",
+    "UART_FRAC_BITS",
+    "UART_MIN_CLOCKS_PER_BIT",
+    "UART_MAX_CLOCKS_PER_BIT",
+    "UART_MAX_BAUD_ERROR",
+    "uart_bit_time",
+    "uart_baud",
+    "uart_baud_error",
+    "check_uart_bit_time",
 ]
 
 #: The frame layout every encoder and parser here uses.
@@ -343,3 +356,92 @@ class ReplyDecoder(_Decoder):
 
     def __init__(self, max_payload: int = 0xFFFF):
         super().__init__(LINK.sync_reply, max_payload)
+
+
+# --- UART bit time -------------------------------------------------------------------
+
+#: fraction bits of a UART bit time: bit times are in units of 1/16 clock cycle,
+#: which makes 6 Mbaud at 50.25 MHz (8.375 cycles) exact and keeps the RTL's
+#: phase accumulator at four flip-flops (one LUT4 for its carry)
+UART_FRAC_BITS = 4
+#: fewest clock cycles per bit: mid-bit sampling needs a middle to sample
+UART_MIN_CLOCKS_PER_BIT = 4
+#: most clock cycles per bit (bounds the RTL's bit timer at 24 bits)
+UART_MAX_CLOCKS_PER_BIT = 1 << 24
+#: largest accepted relative error between the requested and the generated baud
+UART_MAX_BAUD_ERROR = 0.02
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def check_uart_bit_time(bit_time) -> int:
+    """Check a fixed-point bit time (units of ``1 / 2**UART_FRAC_BITS`` clock
+    cycle) and return it; the RTL's constructors take one directly."""
+    lo = UART_MIN_CLOCKS_PER_BIT << UART_FRAC_BITS
+    hi = UART_MAX_CLOCKS_PER_BIT << UART_FRAC_BITS
+    if isinstance(bit_time, bool) or not isinstance(bit_time, int) or not lo <= bit_time <= hi:
+        raise ValueError(f"bit_time must be an integer number of 1/{1 << UART_FRAC_BITS} clock "
+                         f"cycles in [{lo}, {hi}] ({UART_MIN_CLOCKS_PER_BIT} to "
+                         f"{UART_MAX_CLOCKS_PER_BIT} cycles), not {bit_time!r}")
+    return bit_time
+
+
+def _bit_time(clock_hz: int, baud: int) -> int:
+    _check_positive_int("clock_hz", clock_hz)
+    _check_positive_int("baud", baud)
+    # round(clock_hz * 2**F / baud) in integers: exact for any clock and baud
+    return ((clock_hz << (UART_FRAC_BITS + 1)) + baud) // (2 * baud)
+
+
+def uart_baud(clock_hz: int, bit_time: int) -> float:
+    """The baud a UART generates at ``clock_hz`` with the fixed-point ``bit_time``."""
+    _check_positive_int("clock_hz", clock_hz)
+    _check_positive_int("bit_time", bit_time)
+    return clock_hz * (1 << UART_FRAC_BITS) / bit_time
+
+
+def uart_baud_error(clock_hz: int, baud: int) -> float:
+    """Relative error ``(generated - baud) / baud`` of the nearest bit time
+    (not checked against :data:`UART_MAX_BAUD_ERROR`)."""
+    bit_time = _bit_time(clock_hz, baud)
+    if bit_time == 0:
+        raise ValueError(f"baud={baud} is too fast for clock_hz={clock_hz}: under "
+                         f"1/{1 << UART_FRAC_BITS} clock cycle per bit")
+    return (uart_baud(clock_hz, bit_time) - baud) / baud
+
+
+def uart_bit_time(clock_hz: int, baud: int) -> int:
+    """UART bit time for ``baud`` at ``clock_hz``, in units of
+    ``1 / 2**UART_FRAC_BITS`` clock cycle (rounded to the nearest).
+
+    ``uart_bit_time(50_250_000, 6_000_000) == 134`` (8.375 cycles, exact);
+    ``uart_bit_time(100_000_000, 3_000_000) == 533`` (33.3125 cycles, 0.06 %
+    fast).  The RTL makes each bit last the floor or the ceiling of this many
+    cycles, so the average is exact.
+
+    Raises
+    ------
+    ValueError
+        If a bit would last fewer than :data:`UART_MIN_CLOCKS_PER_BIT` cycles
+        or more than :data:`UART_MAX_CLOCKS_PER_BIT`, or if the generated baud
+        misses ``baud`` by more than :data:`UART_MAX_BAUD_ERROR`.
+    """
+    bit_time = _bit_time(clock_hz, baud)
+    if bit_time < UART_MIN_CLOCKS_PER_BIT << UART_FRAC_BITS:
+        raise ValueError(f"baud={baud} needs at least {UART_MIN_CLOCKS_PER_BIT} clock cycles "
+                         f"per bit, clock_hz={clock_hz} gives {clock_hz / baud:.2f}")
+    if bit_time > UART_MAX_CLOCKS_PER_BIT << UART_FRAC_BITS:
+        raise ValueError(f"baud={baud} at clock_hz={clock_hz} is {clock_hz / baud:.0f} clock "
+                         f"cycles per bit, more than the {UART_MAX_CLOCKS_PER_BIT} a bit "
+                         f"timer holds")
+    error = (uart_baud(clock_hz, bit_time) - baud) / baud
+    if abs(error) > UART_MAX_BAUD_ERROR:
+        raise ValueError(f"baud={baud} at clock_hz={clock_hz}: a bit time of "
+                         f"{bit_time / (1 << UART_FRAC_BITS):g} cycles gives "
+                         f"{uart_baud(clock_hz, bit_time):.0f} baud, {100 * error:+.2f}% off "
+                         f"(at most {100 * UART_MAX_BAUD_ERROR:g}% allowed)")
+    return bit_time
