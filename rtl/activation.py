@@ -75,11 +75,22 @@ class ActivationUnit(wiring.Component):
     :data:`~hetaccel.spec.timing.ACTIVATION_LATENCY` cycles; the whole pipeline stalls while ``out`` is not
     ready, so ``inp.ready`` follows ``out.ready`` combinationally.
 
+    Folded (``config.act_fold = f > 1``): ``config.act_physical_lanes`` lanes
+    process an accepted row in ``f`` consecutive beats (beat ``s``: lane ``j``
+    computes channel ``s * act_physical_lanes + j``) behind a row register,
+    and the row leaves on ``out`` with its last beat.  One row every ``f``
+    cycles, back to back; a row accepted in cycle ``c`` is on ``out`` in cycle
+    ``c + f - 1 +`` :func:`~hetaccel.spec.timing.activation_latency`.
+    ``inp.ready`` is low during a row's other beats; only a last beat waits
+    for ``out.ready``.  The ports are the same as unfolded: parameters stay
+    per channel, the tables and the PWL ROM are per physical lane.
+
     Parameters
     ----------
     config : AcceleratorConfig
         ``lanes = config.cols``; ``acc_bits``, ``act_param_depth`` and
-        ``act_tables`` size the ports and memories.
+        ``act_tables`` size the ports and memories, ``act_lanes`` folds the
+        unit.
 
     Attributes
     ----------
@@ -148,38 +159,94 @@ class ActivationUnit(wiring.Component):
         m = Module()
         cfg = self.config
         lanes = cfg.lanes
-        ctl_layout = data.StructLayout({k: v for k, v in _control_fields(cfg).items()
-                                        if k != "param_entry"})
+        fold, phys = cfg.act_fold, cfg.act_physical_lanes
+        ctl_fields = {k: v for k, v in _control_fields(cfg).items() if k != "param_entry"}
+        if fold > 1:
+            ctl_fields["end"] = unsigned(1)     # the row's last beat
+        ctl_layout = data.StructLayout(ctl_fields)
         pl = param_layout()
         rom_words = pwl_rom_words()
         c0_bits, c1_bits = PWL_C0_BITS, PWL_C1_BITS
         one = 1 << PWL_FRAC
         seg_bits = PWL_SEGMENT_BITS
         out_sh = PWL_FRAC - F.fixed_out_frac
-        latency = timing.ACTIVATION_LATENCY
+        latency = timing.ACTIVATION_LATENCY if fold == 1 else timing.activation_latency(cfg)
+        # Stages 1..7 carry one beat each; a folded unit has the row register
+        # (stage 0) in front of them.
+        stages = latency if fold == 1 else latency - 1
 
         # Global stall: every stage moves together when the output can move.
         # That keeps the synchronous memory reads aligned with their stage.
         en = Signal()
-        valid = [Signal(name=f"valid_{i}") for i in range(1, latency + 1)]
-        m.d.comb += [
-            en.eq(~valid[-1] | self.out.ready),
-            self.inp.ready.eq(en),
-            self.out.valid.eq(valid[-1]),
-            self.idle.eq(~Cat(*valid).any()),
-        ]
-        with m.If(en):
-            m.d.sync += valid[0].eq(self.inp.valid)
-            for a, b in zip(valid[1:], valid[:-1]):
-                m.d.sync += a.eq(b)
+        valid = [Signal(name=f"valid_{i}") for i in range(1, stages + 1)]
+        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, stages + 1)]
+        if fold == 1:
+            m.d.comb += [
+                en.eq(~valid[-1] | self.out.ready),
+                self.inp.ready.eq(en),
+                self.out.valid.eq(valid[-1]),
+                self.idle.eq(~Cat(*valid).any()),
+            ]
+            with m.If(en):
+                m.d.sync += valid[0].eq(self.inp.valid)
+                for a, b in zip(valid[1:], valid[:-1]):
+                    m.d.sync += a.eq(b)
+            src_ctl = self.inp.payload
+        else:
+            # The row register holds an accepted row and (in the param
+            # memories' read registers, read only when a row is accepted) its
+            # parameters while its beats leave, one per cycle; the next row is
+            # accepted with the last beat.  Only a row's last beat stalls the
+            # pipeline on ``out``: the others complete the output row.
+            row_valid = Signal()
+            beat = Signal(range(fold))                  # wraps: fold is a power of two
+            row_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), lanes))
+            src_ctl = Signal(data.StructLayout({k: v for k, v in ctl_fields.items()
+                                                if k != "end"}), name="row_ctl")
+            last_beat = Signal()
+            take = Signal()
+            m.d.comb += [
+                en.eq(~(valid[-1] & ctl[-1].end) | self.out.ready),
+                last_beat.eq(beat == fold - 1),
+                self.inp.ready.eq(en & (~row_valid | last_beat)),
+                take.eq(self.inp.valid & self.inp.ready),
+                self.out.valid.eq(valid[-1] & ctl[-1].end),
+                self.idle.eq(~(row_valid | Cat(*valid).any())),
+            ]
+            with m.If(en):
+                m.d.sync += [
+                    valid[0].eq(row_valid),
+                    row_valid.eq(take | (row_valid & ~last_beat)),
+                    beat.eq(beat + row_valid),
+                    ctl[0].end.eq(last_beat),
+                ]
+                for a, b in zip(valid[1:], valid[:-1]):
+                    m.d.sync += a.eq(b)
+            with m.If(take):
+                m.d.sync += row_data.eq(self.inp.payload.data)
+                for k in src_ctl.shape().members:
+                    m.d.sync += getattr(src_ctl, k).eq(getattr(self.inp.payload, k))
+            params = []
+            for ch in range(lanes):
+                pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
+                m.submodules[f"param_mem_{ch}"] = pmem
+                pw = pmem.write_port()
+                pr = pmem.read_port()
+                m.d.comb += [
+                    pw.en.eq(self.param_w_en & self.param_w_mask[ch]),
+                    pw.addr.eq(self.param_w_addr),
+                    pw.data.eq(self.param_w_data[ch]),
+                    pr.en.eq(take),
+                    pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
+                ]
+                params.append(pr.data)
 
-        ctl = [Signal(ctl_layout, name=f"ctl_{i}") for i in range(1, latency + 1)]
         with m.If(en):
             m.d.sync += [
-                ctl[0].function.eq(self.inp.payload.function),
-                ctl[0].precision.eq(self.inp.payload.precision),
-                ctl[0].table.eq(self.inp.payload.table),
-                ctl[0].last.eq(self.inp.payload.last),
+                ctl[0].function.eq(src_ctl.function),
+                ctl[0].precision.eq(src_ctl.precision),
+                ctl[0].table.eq(src_ctl.table),
+                ctl[0].last.eq(src_ctl.last),
             ]
             for a, b in zip(ctl[1:], ctl[:-1]):
                 m.d.sync += a.eq(b)
@@ -190,30 +257,44 @@ class ActivationUnit(wiring.Component):
         out_data = Signal(data.ArrayLayout(signed(F.out_bits), lanes))
         m.d.comb += self.out.payload.data.eq(out_data)
 
-        for lane in range(lanes):
-            # --- parameter memory, read with the row's entry (stage 1) ------
-            pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
-            m.submodules[f"param_mem_{lane}"] = pmem
-            pw = pmem.write_port()
-            pr = pmem.read_port()
-            m.d.comb += [
-                pw.en.eq(self.param_w_en & self.param_w_mask[lane]),
-                pw.addr.eq(self.param_w_addr),
-                pw.data.eq(self.param_w_data[lane]),
-                pr.en.eq(en),
-                # A 1-entry memory still has a 1-bit field: ignore it.
-                pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
-            ]
-            acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
-            with m.If(en):
-                m.d.sync += acc1.eq(self.inp.payload.data[lane])
+        for lane in range(phys):
+            if fold == 1:
+                # --- parameter memory, read with the row's entry (stage 1) --
+                pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
+                m.submodules[f"param_mem_{lane}"] = pmem
+                pw = pmem.write_port()
+                pr = pmem.read_port()
+                m.d.comb += [
+                    pw.en.eq(self.param_w_en & self.param_w_mask[lane]),
+                    pw.addr.eq(self.param_w_addr),
+                    pw.data.eq(self.param_w_data[lane]),
+                    pr.en.eq(en),
+                    # A 1-entry memory still has a 1-bit field: ignore it.
+                    pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
+                ]
+                acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
+                with m.If(en):
+                    m.d.sync += acc1.eq(self.inp.payload.data[lane])
+                par = pr.data
+            else:
+                # --- stage 1: the beat's channel and its parameters ---------
+                # Registered, so the block-RAM read and this mux are off the
+                # bias add's path.
+                acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
+                par = Signal(pl, name=f"param1_{lane}")
+                with m.If(en):
+                    with m.Switch(beat):
+                        for b in range(fold):
+                            with m.Case(b):
+                                m.d.sync += [acc1.eq(row_data[b * phys + lane]),
+                                             par.eq(params[b * phys + lane])]
 
             # --- stage 2: saturating bias add --------------------------------
             x2 = Signal(signed(F.bias_bits), name=f"x2_{lane}")
             mult2 = Signal(unsigned(F.multiplier_bits), name=f"mult2_{lane}")
             shift2 = Signal(unsigned(F.shift_bits), name=f"shift2_{lane}")
             total = Signal(signed(max(cfg.acc_bits, F.bias_bits) + 1), name=f"sum1_{lane}")
-            m.d.comb += total.eq(acc1 + pr.data.bias)
+            m.d.comb += total.eq(acc1 + par.bias)
             with m.If(en):
                 with m.If(total > INT32_MAX):
                     m.d.sync += x2.eq(INT32_MAX)
@@ -221,7 +302,7 @@ class ActivationUnit(wiring.Component):
                     m.d.sync += x2.eq(INT32_MIN)
                 with m.Else():
                     m.d.sync += x2.eq(total)
-                m.d.sync += [mult2.eq(pr.data.multiplier), shift2.eq(pr.data.shift)]
+                m.d.sync += [mult2.eq(par.multiplier), shift2.eq(par.shift)]
 
             # --- stage 3: multiply -------------------------------------------
             p3 = Signal(signed(F.bias_bits + F.multiplier_bits), name=f"p3_{lane}")
@@ -319,12 +400,23 @@ class ActivationUnit(wiring.Component):
                 with m.Default():   # GELU (codes 5..7 are not issued)
                     m.d.comb += res.eq(Mux(fixed6, g, tab6))
             with m.If(en):
-                m.d.sync += out_data[lane].eq(res)
+                if fold == 1:
+                    m.d.sync += out_data[lane].eq(res)
+                else:
+                    # The row shifts down one beat per cycle: after its last
+                    # beat, beat b's results are channels b*phys + lane.
+                    for b in range(fold - 1):
+                        m.d.sync += out_data[b * phys + lane].eq(out_data[(b + 1) * phys + lane])
+                    m.d.sync += out_data[(fold - 1) * phys + lane].eq(res)
             # The registers an element passes, one per stage; ``valid`` and
             # ``ctl`` (and the stage each reads its control from) follow them.
             data_path = (acc1, x2, p3, y4, y5, y6, out_data[lane])
-            check_depth("ActivationUnit", len(data_path), latency,
-                        "hetaccel.spec.timing.ACTIVATION_LATENCY")
+            if fold == 1:
+                check_depth("ActivationUnit", len(data_path), latency,
+                            "hetaccel.spec.timing.ACTIVATION_LATENCY")
+            else:
+                check_depth("ActivationUnit", len((row_data,) + data_path), latency,
+                            "hetaccel.spec.timing.activation_latency(config)")
 
         m.d.comb += self.out.payload.last.eq(ctl[-1].last)
         return m

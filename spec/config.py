@@ -95,6 +95,14 @@ class AcceleratorConfig:
         (``MemSpace.ACT_PARAM``); one entry holds ``cols`` channels.  Power of two.
     act_tables : int
         256-entry int8 lookup tables in ``MemSpace.TABLE``, 1..16.
+    act_lanes : int
+        Physical lanes of the activation unit: 0 (the default) builds one per
+        array column; otherwise a divisor of ``cols`` that leaves a power of
+        two :attr:`act_fold`, and the unit processes each row of ``cols``
+        channels in ``act_fold`` consecutive beats of ``act_lanes`` channels
+        (cycles: :func:`hetaccel.spec.timing.instruction_cycles`).  Its
+        arithmetic and multipliers shrink with the lane count; results do not
+        change.  Identity register CONFIG4 reports it as given (0 included).
     mac_mapping : str
         How the array's products are built (one of :data:`MAC_MAPPINGS`, see
         docs/matmul.md): ``"generic"`` -- ``a * w``, Yosys infers one hard
@@ -131,6 +139,7 @@ class AcceleratorConfig:
     cmd_queue_depth: int = 4
     act_param_depth: int = 64
     act_tables: int = 4
+    act_lanes: int = 0
     mac_mapping: str = "generic"
     lut_multipliers: int = 0
     link: LinkFormat = field(default_factory=LinkFormat, compare=True)
@@ -161,6 +170,15 @@ class AcceleratorConfig:
         check_int("act_param_depth", self.act_param_depth, 1, 1 << 16)
         _check_pow2("act_param_depth", self.act_param_depth)
         check_int("act_tables", self.act_tables, 1, 16)
+        check_int("act_lanes", self.act_lanes, 0, 64)
+        fold = self.cols // self.act_lanes if self.act_lanes else 1
+        if self.cols % (self.act_lanes or 1) or fold & (fold - 1):
+            fits = [self.cols >> i for i in range(self.cols.bit_length())
+                    if self.cols % (1 << i) == 0]
+            raise ValueError(
+                f"act_lanes must divide cols={self.cols} into a power-of-two number of beats "
+                f"per row (0 for one lane per column, or {', '.join(map(str, fits))}), "
+                f"not {self.act_lanes}")
         check_int("link_buffers", self.link_buffers, 2, 4)
         check_int("link_timeout_cycles", self.link_timeout_cycles, 16, 1 << 28)
         if self.weight_depth < self.rows:
@@ -189,8 +207,19 @@ class AcceleratorConfig:
 
     @property
     def lanes(self) -> int:
-        """Lanes of the requant/activation unit: one per array column."""
+        """Channels of the requant/activation unit's rows: one per array column
+        (it may process them on fewer physical lanes, :attr:`act_physical_lanes`)."""
         return self.cols
+
+    @property
+    def act_physical_lanes(self) -> int:
+        """Lanes the activation unit is built with: ``act_lanes``, or ``cols`` for 0."""
+        return self.act_lanes or self.cols
+
+    @property
+    def act_fold(self) -> int:
+        """Beats the activation unit takes per row: ``cols // act_physical_lanes``."""
+        return self.cols // self.act_physical_lanes
 
     @property
     def operand_min(self) -> int:

@@ -372,7 +372,8 @@ IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
     ("CONFIG3", (("max_k", 21, "raw"),)),
     ("CLOCK_HZ", (("clock_hz", 32, "raw"),)),
     ("BAUD", (("baud", 32, "raw"),)),
-    ("CONFIG4", (("mac_mapping", 2, "choice"), ("lut_multipliers", 13, "raw"))),
+    ("CONFIG4", (("mac_mapping", 2, "choice"), ("lut_multipliers", 13, "raw"),
+                 ("act_lanes", 7, "raw"))),
 )
 
 #: Performance counters (32 bits, wrapping; cleared by CONTROL bit 0 and reset).

@@ -10,7 +10,8 @@ here imports Amaranth.
 - :func:`tile_cycles`, :func:`row_schedule` -- the engine's exact schedule of a
   tile sequence fed at full rate (weight loads, double buffering, the hazard
   stall, fill and drain);
-- :data:`ACTIVATION_LATENCY` -- the requant/activation pipeline;
+- :data:`ACTIVATION_LATENCY`, :func:`activation_latency` -- the
+  requant/activation pipeline;
 - :data:`FP_MUL_LATENCY` ... :func:`adam_latency` -- the fp32 blocks and the
   Adam pipeline built from them;
 - :func:`instruction_cycles` -- cycles of one compute instruction run on its own;
@@ -28,7 +29,8 @@ from .codes import Opcode
 
 __all__ = [
     "array_latency", "RMW_WINDOW", "row_schedule", "tile_cycles", "ACTIVATION_LATENCY",
-    "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY", "adam_latency",
+    "activation_latency", "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY",
+    "adam_latency",
     "instruction_overhead", "instruction_cycles", "stall_cycles", "busy_cycles",
 ]
 
@@ -174,9 +176,24 @@ def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence, *, engine: bool 
     return ae + array_latency(config) + 2 + (1 if engine else 0)
 
 
-#: Cycles from an accepted input row of the activation unit to its result on
-#: ``out`` with no stalls (:class:`hetaccel.rtl.activation.ActivationUnit`).
+#: Pipeline stages an element passes in the activation unit
+#: (:class:`hetaccel.rtl.activation.ActivationUnit`) built with one lane per
+#: column: an accepted row's result is on ``out`` this many cycles later.
 ACTIVATION_LATENCY = 7
+
+
+def activation_latency(config: AcceleratorConfig) -> int:
+    """Pipeline stages of the activation unit built from ``config``.
+
+    :data:`ACTIVATION_LATENCY` with one lane per column.  A folded unit
+    (``config.act_fold > 1``) first holds the accepted row and its parameters
+    in a row register, from which one beat of ``act_physical_lanes`` channels a
+    cycle enters the lanes: one stage more.  A row accepted in cycle ``c`` is
+    then on ``out`` in cycle ``c + act_fold - 1 + activation_latency(config)``,
+    and the unit accepts a row every ``act_fold`` cycles.
+    """
+    _check_config(config)
+    return ACTIVATION_LATENCY + (1 if config.act_fold > 1 else 0)
 
 #: Enabled edges from operands to result of the correctly rounded binary32
 #: blocks of :mod:`hetaccel.rtl.fp32` (multiply, add, and the square root and
@@ -249,10 +266,11 @@ def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> 
     the instruction's entry is in the command queue to the cycle its last
     result is written (a GEMM's into the accumulator memory: the engine is
     idle from the next cycle), inclusive: :func:`instruction_overhead`, then
-    one element per cycle through its unit's pipeline::
+    one element per cycle through its unit's pipeline (a row every
+    ``act_fold`` cycles through a folded activation unit)::
 
         GEMM      overhead + tile_cycles(config, [m])
-        ACTIVATE  overhead + m + ACTIVATION_LATENCY
+        ACTIVATE  overhead + m * act_fold + activation_latency(config)
         ADAM      overhead + count + adam_latency()
 
     The device model's ``CYCLES`` adds this per instruction; the RTL's counts
@@ -291,7 +309,7 @@ def instruction_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> 
     if opcode == Opcode.GEMM:
         return lead + tile_cycles(config, [fields["m"]])
     if opcode == Opcode.ACTIVATE:
-        return lead + fields["m"] + ACTIVATION_LATENCY
+        return lead + fields["m"] * config.act_fold + activation_latency(config)
     if opcode == Opcode.ADAM:
         return lead + fields["count"] + adam_latency()
     return 0
@@ -308,11 +326,16 @@ def stall_cycles(config: AcceleratorConfig, opcode: int, fields: dict) -> int:
     waits on ``acts`` (counted) until the array takes the first, the cycle
     after the last weight row: ``instruction_overhead + rows - 2`` cycles,
     none for a one-row GEMM.  The activation and Adam units always have their
-    output taken, so they never stall their input.
+    output taken, so a unit with one lane per element never stalls its input.
+    A folded activation unit (``act_fold > 1``) takes a row every ``act_fold``
+    cycles; every row after the first is read ahead and waits ``act_fold - 1``
+    of them: ``(m - 1) * (act_fold - 1)``.
     """
     _check_config(config)
     if opcode == Opcode.GEMM and fields["m"] >= 2:
         return instruction_overhead(config, opcode) + config.rows - 2
+    if opcode == Opcode.ACTIVATE:
+        return max(fields["m"] - 1, 0) * (config.act_fold - 1)
     return 0
 
 

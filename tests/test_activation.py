@@ -11,7 +11,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hetaccel.rtl.activation import ActivationUnit
-from hetaccel.spec.timing import ACTIVATION_LATENCY as LATENCY
+from hetaccel.spec.timing import activation_latency
 from hetaccel import spec
 from hetaccel.sim import activation_model as am
 from hetaccel.verify.checking import assert_bit_exact
@@ -297,7 +297,11 @@ def run_amaranth(cfg, params, tables, rows, gap=0.3, stall=0.3, seed=0):
     AcceleratorConfig(rows=2, cols=2, act_param_depth=4, act_tables=3),
     AcceleratorConfig(rows=2, cols=3, acc_bits=40, act_param_depth=2, act_tables=1),
     AcceleratorConfig(rows=2, cols=1, acc_bits=28, max_k=4096, act_param_depth=1, act_tables=4),
-], ids=["2lanes", "3lanes-acc40", "1lane-acc28"])
+    AcceleratorConfig(rows=2, cols=4, act_lanes=2, act_param_depth=4, act_tables=2),
+    AcceleratorConfig(rows=2, cols=6, act_lanes=3, acc_bits=40, act_param_depth=2, act_tables=1),
+    AcceleratorConfig(rows=2, cols=8, act_lanes=1, act_param_depth=1, act_tables=3),
+], ids=["2lanes", "3lanes-acc40", "1lane-acc28", "4ch-on-2lanes", "6ch-on-3lanes-acc40",
+        "8ch-on-1lane"])
 def test_rtl_amaranth_random_rows(cfg):
     rng = np.random.default_rng(cfg.lanes)
     lanes, depth, slots = cfg.lanes, cfg.act_param_depth, cfg.act_tables
@@ -338,21 +342,28 @@ def test_rtl_amaranth_all_int8_codes_and_fixed16_boundaries():
     assert_bit_exact(exp, got, "all codes (Amaranth sim)")
 
 
-def test_rtl_full_rate_one_row_per_cycle():
-    """valid and ready held high: a row enters and a result leaves every cycle."""
-    cfg = AcceleratorConfig(rows=2, cols=2, act_param_depth=2, act_tables=1)
+@pytest.mark.parametrize("cols,act_lanes", [(2, 0), (4, 1), (8, 2)])
+def test_rtl_full_rate_one_row_per_fold(cols, act_lanes):
+    """valid and ready held high: a row enters and a result leaves every cycle,
+    or every ``act_fold`` cycles, back to back, ``activation_latency`` + the
+    row's other beats after it entered."""
+    cfg = AcceleratorConfig(rows=2, cols=cols, act_lanes=act_lanes, act_param_depth=2,
+                            act_tables=1)
+    fold, latency = cfg.act_fold, activation_latency(cfg)
     dut = ActivationUnit(cfg)
     n = 40
-    seen = []
+    taken, seen = [], []
 
     async def tb(ctx):
         ctx.set(dut.out.ready, 1)
-        ctx.set(dut.inp.valid, 1)
-        for cycle in range(n + LATENCY + 2):
-            ctx.set(dut.inp.payload, {"data": [cycle, -cycle], "function": 0, "precision": 1,
-                                      "param_entry": 0, "table": 0, "last": 0})
-            ctx.set(dut.inp.valid, cycle < n)
-            assert ctx.get(dut.inp.ready)
+        for cycle in range(n * fold + latency + fold + 2):
+            k = len(taken)
+            ctx.set(dut.inp.payload, {"data": [k * (i + 1) * (-1) ** i for i in range(cols)],
+                                      "function": 0, "precision": 1, "param_entry": 0,
+                                      "table": 0, "last": 0})
+            ctx.set(dut.inp.valid, k < n)
+            if k < n and ctx.get(dut.inp.ready):
+                taken.append(cycle)
             if ctx.get(dut.out.valid):
                 seen.append(cycle)
             await ctx.tick()
@@ -361,7 +372,8 @@ def test_rtl_full_rate_one_row_per_cycle():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert seen == list(range(LATENCY, LATENCY + n))
+    assert taken == list(range(0, n * fold, fold))
+    assert seen == [c + fold - 1 + latency for c in taken]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

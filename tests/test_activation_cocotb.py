@@ -2,7 +2,8 @@
 
 One build per simulator (3 lanes, so a row is not a power of two); the cocotb
 module (hetaccel.verify.activation_tests) runs every function, precision,
-requant corner and flow-control case in one simulation.
+requant corner and flow-control case in one simulation.  Folded units
+(``act_lanes`` < ``cols``) run the same cases at a smaller scale.
 """
 
 import pytest
@@ -21,6 +22,24 @@ def test_activation_unit_bit_exact(sim):
     run_cocotb(ActivationUnit(CONFIG), toplevel="activation_unit_l3",
                test_module="hetaccel.verify.activation_tests", sim=sim,
                extra_env={"HETACCEL_CONFIG": CONFIG.to_json(), "HETACCEL_ACT_SCALE": SCALE[sim]})
+
+
+FOLDED = {
+    # 8 channels in 4 beats of 2 lanes
+    "l8_on_2": AcceleratorConfig(rows=2, cols=8, act_lanes=2, act_param_depth=16, act_tables=4),
+    # 4 channels in 4 beats of 1 lane, 40-bit accumulators
+    "l4_on_1": AcceleratorConfig(rows=2, cols=4, act_lanes=1, acc_bits=40, act_param_depth=4,
+                                 act_tables=3),
+}
+
+
+@pytest.mark.parametrize("name,sim", [("l8_on_2", "icarus"), ("l8_on_2", "verilator"),
+                                      ("l4_on_1", "verilator")])
+def test_folded_activation_unit_bit_exact(name, sim):
+    cfg = FOLDED[name]
+    run_cocotb(ActivationUnit(cfg), toplevel=f"activation_unit_{name}",
+               test_module="hetaccel.verify.activation_tests", sim=sim,
+               extra_env={"HETACCEL_CONFIG": cfg.to_json(), "HETACCEL_ACT_SCALE": "0.3"})
 
 
 @pytest.mark.slow

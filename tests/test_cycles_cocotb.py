@@ -16,6 +16,9 @@ CONFIGS = {
     # rows <= RMW_WINDOW, two Adam lanes, a 3-entry queue
     "2x3": AcceleratorConfig(rows=2, cols=3, opt_depth=128, adam_lanes=2, cmd_queue_depth=3,
                              **_SMALL),
+    # a folded activation unit: 4 channels in 4 beats of one lane
+    "2x4f": AcceleratorConfig(rows=2, cols=4, act_lanes=1, opt_depth=128, cmd_queue_depth=3,
+                              **_SMALL),
     # a one-entry queue (its weight-job FIFO is a register) and a one-row array
     "1x2": AcceleratorConfig(rows=1, cols=2, opt_depth=8, cmd_queue_depth=1,
                              has_activation=False, has_adam=False, **_SMALL),
@@ -23,7 +26,8 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name,sim", [("4x4", "verilator"), ("4x4", "icarus"),
-                                      ("2x3", "icarus"), ("1x2", "verilator")])
+                                      ("2x3", "icarus"), ("1x2", "verilator"),
+                                      ("2x4f", "verilator"), ("2x4f", "icarus")])
 def test_cycle_counts_equal_the_model(name, sim):
     cfg = CONFIGS[name]
     run_cocotb(Device(cfg), toplevel=f"hetaccel_cycles_{name}", sim=sim,

@@ -46,14 +46,15 @@ def test_encode_rejects_bad_fields():
 
 
 def test_register_map_and_identity_round_trip():
-    for cfg in (spec.DEFAULT_CONFIG, SMALL, SMALL.replace(has_adam=False, has_activation=False)):
+    for cfg in (spec.DEFAULT_CONFIG, SMALL, SMALL.replace(has_adam=False, has_activation=False),
+                SMALL.replace(act_lanes=2), SMALL.replace(cols=64, act_lanes=64)):
         regs = spec.register_map(cfg)
         assert len({r.addr for r in regs.values()}) == len(regs)
         assert all(0 <= r.addr < 1 << 16 for r in regs.values())
         assert ("ADAM_MODE" in regs) == cfg.has_adam
         back = spec.config_from_identity(spec.identity_words(cfg))
         for name in ("rows", "cols", "acc_bits", "input_depth", "opt_depth", "has_adam",
-                     "max_payload", "cmd_queue_depth", "act_tables", "max_k"):
+                     "max_payload", "cmd_queue_depth", "act_tables", "max_k", "act_lanes"):
             assert getattr(back, name) == getattr(cfg, name), name
 
 

@@ -22,6 +22,16 @@ def test_device_through_byte_protocol(sim):
                extra_env={"HETACCEL_CONFIG": CI_CONFIG.to_json()})
 
 
+#: CI_CONFIG with its activation unit folded onto one lane (a row in 4 beats)
+FOLDED_CONFIG = CI_CONFIG.replace(act_lanes=1)
+
+
+def test_folded_activation_device_icarus():
+    run_cocotb(Device(FOLDED_CONFIG), toplevel="hetaccel_device_folded", sim="icarus",
+               test_module="hetaccel.verify.device_tests", testcase="gemm_activation_pipeline",
+               waves=False, extra_env={"HETACCEL_CONFIG": FOLDED_CONFIG.to_json()})
+
+
 #: no activation or Adam unit, odd word sizes (3 columns, 6-bit operands, 20-bit
 #: accumulators) and a 2-entry queue: the decoder's divider, absent-unit statuses
 BARE_CONFIG = AcceleratorConfig(rows=2, cols=3, operand_bits=6, acc_bits=20, max_k=32,

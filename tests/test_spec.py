@@ -38,6 +38,25 @@ def test_min_acc_bits_is_tight():
         assert bits == 16 + math.ceil(math.log2(k))
 
 
+def test_act_lanes_folds_the_activation_unit():
+    assert (DEFAULT_CONFIG.act_physical_lanes, DEFAULT_CONFIG.act_fold) == (DEFAULT_CONFIG.cols, 1)
+    cfg = AcceleratorConfig(cols=16, act_lanes=4)
+    assert (cfg.lanes, cfg.act_physical_lanes, cfg.act_fold) == (16, 4, 4)
+    assert AcceleratorConfig.from_json(cfg.to_json()) == cfg
+    assert AcceleratorConfig(cols=12, act_lanes=3).act_fold == 4
+    assert AcceleratorConfig(cols=8, act_lanes=8).act_fold == 1
+    for bad in (3, 32, 6):
+        with pytest.raises(ValueError, match=r"act_lanes must divide cols=16 into a power-of-two "
+                                             rf"number of beats .*16, 8, 4, 2, 1\), not {bad}$"):
+            AcceleratorConfig(cols=16, act_lanes=bad)
+    with pytest.raises(ValueError, match=r"act_lanes must divide cols=12 .*\(0 for one lane per "
+                                         r"column, or 12, 6, 3\), not 4$"):
+        AcceleratorConfig(cols=12, act_lanes=4)   # 3 beats
+    for bad in (-1, 65, 2.0, True):
+        with pytest.raises(ValueError, match="act_lanes must be"):
+            AcceleratorConfig(cols=16, act_lanes=bad)
+
+
 def test_unknown_field_is_rejected():
     with pytest.raises(ValueError, match="unknown config field"):
         AcceleratorConfig.from_dict({"rows": 4, "colums": 4})

@@ -46,6 +46,15 @@ def test_activation_unit_is_timed_by_the_contract(monkeypatch, delta):
         rf"hetaccel\.spec\.timing\.ACTIVATION_LATENCY is {7 + delta}")
 
 
+def test_folded_activation_unit_is_timed_by_the_contract(monkeypatch):
+    real = timing.activation_latency
+    _refuses_then_recovers(
+        monkeypatch, lambda: ActivationUnit(SMALL.replace(act_lanes=1)), "activation_latency",
+        lambda config: real(config) + 1,
+        r"ActivationUnit: the pipeline built is 8 cycles deep, but "
+        r"hetaccel\.spec\.timing\.activation_latency\(config\) is 9")
+
+
 @pytest.mark.parametrize("name,block", [("FP_MUL_LATENCY", "FPMul"), ("FP_ADD_LATENCY", "FPAdd"),
                                         ("FP_SQRT_LATENCY", "FPSqrt"),
                                         ("FP_DIV_LATENCY", "FPDiv")])
