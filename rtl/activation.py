@@ -171,7 +171,7 @@ class ActivationUnit(wiring.Component):
         seg_bits = PWL_SEGMENT_BITS
         out_sh = PWL_FRAC - F.fixed_out_frac
         latency = timing.ACTIVATION_LATENCY if fold == 1 else timing.activation_latency(cfg)
-        # Stages 1..7 carry one beat each; a folded unit has the row register
+        # Stages 1..13 carry one beat each; a folded unit has the row register
         # (stage 0) in front of them.
         stages = latency if fold == 1 else latency - 1
 
@@ -194,21 +194,24 @@ class ActivationUnit(wiring.Component):
             src_ctl = self.inp.payload
         else:
             # The row register holds an accepted row and (in the param
-            # memories' read registers, read only when a row is accepted) its
-            # parameters while its beats leave, one per cycle; the next row is
-            # accepted with the last beat.  Only a row's last beat stalls the
-            # pipeline on ``out``: the others complete the output row.
+            # memories' read registers) its parameters until stage 1 copies
+            # them at the row's first beat; its beats then leave from stage 1,
+            # one per cycle, and the next row is accepted with the last beat.
+            # Only a row's last beat stalls the pipeline on ``out``: the
+            # others complete the output row.
             row_valid = Signal()
             beat = Signal(range(fold))                  # wraps: fold is a power of two
             row_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), lanes))
             src_ctl = Signal(data.StructLayout({k: v for k, v in ctl_fields.items()
                                                 if k != "end"}), name="row_ctl")
             last_beat = Signal()
+            free = Signal()         # the row register is empty or on its last beat
             take = Signal()
             m.d.comb += [
                 en.eq(~(valid[-1] & ctl[-1].end) | self.out.ready),
                 last_beat.eq(beat == fold - 1),
-                self.inp.ready.eq(en & (~row_valid | last_beat)),
+                free.eq(~row_valid | last_beat),
+                self.inp.ready.eq(en & free),
                 take.eq(self.inp.valid & self.inp.ready),
                 self.out.valid.eq(valid[-1] & ctl[-1].end),
                 self.idle.eq(~(row_valid | Cat(*valid).any())),
@@ -222,8 +225,13 @@ class ActivationUnit(wiring.Component):
                 ]
                 for a, b in zip(valid[1:], valid[:-1]):
                     m.d.sync += a.eq(b)
-            with m.If(take):
+            # The data and the parameters are captured whenever the register
+            # is free, taken or not (then the register stays empty): the
+            # stall chain out.ready -> inp.ready -> take then reaches only a
+            # few enables, not the row's and the memories'.
+            with m.If(free):
                 m.d.sync += row_data.eq(self.inp.payload.data)
+            with m.If(take):
                 for k in src_ctl.shape().members:
                     m.d.sync += getattr(src_ctl, k).eq(getattr(self.inp.payload, k))
             params = []
@@ -236,10 +244,22 @@ class ActivationUnit(wiring.Component):
                     pw.en.eq(self.param_w_en & self.param_w_mask[ch]),
                     pw.addr.eq(self.param_w_addr),
                     pw.data.eq(self.param_w_data[ch]),
-                    pr.en.eq(take),
+                    pr.en.eq(free),
                     pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
                 ]
                 params.append(pr.data)
+            # Stage 1 (``valid[0]``, ``ctl[0]``): the row and its parameters
+            # once more, copied at its first beat and held for the others, so
+            # that the block RAMs' slow clock-to-output reaches a register,
+            # not the beat multiplexer.
+            beat1 = Signal(range(fold))
+            row_data1 = Signal.like(row_data, name="row_data1")
+            params1 = Signal(data.ArrayLayout(pl, lanes), name="params1")
+            with m.If(en):
+                m.d.sync += beat1.eq(beat)
+                with m.If(row_valid & (beat == 0)):
+                    m.d.sync += row_data1.eq(row_data)
+                    m.d.sync += [params1[ch].eq(params[ch]) for ch in range(lanes)]
 
         with m.If(en):
             m.d.sync += [
@@ -259,7 +279,7 @@ class ActivationUnit(wiring.Component):
 
         for lane in range(phys):
             if fold == 1:
-                # --- parameter memory, read with the row's entry (stage 1) --
+                # --- stage 1: parameter memory, read with the row's entry ---
                 pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
                 m.submodules[f"param_mem_{lane}"] = pmem
                 pw = pmem.write_port()
@@ -275,62 +295,100 @@ class ActivationUnit(wiring.Component):
                 acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
                 with m.If(en):
                     m.d.sync += acc1.eq(self.inp.payload.data[lane])
-                par = pr.data
-            else:
-                # --- stage 1: the beat's channel and its parameters ---------
-                # Registered, so the block-RAM read and this mux are off the
-                # bias add's path.
-                acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
-                par = Signal(pl, name=f"param1_{lane}")
+                # --- stage 2: the parameters, registered --------------------
+                acc2 = Signal(signed(cfg.acc_bits), name=f"acc2_{lane}")
+                par = Signal(pl, name=f"param2_{lane}")
                 with m.If(en):
-                    with m.Switch(beat):
+                    m.d.sync += [acc2.eq(acc1), par.eq(pr.data)]
+                first = acc1
+            else:
+                # --- stage 2: the beat's channel and its parameters ---------
+                acc2 = Signal(signed(cfg.acc_bits), name=f"acc2_{lane}")
+                par = Signal(pl, name=f"param2_{lane}")
+                with m.If(en):
+                    with m.Switch(beat1):
                         for b in range(fold):
                             with m.Case(b):
-                                m.d.sync += [acc1.eq(row_data[b * phys + lane]),
-                                             par.eq(params[b * phys + lane])]
+                                m.d.sync += [acc2.eq(row_data1[b * phys + lane]),
+                                             par.eq(params1[b * phys + lane])]
+                first = row_data1
 
-            # --- stage 2: saturating bias add --------------------------------
-            x2 = Signal(signed(F.bias_bits), name=f"x2_{lane}")
-            mult2 = Signal(unsigned(F.multiplier_bits), name=f"mult2_{lane}")
-            shift2 = Signal(unsigned(F.shift_bits), name=f"shift2_{lane}")
-            total = Signal(signed(max(cfg.acc_bits, F.bias_bits) + 1), name=f"sum1_{lane}")
-            m.d.comb += total.eq(acc1 + par.bias)
+            # Stage k's logic reads the control word that travels with the
+            # data in the stage-(k-1) register, ``ctl[k - 2]``.  Each ECP5
+            # MULT18X18D (~4 ns combinational) and each block-RAM output (~6 ns
+            # clock-to-output) has a stage of its own, without logic around it.
+            # --- stage 3: saturating bias add --------------------------------
+            x3 = Signal(signed(F.bias_bits), name=f"x3_{lane}")
+            mult3 = Signal(unsigned(F.multiplier_bits), name=f"mult3_{lane}")
+            shift3 = Signal(unsigned(F.shift_bits), name=f"shift3_{lane}")
+            total = Signal(signed(max(cfg.acc_bits, F.bias_bits) + 1), name=f"sum2_{lane}")
+            m.d.comb += total.eq(acc2 + par.bias)
             with m.If(en):
                 with m.If(total > INT32_MAX):
-                    m.d.sync += x2.eq(INT32_MAX)
+                    m.d.sync += x3.eq(INT32_MAX)
                 with m.Elif(total < INT32_MIN):
-                    m.d.sync += x2.eq(INT32_MIN)
+                    m.d.sync += x3.eq(INT32_MIN)
                 with m.Else():
-                    m.d.sync += x2.eq(total)
-                m.d.sync += [mult2.eq(par.multiplier), shift2.eq(par.shift)]
+                    m.d.sync += x3.eq(total)
+                m.d.sync += [mult3.eq(par.multiplier), shift3.eq(par.shift)]
 
-            # --- stage 3: multiply -------------------------------------------
-            p3 = Signal(signed(F.bias_bits + F.multiplier_bits), name=f"p3_{lane}")
-            shift3 = Signal.like(shift2, name=f"shift3_{lane}")
+            # --- stage 4: the four 18x18 products of x * multiplier ----------
+            # Each product alone between registers: an ECP5 MULT18X18D is ~4 ns
+            # combinational, with no room for the partial-product sum after it.
+            x_lo, x_hi = x3[:17], x3[17:].as_signed()
+            m_lo, m_hi = mult3[:17], mult3[17:]
+            pll = Signal(unsigned(34), name=f"pll4_{lane}")
+            phl = Signal(signed(15 + 18), name=f"phl4_{lane}")
+            plh = Signal(unsigned(17 + 14), name=f"plh4_{lane}")
+            phh = Signal(signed(15 + 15), name=f"phh4_{lane}")
+            shift4 = Signal.like(shift3, name=f"shift4_{lane}")
             with m.If(en):
-                m.d.sync += [p3.eq(x2 * mult2), shift3.eq(shift2)]
+                m.d.sync += [pll.eq(x_lo * m_lo), phl.eq(x_hi * m_lo), plh.eq(x_lo * m_hi),
+                             phh.eq(x_hi * m_hi), shift4.eq(shift3)]
 
-            # --- stage 4: round (ties away from zero), shift, saturate -------
-            # 2**(s-1) for s >= 1 and 0 for s = 0, without a subtractor.
-            half = Signal(unsigned(64), name=f"half_{lane}")
-            m.d.comb += half.eq((Const(1, 1) << shift3)[1:])
-            rsum = Signal(signed(p3.shape().width + 2), name=f"rsum_{lane}")
-            m.d.comb += rsum.eq(p3 + half - ((p3 < 0) & (shift3 != 0)))
-            r = Signal(signed(rsum.shape().width), name=f"r_{lane}")
-            m.d.comb += r.eq(rsum >> shift3)
-            y4 = Signal(signed(16), name=f"y4_{lane}")
-            fixed3 = ctl[2].precision == int(ActivationPrecision.FIXED16)
-            hi = Mux(fixed3, 32767, 127)
-            lo = Mux(fixed3, -32768, -128)
+            # --- stage 5: partial-product sum --------------------------------
+            # pll < 2**34 and phh << 34 do not overlap: a concatenation.
+            p5 = Signal(signed(F.bias_bits + F.multiplier_bits), name=f"p5_{lane}")
+            shift5 = Signal.like(shift3, name=f"shift5_{lane}")
+            # Bits below the rounding bit (i < shift - 1): their OR decides
+            # ties of negative products.
+            below5 = Signal(unsigned(p5.shape().width - 1), name=f"below5_{lane}")
             with m.If(en):
-                with m.If(r > hi):
-                    m.d.sync += y4.eq(hi)
-                with m.Elif(r < lo):
-                    m.d.sync += y4.eq(lo)
+                m.d.sync += [
+                    p5.eq(Cat(pll, phh).as_signed() + (phl << 17) + (plh << 17)),
+                    shift5.eq(shift4),
+                    below5.eq(Cat(*[shift4 > i + 1 for i in range(len(below5))])),
+                ]
+
+            # --- stage 6: shift, round bit ----------------------------------
+            # round(p / 2**s), ties away from zero, is (p >> s) + up: up is the
+            # bit just below the result (p[s-1], none for s = 0), and for p < 0
+            # also needs a non-zero bit below it.
+            q = Signal(signed(p5.shape().width + 1), name=f"q5_{lane}")
+            m.d.comb += q.eq(Cat(Const(0, 1), p5).as_signed() >> shift5)
+            sticky = Signal(name=f"sticky5_{lane}")
+            m.d.comb += sticky.eq((p5[:len(below5)] & below5).any())
+            t6 = Signal(signed(p5.shape().width), name=f"t6_{lane}")
+            up6 = Signal(name=f"up6_{lane}")
+            with m.If(en):
+                m.d.sync += [t6.eq(q[1:]), up6.eq(q[0] & (~p5[-1] | sticky))]
+
+            # --- stage 7: saturate ------------------------------------------
+            # t + up only passes hi when t == hi already; below lo it stays <= lo.
+            fixed6 = ctl[5].precision == int(ActivationPrecision.FIXED16)
+            hi = Mux(fixed6, 32767, 127)
+            lo = Mux(fixed6, -32768, -128)
+            fits = Mux(fixed6, t6[15:].all() | ~t6[15:].any(), t6[7:].all() | ~t6[7:].any())
+            y7 = Signal(signed(16), name=f"y7_{lane}")
+            with m.If(en):
+                with m.If(~fits):
+                    m.d.sync += y7.eq(Mux(t6[-1], lo, hi))
+                with m.Elif(t6[:16] == hi):
+                    m.d.sync += y7.eq(hi)
                 with m.Else():
-                    m.d.sync += y4.eq(r)
+                    m.d.sync += y7.eq(t6[:16] + up6)
 
-            # --- stage 5: table lookup / PWL segment fetch -------------------
+            # --- stage 8: table lookup / PWL segment fetch -------------------
             tmem = Memory(shape=signed(8), depth=cfg.act_tables * 256, init=[])
             m.submodules[f"table_mem_{lane}"] = tmem
             tw = tmem.write_port()
@@ -340,65 +398,101 @@ class ActivationUnit(wiring.Component):
                 tw.addr.eq(self.table_w_addr),
                 tw.data.eq(self.table_w_data),
                 tr.en.eq(en),
-                tr.addr.eq(ctl[3].table * 256 + y4[0:8] if cfg.act_tables > 1 else y4[0:8]),
+                tr.addr.eq(ctl[6].table * 256 + y7[0:8] if cfg.act_tables > 1 else y7[0:8]),
             ]
             rom = Memory(shape=unsigned(c0_bits + c1_bits), depth=len(rom_words), init=rom_words)
             m.submodules[f"pwl_rom_{lane}"] = rom
             rr = rom.read_port()
-            z = Signal(signed(18), name=f"z4_{lane}")
-            m.d.comb += z.eq(Mux(is_fn(ctl[3], ActivationFunction.TANH), y4 * 2, y4))
-            mag = Signal(unsigned(17), name=f"mag4_{lane}")
+            z = Signal(signed(18), name=f"z7_{lane}")
+            m.d.comb += z.eq(Mux(is_fn(ctl[6], ActivationFunction.TANH), y7 * 2, y7))
+            mag = Signal(unsigned(17), name=f"mag7_{lane}")
             m.d.comb += mag.eq(Mux(z < 0, -z, z))
-            a = Signal(unsigned(16), name=f"a4_{lane}")
+            a = Signal(unsigned(16), name=f"a7_{lane}")
             m.d.comb += a.eq(Mux(mag > 0xFFFF, 0xFFFF, mag))
-            bank = is_fn(ctl[3], ActivationFunction.GELU)
+            bank = is_fn(ctl[6], ActivationFunction.GELU)
             m.d.comb += [rr.en.eq(en), rr.addr.eq(Mux(bank, 256, 0) + a[seg_bits:16])]
-            t5 = Signal(unsigned(seg_bits), name=f"t5_{lane}")
-            neg5 = Signal(name=f"neg5_{lane}")
-            y5 = Signal(signed(16), name=f"y5_{lane}")
+            t8 = Signal(unsigned(seg_bits), name=f"t8_{lane}")
+            neg8 = Signal(name=f"neg8_{lane}")
+            y8 = Signal(signed(16), name=f"y8_{lane}")
             with m.If(en):
-                m.d.sync += [t5.eq(a[:seg_bits]), neg5.eq(z < 0), y5.eq(y4)]
+                m.d.sync += [t8.eq(a[:seg_bits]), neg8.eq(z < 0), y8.eq(y7)]
 
-            # --- stage 6: evaluate the segment ------------------------------
-            c0 = rr.data[:c0_bits]
-            c1 = rr.data[c0_bits:]
-            s6 = Signal(unsigned(c0_bits), name=f"s6_{lane}")
-            neg6 = Signal(name=f"neg6_{lane}")
-            y6 = Signal(signed(16), name=f"y6_{lane}")
-            tab6 = Signal(signed(8), name=f"tab6_{lane}")
-            slope = Signal(unsigned(c1_bits + seg_bits + 1), name=f"slope5_{lane}")
-            m.d.comb += slope.eq(c1 * t5 + (1 << (PWL_SLOPE_FRAC - 1)))
+            # --- stage 9: the memories' outputs, registered -----------------
+            # A block RAM's clock-to-output leaves no room for a multiply.
+            c0_9 = Signal(unsigned(c0_bits), name=f"c0_9_{lane}")
+            c1_9 = Signal(unsigned(c1_bits), name=f"c1_9_{lane}")
+            t9 = Signal.like(t8, name=f"t9_{lane}")
+            neg9 = Signal(name=f"neg9_{lane}")
+            y9 = Signal(signed(16), name=f"y9_{lane}")
+            tab9 = Signal(signed(8), name=f"tab9_{lane}")
             with m.If(en):
-                m.d.sync += [
-                    s6.eq(c0 + (slope >> PWL_SLOPE_FRAC)),
-                    neg6.eq(neg5), y6.eq(y5), tab6.eq(tr.data),
-                ]
+                m.d.sync += [c0_9.eq(rr.data[:c0_bits]), c1_9.eq(rr.data[c0_bits:]),
+                             t9.eq(t8), neg9.eq(neg8), y9.eq(y8), tab9.eq(tr.data)]
 
-            # --- stage 7: finish the function -------------------------------
-            c6 = ctl[5]
-            s_signed = Signal(unsigned(c0_bits), name=f"sabs6_{lane}")  # f(z) for z's sign
-            m.d.comb += s_signed.eq(Mux(neg6, one - s6, s6))
+            # --- stage 10: the segment's slope product -----------------------
+            slope10 = Signal(unsigned(c1_bits + seg_bits), name=f"slope10_{lane}")
+            c0_10 = Signal.like(c0_9, name=f"c0_10_{lane}")
+            neg10 = Signal(name=f"neg10_{lane}")
+            y10 = Signal(signed(16), name=f"y10_{lane}")
+            tab10 = Signal(signed(8), name=f"tab10_{lane}")
+            with m.If(en):
+                m.d.sync += [slope10.eq(c1_9 * t9), c0_10.eq(c0_9), neg10.eq(neg9), y10.eq(y9),
+                             tab10.eq(tab9)]
+
+            # --- stage 11: evaluate the segment -----------------------------
+            # C0 + ((slope + half) >> frac) == (slope + (C0 << frac | half)) >> frac:
+            # one adder, the rounding constant and C0 side by side.
+            s_sum = Signal(unsigned(c0_bits + PWL_SLOPE_FRAC + 1), name=f"ssum10_{lane}")
+            m.d.comb += s_sum.eq(slope10 + Cat(Const(1 << (PWL_SLOPE_FRAC - 1), PWL_SLOPE_FRAC),
+                                              c0_10))
+            s11 = Signal(unsigned(c0_bits), name=f"s11_{lane}")
+            s_signed = Signal(unsigned(c0_bits), name=f"sabs11_{lane}")  # f(z) for z's sign
+            neg11 = Signal(name=f"neg11_{lane}")
+            y11 = Signal(signed(16), name=f"y11_{lane}")
+            tab11 = Signal(signed(8), name=f"tab11_{lane}")
+            s10 = s_sum[PWL_SLOPE_FRAC:]
+            with m.If(en):
+                m.d.sync += [s11.eq(s10), s_signed.eq(Mux(neg10, one - s10, s10)),
+                             neg11.eq(neg10), y11.eq(y10), tab11.eq(tab10)]
+
+            # --- stage 12: GELU's products; every other function's result ----
+            # y * S as two products (S has 21 bits), summed with the rounding
+            # in stage 12.  gp < 0 exactly when y < 0 and S != 0.
+            c11 = ctl[10]
+            gpl = Signal(signed(16 + 18), name=f"gpl12_{lane}")
+            gph = Signal(signed(16 + 5), name=f"gph12_{lane}")
+            gneg = Signal(name=f"gneg12_{lane}")
             sig = (s_signed + (1 << (out_sh - 1))) >> out_sh
-            th_pos = Signal(unsigned(c0_bits + 1), name=f"tanh6_{lane}")
-            m.d.comb += th_pos.eq(((s6 * 2 - one) + (1 << (out_sh - 1))) >> out_sh)
-            th = Mux(neg6, -th_pos, th_pos)
-            gp = Signal(signed(16 + c0_bits + 1), name=f"gelu6_{lane}")
-            m.d.comb += gp.eq(y6 * s_signed)
-            g = (gp + (1 << (PWL_FRAC - 1)) - (gp < 0)) >> PWL_FRAC
-            relu = Mux(y6 < 0, 0, y6)
-            res = Signal(signed(16), name=f"res6_{lane}")
-            fixed6 = c6.precision == int(ActivationPrecision.FIXED16)
-            with m.Switch(c6.function):
+            th_pos = Signal(unsigned(c0_bits + 1), name=f"tanh11_{lane}")
+            m.d.comb += th_pos.eq(((s11 * 2 - one) + (1 << (out_sh - 1))) >> out_sh)
+            th = Mux(neg11, -th_pos, th_pos)
+            relu = Mux(y11 < 0, 0, y11)
+            fixed11 = c11.precision == int(ActivationPrecision.FIXED16)
+            other = Signal(signed(16), name=f"other11_{lane}")
+            with m.Switch(c11.function):
                 with m.Case(int(ActivationFunction.NONE)):
-                    m.d.comb += res.eq(y6)
+                    m.d.comb += other.eq(y11)
                 with m.Case(int(ActivationFunction.RELU)):
-                    m.d.comb += res.eq(relu)
+                    m.d.comb += other.eq(relu)
                 with m.Case(int(ActivationFunction.SIGMOID)):
-                    m.d.comb += res.eq(Mux(fixed6, sig, tab6))
+                    m.d.comb += other.eq(Mux(fixed11, sig, tab11))
                 with m.Case(int(ActivationFunction.TANH)):
-                    m.d.comb += res.eq(Mux(fixed6, th, tab6))
+                    m.d.comb += other.eq(Mux(fixed11, th, tab11))
                 with m.Default():   # GELU (codes 5..7 are not issued)
-                    m.d.comb += res.eq(Mux(fixed6, g, tab6))
+                    m.d.comb += other.eq(tab11)
+            other12 = Signal(signed(16), name=f"other12_{lane}")
+            gelu12 = Signal(name=f"gelu12_{lane}")
+            with m.If(en):
+                m.d.sync += [gpl.eq(y11 * s_signed[:17]), gph.eq(y11 * s_signed[17:]),
+                             gneg.eq((y11 < 0) & (s_signed != 0)),
+                             other12.eq(other),
+                             gelu12.eq(fixed11 & (c11.function >= int(ActivationFunction.GELU)))]
+
+            # --- stage 13: GELU's rounding; the result ----------------------
+            g = ((gpl + (gph << 17) + Mux(gneg, (1 << (PWL_FRAC - 1)) - 1, 1 << (PWL_FRAC - 1)))
+                 >> PWL_FRAC)
+            res = Signal(signed(16), name=f"res12_{lane}")
+            m.d.comb += res.eq(Mux(gelu12, g, other12))
             with m.If(en):
                 if fold == 1:
                     m.d.sync += out_data[lane].eq(res)
@@ -410,7 +504,8 @@ class ActivationUnit(wiring.Component):
                     m.d.sync += out_data[(fold - 1) * phys + lane].eq(res)
             # The registers an element passes, one per stage; ``valid`` and
             # ``ctl`` (and the stage each reads its control from) follow them.
-            data_path = (acc1, x2, p3, y4, y5, y6, out_data[lane])
+            data_path = (first, acc2, x3, pll, p5, t6, y7, y8, c0_9, slope10, s11, gpl,
+                         out_data[lane])
             if fold == 1:
                 check_depth("ActivationUnit", len(data_path), latency,
                             "hetaccel.spec.timing.ACTIVATION_LATENCY")

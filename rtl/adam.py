@@ -51,11 +51,16 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec import ADAM_HYPERPARAMETERS, AcceleratorConfig, AdamMode, timing
 from .contract import check_depth
 from .fp32 import FPAdd, FPDiv, FPMul, FPSqrt
+
+#: Delays longer than this many cycles (of values at least a byte wide) are
+#: block RAM rings rather than register chains.
+_RAM_DELAY_MIN = 16
 
 __all__ = ["AdamUnit", "ADAM_IN", "ADAM_OUT", "adam_in_layout", "adam_out_layout"]
 
@@ -114,17 +119,49 @@ class AdamUnit(wiring.Component):
             self.inp.ready.eq(adv),
         ]
 
-        chains = {}
+        taps = {}
 
         def delay(value, n, name):
-            # One register chain per source (``name``): every tap shares it.
-            chain = chains.setdefault(name, [value])
-            while len(chain) <= n:
-                nxt = Signal(len(value), name=f"{name}_d{len(chain) - 1}")
+            # ``value`` ``n`` advancing cycles late.  One line per source
+            # (``name``): a later tap continues from the latest earlier one.
+            # Long, wide stretches are block RAM rings instead of thousands of
+            # flip-flops all on the ``adv`` enable.
+            line = taps.setdefault(name, {0: value})
+            k = max(t for t in line if t <= n)
+            cur = line[k]
+            if n - k > _RAM_DELAY_MIN and len(value) >= 8:
+                cur = ram_delay(cur, n - k - 1, f"{name}_r{n}")
+                k = n - 1
+            while k < n:
+                nxt = Signal(len(value), name=f"{name}_d{k}")
                 with m.If(adv):
-                    m.d.sync += nxt.eq(chain[-1])
-                chain.append(nxt)
-            return chain[n]
+                    m.d.sync += nxt.eq(cur)
+                cur = nxt
+                k += 1
+                line[k] = cur
+            return line[n]
+
+        def ram_delay(value, d, name):
+            # A ring of at least ``d`` (>= 2) entries: each advancing edge
+            # writes one and reads into the port's register the one written
+            # ``d - 1`` edges before, so the read register is ``d`` edges
+            # late.  The read pointer starts ``d - 1`` entries behind the
+            # write pointer.  The caller's register after it keeps the block
+            # RAM's slow clock-to-output off the fp32 blocks' first stage.
+            depth = 1 << (d - 1).bit_length()
+            mem = Memory(shape=len(value), depth=depth, init=[])
+            m.submodules[f"{name}_mem"] = mem
+            wr = mem.write_port()
+            rd = mem.read_port(transparent_for=())
+            wa = Signal(range(depth), name=f"{name}_wa")
+            ra = Signal(range(depth), init=(depth - (d - 1)) % depth, name=f"{name}_ra")
+            m.d.comb += [
+                wr.addr.eq(wa), wr.data.eq(value), wr.en.eq(adv),
+                rd.addr.eq(ra), rd.en.eq(adv),
+            ]
+            with m.If(adv):
+                m.d.sync += [wa.eq(wa + 1), ra.eq(ra + 1)]
+            return rd.data
 
         # Each block's depth as the contract times it (the square root and
         # divide at the iterations per stage built here: their defaults).

@@ -20,7 +20,11 @@ which is how a streaming unit built from them stalls for back-pressure.
 Internally a result travels as ``(sign, exp, sig, sticky)`` where ``sig`` is an
 unsigned integer whose most significant bit has weight ``2**exp`` and ``sticky``
 says whether non-zero bits were lost below ``sig``'s least significant bit.
-:func:`_normalize` and :func:`_round_pack` turn that into a binary32 pattern.
+Every step that would take longer than a 100 MHz clock on an ECP5 gets a
+stage of its own: a leading-zero count (:func:`_lzc`) and the shift it
+drives, the exponent's rounding fields (:func:`_exp_fields`) a stage ahead of
+the significand they apply to, the denormalising shift (:func:`_denormalize`),
+and rounding with packing (:func:`_round_pack`).
 """
 
 from __future__ import annotations
@@ -69,74 +73,99 @@ class _Unpacked:
         ]
 
 
-def _normalize(m: Module, sig, exp, name: str):
-    """Shift ``sig`` left until its MSB is set, adjusting ``exp`` (log shifter).
+def _lzc(m: Module, v, name: str):
+    """Leading zeros of ``v`` (``len(v)`` when it is zero), as a balanced tree.
 
-    A zero ``sig`` stays zero (and ``exp`` becomes meaningless).
+    A tree of ``log2`` mux levels instead of a chain of shifts whose every step
+    waits for the one before: a normalising shift is then one stage for the
+    count and one for the shift.
     """
-    n = len(sig)
-    cur_s, cur_e = sig, exp
-    for i in reversed(range((n - 1).bit_length())):
-        k = 1 << i
-        ns = Signal(n, name=f"{name}_s{k}")
-        ne = Signal(_EXP, name=f"{name}_e{k}")
-        top_zero = cur_s[n - k:] == 0
-        m.d.comb += [
-            ns.eq(Mux(top_zero, cur_s << k, cur_s)),
-            ne.eq(Mux(top_zero, cur_e - k, cur_e)),
-        ]
-        cur_s, cur_e = ns, ne
-    return cur_s, cur_e
+    n = len(v)
+    w = max(2, 1 << (n - 1).bit_length())
+    # Ones below the LSB stop the count at n for a zero ``v``, so the tree
+    # never sees all zeros and needs no "all zero" case at its root.
+    padded = Cat(Const((1 << (w - n)) - 1, w - n), v) if w > n else v
+
+    def count(bits):
+        # (all bits zero, leading zeros of the bits if not)
+        if len(bits) == 2:
+            return ~(bits[1] | bits[0]), ~bits[1]
+        half = len(bits) // 2
+        zl, cl = count(bits[:half])
+        zh, ch = count(bits[half:])
+        return zh & zl, Cat(Mux(zh, cl, ch), zh)
+
+    out = Signal(range(w), name=name)
+    m.d.comb += out.eq(count(padded)[1])
+    return out
 
 
-def _round_pack(m: Module, sign, sig, exp, sticky, name: str):
-    """binary32 bits of ``(-1)**sign * sig * 2**(exp - len(sig) + 1)``, RNE.
+def _exp_fields(m: Module, exp, n: int, name: str):
+    """What rounding a normalised ``n``-bit significand whose MSB weighs
+    ``2**exp`` needs to know of ``exp``, computed a stage ahead of the
+    significand: ``(dist, field_m1, ovf)``.
 
-    ``sig`` must be normalised (MSB set) or zero, and at least 25 bits wide
-    (24 significand bits and a guard bit).  Results below the normal range are
-    denormalised first (the shifted-out bits join the sticky bit), so the
-    rounding of subnormals is exact; results beyond the range become infinity
-    as round-to-nearest requires.
+    ``dist`` is the right shift that denormalises a result below the normal
+    range (the shift that brings the exponent up to -126; ``n`` or more only
+    survives as sticky).  ``field_m1`` is the biased exponent field minus one:
+    the hidden bit of the rounded significand adds the one back for normal
+    results, and a denormalised significand (hidden bit 0) with field 0 is
+    exactly the subnormal encoding.  ``ovf`` says the result is beyond the
+    range and becomes infinity, as round-to-nearest requires.
     """
-    n = len(sig)
-    assert n >= 25
-    # Distance below the normal range: the shift that brings the exponent up
-    # to -126.  Anything shifted by n or more only survives as sticky.
     under = Signal(signed(14), name=f"{name}_under")
     dist = Signal(range(n + 1), name=f"{name}_dist")
+    ovf = Signal(name=f"{name}_ovf")
+    field_m1 = Signal(8, name=f"{name}_fm1")
     m.d.comb += [
         under.eq(_EMIN - exp),
         dist.eq(Mux(under <= 0, 0, Mux(under >= n, n, under[:8]))),
+        ovf.eq(exp >= 255 - _BIAS),
+        field_m1.eq(Mux(under > 0, 0, (exp + _BIAS - 1)[:8])),
     ]
+    return dist, field_m1, ovf
+
+
+def _denormalize(m: Module, sig, dist, name: str):
+    """``sig >> dist`` cut to a 24-bit significand and a guard bit, and whether
+    non-zero bits went below the guard bit (sticky): ``(mant_guard, below)``.
+
+    ``sig`` must be at least 25 bits wide.
+    """
+    n = len(sig)
+    assert n >= 25
     shifted = Signal(n, name=f"{name}_shifted")
     lost = Signal(name=f"{name}_lost")
+    # The bits shifted out are the ones under a mask decoded from ``dist``, in
+    # parallel with the shift rather than after it.
     m.d.comb += [
         shifted.eq(sig >> dist),
-        lost.eq((shifted << dist)[:n] != sig),
+        lost.eq((sig & ~(Const((1 << n) - 1, n) << dist)[:n]) != 0),
     ]
-    mant = shifted[n - 24:]
-    guard = shifted[n - 25]
     below = (shifted[:n - 25] != 0) if n > 25 else Const(0)
+    return shifted[n - 25:], below | lost
+
+
+def _round_pack(m: Module, sign, mant_guard, sticky, field_m1, ovf, zero, name: str):
+    """binary32 bits of a 24-bit significand with its guard bit (``mant_guard``),
+    rounded to nearest, ties to even (``sticky``: non-zero bits below the guard
+    bit), with the exponent field and overflow from :func:`_exp_fields`; a
+    ``zero`` result is a signed zero.
+    """
+    mant = mant_guard[1:]
+    guard = mant_guard[0]
     st = Signal(name=f"{name}_st")
     rnd = Signal(name=f"{name}_rnd")
     m.d.comb += [
-        st.eq(below | lost | sticky),
+        st.eq(sticky),
         rnd.eq(guard & (st | mant[0])),
     ]
-    # Biased exponent field minus one: the hidden bit of ``mant`` adds the one
-    # back for normal results, and a denormalised ``mant`` (hidden bit 0) with
-    # field 0 is exactly the subnormal encoding.  A rounding carry out of the
-    # significand increments the exponent field, up to infinity's encoding.
-    ovf = Signal(name=f"{name}_ovf")
-    field_m1 = Signal(8, name=f"{name}_fm1")
+    # A rounding carry out of the significand increments the exponent field,
+    # up to infinity's encoding.
     packed = Signal(32, name=f"{name}_packed")
-    m.d.comb += [
-        ovf.eq(exp >= 255 - _BIAS),
-        field_m1.eq(Mux(under > 0, 0, (exp + _BIAS - 1)[:8])),
-        packed.eq((field_m1 << 23) + mant + rnd),
-    ]
+    m.d.comb += packed.eq((field_m1 << 23) + mant + rnd)
     out = Signal(32, name=f"{name}_out")
-    with m.If(sig == 0):
+    with m.If(zero):
         m.d.comb += out.eq(Cat(Const(0, 31), sign))
     with m.Elif(ovf):
         m.d.comb += out.eq(Cat(Const(POS_INF, 31), sign))
@@ -188,52 +217,100 @@ class _Binary(wiring.Component):
 
 
 class FPMul(_Binary):
-    """``y = a * b`` in binary32, correctly rounded (RNE), latency 3.
+    """``y = a * b`` in binary32, correctly rounded (RNE), latency 6.
 
-    Stages: unpack and 24x24-bit product; normalise; round and pack.
-    ``0 * inf`` and any NaN operand give the canonical NaN.
+    Stages: unpack and count the leading zeros of (subnormal) significands;
+    normalise the significands; the 24x24-bit product as four DSP partial
+    products; their sum; normalise by one bit and denormalise a result below
+    the normal range; round and pack.  ``0 * inf`` and any NaN operand give
+    the canonical NaN.
     """
 
-    latency = 3
+    latency = 6
 
     def elaborate(self, platform):
         m = Module()
         st = _Stages(m, self.en)
         a = _Unpacked(m, self.a, "a")
         b = _Unpacked(m, self.b, "b")
-        # The product of (possibly subnormal) significands is exact in 48 bits;
-        # its MSB (bit 47) has weight 2**(ea + eb + 1).
-        s1_sig = st.reg("s1_sig", a.man * b.man, 48)
+        s1_am = st.reg("s1_am", a.man, 24)
+        s1_bm = st.reg("s1_bm", b.man, 24)
+        s1_alz = st.reg("s1_alz", _lzc(m, a.man, "alz"), 5)
+        s1_blz = st.reg("s1_blz", _lzc(m, b.man, "blz"), 5)
         s1_exp = st.reg("s1_exp", a.exp + b.exp + 1, _EXP)
         s1_sign = st.reg("s1_sign", a.sign ^ b.sign, 1)
         s1_nan = st.reg("s1_nan", a.nan | b.nan | (a.inf & b.zero) | (a.zero & b.inf), 1)
         s1_inf = st.reg("s1_inf", a.inf | b.inf, 1)
+        s1_zero = st.reg("s1_zero", a.zero | b.zero, 1)
 
-        n_sig, n_exp = _normalize(m, s1_sig, s1_exp, "norm")
-        s2_sig = st.reg("s2_sig", n_sig, 48)
-        s2_exp = st.reg("s2_exp", n_exp, _EXP)
+        # Normalised significands make the product's MSB one of its top two bits.
+        s2_am = st.reg("s2_am", (s1_am << s1_alz)[:24], 24)
+        s2_bm = st.reg("s2_bm", (s1_bm << s1_blz)[:24], 24)
+        s2_exp = st.reg("s2_exp", s1_exp - s1_alz - s1_blz, _EXP)
         s2_sign = st.reg("s2_sign", s1_sign, 1)
         s2_nan = st.reg("s2_nan", s1_nan, 1)
         s2_inf = st.reg("s2_inf", s1_inf, 1)
+        s2_zero = st.reg("s2_zero", s1_zero, 1)
 
-        bits = _round_pack(m, s2_sign, s2_sig, s2_exp, Const(0), "rnd")
+        # The product of the significands is exact in 48 bits; its bit 47 has
+        # weight 2**s2_exp.  Split at bit 18 (the DSP width), the outer partial
+        # products do not overlap and join without an adder.
+        a0, a1, b0, b1 = s2_am[:18], s2_am[18:], s2_bm[:18], s2_bm[18:]
+        s3_p00 = st.reg("s3_p00", a0 * b0, 36)
+        s3_p01 = st.reg("s3_p01", a0 * b1, 24)
+        s3_p10 = st.reg("s3_p10", a1 * b0, 24)
+        s3_p11 = st.reg("s3_p11", a1 * b1, 12)
+        # Rounding fields for both places the MSB can be in, ahead of the product.
+        hi = _exp_fields(m, s2_exp, 48, "hi")
+        lo = _exp_fields(m, s2_exp - 1, 48, "lo")
+        s3_hi = [st.reg(f"s3_hi{i}", v) for i, v in enumerate(hi)]
+        s3_lo = [st.reg(f"s3_lo{i}", v) for i, v in enumerate(lo)]
+        s3_sign = st.reg("s3_sign", s2_sign, 1)
+        s3_nan = st.reg("s3_nan", s2_nan, 1)
+        s3_inf = st.reg("s3_inf", s2_inf, 1)
+        s3_zero = st.reg("s3_zero", s2_zero, 1)
+
+        s4_sig = st.reg("s4_sig", Cat(s3_p00, s3_p11) + ((s3_p01 + s3_p10) << 18), 48)
+        s4_hi = [st.reg(f"s4_hi{i}", v) for i, v in enumerate(s3_hi)]
+        s4_lo = [st.reg(f"s4_lo{i}", v) for i, v in enumerate(s3_lo)]
+        s4_sign = st.reg("s4_sign", s3_sign, 1)
+        s4_nan = st.reg("s4_nan", s3_nan, 1)
+        s4_inf = st.reg("s4_inf", s3_inf, 1)
+        s4_zero = st.reg("s4_zero", s3_zero, 1)
+
+        top = s4_sig[47]
+        dist = Mux(top, s4_hi[0], s4_lo[0])
+        mg, below = _denormalize(m, Mux(top, s4_sig, s4_sig << 1)[:48], dist, "dn")
+        s5_mg = st.reg("s5_mg", mg, 25)
+        s5_st = st.reg("s5_st", below, 1)
+        s5_fm1 = st.reg("s5_fm1", Mux(top, s4_hi[1], s4_lo[1]), 8)
+        s5_ovf = st.reg("s5_ovf", Mux(top, s4_hi[2], s4_lo[2]), 1)
+        s5_sign = st.reg("s5_sign", s4_sign, 1)
+        s5_nan = st.reg("s5_nan", s4_nan, 1)
+        s5_inf = st.reg("s5_inf", s4_inf, 1)
+        s5_zero = st.reg("s5_zero", s4_zero, 1)
+
+        bits = _round_pack(m, s5_sign, s5_mg, s5_st, s5_fm1, s5_ovf, s5_zero, "rnd")
         with m.If(self.en):
-            m.d.sync += self.y.eq(_special_result(s2_nan, s2_inf, s2_sign, bits))
+            m.d.sync += self.y.eq(_special_result(s5_nan, s5_inf, s5_sign, bits))
         st.check(self)
         return m
 
 
 class FPAdd(_Binary):
-    """``y = a + b`` in binary32, correctly rounded (RNE), latency 4.
+    """``y = a + b`` in binary32, correctly rounded (RNE), latency 6.
 
-    Stages: unpack and order by magnitude; align (guard, round and sticky bits)
-    and add/subtract; normalise; round and pack.  An exact zero sum is ``+0``
-    unless both operands are negative zeros (``-0 + -0 = -0``).  ``inf - inf``
-    and any NaN operand give the canonical NaN.  Subtraction is addition of the
-    operand with its sign bit flipped, which is exact in IEEE-754.
+    Stages: unpack and order by magnitude; align (guard, round and sticky
+    bits); add/subtract; count leading zeros; normalise; round and pack.  A
+    result in the subnormal range is exact, so normalising stops at the
+    smallest normal exponent and nothing is ever denormalised.  An exact zero
+    sum is ``+0`` unless both operands are negative zeros (``-0 + -0 = -0``).
+    ``inf - inf`` and any NaN operand give the canonical NaN.  Subtraction is
+    addition of the operand with its sign bit flipped, which is exact in
+    IEEE-754.
     """
 
-    latency = 4
+    latency = 6
 
     def elaborate(self, platform):
         m = Module()
@@ -245,12 +322,11 @@ class FPAdd(_Binary):
         m.d.comb += swap.eq(self.b[:31] > self.a[:31])
         big_man = Mux(swap, b.man, a.man)
         big_exp = Mux(swap, b.exp, a.exp)
-        small_man = Mux(swap, a.man, b.man)
-        small_exp = Mux(swap, a.exp, b.exp)
         s1_big = st.reg("s1_big", big_man, 24)
-        s1_small = st.reg("s1_small", small_man, 24)
+        s1_small = st.reg("s1_small", Mux(swap, a.man, b.man), 24)
         s1_exp = st.reg("s1_exp", big_exp, _EXP)
-        s1_dist = st.reg("s1_dist", (big_exp - small_exp)[:9], 9)
+        # Both differences at once: the order decides which one, not when.
+        s1_dist = st.reg("s1_dist", Mux(swap, b.exp - a.exp, a.exp - b.exp)[:9], 9)
         s1_sign = st.reg("s1_sign", Mux(swap, b.sign, a.sign), 1)
         s1_sub = st.reg("s1_sub", a.sign ^ b.sign, 1)
         s1_zsign = st.reg("s1_zsign", a.sign & b.sign, 1)
@@ -267,38 +343,68 @@ class FPAdd(_Binary):
         lost = Signal()
         m.d.comb += [
             al.eq(small_ext >> dist),
-            lost.eq((al << dist)[:27] != small_ext),
+            lost.eq((small_ext & ~(Const((1 << 27) - 1, 27) << dist)[:27]) != 0),
         ]
         aligned = Cat(al[0] | lost, al[1:])
-        big_ext = Cat(Const(0, 3), s1_big)
-        total = Signal(28)
-        m.d.comb += total.eq(Mux(s1_sub, big_ext - aligned, big_ext + aligned))
-        s2_sig = st.reg("s2_sig", total, 28)
-        # Bit 27 (the carry) has weight 2**(exp + 1).
+        s2_small = st.reg("s2_small", aligned, 27)
+        s2_big = st.reg("s2_big", Cat(Const(0, 3), s1_big), 27)
+        # Bit 27 of the sum (the carry) has weight 2**(exp + 1).  Normalising
+        # may shift by at most ``lim``, down to the smallest normal exponent;
+        # 31 already exceeds any leading-zero count.
+        lim = Signal(_EXP)
+        m.d.comb += lim.eq(s1_exp + 1 - _EMIN)
+        s2_lim = st.reg("s2_lim", Mux(lim > 31, 31, lim[:5]), 5)
         s2_exp = st.reg("s2_exp", s1_exp + 1, _EXP)
-        s2_sign = st.reg("s2_sign", Mux(total == 0, s1_zsign, s1_sign), 1)
+        s2_sign = st.reg("s2_sign", s1_sign, 1)
+        s2_sub = st.reg("s2_sub", s1_sub, 1)
+        s2_zsign = st.reg("s2_zsign", s1_zsign, 1)
         s2_nan = st.reg("s2_nan", s1_nan, 1)
         s2_inf = st.reg("s2_inf", s1_inf, 1)
         s2_isign = st.reg("s2_isign", s1_isign, 1)
 
-        n_sig, n_exp = _normalize(m, s2_sig, s2_exp, "norm")
-        s3_sig = st.reg("s3_sig", n_sig, 28)
-        s3_exp = st.reg("s3_exp", n_exp, _EXP)
+        s3_sig = st.reg("s3_sig", Mux(s2_sub, s2_big - s2_small, s2_big + s2_small), 28)
+        s3_lim = st.reg("s3_lim", s2_lim, 5)
+        s3_exp = st.reg("s3_exp", s2_exp, _EXP)
         s3_sign = st.reg("s3_sign", s2_sign, 1)
+        s3_zsign = st.reg("s3_zsign", s2_zsign, 1)
         s3_nan = st.reg("s3_nan", s2_nan, 1)
         s3_inf = st.reg("s3_inf", s2_inf, 1)
         s3_isign = st.reg("s3_isign", s2_isign, 1)
 
-        bits = _round_pack(m, s3_sign, s3_sig, s3_exp, Const(0), "rnd")
+        lz = _lzc(m, s3_sig, "lz")
+        s4_sh = st.reg("s4_sh", Mux(lz > s3_lim, s3_lim, lz), 5)
+        s4_sig = st.reg("s4_sig", s3_sig, 28)
+        s4_exp = st.reg("s4_exp", s3_exp, _EXP)
+        s4_zero = st.reg("s4_zero", s3_sig == 0, 1)
+        s4_sign = st.reg("s4_sign", Mux(s3_sig == 0, s3_zsign, s3_sign), 1)
+        s4_nan = st.reg("s4_nan", s3_nan, 1)
+        s4_inf = st.reg("s4_inf", s3_inf, 1)
+        s4_isign = st.reg("s4_isign", s3_isign, 1)
+
+        # No bit leaves the top (the shift is at most the leading zeros) and
+        # the exponent stays normal, so the 28 bits round as they are.
+        n_sig = Signal(28)
+        n_exp = Signal(_EXP)
+        m.d.comb += [
+            n_sig.eq(s4_sig << s4_sh),
+            n_exp.eq(s4_exp - s4_sh),
+        ]
+        _, fm1, ovf = _exp_fields(m, n_exp, 28, "ne")
+        s5_mg = st.reg("s5_mg", n_sig[3:], 25)
+        s5_st = st.reg("s5_st", n_sig[:3] != 0, 1)
+        s5_fm1 = st.reg("s5_fm1", fm1, 8)
+        s5_ovf = st.reg("s5_ovf", ovf, 1)
+        s5_zero = st.reg("s5_zero", s4_zero, 1)
+        s5_sign = st.reg("s5_sign", s4_sign, 1)
+        s5_nan = st.reg("s5_nan", s4_nan, 1)
+        s5_inf = st.reg("s5_inf", s4_inf, 1)
+        s5_isign = st.reg("s5_isign", s4_isign, 1)
+
+        bits = _round_pack(m, s5_sign, s5_mg, s5_st, s5_fm1, s5_ovf, s5_zero, "rnd")
         with m.If(self.en):
-            m.d.sync += self.y.eq(_special_result(s3_nan, s3_inf, s3_isign, bits))
+            m.d.sync += self.y.eq(_special_result(s5_nan, s5_inf, s5_isign, bits))
         st.check(self)
         return m
-
-
-def _normalize_operand(m: Module, u: _Unpacked, name: str):
-    """Significand with its MSB set and the matching exponent (subnormals shifted up)."""
-    return _normalize(m, u.man, u.exp, name)
 
 
 class FPSqrt(wiring.Component):
@@ -309,6 +415,11 @@ class FPSqrt(wiring.Component):
     sticky bit.  ``sqrt(-0) = -0``, ``sqrt(+inf) = +inf``; a negative non-zero
     operand or a NaN gives the canonical NaN.
 
+    Stages: unpack and count the leading zeros of a subnormal significand;
+    normalise it and halve the exponent; the root bits, ``iters_per_stage``
+    per stage; round and pack.  The root of any binary32 is normal, so
+    nothing is denormalised and nothing overflows.
+
     Parameters
     ----------
     iters_per_stage : int
@@ -318,16 +429,16 @@ class FPSqrt(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``2 + ceil(25 / iters_per_stage)``.
+        ``3 + ceil(25 / iters_per_stage)``.
     """
 
     ROOT_BITS = 25
 
     @classmethod
-    def latency_for(cls, iters_per_stage: int = 5) -> int:
-        return 2 + -(-cls.ROOT_BITS // iters_per_stage)
+    def latency_for(cls, iters_per_stage: int = 1) -> int:
+        return 3 + -(-cls.ROOT_BITS // iters_per_stage)
 
-    def __init__(self, iters_per_stage: int = 5):
+    def __init__(self, iters_per_stage: int = 1):
         if isinstance(iters_per_stage, bool) or not isinstance(iters_per_stage, int) \
                 or not 1 <= iters_per_stage <= self.ROOT_BITS:
             raise ValueError(f"iters_per_stage must be an integer in [1, {self.ROOT_BITS}], "
@@ -340,25 +451,39 @@ class FPSqrt(wiring.Component):
         m = Module()
         st = _Stages(m, self.en)
         a = _Unpacked(m, self.a, "a")
-        man, exp = _normalize_operand(m, a, "an")
-        # sqrt(man * 2**(exp-23)): make the exponent even, then the radicand
-        # man << 25 (or << 26 for an odd exponent) has a 25-bit root whose
-        # MSB weighs 2**(exp // 2).
-        odd = exp[0]
-        rad = Signal(50)
-        m.d.comb += rad.eq(Mux(odd, man << 26, man << 25))
-        s_rad = st.reg("s0_rad", rad, 50)
-        s_hexp = st.reg("s0_hexp", (exp - odd) >> 1, _EXP)
+        s0_man = st.reg("s0_man", a.man, 24)
+        s0_lz = st.reg("s0_lz", _lzc(m, a.man, "alz"), 5)
+        s0_exp = st.reg("s0_exp", a.exp, _EXP)
         s_sign = st.reg("s0_sign", a.sign, 1)
         s_nan = st.reg("s0_nan", a.nan | (a.sign & ~a.zero), 1)
         s_zero = st.reg("s0_zero", a.zero, 1)
         s_inf = st.reg("s0_inf", a.inf, 1)
+        man = Signal(24)
+        exp = Signal(_EXP)
+        m.d.comb += [
+            man.eq(s0_man << s0_lz),
+            exp.eq(s0_exp - s0_lz),
+        ]
+        # sqrt(man * 2**(exp-23)): make the exponent even, then the radicand
+        # man << 25 (or << 26 for an odd exponent) has a 25-bit root whose
+        # MSB weighs 2**(exp // 2), the arithmetic shift's floor.
+        odd = exp[0]
+        rad = Signal(50)
+        m.d.comb += rad.eq(Mux(odd, man << 26, man << 25))
+        s_rad = st.reg("s1_rad", rad, 50)
+        s_fm1 = st.reg("s1_fm1", ((exp >> 1) + _BIAS - 1)[:8], 8)
+        s_sign = st.reg("s1_sign", s_sign, 1)
+        s_nan = st.reg("s1_nan", s_nan, 1)
+        s_zero = st.reg("s1_zero", s_zero, 1)
+        s_inf = st.reg("s1_inf", s_inf, 1)
         rem, root = Const(0, 27), Const(0, 25)
         done = 0
-        stage = 1
+        stage = 2
         while done < self.ROOT_BITS:
             for _ in range(min(self.iters_per_stage, self.ROOT_BITS - done)):
-                top = s_rad[48 - 2 * done: 50 - 2 * done] if done else s_rad[48:50]
+                # The radicand's bit pairs are consumed from the top.
+                top = s_rad[-2:]
+                s_rad = s_rad[:-2]
                 r2 = Signal(28, name=f"r2_{done}")
                 trial = Signal(28, name=f"trial_{done}")
                 ge = Signal(name=f"ge_{done}")
@@ -375,14 +500,15 @@ class FPSqrt(wiring.Component):
                 done += 1
             rem = st.reg(f"s{stage}_rem", rem, 27)
             root = st.reg(f"s{stage}_root", root, 25)
-            s_rad = st.reg(f"s{stage}_rad", s_rad, 50)
-            s_hexp = st.reg(f"s{stage}_hexp", s_hexp, _EXP)
+            if len(s_rad):
+                s_rad = st.reg(f"s{stage}_rad", s_rad, len(s_rad))
+            s_fm1 = st.reg(f"s{stage}_fm1", s_fm1, 8)
             s_sign = st.reg(f"s{stage}_sign", s_sign, 1)
             s_nan = st.reg(f"s{stage}_nan", s_nan, 1)
             s_zero = st.reg(f"s{stage}_zero", s_zero, 1)
             s_inf = st.reg(f"s{stage}_inf", s_inf, 1)
             stage += 1
-        bits = _round_pack(m, Const(0), root, s_hexp, rem != 0, "rnd")
+        bits = _round_pack(m, Const(0), root, rem != 0, s_fm1, Const(0), Const(0), "rnd")
         with m.If(self.en):
             with m.If(s_nan):
                 m.d.sync += self.y.eq(CANONICAL_NAN)
@@ -404,6 +530,11 @@ class FPDiv(wiring.Component):
     sticky bit.  ``x/0 = ±inf`` for non-zero ``x``, ``x/inf = ±0``; ``0/0``,
     ``inf/inf`` and any NaN operand give the canonical NaN.
 
+    Stages: unpack and count the leading zeros of subnormal significands;
+    normalise them; the quotient bits, ``iters_per_stage`` per stage;
+    normalise by one bit and denormalise a result below the normal range;
+    round and pack.
+
     Parameters
     ----------
     iters_per_stage : int
@@ -412,16 +543,16 @@ class FPDiv(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``2 + ceil(26 / iters_per_stage)``.
+        ``4 + ceil(26 / iters_per_stage)``.
     """
 
     QUOTIENT_BITS = 26
 
     @classmethod
-    def latency_for(cls, iters_per_stage: int = 6) -> int:
-        return 2 + -(-cls.QUOTIENT_BITS // iters_per_stage)
+    def latency_for(cls, iters_per_stage: int = 1) -> int:
+        return 4 + -(-cls.QUOTIENT_BITS // iters_per_stage)
 
-    def __init__(self, iters_per_stage: int = 6):
+    def __init__(self, iters_per_stage: int = 1):
         if isinstance(iters_per_stage, bool) or not isinstance(iters_per_stage, int) \
                 or not 1 <= iters_per_stage <= self.QUOTIENT_BITS:
             raise ValueError(f"iters_per_stage must be an integer in [1, {self.QUOTIENT_BITS}], "
@@ -435,18 +566,25 @@ class FPDiv(wiring.Component):
         st = _Stages(m, self.en)
         a = _Unpacked(m, self.a, "a")
         b = _Unpacked(m, self.b, "b")
-        am, ae = _normalize_operand(m, a, "an")
-        bm, be = _normalize_operand(m, b, "bn")
-        rem = st.reg("s0_rem", am, 26)
-        div = st.reg("s0_div", bm, 24)
-        s_exp = st.reg("s0_exp", ae - be, _EXP)
+        s0_am = st.reg("s0_am", a.man, 24)
+        s0_bm = st.reg("s0_bm", b.man, 24)
+        s0_alz = st.reg("s0_alz", _lzc(m, a.man, "alz"), 5)
+        s0_blz = st.reg("s0_blz", _lzc(m, b.man, "blz"), 5)
+        s0_exp = st.reg("s0_exp", a.exp - b.exp, _EXP)
         s_sign = st.reg("s0_sign", a.sign ^ b.sign, 1)
         s_nan = st.reg("s0_nan", a.nan | b.nan | (a.zero & b.zero) | (a.inf & b.inf), 1)
         s_inf = st.reg("s0_inf", a.inf | b.zero, 1)
         s_zero = st.reg("s0_zero", a.zero | b.inf, 1)
+        rem = st.reg("s1_rem", (s0_am << s0_alz)[:24], 26)
+        div = st.reg("s1_div", (s0_bm << s0_blz)[:24], 24)
+        s_exp = st.reg("s1_exp", s0_exp - s0_alz + s0_blz, _EXP)
+        s_sign = st.reg("s1_sign", s_sign, 1)
+        s_nan = st.reg("s1_nan", s_nan, 1)
+        s_inf = st.reg("s1_inf", s_inf, 1)
+        s_zero = st.reg("s1_zero", s_zero, 1)
         quo = Const(0, 26)
         done = 0
-        stage = 1
+        stage = 2
         # quo = floor(am * 2**25 / bm): bit 25 weighs 2**(ae - be).
         while done < self.QUOTIENT_BITS:
             for _ in range(min(self.iters_per_stage, self.QUOTIENT_BITS - done)):
@@ -460,25 +598,35 @@ class FPDiv(wiring.Component):
                 ]
                 rem, quo = nrem, nquo
                 done += 1
+            if stage == 2:
+                # Rounding fields for both places the quotient's MSB can be in
+                # (it is in (1/2, 2): at most one leading zero), from the
+                # exponent while the quotient is still being built.
+                s_hi = _exp_fields(m, s_exp, 26, "hi")
+                s_lo = _exp_fields(m, s_exp - 1, 26, "lo")
+            s_hi = [st.reg(f"s{stage}_hi{i}", v, len(v)) for i, v in enumerate(s_hi)]
+            s_lo = [st.reg(f"s{stage}_lo{i}", v, len(v)) for i, v in enumerate(s_lo)]
             rem = st.reg(f"s{stage}_rem", rem, 26)
             quo = st.reg(f"s{stage}_quo", quo, 26)
             div = st.reg(f"s{stage}_div", div, 24)
-            s_exp = st.reg(f"s{stage}_exp", s_exp, _EXP)
             s_sign = st.reg(f"s{stage}_sign", s_sign, 1)
             s_nan = st.reg(f"s{stage}_nan", s_nan, 1)
             s_inf = st.reg(f"s{stage}_inf", s_inf, 1)
             s_zero = st.reg(f"s{stage}_zero", s_zero, 1)
             stage += 1
-        # The quotient of two normalised significands is in (1/2, 2): at most
-        # one leading zero.
-        lead0 = ~quo[25]
-        sig = Signal(26)
-        exp = Signal(_EXP)
-        m.d.comb += [
-            sig.eq(Mux(lead0, quo << 1, quo)),
-            exp.eq(Mux(lead0, s_exp - 1, s_exp)),
-        ]
-        bits = _round_pack(m, s_sign, sig, exp, rem != 0, "rnd")
+        top = quo[25]
+        mg, below = _denormalize(m, Mux(top, quo, quo << 1)[:26],
+                                 Mux(top, s_hi[0], s_lo[0]), "dn")
+        s_mg = st.reg(f"s{stage}_mg", mg, 25)
+        s_st = st.reg(f"s{stage}_st", below | (rem != 0), 1)
+        s_fm1 = st.reg(f"s{stage}_fm1", Mux(top, s_hi[1], s_lo[1]), 8)
+        s_ovf = st.reg(f"s{stage}_ovf", Mux(top, s_hi[2], s_lo[2]), 1)
+        s_sign = st.reg(f"s{stage}_sign", s_sign, 1)
+        s_nan = st.reg(f"s{stage}_nan", s_nan, 1)
+        s_inf = st.reg(f"s{stage}_inf", s_inf, 1)
+        s_zero = st.reg(f"s{stage}_zero", s_zero, 1)
+        # The quotient of normalised significands is never zero.
+        bits = _round_pack(m, s_sign, s_mg, s_st, s_fm1, s_ovf, Const(0), "rnd")
         with m.If(self.en):
             with m.If(s_nan):
                 m.d.sync += self.y.eq(CANONICAL_NAN)

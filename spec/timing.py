@@ -179,7 +179,7 @@ def tile_cycles(config: AcceleratorConfig, tile_rows: Sequence, *, engine: bool 
 #: Pipeline stages an element passes in the activation unit
 #: (:class:`hetaccel.rtl.activation.ActivationUnit`) built with one lane per
 #: column: an accepted row's result is on ``out`` this many cycles later.
-ACTIVATION_LATENCY = 7
+ACTIVATION_LATENCY = 13
 
 
 def activation_latency(config: AcceleratorConfig) -> int:
@@ -198,10 +198,10 @@ def activation_latency(config: AcceleratorConfig) -> int:
 #: Enabled edges from operands to result of the correctly rounded binary32
 #: blocks of :mod:`hetaccel.rtl.fp32` (multiply, add, and the square root and
 #: divide at the iterations per stage the Adam unit builds them with).
-FP_MUL_LATENCY = 3
-FP_ADD_LATENCY = 4
-FP_SQRT_LATENCY = 7
-FP_DIV_LATENCY = 7
+FP_MUL_LATENCY = 6
+FP_ADD_LATENCY = 6
+FP_SQRT_LATENCY = 28
+FP_DIV_LATENCY = 30
 
 
 def adam_latency() -> int:

@@ -42,8 +42,8 @@ def test_activation_unit_is_timed_by_the_contract(monkeypatch, delta):
     _refuses_then_recovers(
         monkeypatch, lambda: ActivationUnit(SMALL), "ACTIVATION_LATENCY",
         timing.ACTIVATION_LATENCY + delta,
-        rf"ActivationUnit: the pipeline built is 7 cycles deep, but "
-        rf"hetaccel\.spec\.timing\.ACTIVATION_LATENCY is {7 + delta}")
+        rf"ActivationUnit: the pipeline built is 13 cycles deep, but "
+        rf"hetaccel\.spec\.timing\.ACTIVATION_LATENCY is {13 + delta}")
 
 
 def test_folded_activation_unit_is_timed_by_the_contract(monkeypatch):
@@ -51,8 +51,8 @@ def test_folded_activation_unit_is_timed_by_the_contract(monkeypatch):
     _refuses_then_recovers(
         monkeypatch, lambda: ActivationUnit(SMALL.replace(act_lanes=1)), "activation_latency",
         lambda config: real(config) + 1,
-        r"ActivationUnit: the pipeline built is 8 cycles deep, but "
-        r"hetaccel\.spec\.timing\.activation_latency\(config\) is 9")
+        r"ActivationUnit: the pipeline built is 14 cycles deep, but "
+        r"hetaccel\.spec\.timing\.activation_latency\(config\) is 15")
 
 
 @pytest.mark.parametrize("name,block", [("FP_MUL_LATENCY", "FPMul"), ("FP_ADD_LATENCY", "FPAdd"),
