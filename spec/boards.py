@@ -48,14 +48,17 @@ BOARDS: dict[str, Board] = {
         name="icebreaker", family="ice40", device="iCE40UP5K-SG48", ref_hz=12e6,
         available={"luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30, "sprams": 4},
         # All 8 SB_MAC16 in their dual signed 8x8 mode: a 4x4 array (16 MACs,
-        # mac_mapping="ice40_dual"), without the activation and Adam units.
+        # mac_mapping="ice40_dual").  No activation or Adam unit: the
+        # activation unit alone, even folded to one lane (act_lanes=1), takes
+        # the image to 9111 LUT4 and 53 BRAM of 5280 and 30 (synthesis), so
+        # the runtime runs those ops on the host.
         # 50.25 MHz (the PLL's nearest to 50 from 12 MHz) and 6 Mbaud (the
         # FT2232H's 12 MHz / 2: 8.375 cycles a bit, exact with the UART's
-        # fractional bit time).  Measured 29 Nov on commit 66eeb38 (1 Mbaud):
-        # Fmax 50.48 MHz with seed 4 (seeds 1-3: 49.21, 49.71, 48.51), 2795
-        # LUT4, 2659 FF, 4240/5280 LCs, 8/8 SB_MAC16, 23/30 BRAM.  Every path
-        # is held to about four LUT levels (a UP5K routing hop costs 1.7-3.6
-        # ns); docs/boards.md has the history.
+        # fractional bit time).  Measured 6 Dec on commit 1ee61c6: Fmax 50.76
+        # MHz with seed 2 (seed 1: 48.44), 2807 LUT4, 2664 FF, 4265/5280 LCs,
+        # 8/8 SB_MAC16, 23/30 BRAM.  Every path is held to about four LUT
+        # levels (a UP5K routing hop costs 1.7-3.6 ns); docs/boards.md has the
+        # current figures, CHANGELOG.md the history.
         default=dict(rows=4, cols=4, mac_mapping="ice40_dual", has_adam=False,
                      has_activation=False,
                      input_depth=256, weight_depth=256, acc_depth=256, output_depth=256,
@@ -77,15 +80,17 @@ BOARDS: dict[str, Board] = {
         # (mac_mapping="ecp5_mult18": the DSP's own A/B input and output
         # registers are the PE's activation, weight and product registers) and
         # the last 100 on LUT multipliers (their product split over two
-        # register stages).  Without the activation and Adam units, which need
-        # MULT18X18Ds of their own (148 with an 8x16 array).
+        # register stages).  No activation or Adam unit yet: beside the full
+        # array they need the DSPs the array uses (unfolded: 148), and with
+        # every unit the device had not placed above 31 MHz (16x8 array,
+        # 57k LUT slots); docs/boards.md has the figures and the way there
+        # (act_lanes folding, units re-pipelined for 100 MHz).
         # 100 MHz and 3 Mbaud (the FT231X's fastest: 33.3125 cycles a bit,
-        # 0.06 % fast).  Measured 29 Nov on commit a923e4c (1 Mbaud): Fmax
-        # 102.15 MHz, 13748 LUT4, 24092 FF, 156/156 MULT18X18D, 39/208 DP16KD,
-        # 1681 s; peak 51.2 GOPS.  Worst path: a weight-scratchpad DP16KD
-        # output (5.8 ns clock to out, no output register) -> 2 LUTs -> the
-        # command processor's READ_MEM word register, 9.8 ns.  docs/boards.md
-        # has the history.
+        # 0.06 % fast).  Measured 6 Dec on commit 1ee61c6: Fmax 103.99 MHz,
+        # 13753 LUT4, 24100 FF, 156/156 MULT18X18D, 39/208 DP16KD; peak 51.2
+        # GOPS.  Worst path: a weight-scratchpad DP16KD output (5.8 ns clock
+        # to out, no output register) -> 2 LUTs -> the command processor's
+        # READ_MEM word register.
         default=dict(rows=16, cols=16, mac_mapping="ecp5_mult18", lut_multipliers=100,
                      has_adam=False, has_activation=False,
                      input_depth=512, weight_depth=512, acc_depth=512, output_depth=512,
