@@ -165,6 +165,23 @@ class ActivationUnit(wiring.Component):
             ctl_fields["end"] = unsigned(1)     # the row's last beat
         ctl_layout = data.StructLayout(ctl_fields)
         pl = param_layout()
+
+        def param_memory(ch, read_en):
+            """Channel ``ch``'s requant parameters, read with the row's entry."""
+            pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
+            m.submodules[f"param_mem_{ch}"] = pmem
+            pw = pmem.write_port()
+            pr = pmem.read_port()
+            m.d.comb += [
+                pw.en.eq(self.param_w_en & self.param_w_mask[ch]),
+                pw.addr.eq(self.param_w_addr),
+                pw.data.eq(self.param_w_data[ch]),
+                pr.en.eq(read_en),
+                # A 1-entry memory still has a 1-bit field: ignore it.
+                pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
+            ]
+            return pr.data
+
         rom_words = pwl_rom_words()
         c0_bits, c1_bits = PWL_C0_BITS, PWL_C1_BITS
         one = 1 << PWL_FRAC
@@ -234,20 +251,7 @@ class ActivationUnit(wiring.Component):
             with m.If(take):
                 for k in src_ctl.shape().members:
                     m.d.sync += getattr(src_ctl, k).eq(getattr(self.inp.payload, k))
-            params = []
-            for ch in range(lanes):
-                pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
-                m.submodules[f"param_mem_{ch}"] = pmem
-                pw = pmem.write_port()
-                pr = pmem.read_port()
-                m.d.comb += [
-                    pw.en.eq(self.param_w_en & self.param_w_mask[ch]),
-                    pw.addr.eq(self.param_w_addr),
-                    pw.data.eq(self.param_w_data[ch]),
-                    pr.en.eq(free),
-                    pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
-                ]
-                params.append(pr.data)
+            params = [param_memory(ch, free) for ch in range(lanes)]
             # Stage 1 (``valid[0]``, ``ctl[0]``): the row and its parameters
             # once more, copied at its first beat and held for the others, so
             # that the block RAMs' slow clock-to-output reaches a register,
@@ -280,18 +284,7 @@ class ActivationUnit(wiring.Component):
         for lane in range(phys):
             if fold == 1:
                 # --- stage 1: parameter memory, read with the row's entry ---
-                pmem = Memory(shape=pl, depth=cfg.act_param_depth, init=[])
-                m.submodules[f"param_mem_{lane}"] = pmem
-                pw = pmem.write_port()
-                pr = pmem.read_port()
-                m.d.comb += [
-                    pw.en.eq(self.param_w_en & self.param_w_mask[lane]),
-                    pw.addr.eq(self.param_w_addr),
-                    pw.data.eq(self.param_w_data[lane]),
-                    pr.en.eq(en),
-                    # A 1-entry memory still has a 1-bit field: ignore it.
-                    pr.addr.eq(self.inp.payload.param_entry if cfg.act_param_depth > 1 else 0),
-                ]
+                param = param_memory(lane, en)
                 acc1 = Signal(signed(cfg.acc_bits), name=f"acc1_{lane}")
                 with m.If(en):
                     m.d.sync += acc1.eq(self.inp.payload.data[lane])
@@ -299,7 +292,7 @@ class ActivationUnit(wiring.Component):
                 acc2 = Signal(signed(cfg.acc_bits), name=f"acc2_{lane}")
                 par = Signal(pl, name=f"param2_{lane}")
                 with m.If(en):
-                    m.d.sync += [acc2.eq(acc1), par.eq(pr.data)]
+                    m.d.sync += [acc2.eq(acc1), par.eq(param)]
                 first = acc1
             else:
                 # --- stage 2: the beat's channel and its parameters ---------

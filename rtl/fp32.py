@@ -193,6 +193,11 @@ class _Stages:
             self.m.d.sync += sig.eq(value)
         return sig
 
+    def carry(self, stage: int, flags: dict) -> dict:
+        """Register each of ``flags`` (name -> 1-bit value) unchanged into
+        ``stage`` (``s<stage>_<name>``): flags ride along with their data."""
+        return {k: self.reg(f"s{stage}_{k}", v, 1) for k, v in flags.items()}
+
     def check(self, block) -> None:
         """``block``'s stages registered here plus its output register ``y``
         must be the ``latency`` it promises (the units built from it delay
@@ -247,10 +252,7 @@ class FPMul(_Binary):
         s2_am = st.reg("s2_am", (s1_am << s1_alz)[:24], 24)
         s2_bm = st.reg("s2_bm", (s1_bm << s1_blz)[:24], 24)
         s2_exp = st.reg("s2_exp", s1_exp - s1_alz - s1_blz, _EXP)
-        s2_sign = st.reg("s2_sign", s1_sign, 1)
-        s2_nan = st.reg("s2_nan", s1_nan, 1)
-        s2_inf = st.reg("s2_inf", s1_inf, 1)
-        s2_zero = st.reg("s2_zero", s1_zero, 1)
+        f2 = st.carry(2, dict(sign=s1_sign, nan=s1_nan, inf=s1_inf, zero=s1_zero))
 
         # The product of the significands is exact in 48 bits; its bit 47 has
         # weight 2**s2_exp.  Split at bit 18 (the DSP width), the outer partial
@@ -265,18 +267,12 @@ class FPMul(_Binary):
         lo = _exp_fields(m, s2_exp - 1, 48, "lo")
         s3_hi = [st.reg(f"s3_hi{i}", v) for i, v in enumerate(hi)]
         s3_lo = [st.reg(f"s3_lo{i}", v) for i, v in enumerate(lo)]
-        s3_sign = st.reg("s3_sign", s2_sign, 1)
-        s3_nan = st.reg("s3_nan", s2_nan, 1)
-        s3_inf = st.reg("s3_inf", s2_inf, 1)
-        s3_zero = st.reg("s3_zero", s2_zero, 1)
+        f3 = st.carry(3, f2)
 
         s4_sig = st.reg("s4_sig", Cat(s3_p00, s3_p11) + ((s3_p01 + s3_p10) << 18), 48)
         s4_hi = [st.reg(f"s4_hi{i}", v) for i, v in enumerate(s3_hi)]
         s4_lo = [st.reg(f"s4_lo{i}", v) for i, v in enumerate(s3_lo)]
-        s4_sign = st.reg("s4_sign", s3_sign, 1)
-        s4_nan = st.reg("s4_nan", s3_nan, 1)
-        s4_inf = st.reg("s4_inf", s3_inf, 1)
-        s4_zero = st.reg("s4_zero", s3_zero, 1)
+        f4 = st.carry(4, f3)
 
         top = s4_sig[47]
         dist = Mux(top, s4_hi[0], s4_lo[0])
@@ -285,14 +281,11 @@ class FPMul(_Binary):
         s5_st = st.reg("s5_st", below, 1)
         s5_fm1 = st.reg("s5_fm1", Mux(top, s4_hi[1], s4_lo[1]), 8)
         s5_ovf = st.reg("s5_ovf", Mux(top, s4_hi[2], s4_lo[2]), 1)
-        s5_sign = st.reg("s5_sign", s4_sign, 1)
-        s5_nan = st.reg("s5_nan", s4_nan, 1)
-        s5_inf = st.reg("s5_inf", s4_inf, 1)
-        s5_zero = st.reg("s5_zero", s4_zero, 1)
+        f5 = st.carry(5, f4)
 
-        bits = _round_pack(m, s5_sign, s5_mg, s5_st, s5_fm1, s5_ovf, s5_zero, "rnd")
+        bits = _round_pack(m, f5["sign"], s5_mg, s5_st, s5_fm1, s5_ovf, f5["zero"], "rnd")
         with m.If(self.en):
-            m.d.sync += self.y.eq(_special_result(s5_nan, s5_inf, s5_sign, bits))
+            m.d.sync += self.y.eq(_special_result(f5["nan"], f5["inf"], f5["sign"], bits))
         st.check(self)
         return m
 
@@ -355,31 +348,21 @@ class FPAdd(_Binary):
         m.d.comb += lim.eq(s1_exp + 1 - _EMIN)
         s2_lim = st.reg("s2_lim", Mux(lim > 31, 31, lim[:5]), 5)
         s2_exp = st.reg("s2_exp", s1_exp + 1, _EXP)
-        s2_sign = st.reg("s2_sign", s1_sign, 1)
-        s2_sub = st.reg("s2_sub", s1_sub, 1)
-        s2_zsign = st.reg("s2_zsign", s1_zsign, 1)
-        s2_nan = st.reg("s2_nan", s1_nan, 1)
-        s2_inf = st.reg("s2_inf", s1_inf, 1)
-        s2_isign = st.reg("s2_isign", s1_isign, 1)
+        f2 = st.carry(2, dict(sign=s1_sign, sub=s1_sub, zsign=s1_zsign, nan=s1_nan,
+                              inf=s1_inf, isign=s1_isign))
 
-        s3_sig = st.reg("s3_sig", Mux(s2_sub, s2_big - s2_small, s2_big + s2_small), 28)
+        s3_sig = st.reg("s3_sig", Mux(f2["sub"], s2_big - s2_small, s2_big + s2_small), 28)
         s3_lim = st.reg("s3_lim", s2_lim, 5)
         s3_exp = st.reg("s3_exp", s2_exp, _EXP)
-        s3_sign = st.reg("s3_sign", s2_sign, 1)
-        s3_zsign = st.reg("s3_zsign", s2_zsign, 1)
-        s3_nan = st.reg("s3_nan", s2_nan, 1)
-        s3_inf = st.reg("s3_inf", s2_inf, 1)
-        s3_isign = st.reg("s3_isign", s2_isign, 1)
+        f3 = st.carry(3, {k: f2[k] for k in ("sign", "zsign", "nan", "inf", "isign")})
 
         lz = _lzc(m, s3_sig, "lz")
         s4_sh = st.reg("s4_sh", Mux(lz > s3_lim, s3_lim, lz), 5)
         s4_sig = st.reg("s4_sig", s3_sig, 28)
         s4_exp = st.reg("s4_exp", s3_exp, _EXP)
         s4_zero = st.reg("s4_zero", s3_sig == 0, 1)
-        s4_sign = st.reg("s4_sign", Mux(s3_sig == 0, s3_zsign, s3_sign), 1)
-        s4_nan = st.reg("s4_nan", s3_nan, 1)
-        s4_inf = st.reg("s4_inf", s3_inf, 1)
-        s4_isign = st.reg("s4_isign", s3_isign, 1)
+        s4_sign = st.reg("s4_sign", Mux(s3_sig == 0, f3["zsign"], f3["sign"]), 1)
+        f4 = st.carry(4, {k: f3[k] for k in ("nan", "inf", "isign")})
 
         # No bit leaves the top (the shift is at most the leading zeros) and
         # the exponent stays normal, so the 28 bits round as they are.
@@ -394,15 +377,11 @@ class FPAdd(_Binary):
         s5_st = st.reg("s5_st", n_sig[:3] != 0, 1)
         s5_fm1 = st.reg("s5_fm1", fm1, 8)
         s5_ovf = st.reg("s5_ovf", ovf, 1)
-        s5_zero = st.reg("s5_zero", s4_zero, 1)
-        s5_sign = st.reg("s5_sign", s4_sign, 1)
-        s5_nan = st.reg("s5_nan", s4_nan, 1)
-        s5_inf = st.reg("s5_inf", s4_inf, 1)
-        s5_isign = st.reg("s5_isign", s4_isign, 1)
+        f5 = st.carry(5, dict(zero=s4_zero, sign=s4_sign, **f4))
 
-        bits = _round_pack(m, s5_sign, s5_mg, s5_st, s5_fm1, s5_ovf, s5_zero, "rnd")
+        bits = _round_pack(m, f5["sign"], s5_mg, s5_st, s5_fm1, s5_ovf, f5["zero"], "rnd")
         with m.If(self.en):
-            m.d.sync += self.y.eq(_special_result(s5_nan, s5_inf, s5_isign, bits))
+            m.d.sync += self.y.eq(_special_result(f5["nan"], f5["inf"], f5["isign"], bits))
         st.check(self)
         return m
 
