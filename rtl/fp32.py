@@ -551,16 +551,20 @@ class FPDiv(wiring.Component):
         s0_blz = st.reg("s0_blz", _lzc(m, b.man, "blz"), 5)
         s0_exp = st.reg("s0_exp", a.exp - b.exp, _EXP)
         s_sign = st.reg("s0_sign", a.sign ^ b.sign, 1)
-        s_nan = st.reg("s0_nan", a.nan | b.nan | (a.zero & b.zero) | (a.inf & b.inf), 1)
-        s_inf = st.reg("s0_inf", a.inf | b.zero, 1)
-        s_zero = st.reg("s0_zero", a.zero | b.inf, 1)
+        # Each operand's class is registered on its own and the special cases
+        # are combined a stage later: the operand's bits already fan out to
+        # the leading-zero counts, and at 100 MHz on the ECP5 the classes
+        # cannot also be combined behind that fan-out in one stage.
+        ac = st.carry(0, {"a_nan": a.nan, "a_inf": a.inf, "a_zero": a.zero})
+        bc = st.carry(0, {"b_nan": b.nan, "b_inf": b.inf, "b_zero": b.zero})
         rem = st.reg("s1_rem", (s0_am << s0_alz)[:24], 26)
         div = st.reg("s1_div", (s0_bm << s0_blz)[:24], 24)
         s_exp = st.reg("s1_exp", s0_exp - s0_alz + s0_blz, _EXP)
         s_sign = st.reg("s1_sign", s_sign, 1)
-        s_nan = st.reg("s1_nan", s_nan, 1)
-        s_inf = st.reg("s1_inf", s_inf, 1)
-        s_zero = st.reg("s1_zero", s_zero, 1)
+        s_nan = st.reg("s1_nan", ac["a_nan"] | bc["b_nan"] | (ac["a_zero"] & bc["b_zero"])
+                       | (ac["a_inf"] & bc["b_inf"]), 1)
+        s_inf = st.reg("s1_inf", ac["a_inf"] | bc["b_zero"], 1)
+        s_zero = st.reg("s1_zero", ac["a_zero"] | bc["b_inf"], 1)
         quo = Const(0, 26)
         done = 0
         stage = 2
