@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..host.rtl_transport import SIMULATORS
-from .verilog import export_verilog, verilog_digest
+from .verilog import export_verilog, for_icarus, verilog_digest
 
 __all__ = ["SIMULATORS", "CocotbRun", "run_cocotb", "build_root", "simulator_env",
            "use_simulator_env", "stdout_to_stderr"]
@@ -155,7 +155,10 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
     env = use_simulator_env()
     root = build_root()
     src = export_verilog(component, toplevel, root / "verilog")
-    digest = verilog_digest(src)
+    text = src.read_text()
+    if sim == "icarus":
+        text = for_icarus(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     extra = [Path(p) for p in extra_sources]
     if extra:
         digest = hashlib.sha256((digest + "".join(verilog_digest(p) for p in extra))
@@ -170,7 +173,7 @@ def run_cocotb(component, *, toplevel: str, test_module: str, sim: str,
         frozen = build_dir / f"{toplevel}.v"
         if not frozen.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, frozen)
+            frozen.write_text(text)
         runner.build(sources=[frozen, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=build_args, waves=waves, timescale=timescale,
                      always=False)
