@@ -40,6 +40,7 @@ BENCHES: dict[str, str] = {
     "activations": "hetaccel.bench.activations",
     "gemm": "hetaccel.bench.gemm",
     "runtime": "hetaccel.bench.runtime",
+    "sdram": "hetaccel.bench.sdram",
     "fuzz": "hetaccel.bench.fuzz",
     "mutants": "hetaccel.bench.mutants",
 }
