@@ -80,11 +80,11 @@ BOARDS: dict[str, Board] = {
         # (mac_mapping="ecp5_mult18": the DSP's own A/B input and output
         # registers are the PE's activation, weight and product registers) and
         # the last 100 on LUT multipliers (their product split over two
-        # register stages).  No activation or Adam unit yet: beside the full
+        # register stages).  No activation or Adam unit: beside the full
         # array they need the DSPs the array uses (unfolded: 148), and with
-        # every unit the device had not placed above 31 MHz (16x8 array,
-        # 57k LUT slots); docs/boards.md has the figures and the way there
-        # (act_lanes folding, units re-pipelined for 100 MHz).
+        # both units folded (act_lanes=2, 150 LUT PEs) the image fits (56.8k
+        # LUT slots) but places at an estimated 53.5 MHz and its routing
+        # congests; docs/boards.md has the figures.
         # 100 MHz and 3 Mbaud (the FT231X's fastest: 33.3125 cycles a bit,
         # 0.06 % fast).  Measured 6 Dec on commit 1ee61c6: Fmax 103.99 MHz,
         # 13753 LUT4, 24100 FF, 156/156 MULT18X18D, 39/208 DP16KD; peak 51.2
