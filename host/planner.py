@@ -304,7 +304,10 @@ class DeviceGemmPlan:
         w_slots = cfg.weight_depth // w_half
         acc_half = cfg.acc_depth // 2
         out_half = cfg.output_depth // 2
-        param_half = max(1, cfg.act_param_depth // 2)
+        # Two halves alternate so a group's parameters load while the one
+        # before still activates; a one-entry memory has a single half (the
+        # device's hazard checks hold the load until that ACTIVATE is done).
+        param_half = cfg.act_param_depth // 2
         chunk_no = 0
         group_no = 0
         a_slot = 0

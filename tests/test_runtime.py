@@ -416,3 +416,20 @@ def test_units_absent_from_the_config_are_refused_not_emulated():
             acc.adam_step(z, z.copy(), z.copy(), z.copy(), lr=1e-3, step=1)
         c = acc.matmul(np.ones((2, 3), np.int8), np.ones((3, 2), np.int8))
         np.testing.assert_array_equal(c, np.full((2, 2), 3))
+
+
+def test_linear_with_a_one_entry_parameter_memory():
+    # the plan alternates two halves of the parameter memory; with one entry
+    # there is one half, and every column group's parameters go to entry 0
+    cfg = AcceleratorConfig(rows=4, cols=4, act_param_depth=1)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (6, 11), dtype=np.int8)
+    w = rng.integers(-128, 128, (9, 11), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, 9).astype(np.int32)
+    scale = rng.uniform(2e-4, 2e-3, 9)
+    mult, shift = am.quantize_multiplier(scale)
+    accv = x.astype(np.int64) @ w.T.astype(np.int64)
+    with Accelerator.open("emu", config=cfg) as acc:
+        y = acc.linear(x, w, bias, "relu", scale=scale)
+    np.testing.assert_array_equal(
+        y, am.apply(accv, bias, mult, shift, ActivationFunction.RELU, 0, None))
