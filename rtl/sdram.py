@@ -73,7 +73,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec.sdram import (A10_ALL_BANKS, MODE_BURST_LENGTH, SdramChip, SdramCommand,
-                          SdramTiming, mode_register, schedule_parameters)
+                          SdramTiming, check_controller, mode_register)
 
 __all__ = ["SdramController", "SdramPins"]
 
@@ -151,28 +151,7 @@ class SdramController(wiring.Component):
 
     def __init__(self, timing: SdramTiming, chip: SdramChip, *, read_delay: int = 0,
                  rdata_depth: int = 4):
-        if not isinstance(timing, SdramTiming):
-            raise TypeError(f"timing must be an SdramTiming, not {type(timing).__name__}")
-        if not isinstance(chip, SdramChip):
-            raise TypeError(f"chip must be an SdramChip, not {type(chip).__name__}")
-        if chip.width != 16 or chip.banks != 4 or chip.rows > 1 << 13 or chip.cols < 64 \
-                or chip.cols > 1 << 10:
-            raise ValueError(f"chip must be a 16-bit part with 4 banks, at most 8192 rows and "
-                             f"64..1024 columns, not {chip!r}")
-        if timing.cas_latency not in (2, 3):
-            raise ValueError(f"timing.cas_latency must be 2 or 3, not {timing.cas_latency!r}")
-        if isinstance(read_delay, bool) or not isinstance(read_delay, int) \
-                or not 0 <= read_delay <= 8:
-            raise ValueError(f"read_delay must be an integer in [0, 8], not {read_delay!r}")
-        if isinstance(rdata_depth, bool) or not isinstance(rdata_depth, int) \
-                or rdata_depth < 2 or rdata_depth & (rdata_depth - 1):
-            raise ValueError(f"rdata_depth must be a power of two >= 2, not {rdata_depth!r}")
-        params = schedule_parameters(timing)
-        if timing.wr > 9:
-            raise ValueError(f"timing.wr must be at most 9 cycles, not {timing.wr!r}")
-        if not 0 < params["refresh_interval"] < timing.ras_max:
-            raise ValueError(f"timing.refi ({timing.refi}) leaves no refresh interval "
-                             f"below ras_max ({timing.ras_max})")
+        params = check_controller(chip, timing, read_delay, rdata_depth)
         self.timing, self.chip = timing, chip
         self.read_delay, self.rdata_depth = read_delay, rdata_depth
         self.params = params

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..spec.sdram import (A10_ALL_BANKS, MODE_BURST_LENGTH, SdramChip, SdramCommand,
-                          SdramTiming, schedule_parameters)
+                          SdramTiming, check_controller)
 
 __all__ = ["SdramModel", "Request", "Schedule", "Sequential", "Strided",
            "BURST_BYTES"]
@@ -142,22 +142,9 @@ class SdramModel:
 
     def __init__(self, chip: SdramChip, timing: SdramTiming, *, read_delay: int = 0,
                  rdata_depth: int = 4):
-        if not isinstance(chip, SdramChip):
-            raise TypeError(f"chip must be an SdramChip, not {type(chip).__name__}")
-        if not isinstance(timing, SdramTiming):
-            raise TypeError(f"timing must be an SdramTiming, not {type(timing).__name__}")
-        if chip.width != 16 or chip.banks != 4:
-            raise ValueError(f"chip must be a 16-bit part with 4 banks (as the controller), "
-                             f"not {chip!r}")
-        if isinstance(read_delay, bool) or not isinstance(read_delay, int) \
-                or not 0 <= read_delay <= 8:
-            raise ValueError(f"read_delay must be an integer in [0, 8], not {read_delay!r}")
-        if isinstance(rdata_depth, bool) or not isinstance(rdata_depth, int) \
-                or rdata_depth < 2 or rdata_depth & (rdata_depth - 1):
-            raise ValueError(f"rdata_depth must be a power of two >= 2, not {rdata_depth!r}")
         self.chip, self.timing = chip, timing
         self.read_delay, self.rdata_depth = read_delay, rdata_depth
-        self.params = schedule_parameters(timing)
+        self.params = check_controller(chip, timing, read_delay, rdata_depth)
         self.words = chip.words // BL              # 128-bit words
         self._col_bursts = chip.cols // BL
         self._mem = None

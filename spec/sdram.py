@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 __all__ = ["SdramChip", "SdramTiming", "SdramCommand", "CHIPS", "ULX3S_CHIPS", "worst_case",
            "MODE_BURST_LENGTH", "mode_register", "A10_ALL_BANKS", "split_address",
-           "join_address", "schedule_parameters"]
+           "join_address", "schedule_parameters", "check_controller"]
 
 
 class SdramCommand(enum.IntEnum):
@@ -248,3 +248,32 @@ def schedule_parameters(timing: SdramTiming) -> dict:
         "write_to_precharge": bl - 1 + timing.wr,
         "refresh_interval": timing.refi - (pre_wait + 1 + max(timing.rp, timing.rc)),
     }
+
+
+def check_controller(chip: SdramChip, timing: SdramTiming, read_delay: int,
+                     rdata_depth: int) -> dict:
+    """Refuse what the controller (and so its cycle model) cannot be built
+    for; return :func:`schedule_parameters` of ``timing``."""
+    if not isinstance(chip, SdramChip):
+        raise TypeError(f"chip must be an SdramChip, not {type(chip).__name__}")
+    if not isinstance(timing, SdramTiming):
+        raise TypeError(f"timing must be an SdramTiming, not {type(timing).__name__}")
+    if chip.width != 16 or chip.banks != 4 or chip.rows > 1 << 13 or chip.cols < 64 \
+            or chip.cols > 1 << 10:
+        raise ValueError(f"chip must be a 16-bit part with 4 banks, at most 8192 rows and "
+                         f"64..1024 columns, not {chip!r}")
+    if timing.cas_latency not in (2, 3):
+        raise ValueError(f"timing.cas_latency must be 2 or 3, not {timing.cas_latency!r}")
+    if isinstance(read_delay, bool) or not isinstance(read_delay, int) \
+            or not 0 <= read_delay <= 8:
+        raise ValueError(f"read_delay must be an integer in [0, 8], not {read_delay!r}")
+    if isinstance(rdata_depth, bool) or not isinstance(rdata_depth, int) \
+            or rdata_depth < 2 or rdata_depth & (rdata_depth - 1):
+        raise ValueError(f"rdata_depth must be a power of two >= 2, not {rdata_depth!r}")
+    if timing.wr > 9:
+        raise ValueError(f"timing.wr must be at most 9 cycles, not {timing.wr!r}")
+    params = schedule_parameters(timing)
+    if not 0 < params["refresh_interval"] < timing.ras_max:
+        raise ValueError(f"timing.refi ({timing.refi}) leaves no refresh interval "
+                         f"below ras_max ({timing.ras_max})")
+    return params

@@ -46,7 +46,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..sim.sdram_model import BURST_BYTES, SdramModel
 from ..spec.sdram import CHIPS, MODE_BURST_LENGTH, SdramTiming
-from .sdram_chip import SdramChipBus, SdramChipModel
+from .sdram_chip import SdramChipModel
+from .sdram_tests import reset_until_initialised
 
 __all__ = ["ready_function", "word_beats", "COUNTERS"]
 
@@ -106,22 +107,7 @@ async def sdram_bench(dut):
     wdata_valid, wdata_payload = dut.wdata__valid, dut.wdata__payload
     rdata_valid, rdata_payload, rdata_ready = dut.rdata__valid, dut.rdata__payload, dut.rdata__ready
     ctrl_ready = dut.ready
-    cmd_valid.value = 0
-    cmd_payload.value = 0
-    wdata_valid.value = 0
-    wdata_payload.value = 0
-    rdata_ready.value = 1
-    dut.rst.value = 1
-    bus = SdramChipBus(dut, chip_model)
-    bus.start()
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    while True:
-        await RisingEdge(dut.clk)
-        await ReadOnly()
-        if int(dut.init_done.value):
-            break
+    bus = await reset_until_initialised(dut, chip_model)
     t0 = time.perf_counter()
 
     recs = []

@@ -44,6 +44,28 @@ def _setup():
     return timing, chip, model
 
 
+async def reset_until_initialised(dut, chip_model: SdramChipModel):
+    """Idle the request streams, attach the chip, release reset and return in
+    the ReadOnly phase of the controller's first ``init_done`` cycle (cycle 0
+    of :class:`SdramModel`) with the chip's bus; the clock must be running."""
+    dut.cmd__valid.value = 0
+    dut.cmd__payload.value = 0
+    dut.wdata__valid.value = 0
+    dut.wdata__payload.value = 0
+    dut.rdata__ready.value = 1
+    dut.rst.value = 1
+    bus = SdramChipBus(dut, chip_model)
+    bus.start()
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        if int(dut.init_done.value):
+            return bus
+
+
 class Bench:
     """Drives ``cmd``/``wdata``/``rdata.ready`` and records what the controller does."""
 
@@ -55,21 +77,7 @@ class Bench:
     async def start(self):
         dut = self.dut
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.cmd__valid.value = 0
-        dut.cmd__payload.value = 0
-        dut.wdata__valid.value = 0
-        dut.wdata__payload.value = 0
-        dut.rdata__ready.value = 1
-        dut.rst.value = 1
-        SdramChipBus(dut, self.chip_model).start()
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        while True:
-            await RisingEdge(dut.clk)
-            await ReadOnly()
-            if int(dut.init_done.value):
-                break
+        await reset_until_initialised(dut, self.chip_model)
         # cycle 0: LOAD MODE on the pins
         assert self._pins()[0] == SdramCommand.LOAD_MODE, self._pins()
 
