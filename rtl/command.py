@@ -292,6 +292,14 @@ class CommandProcessor(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+        if config.memory is not None:
+            # The device memory's LOAD / STORE run on the emulator
+            # (hetaccel.sim.device_model); their DMA engine is not part of the
+            # generated device yet, and a device that answered UNKNOWN_OPCODE
+            # to them would not be the config it claims to be.
+            raise ValueError(f"device_memory={config.device_memory!r}: the generated device "
+                             f"has no device-memory DMA yet; build with device_memory='none' "
+                             f"(the emulator runs LOAD / STORE)")
         self.config = config
         super().__init__({
             "frame": In(stream.Signature(FRAME_INFO)),
@@ -606,7 +614,11 @@ class CommandProcessor(wiring.Component):
             m.d.sync += op_is[o].eq(op == int(o))
         m.d.comb += op_known.eq(Cat(*op_is.values()).any())
         # and into a small index for the decoder's own decisions
-        OPK = {o: k for k, o in enumerate(Opcode)}
+        # (LOAD and STORE only with a device memory; a device without one
+        # tells them apart from no other unknown opcode)
+        known = [o for o in Opcode
+                 if o not in (Opcode.LOAD, Opcode.STORE) or opcode_present(cfg, o)]
+        OPK = {o: k for k, o in enumerate(known)}
         op_k = Signal(range(len(OPK) + 1), init=len(OPK))
         with m.Switch(op):
             for o, k in OPK.items():

@@ -11,7 +11,10 @@ models, never from copies of their arithmetic:
   :data:`hetaccel.spec.INSTRUCTIONS`;
 * GEMM from :mod:`hetaccel.sim.systolic_model` (``gemm_reference``, ``wrap``),
   ACTIVATE from :class:`hetaccel.sim.activation_model.ActivationUnitModel`,
-  ADAM from :func:`hetaccel.sim.adam_model.adam_step`.
+  ADAM from :func:`hetaccel.sim.adam_model.adam_step`;
+* the device memory (DEVICE, LOAD, STORE) from
+  :class:`hetaccel.sim.device_memory_model.DeviceMemoryModel`, whose SDRAM is
+  :class:`hetaccel.sim.sdram_model.SdramModel`.
 
 Timing.  The model executes every delivered frame at once, before the next
 byte, i.e. it describes a host that waits for each reply before sending the
@@ -45,13 +48,14 @@ import numpy as np
 
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
                     COUNTERS, GEMM_ACCUMULATE, AcceleratorConfig, MemSpace, Opcode,
-                    Status, identity_words, mem_depth, mem_present, mem_word, register_map,
+                    MEMORY_COUNTERS, Status, identity_words, mem_depth, mem_present, mem_word, register_map,
                     validate_instruction)
 from ..spec.link import LINK
-from ..spec.timing import busy_cycles, instruction_cycles, stall_cycles
+from ..spec.timing import busy_cycles, dma_cycles, dma_lines, instruction_cycles, stall_cycles
 from . import systolic_model
 from .activation_model import ActivationUnitModel
 from .adam_model import adam_step
+from .device_memory_model import DeviceMemoryModel
 from .link_model import LinkModel, LinkReply
 
 __all__ = ["DeviceModel", "fast_reply"]
@@ -90,6 +94,8 @@ class DeviceModel:
         INPUT/WEIGHT int, ACC int64, OUTPUT int16, OPT uint32 bit patterns.
     act : ActivationUnitModel or None
         Holds TABLE and ACT_PARAM (write-only on the device).
+    dram : DeviceMemoryModel or None
+        The device memory (DEVICE, LOAD, STORE), when the config has one.
     regs : dict[str, int]
         Read/write registers (the ``ADAM_*`` hyperparameters).
     counters : dict[str, int]
@@ -113,11 +119,14 @@ class DeviceModel:
         self.act = None
         if config.has_activation:
             self.act = ActivationUnitModel(config)
+        self.dram = DeviceMemoryModel(config) if config.memory is not None else None
         self.registers = register_map(config)
         self.regs = {r.name: 0 for r in self.registers.values() if r.access == "rw"}
         self.identity = identity_words(config)
         self._words = {s: mem_word(config, s) for s in MemSpace if mem_present(config, s)}
         self.counters = {name: 0 for name, _ in COUNTERS}
+        if self.dram is not None:
+            self.counters.update({name: 0 for name, _ in MEMORY_COUNTERS})
         self.compute_cycles = 0
         self._rx_bytes = 0
 
@@ -214,6 +223,8 @@ class DeviceModel:
         if op == Opcode.READ_REG:
             return b"".join(self.read_reg(rec["reg"]).to_bytes(4, "little")
                             for rec in f["records"])
+        if op in (Opcode.LOAD, Opcode.STORE):
+            return self._dma(op, f)
         cycles = instruction_cycles(self.config, op, f)
         self.compute_cycles += cycles
         unit = {Opcode.GEMM: "GEMM", Opcode.ACTIVATE: "ACT", Opcode.ADAM: "ADAM"}[op]
@@ -225,6 +236,23 @@ class DeviceModel:
             self._adam(f)
         self._add(f"{unit}_BUSY", busy_cycles(self.config, op, f))
         self._add(f"{unit}_STALL", stall_cycles(self.config, op, f))
+        self._add("CYCLES", cycles)
+        return b""
+
+    def _dma(self, op: Opcode, f: dict) -> bytes:
+        space, n = f["space"], f["count"]
+        nbytes = n * self._words[MemSpace(space)].bytes
+        if op == Opcode.LOAD:
+            self.write_words(space, f["addr"], self.dram.read(f["dram_addr"], nbytes))
+            self._add("DMA_BYTES_IN", nbytes)
+        else:
+            self.dram.write(f["dram_addr"], self.read_words(space, f["addr"], n))
+            self._add("DMA_BYTES_OUT", nbytes)
+        first, lines = dma_lines(self.config, f)
+        cycles = dma_cycles(self.config, op, f,
+                            self.dram.transfer_cycles(first, lines, op == Opcode.STORE))
+        self.compute_cycles += cycles
+        self._add("DMA_BUSY", cycles)
         self._add("CYCLES", cycles)
         return b""
 
@@ -262,6 +290,9 @@ class DeviceModel:
         """WRITE_MEM semantics (no checks: :func:`check_instruction` passed)."""
         space = MemSpace(space)
         word = self._words[space]
+        if space == MemSpace.DEVICE:
+            self.dram.write(addr * word.bytes, data)
+            return
         raw = np.frombuffer(data, dtype="<u4" if word.kind == "float" else word.dtype)
         raw = raw.reshape((-1,) + word.shape)
         n = raw.shape[0]
@@ -285,6 +316,8 @@ class DeviceModel:
         """READ_MEM reply payload."""
         space = MemSpace(space)
         word = self._words[space]
+        if space == MemSpace.DEVICE:
+            return self.dram.read(addr * word.bytes, count * word.bytes)
         rows = self.mem[space][addr:addr + count]
         if word.kind == "float":
             return rows.astype("<u4").tobytes()

@@ -28,13 +28,14 @@ The names of config, codes, isa, formats and pwl are re-exported here, as is
 
 from __future__ import annotations
 
-from . import codes, config, formats, isa, link, pwl, timing
+from . import codes, config, device_memory, formats, isa, link, pwl, timing
 from .codes import MemSpace, Opcode, Status
 from .config import DEFAULT_CONFIG, MAC_MAPPINGS, AcceleratorConfig, min_acc_bits
 from .formats import (ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS, INT32_MAX, INT32_MIN,
                       MULTIPLIER_MAX, SHIFT_MAX, ActivationFormat, ActivationFunction,
                       ActivationPrecision, AdamMode)
 from .isa import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, COUNTERS, DEVICE_MAGIC, GEMM_ACCUMULATE,
+                  MEMORY_COUNTERS, dma_spaces,
                   IDENTITY_FIELDS, INSTRUCTIONS, ISA_VERSION, InstructionFormat, Register,
                   WordFormat, activate_flags, activation_function_valid, check_instruction,
                   config_from_identity, decode_instruction, encode_instruction, identity_words,
@@ -46,7 +47,7 @@ from .pwl import (PWL_BANKS, PWL_C0_BITS, PWL_C1_BITS, PWL_FRAC, PWL_SEGMENT_BIT
 
 __all__ = [
     # modules
-    "codes", "config", "formats", "isa", "link", "pwl", "timing",
+    "codes", "config", "device_memory", "formats", "isa", "link", "pwl", "timing",
     # codes
     "MemSpace", "Opcode", "Status",
     # config
@@ -56,6 +57,7 @@ __all__ = [
     "SHIFT_MAX", "ActivationFormat", "ActivationFunction", "ActivationPrecision", "AdamMode",
     # isa
     "ACT_PRECISION_MASK", "ACT_TABLE_SHIFT", "COUNTERS", "DEVICE_MAGIC", "GEMM_ACCUMULATE",
+    "MEMORY_COUNTERS", "dma_spaces",
     "IDENTITY_FIELDS", "INSTRUCTIONS", "ISA_VERSION", "InstructionFormat", "Register",
     "WordFormat", "activate_flags", "activation_function_valid", "check_instruction",
     "config_from_identity", "decode_instruction", "encode_instruction", "identity_words",

@@ -23,6 +23,8 @@ class Opcode(enum.IntEnum):
     GEMM = 0x10           # one weight tile times a block of activation rows
     ACTIVATE = 0x11       # requantisation + activation pass
     ADAM = 0x12           # optimizer update pass
+    LOAD = 0x13           # device memory -> scratchpad (queued)
+    STORE = 0x14          # scratchpad -> device memory (queued)
     SYNC = 0x20           # fence: reply only once every queued instruction retired
 
 
@@ -38,7 +40,8 @@ class Status(enum.IntEnum):
 
 
 class MemSpace(enum.IntEnum):
-    """Scratchpad memories addressable by WRITE_MEM / READ_MEM."""
+    """Memories addressable by WRITE_MEM / READ_MEM: the scratchpads and the
+    device memory."""
 
     INPUT = 0       # int8 activation rows, ``rows`` bytes per word
     WEIGHT = 1      # int8 weight rows, ``cols`` bytes per word
@@ -47,3 +50,4 @@ class MemSpace(enum.IntEnum):
     OPT = 4         # fp32 optimizer state: ``adam_lanes`` x (param, grad, m, v) per word
     TABLE = 5       # activation lookup tables, one int8 entry per word, 256 per table
     ACT_PARAM = 6   # per-channel requant parameters, ``cols`` x (bias, multiplier, shift)
+    DEVICE = 7      # device memory (SDRAM / SPRAM), raw bytes, one line per word

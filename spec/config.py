@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .device_memory import DEVICE_MEMORIES, device_memory, sdram_timing
 from .link import LinkFormat
 
 __all__ = ["AcceleratorConfig", "DEFAULT_CONFIG", "MAC_MAPPINGS", "min_acc_bits"]
@@ -116,6 +117,12 @@ class AcceleratorConfig:
         PEs (the last ones in row-major order) whose product is an explicit
         LUT adder tree instead of a hard multiplier, 0..rows*cols, so an array
         can exceed the device's DSP count.
+    device_memory : str
+        The store tensors stay resident in (a key of
+        :data:`hetaccel.spec.device_memory.DEVICE_MEMORIES`): ``"none"``,
+        ``"sdram32m"`` (the ULX3S SDRAM) or ``"spram128k"`` (the UP5K's
+        SPRAM).  With one, the device has the DEVICE memory space and the
+        LOAD / STORE instructions (docs/device-memory.md).
     """
 
     rows: int = 8
@@ -142,6 +149,7 @@ class AcceleratorConfig:
     act_lanes: int = 0
     mac_mapping: str = "generic"
     lut_multipliers: int = 0
+    device_memory: str = "none"
     link: LinkFormat = field(default_factory=LinkFormat, compare=True)
 
     def __post_init__(self) -> None:
@@ -189,6 +197,13 @@ class AcceleratorConfig:
             raise ValueError(f"mac_mapping must be one of {', '.join(map(repr, MAC_MAPPINGS))}, "
                              f"got {self.mac_mapping!r}")
         check_int("lut_multipliers", self.lut_multipliers, 0, self.rows * self.cols)
+        mem = device_memory(self.device_memory)
+        if mem is not None and mem.kind == "sdram":
+            try:
+                sdram_timing(mem, self.clock_hz)
+            except ValueError as e:
+                raise ValueError(f"device_memory={self.device_memory!r} cannot run at "
+                                 f"clock_hz={self.clock_hz}: {e}") from None
         if self.mac_mapping == "ice40_dual":
             if self.operand_bits != 8:
                 raise ValueError(f"mac_mapping='ice40_dual' needs operand_bits=8 (SB_MAC16 dual "
@@ -220,6 +235,11 @@ class AcceleratorConfig:
     def act_fold(self) -> int:
         """Beats the activation unit takes per row: ``cols // act_physical_lanes``."""
         return self.cols // self.act_physical_lanes
+
+    @property
+    def memory(self):
+        """The :class:`~hetaccel.spec.device_memory.DeviceMemory` (None without one)."""
+        return DEVICE_MEMORIES[self.device_memory]
 
     @property
     def operand_min(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .codes import MemSpace, Opcode, Status
 from .config import DEFAULT_CONFIG, MAC_MAPPINGS, AcceleratorConfig, check_int
+from .device_memory import DEVICE_MEMORIES, DMA_LOAD_SPACES, DMA_STORE_SPACES
 from .formats import ADAM_HYPERPARAMETERS, ActivationFunction
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ACT_TABLE_SHIFT", "activate_flags", "decode_instruction", "Register",
     "IDENTITY_FIELDS", "COUNTERS", "register_map", "identity_words", "config_from_identity",
     "check_instruction", "validate_instruction", "activation_function_valid", "isa_markdown",
+    "dma_spaces", "MEMORY_COUNTERS",
 ]
 
 
@@ -48,8 +50,9 @@ class WordFormat:
     A word is ``elements`` little-endian elements of ``element_bytes`` bytes,
     unpacked to an array of ``shape``.  ``kind`` is ``"int"`` (two's
     complement; the memory keeps the low ``width`` bits of a written element
-    and a read sign-extends them) or ``"float"`` (IEEE-754 binary32 bit
-    patterns, stored unchanged).
+    and a read sign-extends them), ``"float"`` (IEEE-754 binary32 bit
+    patterns, stored unchanged) or ``"bytes"`` (the device memory's raw
+    bytes, uint8).
     """
 
     shape: tuple[int, ...]
@@ -69,6 +72,8 @@ class WordFormat:
     def dtype(self) -> str:
         if self.kind == "float":
             return "<f4"
+        if self.kind == "bytes":
+            return "<u1"
         return {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}[self.element_bytes]
 
 
@@ -78,7 +83,8 @@ def _pow2_bytes(bits: int) -> int:
 
 def mem_present(config: AcceleratorConfig, space: MemSpace | int) -> bool:
     """Whether ``space`` exists in this config (OPT needs the Adam unit;
-    OUTPUT, TABLE and ACT_PARAM need the activation unit)."""
+    OUTPUT, TABLE and ACT_PARAM need the activation unit; DEVICE a device
+    memory)."""
     try:
         space = MemSpace(space)
     except ValueError:
@@ -87,6 +93,8 @@ def mem_present(config: AcceleratorConfig, space: MemSpace | int) -> bool:
         return config.has_adam
     if space in (MemSpace.OUTPUT, MemSpace.TABLE, MemSpace.ACT_PARAM):
         return config.has_activation
+    if space == MemSpace.DEVICE:
+        return config.memory is not None
     return True
 
 
@@ -118,6 +126,10 @@ def mem_word(config: AcceleratorConfig, space: MemSpace | int) -> WordFormat:
     if space == MemSpace.ACT_PARAM:
         # rows of the word: bias[cols], multiplier[cols], shift[cols]
         return WordFormat((3, config.cols), 4, "int", 32)
+    if space == MemSpace.DEVICE:
+        # one line; a config without device memory shows the SDRAM's
+        line = (config.memory or DEVICE_MEMORIES["sdram32m"]).line_bytes
+        return WordFormat((line,), 1, "bytes", 8)
     raise ValueError(f"unknown memory space {space!r}")  # pragma: no cover
 
 
@@ -134,7 +146,28 @@ def mem_depth(config: AcceleratorConfig, space: MemSpace | int) -> int:
         MemSpace.OPT: config.opt_depth // config.adam_lanes,
         MemSpace.TABLE: 256 * config.act_tables,
         MemSpace.ACT_PARAM: config.act_param_depth,
+        MemSpace.DEVICE: config.memory.lines if config.memory else 0,
     }[space]
+
+
+def dma_spaces(config: AcceleratorConfig, opcode) -> frozenset:
+    """Spaces LOAD (``opcode`` LOAD) may fill or STORE may empty in this
+    config: present, in :data:`~hetaccel.spec.device_memory.DMA_LOAD_SPACES` /
+    ``DMA_STORE_SPACES``, and with words that are whole lines or pack whole
+    into one (empty without device memory)."""
+    mem = config.memory
+    if mem is None:
+        return frozenset()
+    names = DMA_LOAD_SPACES if Opcode(opcode) == Opcode.LOAD else DMA_STORE_SPACES
+    out = set()
+    for name in names:
+        space = MemSpace[name]
+        if not mem_present(config, space):
+            continue
+        wb = mem_word(config, space).bytes
+        if wb % mem.line_bytes == 0 or mem.line_bytes % wb == 0:
+            out.add(space)
+    return frozenset(out)
 
 
 def pack_words(config: AcceleratorConfig, space: MemSpace | int, values) -> bytes:
@@ -146,10 +179,20 @@ def pack_words(config: AcceleratorConfig, space: MemSpace | int, values) -> byte
     float32.
     """
     word = mem_word(config, space)
-    arr = np.asarray(values)
+    if isinstance(values, (bytes, bytearray, memoryview)):
+        arr = np.frombuffer(bytes(values), dtype=np.uint8)
+    else:
+        arr = np.asarray(values)
     if arr.size % word.elements:
         raise ValueError(f"{MemSpace(space).name} words hold {word.elements} elements; "
                          f"got {arr.size} values (shape {arr.shape})")
+    if word.kind == "bytes":
+        if isinstance(values, (bytes, bytearray, memoryview)):
+            return bytes(values)
+        if arr.dtype != np.uint8:
+            raise ValueError(f"{MemSpace(space).name} words hold raw bytes (uint8 or bytes), "
+                             f"got dtype {arr.dtype}")
+        return arr.tobytes()
     if word.kind == "float":
         if arr.dtype == np.uint32:
             return arr.astype("<u4").tobytes()
@@ -242,6 +285,14 @@ INSTRUCTIONS: dict[Opcode, InstructionFormat] = {f.opcode: f for f in (
     InstructionFormat(Opcode.ADAM, (("addr", 4), ("count", 4)), "none", True,
                       "Adam step on OPT words addr .. addr+count-1 (param, m, v rewritten) "
                       "with the ADAM_* registers."),
+    InstructionFormat(Opcode.LOAD, (("space", 1), ("addr", 4), ("dram_addr", 4), ("count", 4)),
+                      "none", True,
+                      "space[addr+i] = the word at DEVICE byte dram_addr + i*word for i < count; "
+                      "both ends of the byte range on a line boundary."),
+    InstructionFormat(Opcode.STORE, (("space", 1), ("addr", 4), ("dram_addr", 4), ("count", 4)),
+                      "none", True,
+                      "The word at DEVICE byte dram_addr + i*word = space[addr+i] for i < count; "
+                      "both ends of the byte range on a line boundary."),
     InstructionFormat(Opcode.SYNC, (), "none", False,
                       "Reply OK once every queued compute instruction has retired."),
 )}
@@ -257,6 +308,8 @@ def opcode_present(config: AcceleratorConfig, opcode: int) -> bool:
         return config.has_activation
     if op == Opcode.ADAM:
         return config.has_adam
+    if op in (Opcode.LOAD, Opcode.STORE):
+        return config.memory is not None
     return op in INSTRUCTIONS
 
 
@@ -358,7 +411,7 @@ class Register:
 
 #: Identity registers and the config fields packed into them: (register,
 #: ((field, bits, encoding), ...)) with encoding "raw", "log2", "minus1" or
-#: "choice" (index into MAC_MAPPINGS).
+#: "choice" (index into the field's :data:`_CHOICES`).
 IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
     ("CONFIG0", (("rows", 8, "raw"), ("cols", 8, "raw"), ("operand_bits", 8, "raw"),
                  ("acc_bits", 8, "raw"))),
@@ -373,8 +426,11 @@ IDENTITY_FIELDS: tuple[tuple[str, tuple[tuple[str, int, str], ...]], ...] = (
     ("CLOCK_HZ", (("clock_hz", 32, "raw"),)),
     ("BAUD", (("baud", 32, "raw"),)),
     ("CONFIG4", (("mac_mapping", 2, "choice"), ("lut_multipliers", 13, "raw"),
-                 ("act_lanes", 7, "raw"))),
+                 ("act_lanes", 7, "raw"), ("device_memory", 2, "choice"))),
 )
+
+#: The values a "choice" identity field indexes.
+_CHOICES = {"mac_mapping": MAC_MAPPINGS, "device_memory": tuple(DEVICE_MEMORIES)}
 
 #: Performance counters (32 bits, wrapping; cleared by CONTROL bit 0 and reset).
 #: The model's busy and stall counters equal the RTL's for any instruction run
@@ -397,7 +453,15 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("HAZARD_WAIT", "cycles a load/store/register write waited on queued compute"),
 )
 
-_REGISTER_BASES = {"identity": 0x000, "control": 0x040, "counter": 0x080, "adam": 0x100}
+#: Counters of the device-memory transfers (present with a device memory).
+MEMORY_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("DMA_BUSY", "cycles a LOAD or STORE was executing"),
+    ("DMA_BYTES_IN", "bytes LOAD moved from device memory into scratchpads"),
+    ("DMA_BYTES_OUT", "bytes STORE moved from scratchpads into device memory"),
+)
+
+_REGISTER_BASES = {"identity": 0x000, "control": 0x040, "counter": 0x080, "memory": 0x0C0,
+                   "adam": 0x100}
 
 
 def register_map(config: AcceleratorConfig) -> dict[str, Register]:
@@ -421,6 +485,8 @@ def register_map(config: AcceleratorConfig) -> dict[str, Register]:
     group(_REGISTER_BASES["control"],
           [("CONTROL", "w", "bit 0: clear the performance counters")])
     group(_REGISTER_BASES["counter"], [(n, "r", d) for n, d in COUNTERS])
+    if config.memory is not None:
+        group(_REGISTER_BASES["memory"], [(n, "r", d) for n, d in MEMORY_COUNTERS])
     if config.has_adam:
         group(_REGISTER_BASES["adam"],
               [(f"ADAM_{n.upper()}", "rw", f"Adam hyperparameter {n} (fp32 bits)")
@@ -436,7 +502,7 @@ def identity_words(config: AcceleratorConfig) -> dict[str, int]:
         word, at = 0, 0
         for name, bits, enc in fields:
             v = getattr(config, name)
-            v = MAC_MAPPINGS.index(v) if enc == "choice" else int(v)
+            v = _CHOICES[name].index(v) if enc == "choice" else int(v)
             v = {"raw": v, "choice": v, "log2": v.bit_length() - 1, "minus1": v - 1}[enc]
             if not 0 <= v < (1 << bits):  # pragma: no cover - config validation prevents it
                 raise ValueError(f"{name}={getattr(config, name)} does not fit {reg}")
@@ -460,9 +526,9 @@ def config_from_identity(words: Mapping[str, int]) -> AcceleratorConfig:
             v = (word >> at) & ((1 << bits) - 1)
             at += bits
             if enc == "choice":
-                if v >= len(MAC_MAPPINGS):
-                    raise ValueError(f"{reg}: {name} index {v} is not one of {MAC_MAPPINGS}")
-                v = MAC_MAPPINGS[v]
+                if v >= len(_CHOICES[name]):
+                    raise ValueError(f"{reg}: {name} index {v} is not one of {_CHOICES[name]}")
+                v = _CHOICES[name][v]
             else:
                 v = {"raw": v, "log2": 1 << v, "minus1": v + 1}[enc]
             fields[name] = bool(v) if name.startswith("has_") else v
@@ -475,7 +541,8 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
     Checks, in this order (the first failing one decides):
 
     1. UNKNOWN_OPCODE: ``opcode`` is not an :class:`Opcode`, or names a unit
-       this config does not have (ACTIVATE without activation, ADAM without Adam).
+       this config does not have (ACTIVATE without activation, ADAM without
+       Adam, LOAD / STORE without device memory).
     2. BAD_LENGTH: the payload does not fit the opcode's layout
        (:data:`INSTRUCTIONS`).
     3. ADDR_RANGE: WRITE_MEM / READ_MEM name an absent or unknown space, or
@@ -485,7 +552,10 @@ def check_instruction(config: AcceleratorConfig, opcode: int, payload: bytes) ->
        reply would exceed ``max_payload``.
     5. ADDR_RANGE: any word range is empty or leaves its memory; an unknown
        register, or a write to a read-only one; an ACTIVATE ``param_entry``,
-       ``function`` or table slot (``flags >> 4``) out of range.
+       ``function`` or table slot (``flags >> 4``) out of range; a LOAD /
+       STORE of a space it cannot move (:func:`dma_spaces`), or whose DEVICE
+       byte range ``[dram_addr, dram_addr + count * word)`` starts or ends off
+       a line boundary.
 
     A frame that fails any check has no effect besides its reply.
     """
@@ -501,6 +571,8 @@ class _IsaTables:
     readable_spaces: frozenset
     regs: dict
     functions: frozenset
+    load_spaces: frozenset
+    store_spaces: frozenset
 
 
 @functools.lru_cache(maxsize=64)
@@ -513,7 +585,9 @@ def _isa_tables(config: AcceleratorConfig) -> _IsaTables:
         writable_spaces=frozenset(int(s) for s in spaces),
         readable_spaces=frozenset(int(s) for s in spaces if mem_readable(config, s)),
         regs={r.addr: r for r in register_map(config).values()},
-        functions=frozenset(int(f) for f in ActivationFunction))
+        functions=frozenset(int(f) for f in ActivationFunction),
+        load_spaces=frozenset(int(s) for s in dma_spaces(config, Opcode.LOAD)),
+        store_spaces=frozenset(int(s) for s in dma_spaces(config, Opcode.STORE)))
 
 
 def validate_instruction(config: AcceleratorConfig, opcode: int,
@@ -573,6 +647,15 @@ def validate_instruction(config: AcceleratorConfig, opcode: int,
                       and (f["flags"] >> ACT_TABLE_SHIFT) < config.act_tables)
     if op == Opcode.ADAM:
         return result(inside(MemSpace.OPT, f["addr"], f["count"]))
+    if op in (Opcode.LOAD, Opcode.STORE):
+        spaces = t.load_spaces if op == Opcode.LOAD else t.store_spaces
+        if f["space"] not in spaces:
+            return Status.ADDR_RANGE, f
+        line = config.memory.line_bytes
+        nbytes = f["count"] * t.word_bytes[f["space"]]
+        return result(inside(f["space"], f["addr"], f["count"])
+                      and f["dram_addr"] % line == 0 and nbytes % line == 0
+                      and f["dram_addr"] + nbytes <= config.memory.bytes)
     return Status.OK, f  # NOP, SYNC
 
 
@@ -625,6 +708,11 @@ def isa_markdown(config: AcceleratorConfig = None) -> str:
             "processor; the link then answers BUSY to frames it has no buffer for. The",
             "waits change timing only, never results: the device model executes every",
             "instruction at once and predicts the same bytes.", "",
+            "LOAD and STORE (with a device memory) are queued like compute and take",
+            "effect in queue order: a LOAD into rows a queued instruction reads or writes,",
+            "a STORE of rows one writes, and a GEMM, ACTIVATE or ADAM touching rows a",
+            "queued LOAD writes, each start only after that instruction has finished.",
+            "WRITE_MEM / READ_MEM of DEVICE wait until no LOAD or STORE is queued.", "",
             "Counters: BYTES_IN counts every byte accepted on rx; BYTES_OUT and FRAMES count",
             "the command processor's replies (7 + payload bytes) and frames once each reply",
             "is complete, so a READ_REG sees all earlier frames but not itself; the link's",
@@ -644,7 +732,10 @@ def isa_markdown(config: AcceleratorConfig = None) -> str:
             "shift[cols]; the unit keeps the low bits of each (bias 32, multiplier 31,",
             "shift 6; `ActivationFormat`). TABLE word `t*256 + code` is entry `code` (the",
             "int8 input as an unsigned byte) of table slot `t`. TABLE and ACT_PARAM are",
-            "write-only (they live in the activation unit).", "",
+            "write-only (they live in the activation unit). DEVICE words are lines of the",
+            "device memory (`device_memory`: 16 bytes of SDRAM, 8 of SPRAM); a LOAD or",
+            "STORE finds word `i` of a scratchpad at DEVICE byte `dram_addr + i * word` in",
+            "the layout above.", "",
             "## Registers", "",
             "Registers keep the low `bits` of a write; `w` registers read as 0; registers",
             "of an absent unit do not exist (ADDR_RANGE).", "",

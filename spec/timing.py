@@ -14,6 +14,10 @@ here imports Amaranth.
   requant/activation pipeline;
 - :data:`FP_MUL_LATENCY` ... :func:`adam_latency` -- the fp32 blocks and the
   Adam pipeline built from them;
+- :data:`DMA_LEAD`, :data:`DMA_TAIL`, :func:`dma_lines`, :func:`dma_cycles`,
+  :func:`spram_cycles` -- LOAD and STORE between the device memory and the
+  scratchpads (the SDRAM's own schedule is
+  :meth:`hetaccel.sim.sdram_model.SdramModel.transfer_cycles`);
 - :func:`instruction_cycles` -- cycles of one compute instruction run on its own;
 - :func:`busy_cycles`, :func:`stall_cycles` -- what its unit's busy and stall
   counters count for it.
@@ -26,11 +30,12 @@ from typing import Sequence
 
 from .config import AcceleratorConfig
 from .codes import Opcode
+from .isa import mem_word
 
 __all__ = [
     "array_latency", "RMW_WINDOW", "row_schedule", "tile_cycles", "ACTIVATION_LATENCY",
     "activation_latency", "FP_MUL_LATENCY", "FP_ADD_LATENCY", "FP_SQRT_LATENCY", "FP_DIV_LATENCY",
-    "adam_latency",
+    "adam_latency", "DMA_LEAD", "DMA_TAIL", "dma_lines", "dma_cycles", "spram_cycles",
     "instruction_overhead", "instruction_cycles", "stall_cycles", "busy_cycles",
 ]
 
@@ -215,6 +220,51 @@ def adam_latency() -> int:
     t2 = t1 + 2 * lm + la           # v'
     t3 = t2 + ls + lm + la          # denom
     return t3 + ld + lm + la        # p'
+
+
+#: Cycles from a LOAD / STORE entry reaching the head of the empty queue to
+#: its first request to the device memory: the DMA engine copies the entry,
+#: then presents the first line (a LOAD) or first reads the scratchpad word
+#: that line is made of (a STORE: one more, the registered read port).
+DMA_LEAD = {Opcode.LOAD: 2, Opcode.STORE: 3}
+#: Cycles from the device memory's last line (read word taken, write's last
+#: beat on the pins) to the instruction's retirement.
+DMA_TAIL = 2
+
+
+def dma_lines(config: AcceleratorConfig, fields: dict) -> tuple[int, int]:
+    """``(first line, lines)`` of the device memory a LOAD / STORE moves
+    (its byte range is line-aligned: :func:`hetaccel.spec.check_instruction`)."""
+    line = config.memory.line_bytes
+    nbytes = fields["count"] * mem_word(config, fields["space"]).bytes
+    return fields["dram_addr"] // line, nbytes // line
+
+
+def spram_cycles(lines: int, write: bool) -> int:
+    """Cycles the SPRAM store takes for ``lines`` consecutive lines: one a
+    cycle, plus the read's one cycle of latency."""
+    return lines + (0 if write else 1)
+
+
+def dma_cycles(config: AcceleratorConfig, opcode: int, fields: dict, memory_cycles: int) -> int:
+    """Cycles a LOAD / STORE run on its own keeps the DMA engine busy.
+
+    ``memory_cycles`` is what the device memory takes for the transfer's
+    lines (:func:`dma_lines`) presented back to back from its first request:
+    :meth:`hetaccel.sim.sdram_model.SdramModel.transfer_cycles` for the SDRAM,
+    :func:`spram_cycles` for the SPRAM.  The scratchpad side moves one word a
+    cycle beside it, so the transfer takes the longer of the two::
+
+        DMA_LEAD[opcode] + max(memory_cycles, count) + DMA_TAIL
+
+    The SDRAM's time depends on its state when the transfer starts (open
+    rows, how close the next refresh is); ``transfer_cycles`` starts from
+    every bank closed and a refresh just done, so a transfer that meets a
+    refresh takes up to ``tRP + tRFC`` plus one row's ACTIVE more
+    (docs/device-memory.md).
+    """
+    _check_config(config)
+    return DMA_LEAD[Opcode(opcode)] + max(memory_cycles, fields["count"]) + DMA_TAIL
 
 
 def _weight_job_lead(config: AcceleratorConfig) -> int:
