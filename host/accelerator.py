@@ -57,17 +57,18 @@ from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTR
                     INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig, ActivationFunction,
                     ActivationPrecision, MemSpace, Opcode, config_from_identity,
                     encode_instruction, identity_words, mem_word, register_map)
-from .planner import (PROFILE_COUNTERS, Instr, Load, RegRead, RegWrite, activation_segments,
-                      adam_segments, board_image, plan_device_gemm, read_chunks, table_segment,
-                      write_chunks)
+from .planner import (Instr, Load, RegRead, RegWrite, activation_segments, adam_segments,
+                      board_image, plan_device_gemm, profile_counters, read_chunks,
+                      resident_weight_bytes, table_segment, upload_segments, write_chunks)
 from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
 from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
                       Session)
+from .tensors import DeviceMemoryAllocator, DeviceMemoryFull, DeviceTensor
 from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport, parse_serial_url
 
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
-           "DeviceResetError"]
+           "DeviceResetError", "DeviceTensor", "DeviceMemoryFull"]
 
 
 
@@ -177,6 +178,10 @@ class Accelerator:
             raise
         self.profile = Profile(self.backend, board_image(board, config))
         self._tables: dict[int, bytes] = {}
+        self._counter_names = profile_counters(config)
+        mem = config.memory
+        self._memory = DeviceMemoryAllocator(mem.bytes, mem.line_bytes) if mem else None
+        self._resident: dict[int, DeviceTensor] = {}
 
     # --- opening and closing -------------------------------------------------
 
@@ -276,8 +281,8 @@ class Accelerator:
         return config_from_identity(self._identity()).to_dict()
 
     def _counters(self) -> dict:
-        values = self.link.read_regs([self.regs[n] for n in PROFILE_COUNTERS])
-        return dict(zip(PROFILE_COUNTERS, values))
+        values = self.link.read_regs([self.regs[n] for n in self._counter_names])
+        return dict(zip(self._counter_names, values))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -291,7 +296,8 @@ class Accelerator:
         return (time.perf_counter(), self._counters(), link.bytes_sent, link.bytes_received,
                 link.frames_sent, link.retry_count, len(link.fault_log))
 
-    def _end(self, start, op: str, shape: dict, macs: int = 0, table: bool = False) -> OpRecord:
+    def _end(self, start, op: str, shape: dict, macs: int = 0, table: bool = False,
+             resident: bool = False) -> OpRecord:
         t0, c0, bs, br, fs, rc, fl = start
         link = self.link
         try:
@@ -311,7 +317,9 @@ class Accelerator:
             host_bytes_sent=link.bytes_sent - bs, host_bytes_received=link.bytes_received - br,
             frames=link.frames_sent - fs, retries=link.retry_count - rc,
             faults=link.fault_log[fl:], macs=macs, peak_macs_per_cycle=self.config.macs,
-            board=self.profile.board, counters=d, table_load=table)
+            board=self.profile.board, counters=d, table_load=table, resident=resident,
+            dma_cycles=d.get("DMA_BUSY", 0),
+            dram_bytes=d.get("DMA_BYTES_IN", 0) + d.get("DMA_BYTES_OUT", 0))
         self.profile.add(rec)
         return rec
 
@@ -334,6 +342,13 @@ class Accelerator:
         start counting frames afresh so the session stays usable."""
         self._tables.clear()
         if isinstance(exc, DeviceResetError):
+            # a reset re-initialises the device memory: nothing in it is
+            # trusted any more, and using a lost tensor says so
+            for t in self._resident.values():
+                t.freed = t.lost = True
+            self._resident.clear()
+            if self._memory is not None:
+                self._memory = DeviceMemoryAllocator(self._memory.capacity, self._memory.align)
             try:
                 self.link.baseline(self.regs["FRAMES"])
             except AcceleratorError:
@@ -460,29 +475,43 @@ class Accelerator:
 
     # --- GEMM scheduling -------------------------------------------------------
 
-    def _gemm_segments(self, a: np.ndarray, b: np.ndarray, *, finish, act=None):
+    def _weight_tiles(self, b: np.ndarray) -> np.ndarray:
+        """``b`` zero-padded to whole tiles, as ``(KT, NT, rows, cols)``: WEIGHT
+        tile ``(t, j)`` is rows ``t*rows ..`` of column tile ``j``, and the
+        array's bytes in this order are the resident layout
+        (:func:`~hetaccel.host.planner.resident_weight_bytes`)."""
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        K, N = b.shape
+        KT, NT = _ceil(K, R), _ceil(N, C)
+        bp = np.zeros((KT * R, NT * C), dtype=mem_word(cfg, MemSpace.WEIGHT).dtype)
+        bp[:K, :N] = b
+        return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
+
+    def _gemm_segments(self, a: np.ndarray, b, *, finish, act=None):
         """Segments computing ``a @ b`` group by group, as
         :func:`~hetaccel.host.planner.plan_device_gemm` plans it.
 
-        ``finish(key, replies)`` consumes a group's result words: ACC rows for
-        a matmul, OUTPUT rows when ``act`` (the ACTIVATE parameters) is given.
+        ``b`` is an array, or a :class:`DeviceTensor` whose tiles the device
+        fetches itself.  ``finish(key, replies)`` consumes a group's result
+        words: ACC rows for a matmul, OUTPUT rows when ``act`` (the ACTIVATE
+        parameters) is given.
         """
         cfg = self.config
-        R, C = cfg.rows, cfg.cols
+        R = cfg.rows
         M, K = a.shape
-        N = b.shape[1]
-        plan = plan_device_gemm(cfg, M, K, N, linear=act is not None)
-        KT, NT = plan.KT, plan.NT
+        resident = isinstance(b, DeviceTensor)
+        N = b.operand_shape[1] if resident else b.shape[1]
+        plan = plan_device_gemm(cfg, M, K, N, linear=act is not None,
+                                weights_at=b.addr if resident else None)
+        KT = plan.KT
         in_dt = mem_word(cfg, MemSpace.INPUT).dtype
-        w_dt = mem_word(cfg, MemSpace.WEIGHT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
         ap = np.zeros((M, KT * R), dtype=in_dt)
         ap[:, :K] = a
-        bp = np.zeros((KT * R, NT * C), dtype=w_dt)
-        bp[:K, :N] = b
-        # INPUT word (k-tile t, row r) = A[r, t*R:(t+1)*R]; WEIGHT tile (t, j) = rows of B.
+        # INPUT word (k-tile t, row r) = A[r, t*R:(t+1)*R]
         a_tiles = ap.reshape(M, KT, R).transpose(1, 0, 2)             # (KT, M, R)
-        b_tiles = bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)      # (KT, NT, R, C)
+        b_tiles = None if resident else self._weight_tiles(b)         # (KT, NT, R, C)
 
         def part(p):
             if p[0] == "a":
@@ -505,16 +534,20 @@ class Accelerator:
         Parameters
         ----------
         a : (M, K) int8 array
-        b : (K, N) int8 array
+        b : (K, N) int8 array, or a :class:`DeviceTensor` uploaded from one
+            (:meth:`upload`): its tiles then come from device memory.
 
         Returns
         -------
         (M, N) int32 array (int64 if the config's accumulators are wider than 32 bits).
         """
         a = self._int_operand("a", a)
-        b = self._int_operand("b", b)
+        if isinstance(b, DeviceTensor):
+            self._resident_operand("b", b, "matmul")
+        else:
+            b = self._int_operand("b", b)
         if a.shape[1] != b.shape[0]:
-            raise ValueError(f"inner dimensions differ: a is {a.shape}, b is {b.shape}")
+            raise ValueError(f"inner dimensions differ: a is {a.shape}, b is {tuple(b.shape)}")
         M, K = a.shape
         N = b.shape[1]
         self._check_k(K)
@@ -531,8 +564,104 @@ class Accelerator:
 
         start = self._begin()
         self._run(self._gemm_segments(a, b, finish=finish))
-        self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N)
+        self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
+                  resident=isinstance(b, DeviceTensor))
         return out[:, :N]
+
+    # --- device memory -------------------------------------------------------------
+
+    def upload(self, array, *, layout: str = "matmul") -> DeviceTensor:
+        """Keep a weight matrix in device memory: it crosses the link once.
+
+        Parameters
+        ----------
+        array : 2-D array
+            ``layout="matmul"``: the ``(k, n)`` right operand of
+            :meth:`matmul`, int8.  ``layout="linear"``: the ``(out_features,
+            in_features)`` weight of :meth:`linear`, int8, or float -- then
+            quantised once per output channel to int8, as :meth:`linear`
+            quantises a float weight on every call, and the scales kept with
+            the tensor.
+
+        Returns
+        -------
+        DeviceTensor
+            Pass it to :meth:`matmul` / :meth:`linear` instead of the array;
+            :meth:`free` (or ``with``) gives its memory back.  Raises
+            :class:`DeviceMemoryFull` when no free block holds it (nothing is
+            sent then), ValueError on a device without device memory.
+        """
+        self._check_open()
+        if self._memory is None:
+            raise ValueError("this device has no device memory (device_memory='none'): pass "
+                             "the array to matmul()/linear() itself")
+        if layout not in ("matmul", "linear"):
+            raise ValueError(f"layout must be 'matmul' or 'linear', not {layout!r}")
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"array must be a numpy array, not {type(array).__name__}")
+        scales = norms = None
+        if array.dtype.kind == "f":
+            if layout != "linear":
+                raise TypeError("a float matrix is uploaded as a linear weight "
+                                "(layout='linear'); matmul() takes int8 operands")
+            w = self._float_array("array", array, ndim=2)
+            qmax = self.config.operand_max
+            wmax = np.max(np.abs(w), axis=1).astype(np.float64)
+            scales = np.where(wmax > 0, wmax / qmax, 1.0)
+            q = np.clip(np.rint(w / scales[:, None]), -qmax, qmax).astype(np.int8)
+            norms = np.linalg.norm(q.astype(np.float64), axis=1)
+        else:
+            q = self._int_operand("array", array)
+        operand = q if layout == "matmul" else q.T
+        K, N = operand.shape
+        self._check_k(K)
+        nbytes = resident_weight_bytes(self.config, K, N)
+        addr = self._memory.allocate(nbytes, what=f"{tuple(array.shape)} {array.dtype} tensor")
+        data = np.ascontiguousarray(self._weight_tiles(operand)).tobytes()
+        try:
+            start = self._begin()
+            self._run(self._schedule(upload_segments(self.config, addr, nbytes),
+                                     lambda part: data))
+            self._end(start, "upload", {"bytes": nbytes})
+        except BaseException:
+            self._memory.release(addr)
+            raise
+        t = DeviceTensor(tuple(array.shape), array.dtype, layout, addr, nbytes, scales,
+                         _owner=self, _norms=norms)
+        self._resident[addr] = t
+        return t
+
+    def free(self, tensor: DeviceTensor) -> None:
+        """Give a resident tensor's device memory back (freeing twice is fine)."""
+        if not isinstance(tensor, DeviceTensor):
+            raise TypeError(f"tensor must be a DeviceTensor, not {type(tensor).__name__}")
+        if tensor._owner is not self:
+            raise ValueError("this tensor lives on another Accelerator")
+        if tensor.freed:
+            return
+        self._memory.release(tensor.addr)
+        self._resident.pop(tensor.addr, None)
+        tensor.freed = True
+
+    @property
+    def device_memory(self) -> dict:
+        """The device memory's use: capacity, used and free bytes, tensors."""
+        if self._memory is None:
+            return {"kind": "none", "capacity": 0, "used": 0, "free": 0, "tensors": 0}
+        return {"kind": self.config.device_memory, "capacity": self._memory.capacity,
+                "used": self._memory.used_bytes, "free": self._memory.free_bytes,
+                "largest_free": self._memory.largest_free(), "tensors": len(self._resident)}
+
+    def _resident_operand(self, name: str, t: DeviceTensor, layout: str) -> None:
+        if t._owner is not self:
+            raise ValueError(f"{name} is a DeviceTensor of another Accelerator")
+        if t.lost:
+            raise ValueError(f"{name} was lost when the device reset; upload it again")
+        if t.freed:
+            raise ValueError(f"{name} has been freed")
+        if t.layout != layout:
+            raise ValueError(f"{name} was uploaded with layout={t.layout!r}; {layout}() needs "
+                             f"layout={layout!r}")
 
     def _check_k(self, K: int) -> None:
         if K > self.config.max_k:
@@ -564,7 +693,9 @@ class Accelerator:
         Q4.12, i.e. clipped to [-8, 8).
         """
         fn = _activation_kind(activation)
-        if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
+        if isinstance(w, DeviceTensor):
+            self._resident_operand("w", w, "linear")
+        if not isinstance(x, np.ndarray) or not isinstance(w, (np.ndarray, DeviceTensor)):
             bad = "x" if not isinstance(x, np.ndarray) else "w"
             raise TypeError(f"{bad} must be a numpy array, not "
                             f"{type(x if bad == 'x' else w).__name__}")
@@ -578,7 +709,7 @@ class Accelerator:
                                 precision=_precision(precision))
 
     def _check_linear_shapes(self, x, w):
-        if x.ndim < 1 or w.ndim != 2:
+        if x.ndim < 1 or len(w.shape) != 2:
             raise ValueError(f"w must be 2-D (out_features, in_features), got shape {w.shape}")
         if x.shape[-1] != w.shape[1]:
             raise ValueError(f"x has {x.shape[-1]} features but w expects {w.shape[1]} "
@@ -600,7 +731,9 @@ class Accelerator:
                     precision, op_name="linear", float_meta=None):
         self._check_linear_shapes(x, w)
         x = self._int_operand("x", x, ndim=None)
-        w = self._int_operand("w", w)
+        resident = isinstance(w, DeviceTensor)
+        if not resident:
+            w = self._int_operand("w", w)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         M, K = x2.shape
@@ -656,9 +789,9 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run(self._gemm_segments(x2, w.T, finish=finish, act=act))
+        self._run(self._gemm_segments(x2, w if resident else w.T, finish=finish, act=act))
         shape = {"m": M, "k": K, "n": N}
-        self._end(start, op_name, shape, macs=M * K * N, table=loaded)
+        self._end(start, op_name, shape, macs=M * K * N, table=loaded, resident=resident)
         res = out[:, :N]
         if precision == ActivationPrecision.INT8:
             res = res.astype(np.int8)
@@ -666,15 +799,22 @@ class Accelerator:
 
     def _linear_float(self, x, w, bias, fn, out_scale):
         x = self._float_array("x", x)
-        w = self._float_array("w", w, ndim=2)
+        resident = isinstance(w, DeviceTensor)
+        if not resident:
+            w = self._float_array("w", w, ndim=2)
         self._check_linear_shapes(x, w)
         N = w.shape[0]
         qmax = self.config.operand_max
         xs = float(np.max(np.abs(x))) / qmax or 1.0
-        wmax = np.max(np.abs(w), axis=1).astype(np.float64)
-        ws = np.where(wmax > 0, wmax / qmax, 1.0)
         xq = np.clip(np.rint(x / xs), -qmax, qmax).astype(np.int8)
-        wq = np.clip(np.rint(w / ws[:, None]), -qmax, qmax).astype(np.int8)
+        if resident:
+            # quantised once, at upload, exactly as below
+            ws, wq, w_norms = w.scales, w, w._norms
+        else:
+            wmax = np.max(np.abs(w), axis=1).astype(np.float64)
+            ws = np.where(wmax > 0, wmax / qmax, 1.0)
+            wq = np.clip(np.rint(w / ws[:, None]), -qmax, qmax).astype(np.int8)
+            w_norms = None
         acc_scale = xs * ws                                     # value of one accumulator unit
         if bias is not None:
             bias = self._float_array("bias", bias, ndim=1)
@@ -692,7 +832,8 @@ class Accelerator:
                 # every output, so nothing saturates; 8 is the Q4.12 range.
                 xn = float(np.max(np.linalg.norm(xq.reshape(-1, xq.shape[-1]).astype(np.float64),
                                                  axis=1)))
-                wn = np.linalg.norm(wq.astype(np.float64), axis=1)
+                wn = w_norms if w_norms is not None else \
+                    np.linalg.norm(wq.astype(np.float64), axis=1)
                 bound = (xn * wn + np.abs(bq)) * acc_scale
                 unit = np.where(bound > 0, bound / 7.99, 1.0)
             else:

@@ -40,11 +40,12 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from ..sim.device_memory_model import DeviceMemoryModel
 from ..spec import (ADAM_HYPERPARAMETERS, COUNTERS, DEFAULT_CONFIG, GEMM_ACCUMULATE, INSTRUCTIONS,
-                    AcceleratorConfig, MemSpace, Opcode, mem_depth, mem_word)
+                    MEMORY_COUNTERS, AcceleratorConfig, MemSpace, Opcode, mem_depth, mem_word)
 from ..spec.boards import BOARDS, default_config
 from ..spec.link import frame_bytes
-from ..spec.timing import busy_cycles, instruction_cycles, tile_cycles
+from ..spec.timing import busy_cycles, dma_cycles, dma_lines, instruction_cycles, tile_cycles
 
 __all__ = [
     # engine level
@@ -52,7 +53,8 @@ __all__ = [
     # schedules
     "Load", "Read", "Instr", "RegWrite", "RegRead", "Segment", "write_chunks", "read_chunks",
     "DeviceGemmPlan", "plan_device_gemm", "activation_segments", "adam_segments",
-    "table_segment", "PROFILE_COUNTERS", "profile_segments",
+    "table_segment", "PROFILE_COUNTERS", "profile_counters", "profile_segments", "resident_weight_bytes",
+    "upload_segments",
     # costs and boards
     "OPS", "OP_UNITS", "OpCost", "count", "op_cost", "UART_BITS_PER_BYTE", "BoardImage",
     "board_images", "board_image", "Projection", "project", "project_op", "utilisation",
@@ -278,6 +280,11 @@ class DeviceGemmPlan:
     each) and ``("params", n0, nn)`` (ACT_PARAM words of those column tiles);
     a segment's key is ``(m0, mm, n0, nn)``: its read returns ``nn`` runs of
     ``mm`` rows, one per column tile.
+
+    ``weights_at`` (a device-memory byte address, or None) says ``B`` is
+    resident there in the layout of :func:`resident_weight_bytes`: the
+    weights then come from device memory by LOAD (one per K-tile of a chunk)
+    instead of crossing the link.
     """
 
     config: AcceleratorConfig
@@ -291,6 +298,7 @@ class DeviceGemmPlan:
     kc: int
     resident: bool
     linear: bool
+    weights_at: int | None = None
 
     def segments(self, function: int = 0, flags: int = 0) -> Iterator[Segment]:
         """The schedule, one segment per (row block, column group).
@@ -300,6 +308,7 @@ class DeviceGemmPlan:
         cfg = self.config
         R = cfg.rows
         KT, NT, M, mb, nb, kc = self.KT, self.NT, self.M, self.mb, self.nb, self.kc
+        wtile = R * mem_word(cfg, MemSpace.WEIGHT).bytes
         in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
         w_slots = cfg.weight_depth // w_half
         acc_half = cfg.acc_depth // 2
@@ -331,7 +340,16 @@ class DeviceGemmPlan:
                     half = chunk_no % 2
                     chunk_no += 1
                     w_base = (half % w_slots) * w_half
-                    steps.append(Load(MemSpace.WEIGHT, w_base, tt * nn * R, ("w", t0, tt, n0, nn)))
+                    if self.weights_at is None:
+                        steps.append(Load(MemSpace.WEIGHT, w_base, tt * nn * R,
+                                          ("w", t0, tt, n0, nn)))
+                    else:
+                        # K-tile t's column tiles n0.. are consecutive in the
+                        # resident layout: one LOAD each
+                        steps += [Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), w_base + t * nn * R,
+                                                      self.weights_at + ((t0 + t) * NT + n0) * wtile,
+                                                      nn * R))
+                                  for t in range(tt)]
                     if self.resident:
                         a_base = a_slot * in_half + t0 * mm
                     else:
@@ -361,8 +379,38 @@ def _check_dims(**dims) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
+def resident_weight_bytes(config: AcceleratorConfig, k: int, n: int) -> int:
+    """Device-memory bytes of a resident ``(k, n)`` right operand.
+
+    The layout: ``B`` zero-padded to whole ``rows x cols`` tiles, tile
+    ``(t, j)`` (K-tile ``t``, column tile ``j``) at tile index ``t * NT + j``,
+    each tile ``rows`` WEIGHT words (:func:`~hetaccel.spec.pack_words`).  A
+    tile must be a whole number of device-memory lines (ValueError if not).
+    """
+    cfg = _check_config(config)
+    _check_dims(k=k, n=n)
+    if cfg.memory is None:
+        raise ValueError("this config has no device memory (device_memory='none')")
+    wtile = cfg.rows * mem_word(cfg, MemSpace.WEIGHT).bytes
+    if wtile % cfg.memory.line_bytes:
+        raise ValueError(f"a {cfg.rows}x{cfg.cols} weight tile is {wtile} bytes, not a whole "
+                         f"number of {cfg.memory.line_bytes}-byte {cfg.device_memory} lines")
+    return _ceil(int(k), cfg.rows) * _ceil(int(n), cfg.cols) * wtile
+
+
+def upload_segments(config: AcceleratorConfig, dram_addr: int, nbytes: int) -> Iterator[Segment]:
+    """The upload of ``nbytes`` (whole lines) to device memory from byte
+    ``dram_addr``: WRITE_MEM of DEVICE lines, part ``("upload",)``."""
+    cfg = _check_config(config)
+    line = cfg.memory.line_bytes
+    if dram_addr % line or nbytes % line or nbytes <= 0:
+        raise ValueError(f"an upload covers whole {line}-byte lines, not bytes "
+                         f"[{dram_addr}, {dram_addr + nbytes})")
+    yield Segment((Load(MemSpace.DEVICE, dram_addr // line, nbytes // line, ("upload",)),))
+
+
 def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
-                     linear: bool = False) -> DeviceGemmPlan:
+                     linear: bool = False, weights_at: int | None = None) -> DeviceGemmPlan:
     """The block sizes that minimise link bytes (frames included) within the scratchpads.
 
     Every ``mb`` (powers of two and the largest that fits) and ``nb`` is tried:
@@ -371,7 +419,9 @@ def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
     resident, weights per row block) plus 30 bytes per frame.  ``linear``
     also keeps a region within half of OUTPUT and a group within half of
     ACT_PARAM.  Any ``k <= config.max_k`` is planned (longer reductions could
-    wrap the accumulators: the caller splits them).
+    wrap the accumulators: the caller splits them).  With ``weights_at`` (B
+    resident in device memory at that byte) the weights cost no link bytes,
+    one LOAD frame per K-tile and group instead.
     """
     cfg = _check_config(config)
     _check_dims(m=m, k=k, n=n)
@@ -384,6 +434,9 @@ def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
     R, C = cfg.rows, cfg.cols
     KT, NT = _ceil(k, R), _ceil(n, C)
     in_half, w_half, acc_half = cfg.input_depth // 2, _w_half(cfg), cfg.acc_depth // 2
+    mem_vs_link = 0.0
+    if weights_at is not None and cfg.memory is not None:
+        mem_vs_link = (cfg.baud / UART_BITS_PER_BYTE) / _memory_bytes_per_s(cfg)
     nb_cap = NT
     if linear:
         acc_half = min(acc_half, cfg.output_depth // 2)
@@ -400,9 +453,14 @@ def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
             a_bytes = m * KT * R * (1 if resident else ngroups)
             w_bytes = KT * R * NT * C * mblocks
             gemms = mblocks * NT * KT
+            w_cost = w_bytes
+            if weights_at is not None:
+                gemms += mblocks * ngroups * KT     # the LOAD frames
+                # device-memory bytes, in link bytes of the same time
+                w_cost, w_bytes = w_bytes * mem_vs_link, 0
             frames = gemms + (a_bytes + w_bytes) // max(1, cfg.max_payload - 5)
             frames += mblocks * ngroups * (3 + (nb if linear else 0))
-            cost = a_bytes + w_bytes + 30 * frames
+            cost = a_bytes + w_cost + 30 * frames
             if best is None or cost < best[0]:
                 best = (cost, (mb, nb, kc, resident))
     if best is None:
@@ -410,7 +468,9 @@ def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
                          f"{cfg.input_depth}, weight_depth={cfg.weight_depth}, "
                          f"rows={R}")  # pragma: no cover - config validation prevents it
     mb, nb, kc, resident = best[1]
-    return DeviceGemmPlan(cfg, m, k, n, KT, NT, mb, nb, kc, resident, linear)
+    if weights_at is not None:
+        resident_weight_bytes(cfg, k, n)        # the layout exists on this config
+    return DeviceGemmPlan(cfg, m, k, n, KT, NT, mb, nb, kc, resident, linear, weights_at)
 
 
 def activation_segments(config: AcceleratorConfig, elements: int, *, function: int = 0,
@@ -475,11 +535,19 @@ def table_segment(config: AcceleratorConfig, slot: int) -> Segment:
 PROFILE_COUNTERS = tuple(name for name, _ in COUNTERS)
 
 
-def profile_segments() -> tuple[Segment, ...]:
+def profile_counters(config: AcceleratorConfig | None = None) -> tuple[str, ...]:
+    """:data:`PROFILE_COUNTERS`, and the DMA counters on a config with device memory."""
+    if config is not None and config.memory is not None:
+        return PROFILE_COUNTERS + tuple(name for name, _ in MEMORY_COUNTERS)
+    return PROFILE_COUNTERS
+
+
+def profile_segments(config: AcceleratorConfig | None = None) -> tuple[Segment, ...]:
     """What the profiler adds around every operation: the counters before, then
     a SYNC (every queued instruction retired) and the counters after."""
-    return (Segment((RegRead(PROFILE_COUNTERS),)), Segment((Instr(Opcode.SYNC),)),
-            Segment((RegRead(PROFILE_COUNTERS),)))
+    names = profile_counters(config)
+    return (Segment((RegRead(names),)), Segment((Instr(Opcode.SYNC),)),
+            Segment((RegRead(names),)))
 
 
 # ---------------------------------------------------------------------------
@@ -487,7 +555,7 @@ def profile_segments() -> tuple[Segment, ...]:
 
 #: The runtime's operations and the units each one needs.
 OP_UNITS = {"matmul": ("gemm",), "linear": ("gemm", "activation"),
-            "activation": ("activation",), "adam_step": ("adam",)}
+            "activation": ("activation",), "adam_step": ("adam",), "upload": ("memory",)}
 OPS = tuple(OP_UNITS)
 
 _UNIT_OF = {Opcode.GEMM: "gemm", Opcode.ACTIVATE: "activation", Opcode.ADAM: "adam"}
@@ -502,6 +570,10 @@ class OpCost:
     :func:`~hetaccel.spec.timing.busy_cycles` (``GEMM_BUSY``, ``ACT_BUSY``,
     ``ADAM_BUSY``); ``bytes_in`` / ``bytes_out`` are the request / reply frame
     bytes on the link, every header and CRC included; ``frames`` the requests.
+    ``dma_cycles`` are the LOAD / STORE instructions' cycles on the DMA engine
+    (``DMA_BUSY``; :func:`~hetaccel.spec.timing.dma_cycles`, the SDRAM's own
+    schedule inside), which runs beside the compute units, and ``dram_bytes``
+    the bytes they move.
     """
 
     op: str
@@ -512,6 +584,8 @@ class OpCost:
     bytes_out: int
     frames: int
     instructions: dict
+    dma_cycles: int = 0
+    dram_bytes: int = 0
 
     @property
     def busy_cycles(self) -> int:
@@ -521,7 +595,8 @@ class OpCost:
         return {"op": self.op, "macs": self.macs, "cycles": self.cycles,
                 "busy": dict(self.busy), "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "frames": self.frames,
-                "instructions": dict(self.instructions)}
+                "instructions": dict(self.instructions), "dma_cycles": self.dma_cycles,
+                "dram_bytes": self.dram_bytes}
 
 
 def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "",
@@ -531,7 +606,7 @@ def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "
     names = {op_: tuple(n for n, _ in fmt.fields) for op_, fmt in INSTRUCTIONS.items()}
     fixed = {op_: fmt.fixed_bytes for op_, fmt in INSTRUCTIONS.items()}
     ack = frame_bytes(0)
-    b_in = b_out = frames = cycles = 0
+    b_in = b_out = frames = cycles = dma = dram = 0
     busy = {"gemm": 0, "activation": 0, "adam": 0}
     instr: dict = {}
     timed: dict = {}
@@ -557,6 +632,19 @@ def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "
                     c, b = timed[key]
                     cycles += c
                     busy[unit] += b
+                elif s.opcode in (Opcode.LOAD, Opcode.STORE):
+                    key = (s.opcode, s.fields)
+                    if key not in timed:
+                        f = dict(zip(names[s.opcode], s.fields))
+                        first, lines = dma_lines(cfg, f)
+                        mem = _memory_model(cfg).transfer_cycles(first, lines,
+                                                                 s.opcode == Opcode.STORE)
+                        timed[key] = (dma_cycles(cfg, s.opcode, f, mem),
+                                      lines * cfg.memory.line_bytes)
+                    c, nbytes = timed[key]
+                    cycles += c
+                    dma += c
+                    dram += nbytes
             elif isinstance(s, Load):
                 wb = mem_word(cfg, s.space).bytes
                 for w in write_chunks(cfg, s.space, s.words):
@@ -584,14 +672,26 @@ def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "
             else:
                 raise TypeError(f"not a schedule step: {s!r}")
     return OpCost(op=op, macs=macs, cycles=cycles, busy=busy, bytes_in=b_in, bytes_out=b_out,
-                  frames=frames, instructions=instr)
+                  frames=frames, instructions=instr, dma_cycles=dma, dram_bytes=dram)
+
+
+def _memory_bytes_per_s(cfg: AcceleratorConfig) -> float:
+    """The device memory's peak rate: an SDRAM line is a burst of 8 beats."""
+    per_cycle = cfg.memory.line_bytes / (8 if cfg.memory.kind == "sdram" else 1)
+    return per_cycle * cfg.clock_hz
+
+
+@lru_cache(maxsize=16)
+def _memory_model(cfg: AcceleratorConfig) -> DeviceMemoryModel:
+    # timing only: the model's store is allocated on first use, never here
+    return DeviceMemoryModel(cfg)
 
 
 def _shape_of(op: str, shape) -> tuple:
     if op not in OP_UNITS:
         raise ValueError(f"op must be one of {', '.join(OPS)}, got {op!r}")
     keys = {"matmul": ("m", "k", "n"), "linear": ("m", "k", "n"),
-            "activation": ("elements",), "adam_step": ("params",)}[op]
+            "activation": ("elements",), "adam_step": ("params",), "upload": ("bytes",)}[op]
     missing = [k for k in keys if k not in shape]
     if missing:
         raise ValueError(f"{op} needs shape keys {list(keys)}, got {dict(shape)!r}")
@@ -600,10 +700,13 @@ def _shape_of(op: str, shape) -> tuple:
 
 
 def op_cost(config: AcceleratorConfig, op: str, shape: dict, *, table: bool = False,
-            profiled: bool = True) -> OpCost:
+            profiled: bool = True, resident: bool = False) -> OpCost:
     """The cost of the runtime operation ``op`` (``"matmul"``, ``"linear"``,
-    ``"activation"``, ``"adam_step"``) of ``shape`` (``m``, ``k``, ``n`` for the
-    first two, ``elements``, ``params``) on ``config``.
+    ``"activation"``, ``"adam_step"``, ``"upload"``) of ``shape`` (``m``, ``k``,
+    ``n`` for the first two, ``elements``, ``params``, ``bytes``) on ``config``.
+
+    ``resident``: a matmul's or linear's weights are resident in device
+    memory (uploaded before; ValueError on a config without device memory).
 
     ``table``: the operation first loads an activation table (the runtime does
     when the slot does not hold it yet).  ``profiled``: include the profiler's
@@ -611,18 +714,27 @@ def op_cost(config: AcceleratorConfig, op: str, shape: dict, *, table: bool = Fa
     runtime sends with every operation.  Raises ValueError for a shape the
     runtime refuses on this config (``k > max_k``, a unit the config lacks).
     """
-    return _op_cost(_check_config(config), op, _shape_of(op, shape), bool(table), bool(profiled))
+    cfg = _check_config(config)
+    if resident and cfg.memory is None:
+        raise ValueError("resident weights need a device memory (device_memory='none')")
+    return _op_cost(cfg, op, _shape_of(op, shape), bool(table), bool(profiled), bool(resident))
 
 
 @lru_cache(maxsize=4096)
 def _op_cost(cfg: AcceleratorConfig, op: str, dims: tuple, table: bool,
-             profiled: bool) -> OpCost:
+             profiled: bool, resident: bool = False) -> OpCost:
     segs: list = []
     macs = 0
     if op in ("matmul", "linear"):
         m, k, n = dims
         macs = m * k * n
-        segs = list(plan_device_gemm(cfg, m, k, n, linear=op == "linear").segments())
+        segs = list(plan_device_gemm(cfg, m, k, n, linear=op == "linear",
+                                     weights_at=0 if resident else None).segments())
+    elif op == "upload":
+        if cfg.memory is None:
+            raise ValueError("this config has no device memory (device_memory='none')")
+        line = cfg.memory.line_bytes
+        segs = list(upload_segments(cfg, 0, _ceil(dims[0], line) * line))
     elif op == "activation":
         segs = list(activation_segments(cfg, dims[0]))
     else:
@@ -630,7 +742,7 @@ def _op_cost(cfg: AcceleratorConfig, op: str, dims: tuple, table: bool,
     if table:
         segs.insert(0, table_segment(cfg, 0))
     if profiled:
-        segs += profile_segments()
+        segs += profile_segments(cfg)
     return count(cfg, segs, op=op, macs=macs)
 
 
@@ -673,7 +785,7 @@ class BoardImage:
     def missing_unit(self, op: str) -> str | None:
         """The first unit ``op`` needs that this image lacks, or None."""
         have = {"gemm": True, "activation": self.config.has_activation,
-                "adam": self.config.has_adam}
+                "adam": self.config.has_adam, "memory": self.config.memory is not None}
         return next((u for u in OP_UNITS[op] if not have[u]), None)
 
     def as_dict(self) -> dict:
@@ -682,7 +794,8 @@ class BoardImage:
                 "clock_hz": self.clock_hz, "baud": self.baud,
                 "peak_gops": self.peak_ops_per_s / 1e9,
                 "link_bytes_per_s": self.link_bytes_per_s,
-                "has_activation": c.has_activation, "has_adam": c.has_adam}
+                "has_activation": c.has_activation, "has_adam": c.has_adam,
+                "device_memory": c.device_memory}
 
 
 def board_images(config: AcceleratorConfig | None = None) -> list[BoardImage]:
@@ -709,8 +822,10 @@ class Projection:
 
     ``compute_s`` is its units' busy cycles at the image's clock, ``link_s``
     the larger direction of its frame bytes at the image's baud (the UART is
-    full duplex; 10 bits per byte).  Loads and read-backs overlap compute, so
-    ``seconds`` is the larger, which names the ``bound``.  When the image
+    full duplex; 10 bits per byte), ``memory_s`` the DMA engine's cycles
+    (LOAD / STORE of device memory) at the clock.  Loads, transfers and
+    read-backs overlap compute (the scratchpads are double-buffered), so
+    ``seconds`` is the largest of the three, which names the ``bound``.  When the image
     lacks a unit the operation needs, nothing is projected: ``missing_unit``
     names it, ``bound`` is ``"cpu"`` and ``seconds`` None (the caller decides
     what the host would spend instead).
@@ -727,13 +842,16 @@ class Projection:
     seconds: float | None
     bound: str
     missing_unit: str | None = None
+    memory_s: float = 0.0
+    dram_bytes: int = 0
 
     def as_dict(self) -> dict:
         return {"board": self.board, "clock_hz": self.clock_hz, "baud": self.baud,
                 "busy_cycles": self.busy_cycles, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "compute_s": self.compute_s,
-                "link_s": self.link_s, "projected_s": self.seconds, "bound": self.bound,
-                "missing_unit": self.missing_unit}
+                "link_s": self.link_s, "memory_s": self.memory_s,
+                "dram_bytes": self.dram_bytes, "projected_s": self.seconds,
+                "bound": self.bound, "missing_unit": self.missing_unit}
 
 
 def project(cost: OpCost, image: BoardImage) -> Projection:
@@ -741,19 +859,29 @@ def project(cost: OpCost, image: BoardImage) -> Projection:
     busy = cost.busy_cycles
     compute = busy / image.clock_hz
     link = max(cost.bytes_in, cost.bytes_out) * UART_BITS_PER_BYTE / image.baud
+    memory = cost.dma_cycles / image.clock_hz
+    seconds, bound = max((link, "link"), (compute, "compute"), (memory, "memory"),
+                         key=lambda t: t[0])
     return Projection(image.name, image.clock_hz, image.baud, busy, cost.bytes_in,
-                      cost.bytes_out, compute, link, max(compute, link),
-                      "link" if link >= compute else "compute")
+                      cost.bytes_out, compute, link, seconds, bound, None, memory,
+                      cost.dram_bytes)
 
 
 def project_op(image: BoardImage, op: str, shape: dict, *, table: bool = False,
-               profiled: bool = True) -> Projection:
-    """``op`` of ``shape`` planned on the image's own config and projected onto it."""
+               profiled: bool = True, resident: bool = False) -> Projection:
+    """``op`` of ``shape`` planned on the image's own config and projected onto it.
+
+    ``resident``: the weights live in device memory when the image has one;
+    an image without one receives them over the link on every call, as it
+    would have to.
+    """
     missing = image.missing_unit(op) if op in OP_UNITS else None
     if missing is not None:
         return Projection(image.name, image.clock_hz, image.baud, 0, 0, 0, 0.0, 0.0, None,
                           "cpu", missing)
-    return project(op_cost(image.config, op, shape, table=table, profiled=profiled), image)
+    resident = resident and image.config.memory is not None
+    return project(op_cost(image.config, op, shape, table=table, profiled=profiled,
+                           resident=resident), image)
 
 
 def utilisation(macs: int, gemm_busy: int, array_macs: int) -> float:

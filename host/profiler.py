@@ -49,6 +49,9 @@ class OpRecord:
     board: BoardImage | None = None
     counters: dict = field(default_factory=dict)   # every device counter's difference
     table_load: bool = False                       # the op loaded an activation table
+    resident: bool = False                         # its weights were in device memory
+    dma_cycles: int = 0                            # DMA_BUSY: LOAD / STORE cycles
+    dram_bytes: int = 0                            # bytes LOAD / STORE moved
 
     @property
     def utilization(self) -> dict:
@@ -66,7 +69,8 @@ class OpRecord:
         cycles at the image's clock), ``link_s`` (frame bytes at its baud),
         ``projected_s`` (the larger) and the ``bound``; ``"cpu"`` with no
         ``projected_s`` when the image lacks a unit the op needs."""
-        return project_op(self.board, self.op, self.shape, table=self.table_load).as_dict()
+        return project_op(self.board, self.op, self.shape, table=self.table_load,
+                          resident=self.resident).as_dict()
 
     def as_dict(self) -> dict:
         return {
@@ -77,7 +81,8 @@ class OpRecord:
             "host_bytes_sent": self.host_bytes_sent,
             "host_bytes_received": self.host_bytes_received,
             "frames": self.frames, "retries": self.retries, "faults": list(self.faults),
-            "macs": self.macs, "projection": self.projection(),
+            "macs": self.macs, "resident": self.resident, "dma_cycles": self.dma_cycles,
+            "dram_bytes": self.dram_bytes, "projection": self.projection(),
             "counters": dict(self.counters),
         }
 
@@ -107,13 +112,15 @@ class Profile:
         t = {"op": "run", "shape": {"ops": len(self.ops)}, "ran_on": self.backend,
              "wall_s": 0.0, "device_cycles": 0, "busy_cycles": {}, "device_bytes_in": 0,
              "device_bytes_out": 0, "host_bytes_sent": 0, "host_bytes_received": 0,
-             "frames": 0, "retries": 0, "faults": [], "macs": 0}
+             "frames": 0, "retries": 0, "faults": [], "macs": 0, "dma_cycles": 0,
+             "dram_bytes": 0}
         proj = {"board": self.board.name, "clock_hz": self.board.clock_hz,
-                "baud": self.board.baud, "compute_s": 0.0, "link_s": 0.0, "projected_s": 0.0,
-                "cpu_ops": 0}
+                "baud": self.board.baud, "compute_s": 0.0, "link_s": 0.0, "memory_s": 0.0,
+                "projected_s": 0.0, "cpu_ops": 0}
         for r in self.ops:
             for k in ("wall_s", "device_cycles", "device_bytes_in", "device_bytes_out",
-                      "host_bytes_sent", "host_bytes_received", "frames", "retries", "macs"):
+                      "host_bytes_sent", "host_bytes_received", "frames", "retries", "macs",
+                      "dma_cycles", "dram_bytes"):
                 t[k] += getattr(r, k)
             for k, v in r.busy_cycles.items():
                 t["busy_cycles"][k] = t["busy_cycles"].get(k, 0) + v
@@ -122,9 +129,9 @@ class Profile:
             if p["projected_s"] is None:
                 proj["cpu_ops"] += 1
                 continue
-            for k in ("compute_s", "link_s", "projected_s"):
+            for k in ("compute_s", "link_s", "memory_s", "projected_s"):
                 proj[k] += p[k]
-        proj["bound"] = "link" if proj["link_s"] >= proj["compute_s"] else "compute"
+        proj["bound"] = max(("link", "compute", "memory"), key=lambda b: proj[f"{b}_s"])
         peak = self.ops[-1].peak_macs_per_cycle if self.ops else 1
         t["utilization"] = {"mac": utilisation(t["macs"], t["busy_cycles"].get("gemm", 0), peak)}
         t["projection"] = proj
@@ -134,8 +141,8 @@ class Profile:
         """A readable table: one line per op, then the run's totals."""
         b = self.board
         head = (f"{'op':<12}{'shape':<24}{'ran on':<8}{'cycles':>12}{'gemm%':>7}{'act%':>6}"
-                f"{'adam%':>6}{'mac%':>6}{'bytes in':>11}{'bytes out':>11}{'retry':>6}"
-                f"{'wall s':>9}{'board s':>10}  bound")
+                f"{'adam%':>6}{'mac%':>6}{'bytes in':>11}{'bytes out':>11}{'dram bytes':>11}"
+                f"{'retry':>6}{'wall s':>9}{'board s':>10}  bound")
         lines = [f"backend {self.backend}; board {b.name} ({b.config.rows}x{b.config.cols} "
                  f"array, {b.clock_hz / 1e6:g} MHz, {b.baud} baud)", head]
 
@@ -150,11 +157,11 @@ class Profile:
                 f"{r.op:<12}{shape:<24}{r.backend:<8}{r.device_cycles:>12}"
                 f"{100 * u['gemm']:>7.1f}{100 * u['activation']:>6.1f}{100 * u['adam']:>6.1f}"
                 f"{100 * u['mac']:>6.1f}{r.device_bytes_in:>11}{r.device_bytes_out:>11}"
-                f"{r.retries:>6}{r.wall_s:>9.3f}{secs(p)}  {bound}")
+                f"{r.dram_bytes:>11}{r.retries:>6}{r.wall_s:>9.3f}{secs(p)}  {bound}")
         if self.ops:
             t = self.totals()
             lines.append(f"{'total':<12}{'':<24}{self.backend:<8}{t['device_cycles']:>12}"
                          f"{'':>25}{t['device_bytes_in']:>11}{t['device_bytes_out']:>11}"
-                         f"{t['retries']:>6}{t['wall_s']:>9.3f}"
+                         f"{t['dram_bytes']:>11}{t['retries']:>6}{t['wall_s']:>9.3f}"
                          f"{t['projection']['projected_s']:>10.4f}  {t['projection']['bound']}")
         return "\n".join(lines)

@@ -138,7 +138,11 @@ def test_every_shape_the_runtime_accepts_is_planned():
         op_cost(SMALL, "conv", {"m": 1})
     with pytest.raises(ValueError, match="positive integer"):
         op_cost(SMALL, "matmul", {"m": 0, "k": 1, "n": 1})
-    assert set(OPS) == {"matmul", "linear", "activation", "adam_step"}
+    assert set(OPS) == {"matmul", "linear", "activation", "adam_step", "upload"}
+    with pytest.raises(ValueError, match="no device memory"):
+        op_cost(SMALL, "upload", {"bytes": 16})
+    with pytest.raises(ValueError, match="resident weights need a device memory"):
+        op_cost(SMALL, "matmul", {"m": 1, "k": 1, "n": 1}, resident=True)
 
 
 def test_board_images_use_their_own_config():
