@@ -106,6 +106,7 @@ from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM
 from .activation import ActivationUnit
 from .adam import AdamUnit
 from .bram import RegisteredReadPort
+from .contract import check_generated
 from .engine import MatmulEngine
 from .link import FRAME_INFO, REPLY_HEADER
 
@@ -292,14 +293,7 @@ class CommandProcessor(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
-        if config.memory is not None:
-            # The device memory's LOAD / STORE run on the emulator
-            # (hetaccel.sim.device_model); their DMA engine is not part of the
-            # generated device yet, and a device that answered UNKNOWN_OPCODE
-            # to them would not be the config it claims to be.
-            raise ValueError(f"device_memory={config.device_memory!r}: the generated device "
-                             f"has no device-memory DMA yet; build with device_memory='none' "
-                             f"(the emulator runs LOAD / STORE)")
+        check_generated(config)
         self.config = config
         super().__init__({
             "frame": In(stream.Signature(FRAME_INFO)),

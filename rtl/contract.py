@@ -8,7 +8,7 @@ refuses to elaborate instead.
 
 from __future__ import annotations
 
-__all__ = ["ContractMismatch", "check_depth"]
+__all__ = ["ContractMismatch", "check_depth", "check_generated"]
 
 
 class ContractMismatch(AssertionError):
@@ -25,3 +25,15 @@ def check_depth(unit: str, built: int, expected: int, source: str) -> None:
     if built != expected:
         raise ContractMismatch(f"{unit}: the pipeline built is {built} cycles deep, but "
                                f"{source} is {expected}")
+
+
+def check_generated(config) -> None:
+    """Refuse a config the generators do not build yet (ValueError naming the
+    field): the device memory's LOAD / STORE run on the emulator
+    (:mod:`hetaccel.sim.device_model`), but the DMA engine is not part of the
+    generated device, and a device that answered UNKNOWN_OPCODE to them would
+    not be the config it reports."""
+    if config.memory is not None:
+        raise ValueError(f"device_memory={config.device_memory!r}: the generated device has "
+                         f"no device-memory DMA yet; generate it with device_memory='none' "
+                         f"(the emulator runs LOAD / STORE)")

@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import AcceleratorConfig
 from .command import CommandProcessor
+from .contract import check_generated
 from .link import HostLink
 
 __all__ = ["Device"]
@@ -54,6 +55,7 @@ class Device(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+        check_generated(config)
         self.config = config
         super().__init__({
             "rx": In(stream.Signature(8)),

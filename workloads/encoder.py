@@ -136,6 +136,13 @@ class QuantizedEncoder:
                     np.concatenate([p["q.weight"], p["k.weight"], p["v.weight"]]),
                     np.concatenate([p["q.bias"], p["k.bias"], p["v.bias"]]), "q" in sw)
             self.weights.append(w)
+        # The Linears' weights are the same on every run: a device with device
+        # memory keeps them there, uploaded once here
+        used = (("qkv",) if self.fuse_qkv else ("q", "k", "v")) + ("o", "up", "down")
+        for i, w in enumerate(self.weights):
+            for name in used:
+                for j, (wb, _) in enumerate(w[name].parts):
+                    executor.keep_resident(f"layer{i}.{name}[{j}]", wb)
 
     # --- building blocks --------------------------------------------------------
 

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..host.planner import BoardImage, board_image, board_images, project_op
+from ..host.planner import (BoardImage, board_image, board_images, project_op,
+                            resident_weight_bytes)
 from ..sim.activation_model import apply, quantize_multiplier
 from ..sim.adam_model import adam_step as adam_model_step, hyperparameters
 from ..spec import DEFAULT_CONFIG, AcceleratorConfig, ActivationFunction, ActivationPrecision
@@ -118,9 +119,10 @@ class CostModel:
         n = shape["elements"] if kind == "activation" else shape["params"]
         return n / self.cpu_elements_per_s + self.cpu_call_s
 
-    def choose(self, kind: str, shape: dict) -> tuple[str, str]:
-        """``("accelerator" | "cpu", reason)`` for one op on :attr:`board`."""
-        p = project_op(self.board, PLANNER_OP[kind], shape)
+    def choose(self, kind: str, shape: dict, resident: bool = False) -> tuple[str, str]:
+        """``("accelerator" | "cpu", reason)`` for one op on :attr:`board`
+        (``resident``: its weights stay in the image's device memory, if any)."""
+        p = project_op(self.board, PLANNER_OP[kind], shape, resident=resident)
         cpu = self.cpu_seconds(kind, shape)
         if p.seconds is None:
             return "cpu", f"no {p.missing_unit} unit on {self.board.name}"
@@ -150,18 +152,22 @@ class OpDecision:
     # forced onto the accelerator but run on the CPU because the device lacks the
     # op's unit: a board image that has the unit projects it as device time
     fallback: bool = False
+    # a matmul against a model weight (Executor.keep_resident): an image with
+    # device memory keeps it there and fetches it on the device
+    weight: bool = False
 
     def as_dict(self) -> dict:
         return {"name": self.name, "layer": self.layer, "kind": self.kind, "shape": self.shape,
                 "macs": self.macs, "placed": self.placed, "reason": self.reason,
-                "fallback": self.fallback,
+                "fallback": self.fallback, "weight": self.weight,
                 "wall_s": self.wall_s, "device_cycles": self.device_cycles,
                 "busy_cycles": dict(self.busy_cycles),
                 "device_bytes_in": self.device_bytes_in,
                 "device_bytes_out": self.device_bytes_out}
 
 
-def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0) -> dict:
+def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0,
+                weights=()) -> dict:
     """The run of ``ops`` (:class:`OpDecision`) on ``image``.
 
     An op placed on the accelerator is planned again on the image's own config
@@ -172,17 +178,27 @@ def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0) ->
     device lacked its unit (:attr:`OpDecision.fallback`): then it is an
     accelerator op like the others on an image that has the unit.  ``host_s``
     (the CPU's own work) is added.
+
+    On an image with device memory the model's ``weights`` (``(k, n)`` of
+    each, :meth:`Executor.keep_resident`) are uploaded once: their matmuls
+    fetch them on the device, and the upload is ``upload_s``, outside
+    ``latency_s`` (it is paid once per model, not per run).  An image without
+    device memory receives them on every call.
     """
-    device_s = compute_s = link_s = 0.0
+    device_s = compute_s = link_s = memory_s = upload_s = 0.0
     cpu_s = 0.0
     cpu_ops = device_ops = 0
     missing: set = set()
+    if image.config.memory is not None:
+        for k, n in weights:
+            nbytes = resident_weight_bytes(image.config, k, n)
+            upload_s += project_op(image, "upload", {"bytes": nbytes}).seconds
     for d in ops:
         if d.placed != "accelerator" and not d.fallback:
             cpu_s += d.wall_s
             cpu_ops += 1
             continue
-        p = project_op(image, PLANNER_OP[d.kind], d.shape)
+        p = project_op(image, PLANNER_OP[d.kind], d.shape, resident=d.weight)
         if p.seconds is None:
             cpu_s += d.wall_s if d.fallback else cost.cpu_seconds(d.kind, d.shape)
             cpu_ops += 1
@@ -192,11 +208,13 @@ def project_ops(ops, image: BoardImage, cost: CostModel, host_s: float = 0.0) ->
         device_s += p.seconds
         compute_s += p.compute_s
         link_s += p.link_s
+        memory_s += p.memory_s
+    bound = max((link_s, "link"), (compute_s, "compute"), (memory_s, "memory"),
+                key=lambda t: t[0])[1]
     return {**image.as_dict(), "device_ops": device_ops, "cpu_ops": cpu_ops,
             "missing_units": sorted(missing), "device_s": device_s, "compute_s": compute_s,
-            "link_s": link_s, "cpu_s": cpu_s, "host_s": host_s,
-            "latency_s": host_s + device_s + cpu_s,
-            "bound": "link" if link_s >= compute_s else "compute"}
+            "link_s": link_s, "memory_s": memory_s, "cpu_s": cpu_s, "host_s": host_s,
+            "upload_s": upload_s, "latency_s": host_s + device_s + cpu_s, "bound": bound}
 
 
 class Executor:
@@ -250,10 +268,41 @@ class Executor:
         self.cost = cost_model or CostModel(self.config, self.device)
         self.ops: list[OpDecision] = []
         self.layer = ""
+        # id(array) -> (array, DeviceTensor or None) of the model's weights
+        self._weights: dict[int, tuple] = {}
+        #: the uploads of model weights to device memory (name, k, n, wall_s)
+        self.uploads: list[dict] = []
 
     # --- placement -----------------------------------------------------------
 
-    def _place(self, kind: str, shape: dict) -> tuple[str, str, bool]:
+    def keep_resident(self, name: str, b: np.ndarray) -> None:
+        """Declare ``b`` a model weight: the right operand of matmuls on every
+        run.  A device with device memory gets it once, now (an ``upload`` op),
+        and fetches it itself from then on; without one it crosses the link
+        with each matmul as before.  Either way the run's projection keeps it
+        resident on every board image that has device memory.
+        """
+        if not isinstance(b, np.ndarray) or b.dtype != np.int8 or b.ndim != 2:
+            raise TypeError(f"{name}: a resident weight must be a 2-D int8 array")
+        if id(b) in self._weights:
+            return
+        tensor = None
+        t0 = time.perf_counter()
+        if self.mode != "cpu" and self.config.memory is not None:
+            tensor = self.acc.upload(b)
+        self.uploads.append({"name": name, "k": int(b.shape[0]), "n": int(b.shape[1]),
+                             "on_device": tensor is not None,
+                             "wall_s": time.perf_counter() - t0})
+        self._weights[id(b)] = (b, tensor)
+
+    def release_weights(self) -> None:
+        """Free every resident weight on the device."""
+        for _, tensor in self._weights.values():
+            if tensor is not None:
+                tensor.free()
+        self._weights.clear()
+
+    def _place(self, kind: str, shape: dict, resident: bool = False) -> tuple[str, str, bool]:
         """``(side, reason, fallback)`` of one op."""
         if self.mode == "cpu":
             return "cpu", "forced (--placement cpu)", False
@@ -265,7 +314,7 @@ class Executor:
             return "cpu", f"no {missing} unit on {where}", self.mode == "accelerator"
         if self.mode == "accelerator":
             return "accelerator", "forced (--placement accelerator)", False
-        return (*self.cost.choose(kind, shape), False)
+        return (*self.cost.choose(kind, shape, resident), False)
 
     def _device_record(self, dec: OpDecision) -> None:
         rec = self.acc.profile.last
@@ -284,12 +333,15 @@ class Executor:
         m, k = a.shape
         n = b.shape[1]
         shape = {"m": m, "k": k, "n": n}
-        placed, reason, fallback = self._place("matmul", shape)
+        held = self._weights.get(id(b))
+        weight = held is not None and held[0] is b
+        placed, reason, fallback = self._place("matmul", shape, weight)
         dec = OpDecision(name, "matmul", shape, m * k * n, placed, reason, layer=self.layer,
-                         fallback=fallback)
+                         fallback=fallback, weight=weight)
         t0 = time.perf_counter()
         if placed == "accelerator":
-            out = np.asarray(self.acc.matmul(a, b), dtype=np.int64)
+            operand = held[1] if weight and held[1] is not None else b
+            out = np.asarray(self.acc.matmul(a, operand), dtype=np.int64)
             self._device_record(dec)
         else:
             out = exact_int_matmul(a, b)
@@ -360,7 +412,8 @@ class Executor:
         off = sum(d.macs for d in self.ops if d.placed == "accelerator")
         cpu = sum(d.macs for d in self.ops if d.placed == "cpu")
         cycles = sum(d.device_cycles for d in self.ops if d.placed == "accelerator")
-        proj = {b.name: project_ops(self.ops, b, self.cost, host_s) for b in boards}
+        weights = [(u["k"], u["n"]) for u in self.uploads]
+        proj = {b.name: project_ops(self.ops, b, self.cost, host_s, weights) for b in boards}
         counts = {"accelerator": sum(d.placed == "accelerator" for d in self.ops),
                   "cpu": sum(d.placed == "cpu" for d in self.ops)}
         return {"offloaded_macs": int(off), "cpu_macs": int(cpu), "device_cycles": int(cycles),
