@@ -343,9 +343,14 @@ class DeviceGemmPlan:
                     if self.weights_at is None:
                         steps.append(Load(MemSpace.WEIGHT, w_base, tt * nn * R,
                                           ("w", t0, tt, n0, nn)))
+                    elif nn == NT:
+                        # every column tile: the chunk's K-tiles are consecutive
+                        # in the resident layout, one LOAD
+                        steps.append(Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), w_base,
+                                                         self.weights_at + t0 * NT * wtile,
+                                                         tt * nn * R)))
                     else:
-                        # K-tile t's column tiles n0.. are consecutive in the
-                        # resident layout: one LOAD each
+                        # K-tile t's column tiles n0.. are consecutive: one LOAD each
                         steps += [Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), w_base + t * nn * R,
                                                       self.weights_at + ((t0 + t) * NT + n0) * wtile,
                                                       nn * R))
@@ -455,7 +460,8 @@ def plan_device_gemm(config: AcceleratorConfig, m: int, k: int, n: int, *,
             gemms = mblocks * NT * KT
             w_cost = w_bytes
             if weights_at is not None:
-                gemms += mblocks * ngroups * KT     # the LOAD frames
+                # the LOAD frames: one a chunk when a group is every column tile
+                gemms += mblocks * ngroups * (_ceil(KT, kc) if nb >= NT else KT)
                 # device-memory bytes, in link bytes of the same time
                 w_cost, w_bytes = w_bytes * mem_vs_link, 0
             frames = gemms + (a_bytes + w_bytes) // max(1, cfg.max_payload - 5)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hetaccel.host import Accelerator, DeviceMemoryFull, DeviceResetError
-from hetaccel.host.planner import count, op_cost, profile_segments
+from hetaccel.host.planner import BoardImage, count, op_cost, profile_segments
 from hetaccel.host.tensors import DeviceMemoryAllocator
 from hetaccel.host.transport import EmuTransport, FaultPlan, FaultyTransport
 from hetaccel.sim.device_model import DeviceModel
@@ -316,3 +316,51 @@ def test_profile_segments_read_the_dma_counters_too():
     names = profile_segments(SDRAM)[0].steps[0].regs
     assert "DMA_BUSY" in names and "DMA_BUSY" not in profile_segments()[0].steps[0].regs
     assert count(SDRAM, profile_segments(SDRAM)).bytes_out > count(SDRAM, profile_segments()).bytes_out
+
+
+# --- workloads ----------------------------------------------------------------------
+
+def test_encoder_weights_go_up_once_and_results_do_not_change(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from hetaccel.workloads.bert import BertModel
+    from hetaccel.workloads.encoder import QuantizedEncoder
+    from hetaccel.workloads.placement import Executor
+
+    spec = importlib.util.spec_from_file_location("tinybert",
+                                                  Path(__file__).with_name("tinybert.py"))
+    tinybert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tinybert)
+    model = BertModel.load(tinybert.write_tiny_model(tmp_path / "tiny"))
+    ids = [np.array([2, 10, 6, 3]), np.array([2, 13, 14, 15, 21, 3])]
+    cpu = QuantizedEncoder(model, Executor(mode="cpu", config=SDRAM)).forward_batch(ids)
+    with Accelerator.open("emu", config=SDRAM) as acc:
+        ex = Executor(acc)
+        enc = QuantizedEncoder(model, ex)
+        resident = acc.device_memory["tensors"]
+        assert resident == len(ex.uploads) and all(u["on_device"] for u in ex.uploads)
+        uploads = [r for r in acc.profile.ops if r.op == "upload"]
+        assert len(uploads) == resident
+        out = enc.forward_batch(ids)
+        for a, b in zip(out, cpu):
+            np.testing.assert_array_equal(a, b)
+        # every Linear fetched its weight on the device; nothing was uploaded again
+        linears = [d for d in ex.ops if d.weight]
+        assert linears and acc.device_memory["tensors"] == resident
+        assert sum(r.op == "upload" for r in acc.profile.ops) == resident
+        assert all(r.dram_bytes > 0 for r in acc.profile.ops
+                   if r.op == "matmul" and r.resident)
+        proj = ex.summary()["projection"]
+        # an image with device memory pays the weights once, apart; one without pays them
+        # on every call
+        assert proj["config"]["upload_s"] > 0 and proj["config"]["memory_s"] > 0
+        assert proj["ulx3s-85f"]["upload_s"] == 0
+        without = ex.summary([BoardImage("config", SDRAM.replace(device_memory="none"))])
+        assert without["projection"]["config"]["memory_s"] == 0
+        # what the host sends for the Linears: their activations only
+        sent = [(op_cost(SDRAM, "matmul", d.shape, resident=True).bytes_in,
+                 op_cost(SDRAM, "matmul", d.shape).bytes_in) for d in linears]
+        assert sum(r for r, _ in sent) < sum(p for _, p in sent)
+        ex.release_weights()
+        assert acc.device_memory["tensors"] == 0
