@@ -9,6 +9,10 @@ CPU time for the operation and ``simulator_cpu_s`` the simulator process's
 (rtl): on a loaded machine ``device_cycles_per_simulator_cpu_s`` is the
 steadier measure of simulation speed than the wall-clock rate.
 
+``--resident`` uploads the weights to the device memory first
+(:meth:`~hetaccel.host.Accelerator.upload`, reported apart as ``upload``) and
+runs the operation on the resident tensor: the weights stay off the link.
+
 ``--board`` runs the operation on that board's image (the emulator or the RTL
 of its array, units, memories, clock and baud) and projects it there;
 ``--config FILE`` applies a JSON file of config fields on top (the format
@@ -50,6 +54,9 @@ def add_arguments(parser) -> None:
                         help="output features (default 1536 emu, 128 rtl)")
     parser.add_argument("--activation", default="gelu",
                         help="activation of the linear (none, relu, sigmoid, tanh, gelu)")
+    parser.add_argument("--resident", action="store_true",
+                        help="upload the weights to the device memory once and run on the "
+                             "resident tensor (needs a config with device_memory)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of the operation; the fastest is reported")
 
@@ -77,6 +84,9 @@ def run(args) -> dict:
     n = args.n or (128 if rtl else 1536)
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.resident and config.memory is None:
+        raise ValueError(f"--resident needs device memory and image {image.name!r} has none "
+                         f"(device_memory='none'); add it with --config")
     act = None if args.activation.lower() == "none" else args.activation.lower()
     fn = ActivationFunction[(act or "none").upper()]
     rng = np.random.default_rng(0)
@@ -91,6 +101,15 @@ def run(args) -> dict:
     with Accelerator.open(args.backend, config=config, board=image.profile_board,
                           **options) as acc:
         start_s = time.perf_counter() - opened
+        upload = None
+        weight = w if op == "linear" else w.T
+        if args.resident:
+            t0 = time.perf_counter()
+            weight = acc.upload(w, layout="linear") if op == "linear" else acc.upload(w.T.copy())
+            up = acc.profile.last.as_dict()
+            upload = {"bytes": weight.nbytes, "wall_s": time.perf_counter() - t0,
+                      "device_bytes_in": up["device_bytes_in"],
+                      "projection": up["projection"]}
         best = None
         for _ in range(args.repeat):
             c0 = acc.transport.device_cycles
@@ -99,9 +118,9 @@ def run(args) -> dict:
             p0 = time.process_time()
             t0 = time.perf_counter()
             if op == "linear":
-                y = acc.linear(x, w, bias, act, scale=scale, table_scales=table_scales)
+                y = acc.linear(x, weight, bias, act, scale=scale, table_scales=table_scales)
             else:
-                y = acc.matmul(x, w.T)
+                y = acc.matmul(x, weight)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - p0
             s1 = _proc_cpu(pid) if pid else None
@@ -147,6 +166,8 @@ def run(args) -> dict:
         "utilization": d["utilization"],
         "busy_cycles": d["busy_cycles"],
         "device_bytes_in": d["device_bytes_in"], "device_bytes_out": d["device_bytes_out"],
+        "resident": bool(args.resident), "upload": upload,
+        "dma_cycles": d["dma_cycles"], "dram_bytes": d["dram_bytes"],
         "frames": d["frames"], "retries": d["retries"],
         "host_cpu_s": cpu,
         "simulator_cpu_s": sim_cpu,

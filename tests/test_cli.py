@@ -338,6 +338,20 @@ def test_bench_runtime_board_and_config(tmp_path, capsys):
     assert "--op linear needs the activation unit" in capsys.readouterr().err
 
 
+def test_bench_runtime_resident_weights(tmp_path, capsys):
+    small = ["bench", "runtime", "--m", "6", "--k", "40", "--n", "24", "--json"]
+    assert main([*small, "--resident"]) == 1
+    assert "--resident needs device memory" in capsys.readouterr().err
+    mem = _write(tmp_path / "mem.json", {"device_memory": "sdram32m"})
+    for op in ("linear", "matmul"):
+        rc, sent = _json(capsys, [*small, "--config", mem, "--op", op])
+        rc2, kept = _json(capsys, [*small, "--config", mem, "--op", op, "--resident"])
+        assert rc == rc2 == 0 and sent["correct"] and kept["correct"]
+        assert kept["resident"] and kept["upload"]["bytes"] > 0 and kept["dram_bytes"] > 0
+        assert not sent["resident"] and sent["dram_bytes"] == 0
+        assert kept["device_bytes_in"] < sent["device_bytes_in"]
+
+
 class _NoPort(ValueError):
     pass
 
