@@ -21,9 +21,10 @@ A transfer covers whole lines: it moves ``count`` consecutive words of a
 scratchpad to or from the bytes ``[dram_addr, dram_addr + count * word)`` of the
 store, word ``i`` at byte ``dram_addr + i * word`` in its wire layout
 (:func:`hetaccel.spec.pack_words`), and both ends must fall on a line
-boundary.  Words smaller than a line are packed (a 16-byte line holds two
-8-byte INPUT words), larger ones span consecutive lines, so no transfer needs
-a partial-line write.
+boundary.  Words of half a line are packed two to a line (a 16-byte line
+holds two 8-byte INPUT words), larger ones span consecutive lines, so no
+transfer needs a partial-line write; smaller words are not moved
+(:func:`hetaccel.spec.dma_spaces`).
 """
 
 from __future__ import annotations

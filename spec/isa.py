@@ -153,8 +153,9 @@ def mem_depth(config: AcceleratorConfig, space: MemSpace | int) -> int:
 def dma_spaces(config: AcceleratorConfig, opcode) -> frozenset:
     """Spaces LOAD (``opcode`` LOAD) may fill or STORE may empty in this
     config: present, in :data:`~hetaccel.spec.device_memory.DMA_LOAD_SPACES` /
-    ``DMA_STORE_SPACES``, and with words that are whole lines or pack whole
-    into one (empty without device memory)."""
+    ``DMA_STORE_SPACES``, and with words that are whole lines or half a line
+    (empty without device memory).  Smaller words would be read or written
+    one a cycle, more slowly than the store moves their lines."""
     mem = config.memory
     if mem is None:
         return frozenset()
@@ -165,7 +166,7 @@ def dma_spaces(config: AcceleratorConfig, opcode) -> frozenset:
         if not mem_present(config, space):
             continue
         wb = mem_word(config, space).bytes
-        if wb % mem.line_bytes == 0 or mem.line_bytes % wb == 0:
+        if wb % mem.line_bytes == 0 or wb * 2 == mem.line_bytes:
             out.add(space)
     return frozenset(out)
 

@@ -224,9 +224,12 @@ def adam_latency() -> int:
 
 #: Cycles from a LOAD / STORE entry reaching the head of the empty queue to
 #: its first request to the device memory: the DMA engine copies the entry,
-#: then presents the first line (a LOAD) or first reads the scratchpad word
-#: that line is made of (a STORE: one more, the registered read port).
-DMA_LEAD = {Opcode.LOAD: 2, Opcode.STORE: 3}
+#: then presents the first line (a LOAD); a STORE reads the scratchpad words
+#: that line is made of (the registered read port), assembles them and
+#: presents the line from its line register -- 4 for one word and for two
+#: 8-byte words packed in the line alike (the second word goes straight into
+#: the line register).
+DMA_LEAD = {Opcode.LOAD: 2, Opcode.STORE: 4}
 #: Cycles from the device memory's last line (read word taken, write's last
 #: beat on the pins) to the instruction's retirement.
 DMA_TAIL = 2

@@ -84,10 +84,14 @@ def test_load_store_checks():
 
 
 def test_dma_spaces_need_words_that_tile_lines():
-    # a 3-column array's 3-byte weight words neither fill nor divide a 16-byte line
-    odd = AcceleratorConfig(rows=4, cols=3, device_memory="sdram32m")
+    # a 3-column array's 3-byte weight words neither fill nor halve a 16-byte line
+    odd = AcceleratorConfig(rows=8, cols=3, device_memory="sdram32m")
     assert MemSpace.WEIGHT not in dma_spaces(odd, Opcode.LOAD)
-    assert MemSpace.INPUT in dma_spaces(odd, Opcode.LOAD)
+    assert MemSpace.INPUT in dma_spaces(odd, Opcode.LOAD)          # 8 bytes: two a line
+    # 4-byte words would be moved one a cycle, four to a line: too slow to stream
+    small = AcceleratorConfig(rows=4, cols=4, device_memory="sdram32m")
+    assert MemSpace.INPUT not in dma_spaces(small, Opcode.LOAD)
+    assert MemSpace.INPUT in dma_spaces(SPRAM, Opcode.LOAD)         # 4 of an 8-byte line
     assert dma_spaces(AcceleratorConfig(), Opcode.LOAD) == frozenset()
 
 
