@@ -355,7 +355,13 @@ def test_encoder_weights_go_up_once_and_results_do_not_change(tmp_path):
         assert sum(r.op == "upload" for r in acc.profile.ops) == resident
         assert all(r.dram_bytes > 0 for r in acc.profile.ops
                    if r.op == "matmul" and r.resident)
-        proj = ex.summary()["projection"]
+        summary = ex.summary()
+        assert summary["resident_weights"]["on_device"] == resident
+        assert summary["resident_weights"]["device_bytes"] == sum(
+            t.nbytes for t in acc._resident.values())
+        assert summary["link_bytes"] == sum(d.device_bytes_in + d.device_bytes_out
+                                            for d in ex.ops)
+        proj = summary["projection"]
         # an image with device memory pays the weights once, apart; one without pays them
         # on every call
         assert proj["config"]["upload_s"] > 0 and proj["config"]["memory_s"] > 0

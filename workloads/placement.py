@@ -401,8 +401,9 @@ class Executor:
     # --- summaries -------------------------------------------------------------
 
     def summary(self, boards: list[BoardImage] | None = None, host_s: float = 0.0) -> dict:
-        """Totals: MACs per side, device cycles, and the run projected onto each
-        board image (default: :func:`hetaccel.host.planner.board_images` of the
+        """Totals: MACs per side, device cycles, the link bytes of the device's
+        ops (uploads of resident weights apart: ``resident_weights``), and the
+        run projected onto each board image (default: :func:`hetaccel.host.planner.board_images` of the
         device's config; see :func:`project_ops`).
 
         ``host_s`` is the measured CPU time of the non-offloadable work (embeddings,
@@ -416,7 +417,15 @@ class Executor:
         proj = {b.name: project_ops(self.ops, b, self.cost, host_s, weights) for b in boards}
         counts = {"accelerator": sum(d.placed == "accelerator" for d in self.ops),
                   "cpu": sum(d.placed == "cpu" for d in self.ops)}
+        link = sum(d.device_bytes_in + d.device_bytes_out for d in self.ops
+                   if d.placed == "accelerator")
+        resident = [u for u in self.uploads if u["on_device"]]
+        weights = {"declared": len(self.uploads), "on_device": len(resident),
+                   "device_bytes": sum(resident_weight_bytes(self.config, u["k"], u["n"])
+                                       for u in resident) if resident else 0,
+                   "upload_wall_s": sum(u["wall_s"] for u in resident)}
         return {"offloaded_macs": int(off), "cpu_macs": int(cpu), "device_cycles": int(cycles),
+                "link_bytes": int(link), "resident_weights": weights,
                 "ops_on_accelerator": counts["accelerator"], "ops_on_cpu": counts["cpu"],
                 "projected_latency_s": {k: v["latency_s"] for k, v in proj.items()},
                 "projection": proj}
