@@ -41,25 +41,40 @@ device's ``FRAMES`` counter must account for every frame the host saw
 acknowledged; when it does not, the device was reset (its memories lost) and
 :class:`DeviceResetError` is raised — a result is never returned from a device
 that reset during the operation.
+
+Emulator.  On the ``emu`` backend the frames need not be bytes: the device
+model's bulk methods (:mod:`hetaccel.sim.device_model`) take whole loads,
+read-backs and grids of GEMMs and ACTIVATEs with exactly the effect of their
+frames, and a GEMM plan's products come from one exact matrix product of the
+operands (the words its loads write), so an operation costs about what NumPy
+costs for it.  Results, counters, cycles, scratchpads and the session's counts
+are those of the frames (tests/test_emulator_fast.py);
+``EmuTransport(config, bulk=False)`` sends every frame through the byte-level
+link instead.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from ..sim.activation_model import build_table, fixed_output_frac, quantize_multiplier
 from ..sim.adam_model import hyperparameters
-from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTRUCTIONS, INT32_MAX,
-                    INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig, ActivationFunction,
-                    ActivationPrecision, MemSpace, Opcode, config_from_identity,
-                    encode_instruction, identity_words, mem_word, register_map)
-from .planner import (Instr, Load, RegRead, RegWrite, activation_segments, adam_segments,
-                      board_image, plan_device_gemm, profile_counters, read_chunks,
-                      resident_weight_bytes, table_segment, upload_segments, write_chunks)
+from ..sim.device_model import exact_product
+from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_ACCUMULATE,
+                    INSTRUCTIONS, INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX,
+                    AcceleratorConfig, ActivationFunction, ActivationPrecision, MemSpace, Opcode,
+                    config_from_identity, encode_instruction, identity_words, mem_depth,
+                    mem_word, register_map)
+from .planner import (DeviceGemmPlan, Instr, Load, Read, RegRead, RegWrite, Segment, _w_half,
+                      activation_segments, adam_segments, board_image, plan_device_gemm,
+                      profile_counters, read_chunks, resident_weight_bytes, table_segment,
+                      upload_segments, write_chunks)
 from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
 from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
@@ -70,6 +85,261 @@ from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
            "DeviceResetError", "DeviceTensor", "DeviceMemoryFull"]
 
+
+# ---------------------------------------------------------------------------
+# the emulator's bulk path: a GEMM plan's segments in closed form
+
+
+class _GemmGrid(NamedTuple):
+    """GEMMs of one chunk of a :class:`~hetaccel.host.planner.DeviceGemmPlan`
+    segment: the grid of :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_gemm`."""
+
+    a_addr: int
+    w_addr: int
+    acc_addr: int
+    m: int
+    kt: int
+    nt: int
+    accumulate: bool
+
+    def instructions(self, rows: int) -> list:
+        m, nt = self.m, self.nt
+        return [Instr(Opcode.GEMM, (self.a_addr + t * m, self.w_addr + (t * nt + j) * rows,
+                                    self.acc_addr + j * m, m,
+                                    GEMM_ACCUMULATE if t > 0 or self.accumulate else 0))
+                for t in range(self.kt) for j in range(nt)]
+
+
+class _ActGrid(NamedTuple):
+    """ACTIVATEs of one segment: :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_activate`."""
+
+    acc_addr: int
+    out_addr: int
+    m: int
+    param_entry: int
+    n: int
+    function: int
+    flags: int
+
+    def instructions(self) -> list:
+        m = self.m
+        return [Instr(Opcode.ACTIVATE, (self.acc_addr + j * m, self.out_addr + j * m, m,
+                                        self.param_entry + j, self.function, self.flags))
+                for j in range(self.n)]
+
+
+class _Chunk(NamedTuple):
+    """K-tiles ``t0 .. t0+tt-1`` of a segment: their WEIGHT and INPUT bases."""
+
+    t0: int
+    tt: int
+    w_base: int
+    a_base: int
+
+
+class _Halves(NamedTuple):
+    """Where a plan's chunks go: chunk ``i`` of the op uses half ``i % 2`` of
+    INPUT (``in_half`` words) and of WEIGHT (``w_half`` words, ``w_slots`` of them)."""
+
+    in_half: int
+    w_half: int
+    w_slots: int
+
+
+class _Group(NamedTuple):
+    """One segment of a :class:`~hetaccel.host.planner.DeviceGemmPlan` (row
+    block ``m0``, ``mm`` rows x column tiles ``n0 .. n0+nn-1``) in closed form.
+
+    Its steps (:meth:`segment`) are: the row block's resident activations
+    (``a_load``, in its first group), the ACT_PARAM words (``params``), then per
+    chunk of ``kc`` K-tiles (the op's chunks ``chunk0 ..``; ``KT`` in all) the
+    WEIGHT load, the INPUT load (unless ``resident``: at ``a_base`` on) and
+    the chunk's GEMM grid into ACC rows ``region ..``, then the ACTIVATEs
+    (``act``); its read-back is ``read``.
+    """
+
+    m0: int
+    mm: int
+    n0: int
+    nn: int
+    region: int
+    resident: bool
+    a_load: Load | None
+    params: Load | None
+    KT: int
+    kc: int
+    chunk0: int
+    a_base: int
+    halves: _Halves
+    act: _ActGrid | None
+    read: Read
+
+    @property
+    def key(self) -> tuple:
+        return (self.m0, self.mm, self.n0, self.nn)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.KT // self.kc)
+
+    def chunk(self, i: int) -> _Chunk:
+        h = self.halves
+        half = (self.chunk0 + i) % 2
+        t0 = i * self.kc
+        a_base = self.a_base + t0 * self.mm if self.resident else half * h.in_half
+        return _Chunk(t0, min(self.kc, self.KT - t0), (half % h.w_slots) * h.w_half, a_base)
+
+    def kinds(self) -> dict:
+        """``(tt, w_base, a_base, accumulate) -> count`` of the chunks: chunks of
+        one kind send the same frames.  Closed form: the first chunk does not
+        accumulate, all but the last have ``kc`` tiles, halves alternate."""
+        n = self.n_chunks
+        out: dict = {}
+
+        def add(i: int, count: int) -> None:
+            if count > 0:
+                c = self.chunk(i)
+                k = (c.tt, c.w_base, c.a_base, c.t0 > 0)
+                out[k] = out.get(k, 0) + count
+
+        add(0, 1)
+        if n >= 2:
+            add(n - 1, 1)
+        middle = max(0, n - 2)                   # chunks 1 .. n-2, alternating halves
+        add(1, (middle + 1) // 2)
+        add(2, middle // 2)
+        return out
+
+    def weight_load(self, c: _Chunk, rows: int) -> Load:
+        return Load(MemSpace.WEIGHT, c.w_base, c.tt * self.nn * rows,
+                    ("w", c.t0, c.tt, self.n0, self.nn))
+
+    def input_load(self, c: _Chunk) -> Load:
+        return Load(MemSpace.INPUT, c.a_base, c.tt * self.mm, ("a", c.t0, c.tt, self.m0, self.mm))
+
+    def grid(self, c: _Chunk) -> _GemmGrid:
+        return _GemmGrid(c.a_base, c.w_base, self.region, self.mm, c.tt, self.nn, c.t0 > 0)
+
+    def segment(self, rows: int) -> Segment:
+        """The planner's segment: every step, one instruction per tile."""
+        steps: list = [s for s in (self.a_load, self.params) if s is not None]
+        for i in range(self.n_chunks):
+            c = self.chunk(i)
+            steps.append(self.weight_load(c, rows))
+            if not self.resident:
+                steps.append(self.input_load(c))
+            steps += self.grid(c).instructions(rows)
+        if self.act is not None:
+            steps += self.act.instructions()
+        return Segment(tuple(steps), self.read, self.key)
+
+
+def _gemm_groups(plan: DeviceGemmPlan, function: int = 0, flags: int = 0):
+    """``plan.segments(function, flags)`` as :class:`_Group`: the same steps in
+    the same order (:meth:`_Group.segment` gives them back, and
+    tests/test_emulator_fast.py compares them with the planner's for many
+    plans), without an object per tile -- a MiniLM run has millions."""
+    cfg = plan.config
+    KT, NT, M, mb, nb, kc = plan.KT, plan.NT, plan.M, plan.mb, plan.nb, plan.kc
+    in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
+    halves = _Halves(in_half, w_half, cfg.weight_depth // w_half)
+    acc_half = cfg.acc_depth // 2
+    out_half = cfg.output_depth // 2
+    param_half = max(1, cfg.act_param_depth // 2)
+    n_chunks = -(-KT // kc)
+    chunk_no = 0
+    group_no = 0
+    a_slot = 0
+    a_load = None
+    for m0 in range(0, M, mb):
+        mm = min(mb, M - m0)
+        if plan.resident:
+            a_slot = (m0 // mb) % 2
+            a_load = Load(MemSpace.INPUT, a_slot * in_half, KT * mm, ("a", 0, KT, m0, mm))
+        for n0 in range(0, NT, nb):
+            nn = min(nb, NT - n0)
+            region = (group_no % 2) * acc_half
+            p_base = (group_no % 2) * param_half
+            params = Load(MemSpace.ACT_PARAM, p_base, nn, ("params", n0, nn)) \
+                if plan.linear else None
+            act = None
+            if plan.linear:
+                o_base = (group_no % 2) * out_half
+                act = _ActGrid(region, o_base, mm, p_base, nn, function, flags)
+                read = Read(MemSpace.OUTPUT, o_base, nn * mm)
+            else:
+                read = Read(MemSpace.ACC, region, nn * mm)
+            yield _Group(m0, mm, n0, nn, region, plan.resident,
+                         a_load if plan.resident and n0 == 0 else None, params, KT, kc,
+                         chunk_no, a_slot * in_half, halves, act, read)
+            chunk_no += n_chunks
+            group_no += 1
+
+
+def _magnitude(x: np.ndarray) -> int:
+    """The largest ``|x|`` (``np.abs`` of an int8 -128 is -128)."""
+    return max(-int(x.min()), int(x.max())) if x.size else 0
+
+
+class _Operands:
+    """The zero-padded operands of one GEMM op, converted once to the dtype in
+    which BLAS multiplies them exactly (:func:`~hetaccel.sim.device_model.exact_product`).
+
+    The GEMMs of a segment read INPUT and WEIGHT words that its Loads (or, for
+    a row block's resident activations, the block's first segment) wrote from
+    exactly these tiles, so their products are taken from here instead of
+    being read back from the scratchpads.
+    """
+
+    def __init__(self, cfg: AcceleratorConfig, ap: np.ndarray, bp: np.ndarray):
+        self.R, self.C = cfg.rows, cfg.cols
+        self.bound = _magnitude(ap) * _magnitude(bp)
+        k = ap.shape[1]
+        if k * self.bound >= 1 << 53:
+            dt = np.int64
+        elif self.bound == 0 or ((1 << 24) - 1) // self.bound >= 64:
+            dt = np.float32
+        else:
+            dt = np.float64
+        self.a = ap.astype(dt)
+        self.b = bp.astype(dt)
+        self._full = None
+
+    def product(self, m0: int, mm: int, t0: int, t1: int, n0: int, nn: int) -> np.ndarray:
+        """Rows ``m0 ..`` of A times column tiles ``n0 ..`` of B over K-tiles
+        ``t0 .. t1-1`` (exact, int64)."""
+        R, C = self.R, self.C
+        if t0 == 0 and t1 * R == self.a.shape[1]:
+            # a whole reduction: a slice of the product of the whole operands,
+            # one BLAS call for every segment of the op
+            if self._full is None:
+                self._full = exact_product(self.a, self.b, self.bound)
+            return self._full[m0:m0 + mm, n0 * C:(n0 + nn) * C]
+        return exact_product(self.a[m0:m0 + mm, t0 * R:t1 * R],
+                             self.b[t0 * R:t1 * R, n0 * C:(n0 + nn) * C], self.bound)
+
+
+class _Deferred:
+    """INPUT/WEIGHT Loads whose words matter only to what the scratchpads hold
+    after the op (its GEMMs take their operands from :class:`_Operands`): a
+    Load every word of which a later one rewrites is dropped as it comes."""
+
+    def __init__(self):
+        self._by_start: dict = {}
+        self._seq = 0
+
+    def add(self, load: Load) -> None:
+        key = (load.space, load.addr)
+        kept = [e for e in self._by_start.get(key, ()) if e[1].words > load.words]
+        kept.append((self._seq, load))
+        self._by_start[key] = kept
+        self._seq += 1
+
+    def pop_all(self) -> list:
+        """The surviving Loads, in the order they came."""
+        out = sorted((e for es in self._by_start.values() for e in es), key=lambda e: e[0])
+        self._by_start.clear()
+        return [load for _, load in out]
 
 
 def _with_pending_read(reqs: list, pending):
@@ -129,6 +399,8 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+
+
 # ---------------------------------------------------------------------------
 # the user API
 
@@ -182,6 +454,9 @@ class Accelerator:
         mem = config.memory
         self._memory = DeviceMemoryAllocator(mem.bytes, mem.line_bytes) if mem else None
         self._resident: dict[int, DeviceTensor] = {}
+        self._chunk_cache: dict = {}
+        self._plans: dict = {}
+        self._group_checks: dict = {}
 
     # --- opening and closing -------------------------------------------------
 
@@ -402,11 +677,15 @@ class Accelerator:
                 raise TypeError(f"not a schedule step: {s!r}")
         return reqs
 
-    def _schedule(self, segments, part, finish=None, regs=None):
+    def _schedule(self, segments, part, finish=None, regs=None, pending=None):
         """Runnable ``(requests, on_replies)`` pairs of planner segments: each
         segment's steps carry the previous segment's read-back, whose replies go
-        to ``finish(key, replies)``."""
-        pending = None
+        to ``finish(key, replies)``.  ``pending``: ``(Read, key)`` of an earlier
+        segment whose read-back is still to go."""
+        if pending is not None:
+            r, key = pending
+            pending = (self._read_mem(r.space, r.addr, r.words),
+                       lambda replies, key=key: finish(key, replies))
         for seg in segments:
             yield _with_pending_read(self._requests(seg.steps, part, regs), pending)
             pending = None
@@ -417,12 +696,199 @@ class Accelerator:
         if pending is not None:
             yield pending
 
+    def _run_planned(self, segments, part, finish=None, regs=None) -> None:
+        """Run planner segments: as frames over the link, or straight into an
+        emulated device (:meth:`_run_bulk`)."""
+        dev = self.link.bulk_device
+        if dev is None:
+            self._run(self._schedule(segments, part, finish, regs))
+        else:
+            self._run_bulk(dev, segments, part, finish, regs)
+
+    # The emulator's bulk path: a segment's frames go to the device model's bulk
+    # methods, which have exactly their effect, in the order the link would
+    # carry them (a segment's steps, then the previous segment's read-back), and
+    # the session counts them as sent and acknowledged.  A segment holding a
+    # frame the device would refuse, and everything after it, goes over the
+    # link as frames instead, which answers it as the device does.
+
+    def _chunks(self, space: MemSpace, words: int, read: bool = False) -> tuple:
+        key = (space, words, read)
+        c = self._chunk_cache.get(key)
+        if c is None:
+            c = self._chunk_cache[key] = tuple(
+                (read_chunks if read else write_chunks)(self.config, space, words))
+        return c
+
+    def _fall_back(self, dev, since, rest, part, finish, regs, pending) -> None:
+        self.link.bulk_account(dev, since)
+        self._run(self._schedule(rest, part, finish, regs, pending))
+
+    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> None:
+        """Planner segments on the bulk path."""
+        since = list(dev.bulk_traffic)
+        pending = None
+        segments = iter(segments)
+        try:
+            for seg in segments:
+                if not self._bulk_ok(dev, seg, regs):
+                    self._fall_back(dev, since, itertools.chain([seg], segments), part, finish,
+                                    regs, pending)
+                    return
+                for s in seg.steps:
+                    if type(s) is Load:
+                        dev.bulk_write(s.space, s.addr, part(s.part), self._chunks(s.space, s.words))
+                    else:
+                        for op, payload in self._requests((s,), part, regs):
+                            dev.bulk_request(op, payload)
+                if pending is not None:
+                    self._bulk_read(dev, pending, finish)
+                pending = None if seg.read is None else (seg.read, seg.key)
+            if pending is not None:
+                self._bulk_read(dev, pending, finish)
+        finally:
+            self.link.bulk_account(dev, since)
+
+    def _bulk_ok(self, dev, seg: Segment, regs) -> bool:
+        """Whether the device answers every frame of ``seg`` (its read-back
+        included) OK; the checks depend on the frames alone, not on state."""
+        for s in seg.steps:
+            if type(s) is Load:
+                ok = dev.write_ok(s.space, s.addr, self._chunks(s.space, s.words))
+            else:
+                ok = all(dev.request_ok(op, payload)
+                         for op, payload in self._requests((s,), None, regs))
+            if not ok:
+                return False
+        r = seg.read
+        return r is None or dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True))
+
+    def _bulk_read(self, dev, pending, finish) -> None:
+        r, key = pending
+        data = dev.bulk_read(r.space, r.addr, self._chunks(r.space, r.words, True))
+        if finish is not None:
+            finish(key, [data])
+
+    def _run_gemm_bulk(self, dev, groups, part, finish, operands: _Operands) -> None:
+        """A GEMM plan's segments (:func:`_gemm_groups`) on the bulk path.
+
+        A segment's GEMMs all add into its ACC region, the first overwriting
+        it, over K-tiles ``0 .. KT-1`` between them: their effect is that
+        region set to the group's product, taken from ``operands``.  So the
+        INPUT and WEIGHT words only matter to what the scratchpads hold after
+        the op: only Loads some word of which no later one rewrites are
+        stored, at the end (:class:`_Deferred`).
+        """
+        R = self.config.rows
+        since = list(dev.bulk_traffic)
+        deferred = _Deferred()
+        pending = None
+        groups = iter(groups)
+        try:
+            for g in groups:
+                kinds = self._group_kinds(dev, g)
+                if kinds is None:
+                    self._store(dev, deferred.pop_all(), part)
+                    rest = (x.segment(R) for x in itertools.chain([g], groups))
+                    self._fall_back(dev, since, rest, part, finish, None, pending)
+                    return
+                self._bulk_group(dev, g, kinds, part, operands, deferred)
+                if pending is not None:
+                    self._bulk_read(dev, pending, finish)
+                pending = (g.read, g.key)
+            if pending is not None:
+                self._bulk_read(dev, pending, finish)
+            self._store(dev, deferred.pop_all(), part)
+        finally:
+            self.link.bulk_account(dev, since)
+
+    def _group_kinds(self, dev, g: _Group) -> dict | None:
+        """How many chunks of ``g`` there are of each kind ``(tt, w_base,
+        a_base, accumulate)`` -- chunks of one kind send the same frames -- or
+        None when the device would refuse a frame of ``g``."""
+        # the checks depend on where the frames go, not on the rows they carry
+        sig = (g.mm, g.nn, g.region, g.resident, g.KT, g.kc, g.chunk0 % 2, g.a_base, g.halves,
+               g.a_load and g.a_load[:3], g.params and g.params[:3], g.act, g.read)
+        try:
+            return self._group_checks[sig]
+        except KeyError:
+            pass
+        if len(self._group_checks) > 4096:
+            self._group_checks.clear()
+        kinds = self._group_checks[sig] = self._check_group(dev, g)
+        return kinds
+
+    def _check_group(self, dev, g: _Group) -> dict | None:
+        R = self.config.rows
+        kinds = g.kinds()
+        for ld in (g.a_load, g.params):
+            if ld is not None and not dev.write_ok(ld.space, ld.addr,
+                                                   self._chunks(ld.space, ld.words)):
+                return None
+        for tt, w_base, a_base, acc in kinds:
+            if not (dev.write_ok(MemSpace.WEIGHT, w_base,
+                                 self._chunks(MemSpace.WEIGHT, tt * g.nn * R))
+                    and (g.resident or dev.write_ok(MemSpace.INPUT, a_base,
+                                                    self._chunks(MemSpace.INPUT, tt * g.mm)))
+                    and dev.gemm_ok(a_base, w_base, g.region, g.mm, tt, g.nn, acc)):
+                return None
+        if g.act is not None and not dev.activate_ok(*g.act):
+            return None
+        r = g.read
+        if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
+            return None
+        return kinds
+
+    def _bulk_group(self, dev, g: _Group, kinds: dict, part, operands: _Operands,
+                    deferred: _Deferred) -> None:
+        R = self.config.rows
+        if g.a_load is not None:
+            ld = g.a_load
+            dev.bulk_write(ld.space, ld.addr, None, self._chunks(ld.space, ld.words))
+            deferred.add(ld)
+        if g.params is not None:
+            ld = g.params
+            dev.bulk_write(ld.space, ld.addr, part(ld.part), self._chunks(ld.space, ld.words))
+        for (tt, w_base, a_base, _), n in kinds.items():
+            dev.bulk_write(MemSpace.WEIGHT, w_base, None,
+                           self._chunks(MemSpace.WEIGHT, tt * g.nn * R), n)
+            if not g.resident:
+                dev.bulk_write(MemSpace.INPUT, a_base, None,
+                               self._chunks(MemSpace.INPUT, tt * g.mm), n)
+        # chunks alternate between two halves, so a chunk's words are rewritten
+        # by the chunk two on in the same segment unless that is its last
+        # (possibly shorter) one: only the last four can leave words behind
+        n = g.n_chunks
+        for i in range(max(0, n - 4), n):
+            c = g.chunk(i)
+            deferred.add(g.weight_load(c, R))
+            if not g.resident:
+                deferred.add(g.input_load(c))
+        # the chunks cover K-tiles 0 .. KT-1, the first overwriting the region
+        product = operands.product(g.m0, g.mm, 0, g.KT, g.n0, g.nn)
+        dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.KT * g.nn, product, False)
+        if g.act is not None:
+            dev.bulk_activate(*g.act)
+
+    def _store(self, dev, loads: list, part) -> None:
+        """Store what ``loads`` (in order) leave in the scratchpads: the words
+        of each Load that no later one rewrites."""
+        keep = []
+        covered: dict = {}
+        for ld in reversed(loads):
+            mask = covered.setdefault(ld.space, np.zeros(mem_depth(self.config, ld.space), bool))
+            if not mask[ld.addr:ld.addr + ld.words].all():
+                keep.append(ld)
+                mask[ld.addr:ld.addr + ld.words] = True
+        for ld in reversed(keep):
+            dev.write_array(ld.space, ld.addr, part(ld.part), ld.words)
+
     def _load_table(self, slot: int, tab_bytes: bytes) -> bool:
         """Load an activation table unless the slot holds it; whether it loaded."""
         if self._tables.get(slot) == tab_bytes:
             return False
         self._tables.pop(slot, None)
-        self._run(self._schedule([table_segment(self.config, slot)], lambda part: tab_bytes))
+        self._run_planned([table_segment(self.config, slot)], lambda part: tab_bytes)
         self._tables[slot] = tab_bytes
         return True
 
@@ -488,8 +954,8 @@ class Accelerator:
         bp[:K, :N] = b
         return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
 
-    def _gemm_segments(self, a: np.ndarray, b, *, finish, act=None):
-        """Segments computing ``a @ b`` group by group, as
+    def _run_gemm(self, a: np.ndarray, b, *, finish, act=None) -> None:
+        """Compute ``a @ b`` group by group, as
         :func:`~hetaccel.host.planner.plan_device_gemm` plans it.
 
         ``b`` is an array, or a :class:`DeviceTensor` whose tiles the device
@@ -502,9 +968,14 @@ class Accelerator:
         M, K = a.shape
         resident = isinstance(b, DeviceTensor)
         N = b.operand_shape[1] if resident else b.shape[1]
-        plan = plan_device_gemm(cfg, M, K, N, linear=act is not None,
-                                weights_at=b.addr if resident else None)
-        KT = plan.KT
+        key = (M, K, N, act is not None, b.addr if resident else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            plan = self._plans[key] = plan_device_gemm(cfg, M, K, N, linear=act is not None,
+                                                       weights_at=b.addr if resident else None)
+        KT, NT = plan.KT, plan.NT
         in_dt = mem_word(cfg, MemSpace.INPUT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
         ap = np.zeros((M, KT * R), dtype=in_dt)
@@ -524,7 +995,13 @@ class Accelerator:
             return act.words[n0:n0 + nn].tobytes()
 
         fields = (int(act.fn), act.flags) if act is not None else ()
-        return self._schedule(plan.segments(*fields), part, finish)
+        dev = self.link.bulk_device
+        if dev is None or resident:
+            self._run(self._schedule(plan.segments(*fields), part, finish))
+        else:
+            bp = b_tiles.transpose(0, 2, 1, 3).reshape(KT * R, NT * cfg.cols)
+            self._run_gemm_bulk(dev, _gemm_groups(plan, *fields), part, finish,
+                                _Operands(cfg, ap, bp))
 
     # --- operations ---------------------------------------------------------------
 
@@ -563,7 +1040,7 @@ class Accelerator:
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
         start = self._begin()
-        self._run(self._gemm_segments(a, b, finish=finish))
+        self._run_gemm(a, b, finish=finish)
         self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
                   resident=isinstance(b, DeviceTensor))
         return out[:, :N]
@@ -620,8 +1097,7 @@ class Accelerator:
         data = np.ascontiguousarray(self._weight_tiles(operand)).tobytes()
         try:
             start = self._begin()
-            self._run(self._schedule(upload_segments(self.config, addr, nbytes),
-                                     lambda part: data))
+            self._run_planned(upload_segments(self.config, addr, nbytes), lambda part: data)
             self._end(start, "upload", {"bytes": nbytes})
         except BaseException:
             self._memory.release(addr)
@@ -789,7 +1265,7 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run(self._gemm_segments(x2, w if resident else w.T, finish=finish, act=act))
+        self._run_gemm(x2, w if resident else w.T, finish=finish, act=act)
         shape = {"m": M, "k": K, "n": N}
         self._end(start, op_name, shape, macs=M * K * N, table=loaded, resident=resident)
         res = out[:, :N]
@@ -946,8 +1422,8 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run(self._schedule(activation_segments(cfg, flat.size, function=int(fn),
-                                                     flags=flags), part, finish))
+        self._run_planned(activation_segments(cfg, flat.size, function=int(fn), flags=flags),
+                          part, finish)
         self._end(start, "activation", {"elements": int(flat.size)}, table=loaded)
         res = result.reshape(-1)[:flat.size].reshape(x.shape)
         if is_float:
@@ -1006,7 +1482,7 @@ class Accelerator:
             result[w0:w0 + ww] = np.frombuffer(b"".join(replies), dtype="<f4").reshape(ww, L, 4)
 
         start = self._begin()
-        self._run(self._schedule(adam_segments(cfg, n), part, finish, regs))
+        self._run_planned(adam_segments(cfg, n), part, finish, regs)
         self._end(start, "adam_step", {"params": int(n)})
         flat = result.reshape(-1, 4)[:n]
         for i, name in ((0, "params"), (2, "m"), (3, "v")):
