@@ -59,22 +59,21 @@ import itertools
 import struct
 import time
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 
 from ..sim.activation_model import build_table, fixed_output_frac, quantize_multiplier
 from ..sim.adam_model import hyperparameters
 from ..sim.device_model import exact_product
-from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, GEMM_ACCUMULATE,
-                    INSTRUCTIONS, INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX,
-                    AcceleratorConfig, ActivationFunction, ActivationPrecision, MemSpace, Opcode,
+from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTRUCTIONS,
+                    INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig,
+                    ActivationFunction, ActivationPrecision, MemSpace, Opcode,
                     config_from_identity, encode_instruction, identity_words, mem_depth,
                     mem_word, register_map)
-from .planner import (DeviceGemmPlan, Instr, Load, Read, RegRead, RegWrite, Segment, _w_half,
-                      activation_segments, adam_segments, board_image, plan_device_gemm,
-                      profile_counters, read_chunks, resident_weight_bytes, table_segment,
-                      upload_segments, write_chunks)
+from .planner import (GemmGroup, Instr, Load, RegRead, RegWrite, Segment, activation_segments,
+                      adam_segments, board_image, plan_device_gemm, profile_counters,
+                      read_chunks, resident_weight_bytes, table_segment, upload_segments,
+                      write_chunks)
 from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
 from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
@@ -87,193 +86,7 @@ __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
 
 
 # ---------------------------------------------------------------------------
-# the emulator's bulk path: a GEMM plan's segments in closed form
-
-
-class _GemmGrid(NamedTuple):
-    """GEMMs of one chunk of a :class:`~hetaccel.host.planner.DeviceGemmPlan`
-    segment: the grid of :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_gemm`."""
-
-    a_addr: int
-    w_addr: int
-    acc_addr: int
-    m: int
-    kt: int
-    nt: int
-    accumulate: bool
-
-    def instructions(self, rows: int) -> list:
-        m, nt = self.m, self.nt
-        return [Instr(Opcode.GEMM, (self.a_addr + t * m, self.w_addr + (t * nt + j) * rows,
-                                    self.acc_addr + j * m, m,
-                                    GEMM_ACCUMULATE if t > 0 or self.accumulate else 0))
-                for t in range(self.kt) for j in range(nt)]
-
-
-class _ActGrid(NamedTuple):
-    """ACTIVATEs of one segment: :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_activate`."""
-
-    acc_addr: int
-    out_addr: int
-    m: int
-    param_entry: int
-    n: int
-    function: int
-    flags: int
-
-    def instructions(self) -> list:
-        m = self.m
-        return [Instr(Opcode.ACTIVATE, (self.acc_addr + j * m, self.out_addr + j * m, m,
-                                        self.param_entry + j, self.function, self.flags))
-                for j in range(self.n)]
-
-
-class _Chunk(NamedTuple):
-    """K-tiles ``t0 .. t0+tt-1`` of a segment: their WEIGHT and INPUT bases."""
-
-    t0: int
-    tt: int
-    w_base: int
-    a_base: int
-
-
-class _Halves(NamedTuple):
-    """Where a plan's chunks go: chunk ``i`` of the op uses half ``i % 2`` of
-    INPUT (``in_half`` words) and of WEIGHT (``w_half`` words, ``w_slots`` of them)."""
-
-    in_half: int
-    w_half: int
-    w_slots: int
-
-
-class _Group(NamedTuple):
-    """One segment of a :class:`~hetaccel.host.planner.DeviceGemmPlan` (row
-    block ``m0``, ``mm`` rows x column tiles ``n0 .. n0+nn-1``) in closed form.
-
-    Its steps (:meth:`segment`) are: the row block's resident activations
-    (``a_load``, in its first group), the ACT_PARAM words (``params``), then per
-    chunk of ``kc`` K-tiles (the op's chunks ``chunk0 ..``; ``KT`` in all) the
-    WEIGHT load, the INPUT load (unless ``resident``: at ``a_base`` on) and
-    the chunk's GEMM grid into ACC rows ``region ..``, then the ACTIVATEs
-    (``act``); its read-back is ``read``.
-    """
-
-    m0: int
-    mm: int
-    n0: int
-    nn: int
-    region: int
-    resident: bool
-    a_load: Load | None
-    params: Load | None
-    KT: int
-    kc: int
-    chunk0: int
-    a_base: int
-    halves: _Halves
-    act: _ActGrid | None
-    read: Read
-
-    @property
-    def key(self) -> tuple:
-        return (self.m0, self.mm, self.n0, self.nn)
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.KT // self.kc)
-
-    def chunk(self, i: int) -> _Chunk:
-        h = self.halves
-        half = (self.chunk0 + i) % 2
-        t0 = i * self.kc
-        a_base = self.a_base + t0 * self.mm if self.resident else half * h.in_half
-        return _Chunk(t0, min(self.kc, self.KT - t0), (half % h.w_slots) * h.w_half, a_base)
-
-    def kinds(self) -> dict:
-        """``(tt, w_base, a_base, accumulate) -> count`` of the chunks: chunks of
-        one kind send the same frames.  Closed form: the first chunk does not
-        accumulate, all but the last have ``kc`` tiles, halves alternate."""
-        n = self.n_chunks
-        out: dict = {}
-
-        def add(i: int, count: int) -> None:
-            if count > 0:
-                c = self.chunk(i)
-                k = (c.tt, c.w_base, c.a_base, c.t0 > 0)
-                out[k] = out.get(k, 0) + count
-
-        add(0, 1)
-        if n >= 2:
-            add(n - 1, 1)
-        middle = max(0, n - 2)                   # chunks 1 .. n-2, alternating halves
-        add(1, (middle + 1) // 2)
-        add(2, middle // 2)
-        return out
-
-    def weight_load(self, c: _Chunk, rows: int) -> Load:
-        return Load(MemSpace.WEIGHT, c.w_base, c.tt * self.nn * rows,
-                    ("w", c.t0, c.tt, self.n0, self.nn))
-
-    def input_load(self, c: _Chunk) -> Load:
-        return Load(MemSpace.INPUT, c.a_base, c.tt * self.mm, ("a", c.t0, c.tt, self.m0, self.mm))
-
-    def grid(self, c: _Chunk) -> _GemmGrid:
-        return _GemmGrid(c.a_base, c.w_base, self.region, self.mm, c.tt, self.nn, c.t0 > 0)
-
-    def segment(self, rows: int) -> Segment:
-        """The planner's segment: every step, one instruction per tile."""
-        steps: list = [s for s in (self.a_load, self.params) if s is not None]
-        for i in range(self.n_chunks):
-            c = self.chunk(i)
-            steps.append(self.weight_load(c, rows))
-            if not self.resident:
-                steps.append(self.input_load(c))
-            steps += self.grid(c).instructions(rows)
-        if self.act is not None:
-            steps += self.act.instructions()
-        return Segment(tuple(steps), self.read, self.key)
-
-
-def _gemm_groups(plan: DeviceGemmPlan, function: int = 0, flags: int = 0):
-    """``plan.segments(function, flags)`` as :class:`_Group`: the same steps in
-    the same order (:meth:`_Group.segment` gives them back, and
-    tests/test_emulator_fast.py compares them with the planner's for many
-    plans), without an object per tile -- a MiniLM run has millions."""
-    cfg = plan.config
-    KT, NT, M, mb, nb, kc = plan.KT, plan.NT, plan.M, plan.mb, plan.nb, plan.kc
-    in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
-    halves = _Halves(in_half, w_half, cfg.weight_depth // w_half)
-    acc_half = cfg.acc_depth // 2
-    out_half = cfg.output_depth // 2
-    param_half = max(1, cfg.act_param_depth // 2)
-    n_chunks = -(-KT // kc)
-    chunk_no = 0
-    group_no = 0
-    a_slot = 0
-    a_load = None
-    for m0 in range(0, M, mb):
-        mm = min(mb, M - m0)
-        if plan.resident:
-            a_slot = (m0 // mb) % 2
-            a_load = Load(MemSpace.INPUT, a_slot * in_half, KT * mm, ("a", 0, KT, m0, mm))
-        for n0 in range(0, NT, nb):
-            nn = min(nb, NT - n0)
-            region = (group_no % 2) * acc_half
-            p_base = (group_no % 2) * param_half
-            params = Load(MemSpace.ACT_PARAM, p_base, nn, ("params", n0, nn)) \
-                if plan.linear else None
-            act = None
-            if plan.linear:
-                o_base = (group_no % 2) * out_half
-                act = _ActGrid(region, o_base, mm, p_base, nn, function, flags)
-                read = Read(MemSpace.OUTPUT, o_base, nn * mm)
-            else:
-                read = Read(MemSpace.ACC, region, nn * mm)
-            yield _Group(m0, mm, n0, nn, region, plan.resident,
-                         a_load if plan.resident and n0 == 0 else None, params, KT, kc,
-                         chunk_no, a_slot * in_half, halves, act, read)
-            chunk_no += n_chunks
-            group_no += 1
+# the emulator's bulk path: the operands of a GEMM plan's groups
 
 
 def _magnitude(x: np.ndarray) -> int:
@@ -770,16 +583,18 @@ class Accelerator:
             finish(key, [data])
 
     def _run_gemm_bulk(self, dev, groups, part, finish, operands: _Operands) -> None:
-        """A GEMM plan's segments (:func:`_gemm_groups`) on the bulk path.
+        """A GEMM plan's groups (:meth:`~hetaccel.host.planner.DeviceGemmPlan.groups`)
+        on the bulk path.
 
-        A segment's GEMMs all add into its ACC region, the first overwriting
+        A group's GEMMs all add into its ACC region, the first overwriting
         it, over K-tiles ``0 .. KT-1`` between them: their effect is that
         region set to the group's product, taken from ``operands``.  So the
         INPUT and WEIGHT words only matter to what the scratchpads hold after
         the op: only Loads some word of which no later one rewrites are
-        stored, at the end (:class:`_Deferred`).
+        stored, at the end (:class:`_Deferred`).  Resident weights' LOADs
+        run as the device runs them (they read device memory, which no step
+        of the op writes).
         """
-        R = self.config.rows
         since = list(dev.bulk_traffic)
         deferred = _Deferred()
         pending = None
@@ -789,7 +604,7 @@ class Accelerator:
                 kinds = self._group_kinds(dev, g)
                 if kinds is None:
                     self._store(dev, deferred.pop_all(), part)
-                    rest = (x.segment(R) for x in itertools.chain([g], groups))
+                    rest = (x.segment() for x in itertools.chain([g], groups))
                     self._fall_back(dev, since, rest, part, finish, None, pending)
                     return
                 self._bulk_group(dev, g, kinds, part, operands, deferred)
@@ -802,13 +617,15 @@ class Accelerator:
         finally:
             self.link.bulk_account(dev, since)
 
-    def _group_kinds(self, dev, g: _Group) -> dict | None:
-        """How many chunks of ``g`` there are of each kind ``(tt, w_base,
-        a_base, accumulate)`` -- chunks of one kind send the same frames -- or
-        None when the device would refuse a frame of ``g``."""
+    def _group_kinds(self, dev, g: GemmGroup) -> list | None:
+        """``g.chunk_kinds()`` -- chunks of one kind send the same frames but
+        for their data and their LOADs' device-memory addresses -- or None
+        when the device would refuse a frame of ``g``."""
         # the checks depend on where the frames go, not on the rows they carry
-        sig = (g.mm, g.nn, g.region, g.resident, g.KT, g.kc, g.chunk0 % 2, g.a_base, g.halves,
-               g.a_load and g.a_load[:3], g.params and g.params[:3], g.act, g.read)
+        p = g.plan
+        sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
+               g.chunk0 % 2, g.a_base, g.a_load and g.a_load[:3], g.params and g.params[:3],
+               g.act_grid(), g.read, g.n0 if p.weights_at is not None else None)
         try:
             return self._group_checks[sig]
         except KeyError:
@@ -818,30 +635,39 @@ class Accelerator:
         kinds = self._group_checks[sig] = self._check_group(dev, g)
         return kinds
 
-    def _check_group(self, dev, g: _Group) -> dict | None:
-        R = self.config.rows
-        kinds = g.kinds()
+    def _check_group(self, dev, g: GemmGroup) -> list | None:
+        kinds = g.chunk_kinds()
         for ld in (g.a_load, g.params):
             if ld is not None and not dev.write_ok(ld.space, ld.addr,
                                                    self._chunks(ld.space, ld.words)):
                 return None
-        for tt, w_base, a_base, acc in kinds:
-            if not (dev.write_ok(MemSpace.WEIGHT, w_base,
-                                 self._chunks(MemSpace.WEIGHT, tt * g.nn * R))
-                    and (g.resident or dev.write_ok(MemSpace.INPUT, a_base,
-                                                    self._chunks(MemSpace.INPUT, tt * g.mm)))
-                    and dev.gemm_ok(a_base, w_base, g.region, g.mm, tt, g.nn, acc)):
+        resident_weights = g.plan.weights_at is not None
+        for c, _ in kinds:
+            a = g.input_load(c)
+            if not resident_weights:
+                (w,) = g.weight_steps(c)
+                if not dev.write_ok(w.space, w.addr, self._chunks(w.space, w.words)):
+                    return None
+            if a is not None and not dev.write_ok(a.space, a.addr, self._chunks(a.space, a.words)):
                 return None
-        if g.act is not None and not dev.activate_ok(*g.act):
+            if not dev.gemm_ok(*g.grid(c)):
+                return None
+        if resident_weights:
+            for i in range(g.n_chunks):
+                if not all(dev.request_ok(op, payload)
+                           for op, payload in self._requests(g.weight_steps(g.chunk(i)), None)):
+                    return None
+        act = g.act_grid()
+        if act is not None and not dev.activate_ok(*act):
             return None
         r = g.read
         if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
             return None
         return kinds
 
-    def _bulk_group(self, dev, g: _Group, kinds: dict, part, operands: _Operands,
+    def _bulk_group(self, dev, g: GemmGroup, kinds: list, part, operands: _Operands,
                     deferred: _Deferred) -> None:
-        R = self.config.rows
+        resident_weights = g.plan.weights_at is not None
         if g.a_load is not None:
             ld = g.a_load
             dev.bulk_write(ld.space, ld.addr, None, self._chunks(ld.space, ld.words))
@@ -849,26 +675,32 @@ class Accelerator:
         if g.params is not None:
             ld = g.params
             dev.bulk_write(ld.space, ld.addr, part(ld.part), self._chunks(ld.space, ld.words))
-        for (tt, w_base, a_base, _), n in kinds.items():
-            dev.bulk_write(MemSpace.WEIGHT, w_base, None,
-                           self._chunks(MemSpace.WEIGHT, tt * g.nn * R), n)
-            if not g.resident:
-                dev.bulk_write(MemSpace.INPUT, a_base, None,
-                               self._chunks(MemSpace.INPUT, tt * g.mm), n)
-        # chunks alternate between two halves, so a chunk's words are rewritten
-        # by the chunk two on in the same segment unless that is its last
-        # (possibly shorter) one: only the last four can leave words behind
+        for c, n in kinds:
+            if not resident_weights:
+                (w,) = g.weight_steps(c)
+                dev.bulk_write(w.space, w.addr, None, self._chunks(w.space, w.words), n)
+            a = g.input_load(c)
+            if a is not None:
+                dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
         n = g.n_chunks
+        if resident_weights:
+            for i in range(n):
+                for op, payload in self._requests(g.weight_steps(g.chunk(i)), None):
+                    dev.bulk_request(op, payload)
+        # chunks alternate between two halves, so a chunk's words are rewritten
+        # by the chunk two on in the same group unless that is its last
+        # (possibly shorter) one: only the last four can leave words behind
         for i in range(max(0, n - 4), n):
             c = g.chunk(i)
-            deferred.add(g.weight_load(c, R))
-            if not g.resident:
-                deferred.add(g.input_load(c))
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    deferred.add(ld)
         # the chunks cover K-tiles 0 .. KT-1, the first overwriting the region
-        product = operands.product(g.m0, g.mm, 0, g.KT, g.n0, g.nn)
-        dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.KT * g.nn, product, False)
-        if g.act is not None:
-            dev.bulk_activate(*g.act)
+        product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
+        dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.plan.KT * g.nn, product, False)
+        act = g.act_grid()
+        if act is not None:
+            dev.bulk_activate(*act)
 
     def _store(self, dev, loads: list, part) -> None:
         """Store what ``loads`` (in order) leave in the scratchpads: the words
@@ -996,12 +828,15 @@ class Accelerator:
 
         fields = (int(act.fn), act.flags) if act is not None else ()
         dev = self.link.bulk_device
-        if dev is None or resident:
+        if dev is None:
             self._run(self._schedule(plan.segments(*fields), part, finish))
-        else:
-            bp = b_tiles.transpose(0, 2, 1, 3).reshape(KT * R, NT * cfg.cols)
-            self._run_gemm_bulk(dev, _gemm_groups(plan, *fields), part, finish,
-                                _Operands(cfg, ap, bp))
+            return
+        if resident:
+            # the words its LOADs will fetch: no step of the op writes device memory
+            b_tiles = dev.dram_words(MemSpace.WEIGHT, b.addr, KT * NT * R).reshape(
+                KT, NT, R, cfg.cols)
+        bp = b_tiles.transpose(0, 2, 1, 3).reshape(KT * R, NT * cfg.cols)
+        self._run_gemm_bulk(dev, plan.groups(*fields), part, finish, _Operands(cfg, ap, bp))
 
     # --- operations ---------------------------------------------------------------
 

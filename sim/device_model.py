@@ -669,6 +669,19 @@ class DeviceModel:
             raw = _wrap(raw.astype(np.int64), word.width)
         mem[addr:addr + n] = raw
 
+    def dram_words(self, space: int, dram_addr: int, count: int) -> np.ndarray:
+        """The ``count`` words of a scratchpad ``space`` that a LOAD from byte
+        ``dram_addr`` of device memory writes, as they land there (no frame,
+        no counter); shape ``(count, *word shape)``."""
+        word = self._words[MemSpace(space)]
+        if word.kind != "int":
+            raise ValueError(f"{MemSpace(space).name} does not hold integer words")
+        raw = np.frombuffer(self.dram.read(dram_addr, count * word.bytes), dtype=word.dtype)
+        raw = raw.reshape((count,) + word.shape)
+        if word.width < 8 * word.element_bytes:
+            raw = _wrap(raw.astype(np.int64), word.width)
+        return raw
+
     def read_words(self, space: int, addr: int, count: int) -> bytes:
         """READ_MEM reply payload."""
         space = MemSpace(space)
