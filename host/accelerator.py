@@ -682,15 +682,11 @@ class Accelerator:
             a = g.input_load(c)
             if a is not None:
                 dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
-        n = g.n_chunks
         if resident_weights:
-            for i in range(n):
+            for i in range(g.n_chunks):
                 for op, payload in self._requests(g.weight_steps(g.chunk(i)), None):
                     dev.bulk_request(op, payload)
-        # chunks alternate between two halves, so a chunk's words are rewritten
-        # by the chunk two on in the same group unless that is its last
-        # (possibly shorter) one: only the last four can leave words behind
-        for i in range(max(0, n - 4), n):
+        for i in g.lasting_chunks():
             c = g.chunk(i)
             for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
                 if ld is not None:

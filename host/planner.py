@@ -485,6 +485,14 @@ class GemmGroup(NamedTuple):
                 kinds[k] = (first if first.t0 <= c.t0 else c, have + count)
         return list(kinds.values())
 
+    def lasting_chunks(self) -> range:
+        """The chunks whose loads may leave words in INPUT and WEIGHT after
+        the group: chunks alternate between two halves, so a chunk's words
+        are rewritten by the chunk two on unless that is the last (maybe
+        shorter) one -- only the last four can."""
+        n = self.n_chunks
+        return range(max(0, n - 4), n)
+
     def weight_steps(self, c: GemmChunk) -> tuple:
         """The chunk's weights: one WEIGHT load, or with resident weights
         (``plan.weights_at``) LOADs from device memory -- one for the chunk

@@ -373,17 +373,19 @@ class DeviceModel:
             ok = self._ok[key] = bool(check())
         return ok
 
-    def write_ok(self, space: int, addr: int, chunks) -> bool:
-        """Whether WRITE_MEM frames of ``chunks`` words each, loading ``space``
-        from word ``addr`` on, are all answered OK."""
+    def _chunks_ok(self, op: Opcode, space: int, addr: int, chunks) -> bool:
         chunks = tuple(chunks)
 
         def check():
-            frames = self._chunk_frames(Opcode.WRITE_MEM, space, addr, chunks)
-            return frames is not None and all(self._frame_ok(Opcode.WRITE_MEM, p)
-                                              for p in frames)
+            frames = self._chunk_frames(op, space, addr, chunks)
+            return frames is not None and all(self._frame_ok(op, p) for p in frames)
 
-        return self._cached((Opcode.WRITE_MEM, space, addr, chunks), check)
+        return self._cached((op, space, addr, chunks), check)
+
+    def write_ok(self, space: int, addr: int, chunks) -> bool:
+        """Whether WRITE_MEM frames of ``chunks`` words each, loading ``space``
+        from word ``addr`` on, are all answered OK."""
+        return self._chunks_ok(Opcode.WRITE_MEM, space, addr, chunks)
 
     def bulk_write(self, space: int, addr: int, data, chunks, times: int = 1) -> None:
         """WRITE_MEM frames of ``chunks`` words each loading ``data`` (bytes, or
@@ -434,14 +436,7 @@ class DeviceModel:
     def read_ok(self, space: int, addr: int, chunks) -> bool:
         """Whether READ_MEM frames of ``chunks`` words each, reading ``space``
         from word ``addr`` on, are all answered OK."""
-        chunks = tuple(chunks)
-
-        def check():
-            frames = self._chunk_frames(Opcode.READ_MEM, space, addr, chunks)
-            return frames is not None and all(self._frame_ok(Opcode.READ_MEM, p)
-                                              for p in frames)
-
-        return self._cached((Opcode.READ_MEM, space, addr, chunks), check)
+        return self._chunks_ok(Opcode.READ_MEM, space, addr, chunks)
 
     def bulk_read(self, space: int, addr: int, chunks) -> bytes:
         """READ_MEM frames of ``chunks`` words each from ``addr`` on: their reply
