@@ -601,13 +601,13 @@ class Accelerator:
         groups = iter(groups)
         try:
             for g in groups:
-                kinds = self._group_kinds(dev, g)
-                if kinds is None:
+                checked = self._group_kinds(dev, g)
+                if checked is None:
                     self._store(dev, deferred.pop_all(), part)
                     rest = (x.segment() for x in itertools.chain([g], groups))
                     self._fall_back(dev, since, rest, part, finish, None, pending)
                     return
-                self._bulk_group(dev, g, kinds, part, operands, deferred)
+                self._bulk_group(dev, g, checked, part, operands, deferred)
                 if pending is not None:
                     self._bulk_read(dev, pending, finish)
                 pending = (g.read, g.key)
@@ -617,10 +617,13 @@ class Accelerator:
         finally:
             self.link.bulk_account(dev, since)
 
-    def _group_kinds(self, dev, g: GemmGroup) -> list | None:
-        """``g.chunk_kinds()`` -- chunks of one kind send the same frames but
-        for their data and their LOADs' device-memory addresses -- or None
-        when the device would refuse a frame of ``g``."""
+    def _group_kinds(self, dev, g: GemmGroup) -> tuple | None:
+        """``(g.chunk_kinds(), counted, run)`` -- chunks of one kind send the
+        same frames but for their data and their LOADs' device-memory
+        addresses; ``counted`` and ``run`` the payloads of the LOADs of
+        resident weights, of the chunks whose words later ones rewrite and
+        of the others (:meth:`~hetaccel.host.planner.GemmGroup.lasting_chunks`)
+        -- or None when the device would refuse a frame of ``g``."""
         # the checks depend on where the frames go, not on the rows they carry
         p = g.plan
         sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
@@ -632,10 +635,10 @@ class Accelerator:
             pass
         if len(self._group_checks) > 4096:
             self._group_checks.clear()
-        kinds = self._group_checks[sig] = self._check_group(dev, g)
-        return kinds
+        checked = self._group_checks[sig] = self._check_group(dev, g)
+        return checked
 
-    def _check_group(self, dev, g: GemmGroup) -> list | None:
+    def _check_group(self, dev, g: GemmGroup) -> tuple | None:
         kinds = g.chunk_kinds()
         for ld in (g.a_load, g.params):
             if ld is not None and not dev.write_ok(ld.space, ld.addr,
@@ -652,21 +655,26 @@ class Accelerator:
                 return None
             if not dev.gemm_ok(*g.grid(c)):
                 return None
+        counted: list = []
+        run: list = []
         if resident_weights:
+            lasting = g.lasting_chunks()
             for i in range(g.n_chunks):
-                if not all(dev.request_ok(op, payload)
-                           for op, payload in self._requests(g.weight_steps(g.chunk(i)), None)):
+                reqs = self._requests(g.weight_steps(g.chunk(i)), None)
+                if not all(dev.request_ok(op, payload) for op, payload in reqs):
                     return None
+                (run if i in lasting else counted).extend(payload for _, payload in reqs)
         act = g.act_grid()
         if act is not None and not dev.activate_ok(*act):
             return None
         r = g.read
         if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
             return None
-        return kinds
+        return kinds, tuple(counted), tuple(run)
 
-    def _bulk_group(self, dev, g: GemmGroup, kinds: list, part, operands: _Operands,
+    def _bulk_group(self, dev, g: GemmGroup, checked: tuple, part, operands: _Operands,
                     deferred: _Deferred) -> None:
+        kinds, counted, run = checked
         resident_weights = g.plan.weights_at is not None
         if g.a_load is not None:
             ld = g.a_load
@@ -682,10 +690,10 @@ class Accelerator:
             a = g.input_load(c)
             if a is not None:
                 dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
-        if resident_weights:
-            for i in range(g.n_chunks):
-                for op, payload in self._requests(g.weight_steps(g.chunk(i)), None):
-                    dev.bulk_request(op, payload)
+        if counted:
+            dev.bulk_load_count(counted)
+        for payload in run:
+            dev.bulk_request(Opcode.LOAD, payload)
         for i in g.lasting_chunks():
             c = g.chunk(i)
             for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
