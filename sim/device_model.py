@@ -534,6 +534,12 @@ class DeviceModel:
         from ``acc_addr`` on, the first overwriting them unless ``accumulate``:
         several :meth:`bulk_gemm` grids on the same rows, one after another,
         whose products add (see there)."""
+        self.gemm_sum_words(acc_addr, m, nt, product, accumulate)
+        self._compute_tally(Opcode.GEMM, m, count)
+
+    def gemm_sum_words(self, acc_addr: int, m: int, nt: int, product: np.ndarray,
+                       accumulate: bool) -> None:
+        """:meth:`bulk_gemm_sum`'s effect on ACC alone (no counter, no frame)."""
         cfg = self.config
         C = cfg.cols
         if product.shape != (m, nt * C):
@@ -543,7 +549,6 @@ class DeviceModel:
         if accumulate:
             p = p + rows
         rows[...] = _wrap(p, cfg.acc_bits)
-        self._compute_tally(Opcode.GEMM, m, count)
 
     def activate_ok(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
                     function: int, flags: int) -> bool:
@@ -566,12 +571,52 @@ class DeviceModel:
         vectorised pass with the parameters of each block."""
         if not self.activate_ok(acc_addr, out_addr, m, param_entry, n, function, flags):
             raise ValueError("the device refuses an ACTIVATE of this grid; send it with feed()")
+        self.activate_words(acc_addr, out_addr, m, param_entry, n, function, flags)
+        self._compute_tally(Opcode.ACTIVATE, m, n)
+
+    def activate_words(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
+                       function: int, flags: int) -> None:
+        """:meth:`bulk_activate`'s effect on OUTPUT alone (no counter, no frame)."""
         C = self.config.cols
         data = self.mem[MemSpace.ACC][acc_addr:acc_addr + n * m].reshape(n, m, C)
         out = self.act.process_blocks(data, function, flags & ACT_PRECISION_MASK,
                                       param_entry, table=flags >> ACT_TABLE_SHIFT)
         self.mem[MemSpace.OUTPUT][out_addr:out_addr + n * m] = out.reshape(n * m, C)
-        self._compute_tally(Opcode.ACTIVATE, m, n)
+
+    def load_words(self, payload: bytes) -> None:
+        """A LOAD's effect on its scratchpad alone (no counter, no frame); the
+        caller checked the frame (:meth:`request_ok`)."""
+        status, f = validate_instruction(self.config, Opcode.LOAD, payload)
+        if status != Status.OK:
+            raise ValueError(f"the device refuses this LOAD frame ({status.name})")
+        nbytes = f["count"] * self._words[MemSpace(f["space"])].bytes
+        self.write_words(f["space"], f["addr"], self.dram.read(f["dram_addr"], nbytes))
+
+    def bulk_counts(self) -> tuple:
+        """Everything the bulk methods count, now: the counters, the cycles,
+        the link's delivered frames and :attr:`bulk_traffic`."""
+        return (dict(self.counters), self.compute_cycles, self.link.delivered,
+                tuple(self.bulk_traffic))
+
+    def counts_since(self, before: tuple) -> tuple:
+        """What the bulk methods counted since :meth:`bulk_counts` was ``before``."""
+        counters, cycles, delivered, traffic = before
+        now = self.bulk_counts()
+        return ({k: (v - counters[k]) & _U32 for k, v in now[0].items()}, now[1] - cycles,
+                now[2] - delivered, tuple(a - b for a, b in zip(now[3], traffic)))
+
+    def add_counts(self, delta: tuple) -> None:
+        """Count again what :meth:`counts_since` measured: frames whose counts
+        depend on the frames alone, not on the words they carry."""
+        counters, cycles, delivered, traffic = delta
+        c = self.counters
+        for k, v in counters.items():
+            c[k] = (c[k] + v) & _U32
+        self.compute_cycles += cycles
+        self.link.delivered += delivered
+        t = self.bulk_traffic
+        for i, v in enumerate(traffic):
+            t[i] += v
 
     # -------------------------------------------------------------- execution
 

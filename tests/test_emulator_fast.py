@@ -373,6 +373,10 @@ def test_runtime_operations_equal_the_frame_path(name):
             a, b = a.astype(dt), b.astype(dt)
             c = _both(fast, slow, lambda acc: acc.matmul(a, b))
             np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+            # the same plan again, other words: the bulk path replays it
+            a2 = rng.integers(lo, hi + 1, (m, k)).astype(dt)
+            c = _both(fast, slow, lambda acc: acc.matmul(a2, b))
+            np.testing.assert_array_equal(c, a2.astype(np.int64) @ b.astype(np.int64))
         if config.operand_bits == 8:
             x = rng.integers(-128, 128, (9, 21), dtype=np.int8)
             w = rng.integers(-128, 128, (14, 21), dtype=np.int8)
@@ -427,9 +431,10 @@ def test_resident_weights_equal_the_frame_path(name):
             a[0], b[:, 0] = -128, -128
             tb = [acc.upload(b) for acc in (fast, slow)]
             _assert_same(_state(fast), _state(slow))
-            it = iter(tb)
-            c = _both(fast, slow, lambda acc: acc.matmul(a, next(it)))
-            np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+            for x in (a, rng.integers(-128, 128, (m, k), dtype=np.int8)):   # then a replay
+                it = iter(tb)
+                c = _both(fast, slow, lambda acc: acc.matmul(x, next(it)))
+                np.testing.assert_array_equal(c, x.astype(np.int64) @ b.astype(np.int64))
             plan = plan_device_gemm(config, m, k, n, weights_at=tb[0].addr)
             kinds |= {(g.nn == plan.NT, plan.resident, plan.KT > plan.kc) for g in plan.groups()}
             # LOADs whose words later ones rewrite are counted, not run
@@ -437,8 +442,10 @@ def test_resident_weights_equal_the_frame_path(name):
             if config.has_activation:
                 w = rng.integers(-128, 128, (n, k), dtype=np.int8)
                 tw = [acc.upload(w, layout="linear") for acc in (fast, slow)]
-                it = iter(tw)
-                _both(fast, slow, lambda acc: acc.linear(a, next(it), None, "relu", scale=1e-3))
+                for scale in (1e-3, 0.01):
+                    it = iter(tw)
+                    _both(fast, slow, lambda acc: acc.linear(a, next(it), None, "relu",
+                                                             scale=scale))
                 for acc, t in zip((fast, slow), tw):
                     acc.free(t)
                 wf = rng.standard_normal((n, k)).astype(np.float32)
