@@ -271,6 +271,7 @@ class Accelerator:
         self._plans: dict = {}
         self._group_checks: dict = {}
         self._replays: dict = {}
+        self._words: dict = {}
 
     # --- opening and closing -------------------------------------------------
 
@@ -785,7 +786,9 @@ class Accelerator:
         return True
 
     def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
-        word = mem_word(self.config, space)
+        word = self._words.get(space)
+        if word is None:
+            word = self._words[space] = mem_word(self.config, space)
         arr = np.frombuffer(b"".join(replies), dtype=word.dtype)
         return arr.reshape((-1,) + word.shape)
 

@@ -193,6 +193,7 @@ class DeviceModel:
         self.registers = register_map(config)
         self.regs = {r.name: 0 for r in self.registers.values() if r.access == "rw"}
         self.identity = identity_words(config)
+        self._regs_by_addr = _regs_by_addr(config)
         self._words = {s: mem_word(config, s) for s in MemSpace if mem_present(config, s)}
         self.counters = {name: 0 for name, _ in COUNTERS}
         if self.dram is not None:
@@ -690,7 +691,7 @@ class DeviceModel:
     # ------------------------------------------------------------ registers
 
     def read_reg(self, addr: int) -> int:
-        r = _regs_by_addr(self.config)[addr]
+        r = self._regs_by_addr[addr]
         if r.name in self.identity:
             return self.identity[r.name]
         if r.name in self.counters:
@@ -698,7 +699,7 @@ class DeviceModel:
         return self.regs.get(r.name, 0)
 
     def _write_reg(self, addr: int, value: int) -> None:
-        r = _regs_by_addr(self.config)[addr]
+        r = self._regs_by_addr[addr]
         if r.name == "CONTROL":
             if value & 1:
                 for k in self.counters:
