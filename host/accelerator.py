@@ -118,16 +118,19 @@ class _Operands:
         self.b = bp.astype(dt)
         self._full = None
 
+    def full(self) -> np.ndarray:
+        """A times B (exact, int64), once for every segment of the op."""
+        if self._full is None:
+            self._full = exact_product(self.a, self.b, self.bound)
+        return self._full
+
     def product(self, m0: int, mm: int, t0: int, t1: int, n0: int, nn: int) -> np.ndarray:
         """Rows ``m0 ..`` of A times column tiles ``n0 ..`` of B over K-tiles
         ``t0 .. t1-1`` (exact, int64)."""
         R, C = self.R, self.C
         if t0 == 0 and t1 * R == self.a.shape[1]:
-            # a whole reduction: a slice of the product of the whole operands,
-            # one BLAS call for every segment of the op
-            if self._full is None:
-                self._full = exact_product(self.a, self.b, self.bound)
-            return self._full[m0:m0 + mm, n0 * C:(n0 + nn) * C]
+            # a whole reduction: a slice of the product of the whole operands
+            return self.full()[m0:m0 + mm, n0 * C:(n0 + nn) * C]
         return exact_product(self.a[m0:m0 + mm, t0 * R:t1 * R],
                              self.b[t0 * R:t1 * R, n0 * C:(n0 + nn) * C], self.bound)
 
@@ -584,8 +587,8 @@ class Accelerator:
         if finish is not None:
             finish(key, [data])
 
-    def _run_gemm_bulk(self, dev, plan, fields: tuple, part, finish,
-                       operands: _Operands) -> None:
+    def _run_gemm_bulk(self, dev, plan, fields: tuple, part, finish, operands: _Operands,
+                       whole=None) -> None:
         """A GEMM plan's groups (:meth:`~hetaccel.host.planner.DeviceGemmPlan.groups`)
         on the bulk path.
 
@@ -608,7 +611,7 @@ class Accelerator:
         key = (plan, fields)
         replay = self._replays.get(key)
         if replay is not None:
-            self._replay_gemm(dev, replay, part, finish, operands)
+            self._replay_gemm(dev, plan, replay, part, finish, operands, whole)
             return
         before = dev.bulk_counts()
         since = list(dev.bulk_traffic)
@@ -637,17 +640,43 @@ class Accelerator:
             self.link.bulk_account(dev, since)
         if len(self._replays) > 1024:
             self._replays.clear()
-        self._replays[key] = (tuple(done), tuple(lasting), dev.counts_since(before))
+        # the groups some ACC row of which no later group rewrites
+        covered = np.zeros(self.config.acc_depth, bool)
+        acc_lasting = []
+        for g, _ in reversed(done):
+            rows = covered[g.region:g.region + g.nn * g.mm]
+            if not rows.all():
+                acc_lasting.append(g)
+                rows[...] = True
+        self._replays[key] = (tuple(done), tuple(lasting), dev.counts_since(before),
+                              tuple(acc_lasting[::-1]))
 
-    def _replay_gemm(self, dev, replay: tuple, part, finish, operands: _Operands) -> None:
+    def _replay_gemm(self, dev, plan, replay: tuple, part, finish, operands: _Operands,
+                     whole) -> None:
         """A plan's groups again: the words they move in the order the frames
         move them (what no later step rewrites but for the loads of INPUT and
         WEIGHT, whose lasting words come last, as on the first run), then
-        the counts of the first run."""
-        groups, lasting, counts = replay
+        the counts of the first run.  A matmul's results go to ``whole`` at
+        once when given, and only its groups' ACC rows that no later group
+        rewrites are stored."""
+        groups, lasting, counts, acc_lasting = replay
         since = list(dev.bulk_traffic)
         pending = None
         try:
+            if whole is not None and not plan.linear:
+                for _, run in groups:
+                    for payload in run:
+                        dev.load_words(payload)
+                values = dev.acc_values(operands.full())
+                C = self.config.cols
+                for g in acc_lasting:
+                    dev.gemm_sum_words(g.region, g.mm, g.nn,
+                                       values[g.m0:g.m0 + g.mm, g.n0 * C:(g.n0 + g.nn) * C],
+                                       False)
+                self._store(dev, lasting, part)
+                dev.add_counts(counts)
+                whole(values)
+                return
             for g, run in groups:
                 if g.params is not None:
                     ld = g.params
@@ -849,14 +878,16 @@ class Accelerator:
         bp[:K, :N] = b
         return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
 
-    def _run_gemm(self, a: np.ndarray, b, *, finish, act=None) -> None:
+    def _run_gemm(self, a: np.ndarray, b, *, finish, act=None, whole=None) -> None:
         """Compute ``a @ b`` group by group, as
         :func:`~hetaccel.host.planner.plan_device_gemm` plans it.
 
         ``b`` is an array, or a :class:`DeviceTensor` whose tiles the device
         fetches itself.  ``finish(key, replies)`` consumes a group's result
         words: ACC rows for a matmul, OUTPUT rows when ``act`` (the ACTIVATE
-        parameters) is given.
+        parameters) is given.  ``whole(values)``, for a matmul, may take every
+        group's ACC words at once instead (the ``M x NT*cols`` values they
+        hold, as int64), when the emulator has them so.
         """
         cfg = self.config
         R = cfg.rows
@@ -899,7 +930,7 @@ class Accelerator:
             b_tiles = dev.dram_words(MemSpace.WEIGHT, b.addr, KT * NT * R).reshape(
                 KT, NT, R, cfg.cols)
         bp = b_tiles.transpose(0, 2, 1, 3).reshape(KT * R, NT * cfg.cols)
-        self._run_gemm_bulk(dev, plan, fields, part, finish, _Operands(cfg, ap, bp))
+        self._run_gemm_bulk(dev, plan, fields, part, finish, _Operands(cfg, ap, bp), whole)
 
     # --- operations ---------------------------------------------------------------
 
@@ -937,8 +968,11 @@ class Accelerator:
             out[m0:m0 + mm, n0 * C:(n0 + nn) * C] = \
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
+        def whole(values):
+            out[...] = values
+
         start = self._begin()
-        self._run_gemm(a, b, finish=finish)
+        self._run_gemm(a, b, finish=finish, whole=whole)
         self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
                   resident=isinstance(b, DeviceTensor))
         return out[:, :N]

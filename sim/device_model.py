@@ -538,6 +538,10 @@ class DeviceModel:
         self.gemm_sum_words(acc_addr, m, nt, product, accumulate)
         self._compute_tally(Opcode.GEMM, m, count)
 
+    def acc_values(self, values: np.ndarray) -> np.ndarray:
+        """Integers as an ACC word holds them (wrapped to ``acc_bits``)."""
+        return _wrap(values, self.config.acc_bits)
+
     def gemm_sum_words(self, acc_addr: int, m: int, nt: int, product: np.ndarray,
                        accumulate: bool) -> None:
         """:meth:`bulk_gemm_sum`'s effect on ACC alone (no counter, no frame)."""
