@@ -70,10 +70,10 @@ from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTR
                     ActivationFunction, ActivationPrecision, MemSpace, Opcode,
                     config_from_identity, encode_instruction, identity_words, mem_depth,
                     mem_word, register_map)
-from .planner import (GemmGroup, Instr, Load, RegRead, RegWrite, Segment, activation_segments,
-                      adam_segments, board_image, plan_device_gemm, profile_counters,
-                      read_chunks, resident_weight_bytes, table_segment, upload_segments,
-                      write_chunks)
+from .planner import (GemmGroup, Instr, Load, Read, RegRead, RegWrite, Segment,
+                      activation_segments, adam_segments, board_image, plan_device_gemm,
+                      profile_counters, read_chunks, resident_weight_bytes, table_segment,
+                      upload_segments, write_chunks)
 from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
 from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
@@ -542,8 +542,8 @@ class Accelerator:
         self.link.bulk_account(dev, since)
         self._run(self._schedule(rest, part, finish, regs, pending))
 
-    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> None:
-        """Planner segments on the bulk path."""
+    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> bool:
+        """Planner segments on the bulk path; whether all of them took it."""
         since = list(dev.bulk_traffic)
         pending = None
         segments = iter(segments)
@@ -552,7 +552,7 @@ class Accelerator:
                 if not self._bulk_ok(dev, seg, regs):
                     self._fall_back(dev, since, itertools.chain([seg], segments), part, finish,
                                     regs, pending)
-                    return
+                    return False
                 for s in seg.steps:
                     if type(s) is Load:
                         dev.bulk_write(s.space, s.addr, part(s.part), self._chunks(s.space, s.words))
@@ -566,6 +566,70 @@ class Accelerator:
                 self._bulk_read(dev, pending, finish)
         finally:
             self.link.bulk_account(dev, since)
+        return True
+
+    def _run_activation_bulk(self, dev, key: tuple, segments: list, part, finish,
+                             result: np.ndarray) -> None:
+        """The activation unit's passes (:func:`~hetaccel.host.planner.activation_segments`)
+        on the bulk path.  The first run of a schedule goes segment by
+        segment and measures what the device counted; when every pass loads
+        ACC rows and activates just those into OUTPUT with one parameter
+        entry, a later run activates all the rows at once (the unit works
+        element by element), stores what the passes leave in ACC and OUTPUT,
+        and counts what the first run counted (it depends on the frames
+        alone)."""
+        replay = self._replays.get(key)
+        if replay is not None:
+            params, acc_loads, outputs, entry, function, flags, counts = replay
+            since = list(dev.bulk_traffic)
+            try:
+                dev.write_array(params.space, params.addr, part(params.part), params.words)
+                rows = result.shape[0]
+                acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
+                out = dev.activate_values(acc, entry, function, flags)
+                self._store(dev, acc_loads, part)
+                for base, r0, rr in outputs:
+                    dev.write_array(MemSpace.OUTPUT, base, out[r0:r0 + rr], rr)
+                dev.add_counts(counts)
+                result[...] = out
+            finally:
+                self.link.bulk_account(dev, since)
+            return
+        before = dev.bulk_counts()
+        if not self._run_bulk(dev, segments, part, finish):
+            return
+        first, passes = segments[0], segments[1:]
+        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
+                and first.read is None and passes):
+            return
+        entry = function = flags = None
+        rows = 0
+        for seg in passes:
+            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
+            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
+                    and act.opcode == Opcode.ACTIVATE):
+                return
+            acc_addr, out_addr, m, e, fn, fl = act.fields
+            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", rows, m)
+                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (rows, m)
+                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
+                return
+            entry, function, flags = e, fn, fl
+            rows += m
+        if rows != result.shape[0]:         # the passes cover every row once, in order
+            return
+        if len(self._replays) > 1024:
+            self._replays.clear()
+        covered = np.zeros(self.config.output_depth, bool)
+        outputs = []
+        for seg in reversed(passes):
+            base, m, r0 = seg.read.addr, seg.read.words, seg.key[0]
+            if not covered[base:base + m].all():
+                outputs.append((base, r0, m))
+                covered[base:base + m] = True
+        self._replays[key] = (first.steps[0], tuple(self._lasting([s.steps[0] for s in passes])),
+                              tuple(outputs[::-1]), entry, function, flags,
+                              dev.counts_since(before))
 
     def _bulk_ok(self, dev, seg: Segment, regs) -> bool:
         """Whether the device answers every frame of ``seg`` (its read-back
@@ -1354,8 +1418,13 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run_planned(activation_segments(cfg, flat.size, function=int(fn), flags=flags),
-                          part, finish)
+        segments = activation_segments(cfg, flat.size, function=int(fn), flags=flags)
+        dev = self.link.bulk_device
+        if dev is None:
+            self._run(self._schedule(segments, part, finish))
+        else:
+            self._run_activation_bulk(dev, ("activation", flat.size, int(fn), flags),
+                                      list(segments), part, finish, result)
         self._end(start, "activation", {"elements": int(flat.size)}, table=loaded)
         res = result.reshape(-1)[:flat.size].reshape(x.shape)
         if is_float:

@@ -588,6 +588,26 @@ class DeviceModel:
                                       param_entry, table=flags >> ACT_TABLE_SHIFT)
         self.mem[MemSpace.OUTPUT][out_addr:out_addr + n * m] = out.reshape(n * m, C)
 
+    def activate_values(self, acc: np.ndarray, param_entry: int, function: int,
+                        flags: int) -> np.ndarray:
+        """The OUTPUT words ACTIVATEs of ``function`` and ``flags`` with one
+        parameter entry make of ACC words ``acc`` (``(rows, cols)``, as ACC
+        holds them), however many ACTIVATEs they take: the unit works
+        element by element (no memory, no counter)."""
+        return self.act.process(acc, function, flags & ACT_PRECISION_MASK, param_entry,
+                                table=flags >> ACT_TABLE_SHIFT)
+
+    def decode_words(self, space: int, data: bytes) -> np.ndarray:
+        """The words of a scratchpad ``space`` as WRITE_MEM of ``data`` stores
+        them (no memory, no counter); integer spaces only."""
+        word = self._words[MemSpace(space)]
+        if word.kind != "int" or MemSpace(space) not in self.mem:
+            raise ValueError(f"{MemSpace(space).name} is not a scratchpad of integer words")
+        raw = np.frombuffer(data, dtype=word.dtype).reshape((-1,) + word.shape)
+        if word.width < 8 * word.element_bytes:
+            raw = _wrap(raw.astype(np.int64), word.width)
+        return raw.astype(self.mem[MemSpace(space)].dtype)
+
     def load_words(self, payload: bytes) -> None:
         """A LOAD's effect on its scratchpad alone (no counter, no frame); the
         caller checked the frame (:meth:`request_ok`)."""
