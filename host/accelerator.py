@@ -46,9 +46,13 @@ Emulator.  On the ``emu`` backend the frames need not be bytes: the device
 model's bulk methods (:mod:`hetaccel.sim.device_model`) take whole loads,
 read-backs and grids of GEMMs and ACTIVATEs with exactly the effect of their
 frames, and a GEMM plan's products come from one exact matrix product of the
-operands (the words its loads write), so an operation costs about what NumPy
-costs for it.  Results, counters, cycles, scratchpads and the session's counts
-are those of the frames (tests/test_emulator_fast.py);
+operands (the words its loads write; resident weights' words read from the
+device memory its LOADs fetch from), so an operation costs about what NumPy
+costs for it.  What a schedule's frames count depends on the frames alone,
+never on the words they carry: a GEMM plan or an activation schedule run
+before is replayed, its words moved and its first run's counts counted
+again.  Results, counters, cycles, scratchpads, device memory and the
+session's counts are those of the frames (tests/test_emulator_fast.py);
 ``EmuTransport(config, bulk=False)`` sends every frame through the byte-level
 link instead.
 """
@@ -213,8 +217,6 @@ def _packer(op: Opcode) -> struct.Struct:
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
-
-
 
 
 # ---------------------------------------------------------------------------
