@@ -663,9 +663,9 @@ class Accelerator:
         region set to the group's product, taken from ``operands``.  So the
         INPUT and WEIGHT words only matter to what the scratchpads hold after
         the op: only Loads some word of which no later one rewrites are
-        stored, at the end (:class:`_Deferred`).  Resident weights' LOADs
-        run as the device runs them (they read device memory, which no step
-        of the op writes), but for those whose words later ones rewrite.
+        stored, at the end (:class:`_Deferred`).  Resident weights' LOADs are
+        counted as they come and only those some word of which no later one
+        rewrites run, at the end (:meth:`_lasting_loads`).
 
         Which frames a plan sends, and so everything they count, depends on
         the plan and the ACTIVATE fields alone, never on the words: the first
@@ -694,7 +694,7 @@ class Accelerator:
                     self._fall_back(dev, since, rest, part, finish, None, pending)
                     return
                 self._bulk_group(dev, g, checked, part, operands, deferred)
-                done.append((g, checked[2]))
+                done.append((g, checked[1]))
                 if pending is not None:
                     self._bulk_read(dev, pending, finish)
                 pending = (g.read, g.key)
@@ -702,6 +702,9 @@ class Accelerator:
                 self._bulk_read(dev, pending, finish)
             lasting = self._lasting(deferred.pop_all())
             self._store(dev, lasting, part)
+            loads = self._lasting_loads([p for _, run in done for p in run])
+            for payload in loads:
+                dev.load_words(payload)
         finally:
             self.link.bulk_account(dev, since)
         if len(self._replays) > 1024:
@@ -714,8 +717,26 @@ class Accelerator:
             if not rows.all():
                 acc_lasting.append(g)
                 rows[...] = True
-        self._replays[key] = (tuple(done), tuple(lasting), dev.counts_since(before),
-                              tuple(acc_lasting[::-1]))
+        self._replays[key] = (tuple(g for g, _ in done), tuple(lasting),
+                              dev.counts_since(before), tuple(acc_lasting[::-1]), loads)
+
+    def _lasting_loads(self, payloads: list) -> tuple:
+        """The LOADs of ``payloads`` (in order) some word of which no later one
+        rewrites, in order.  Their words come from device memory, which no
+        step of a GEMM plan writes, so running just these, at the end, leaves
+        what all of them leave (their counts are counted apart:
+        :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_load_count`)."""
+        covered: dict = {}
+        keep = []
+        for payload in reversed(payloads):
+            space, addr, _, count = _packer(Opcode.LOAD).unpack(payload)
+            mask = covered.get(space)
+            if mask is None:
+                mask = covered[space] = np.zeros(mem_depth(self.config, space), bool)
+            if not mask[addr:addr + count].all():
+                keep.append(payload)
+                mask[addr:addr + count] = True
+        return tuple(keep[::-1])
 
     def _replay_gemm(self, dev, plan, replay: tuple, part, finish, operands: _Operands,
                      whole) -> None:
@@ -725,14 +746,13 @@ class Accelerator:
         the counts of the first run.  A matmul's results go to ``whole`` at
         once when given, and only its groups' ACC rows that no later group
         rewrites are stored."""
-        groups, lasting, counts, acc_lasting = replay
+        groups, lasting, counts, acc_lasting, loads = replay
         since = list(dev.bulk_traffic)
         pending = None
         try:
+            for payload in loads:
+                dev.load_words(payload)
             if whole is not None and not plan.linear:
-                for _, run in groups:
-                    for payload in run:
-                        dev.load_words(payload)
                 values = dev.acc_values(operands.full())
                 C = self.config.cols
                 for g in acc_lasting:
@@ -743,12 +763,10 @@ class Accelerator:
                 dev.add_counts(counts)
                 whole(values)
                 return
-            for g, run in groups:
+            for g in groups:
                 if g.params is not None:
                     ld = g.params
                     dev.write_array(ld.space, ld.addr, part(ld.part), ld.words)
-                for payload in run:
-                    dev.load_words(payload)
                 product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
                 dev.gemm_sum_words(g.region, g.mm, g.nn, product, False)
                 act = g.act_grid()
@@ -766,12 +784,10 @@ class Accelerator:
             self.link.bulk_account(dev, since)
 
     def _group_kinds(self, dev, g: GemmGroup) -> tuple | None:
-        """``(g.chunk_kinds(), counted, run)`` -- chunks of one kind send the
-        same frames but for their data and their LOADs' device-memory
-        addresses; ``counted`` and ``run`` the payloads of the LOADs of
-        resident weights, of the chunks whose words later ones rewrite and
-        of the others (:meth:`~hetaccel.host.planner.GemmGroup.lasting_chunks`)
-        -- or None when the device would refuse a frame of ``g``."""
+        """``(g.chunk_kinds(), loads)`` -- chunks of one kind send the same
+        frames but for their data and their LOADs' device-memory addresses;
+        ``loads`` the payloads of the LOADs of resident weights -- or None
+        when the device would refuse a frame of ``g``."""
         # the checks depend on where the frames go, not on the rows they carry
         p = g.plan
         sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
@@ -803,26 +819,24 @@ class Accelerator:
                 return None
             if not dev.gemm_ok(*g.grid(c)):
                 return None
-        counted: list = []
-        run: list = []
+        loads: list = []
         if resident_weights:
-            lasting = g.lasting_chunks()
             for i in range(g.n_chunks):
                 reqs = self._requests(g.weight_steps(g.chunk(i)), None)
                 if not all(dev.request_ok(op, payload) for op, payload in reqs):
                     return None
-                (run if i in lasting else counted).extend(payload for _, payload in reqs)
+                loads += (payload for _, payload in reqs)
         act = g.act_grid()
         if act is not None and not dev.activate_ok(*act):
             return None
         r = g.read
         if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
             return None
-        return kinds, tuple(counted), tuple(run)
+        return kinds, tuple(loads)
 
     def _bulk_group(self, dev, g: GemmGroup, checked: tuple, part, operands: _Operands,
                     deferred: _Deferred) -> None:
-        kinds, counted, run = checked
+        kinds, loads = checked
         resident_weights = g.plan.weights_at is not None
         if g.a_load is not None:
             ld = g.a_load
@@ -838,10 +852,8 @@ class Accelerator:
             a = g.input_load(c)
             if a is not None:
                 dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
-        if counted:
-            dev.bulk_load_count(counted)
-        for payload in run:
-            dev.bulk_request(Opcode.LOAD, payload)
+        if loads:
+            dev.bulk_load_count(loads)
         for i in g.lasting_chunks():
             c = g.chunk(i)
             for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
@@ -860,7 +872,9 @@ class Accelerator:
         keep = []
         covered: dict = {}
         for ld in reversed(loads):
-            mask = covered.setdefault(ld.space, np.zeros(mem_depth(self.config, ld.space), bool))
+            mask = covered.get(ld.space)
+            if mask is None:
+                mask = covered[ld.space] = np.zeros(mem_depth(self.config, ld.space), bool)
             if not mask[ld.addr:ld.addr + ld.words].all():
                 keep.append(ld)
                 mask[ld.addr:ld.addr + ld.words] = True
