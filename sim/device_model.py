@@ -377,9 +377,9 @@ class DeviceModel:
 
     def bulk_load_count(self, payloads: tuple) -> None:
         """LOAD frames (``payloads``) the device answers OK, counted -- every
-        counter, the cycles, the link -- but not executed: for LOADs the
-        caller knows later ones rewrite every word of (see
-        :meth:`hetaccel.host.planner.GemmGroup.lasting_chunks`)."""
+        counter, the cycles, the link -- but not executed: their words the
+        caller moves with :meth:`load_words`, only those no later LOAD
+        rewrites."""
         t = self._dma_tally.get(payloads)
         if t is None:
             cycles = nbytes = b_in = 0

@@ -442,7 +442,7 @@ def test_resident_weights_equal_the_frame_path(name):
                 np.testing.assert_array_equal(c, x.astype(np.int64) @ b.astype(np.int64))
             plan = plan_device_gemm(config, m, k, n, weights_at=tb[0].addr)
             kinds |= {(g.nn == plan.NT, plan.resident, plan.KT > plan.kc) for g in plan.groups()}
-            # LOADs whose words later ones rewrite are counted, not run
+            # chunks whose LOADs later ones rewrite: counted, never run
             counted |= any(len(g.lasting_chunks()) < g.n_chunks for g in plan.groups())
             if config.has_activation:
                 w = rng.integers(-128, 128, (n, k), dtype=np.int8)
