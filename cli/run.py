@@ -105,6 +105,10 @@ def run(args) -> dict:
     if not args.json:
         _print_sentences(result)
         print_placement(result["placement_table"])
+        backend = result["backend"]
+        print(f"wall time: {backend} run {result['wall_s']:.3f} s, NumPy float32 "
+              f"reference {result['float_reference_wall_s']:.3f} s, ratio "
+              f"{result['wall_over_float_reference']:.2f}x (same sentences, one run)\n")
         result = {k: v for k, v in result.items()
                   if k not in ("sentences", "placement_table", "scheme")}
     return result

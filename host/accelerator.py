@@ -41,10 +41,25 @@ device's ``FRAMES`` counter must account for every frame the host saw
 acknowledged; when it does not, the device was reset (its memories lost) and
 :class:`DeviceResetError` is raised — a result is never returned from a device
 that reset during the operation.
+
+Emulator.  On the ``emu`` backend the frames need not be bytes: the device
+model's bulk methods (:mod:`hetaccel.sim.device_model`) take whole loads,
+read-backs and grids of GEMMs and ACTIVATEs with exactly the effect of their
+frames, and a GEMM plan's products come from one exact matrix product of the
+operands (the words its loads write; resident weights' words read from the
+device memory its LOADs fetch from), so an operation costs about what NumPy
+costs for it.  What a schedule's frames count depends on the frames alone,
+never on the words they carry: a GEMM plan or an activation schedule run
+before is replayed, its words moved and its first run's counts counted
+again.  Results, counters, cycles, scratchpads, device memory and the
+session's counts are those of the frames (tests/test_emulator_fast.py);
+``EmuTransport(config, bulk=False)`` sends every frame through the byte-level
+link instead.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 from functools import lru_cache
@@ -53,13 +68,16 @@ import numpy as np
 
 from ..sim.activation_model import build_table, fixed_output_frac, quantize_multiplier
 from ..sim.adam_model import hyperparameters
-from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTRUCTIONS, INT32_MAX,
-                    INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig, ActivationFunction,
-                    ActivationPrecision, MemSpace, Opcode, config_from_identity,
-                    encode_instruction, identity_words, mem_word, register_map)
-from .planner import (Instr, Load, RegRead, RegWrite, activation_segments, adam_segments,
-                      board_image, plan_device_gemm, profile_counters, read_chunks,
-                      resident_weight_bytes, table_segment, upload_segments, write_chunks)
+from ..sim.device_model import exact_product
+from ..spec import (ACT_TABLE_SHIFT, ADAM_HYPERPARAMETERS, DEFAULT_CONFIG, INSTRUCTIONS,
+                    INT32_MAX, INT32_MIN, MULTIPLIER_MAX, SHIFT_MAX, AcceleratorConfig,
+                    ActivationFunction, ActivationPrecision, MemSpace, Opcode,
+                    config_from_identity, encode_instruction, identity_words, mem_depth,
+                    mem_word, register_map)
+from .planner import (GemmGroup, Instr, Load, Read, RegRead, RegWrite, Segment,
+                      activation_segments, adam_segments, board_image, plan_device_gemm,
+                      profile_counters, read_chunks, resident_weight_bytes, table_segment,
+                      upload_segments, write_chunks)
 from .profiler import OpRecord, Profile
 from .rtl_transport import RtlTransport
 from .session import (AcceleratorError, DeviceResetError, DeviceStatusError, LinkError,
@@ -70,6 +88,78 @@ from .transport import EmuTransport, FaultyTransport, SerialTransport, Transport
 __all__ = ["Accelerator", "AcceleratorError", "LinkError", "DeviceStatusError",
            "DeviceResetError", "DeviceTensor", "DeviceMemoryFull"]
 
+
+# ---------------------------------------------------------------------------
+# the emulator's bulk path: the operands of a GEMM plan's groups
+
+
+def _magnitude(x: np.ndarray) -> int:
+    """The largest ``|x|`` (``np.abs`` of an int8 -128 is -128)."""
+    return max(-int(x.min()), int(x.max())) if x.size else 0
+
+
+class _Operands:
+    """The zero-padded operands of one GEMM op, converted once to the dtype in
+    which BLAS multiplies them exactly (:func:`~hetaccel.sim.device_model.exact_product`).
+
+    The GEMMs of a segment read INPUT and WEIGHT words that its Loads (or, for
+    a row block's resident activations, the block's first segment) wrote from
+    exactly these tiles, so their products are taken from here instead of
+    being read back from the scratchpads.
+    """
+
+    def __init__(self, cfg: AcceleratorConfig, ap: np.ndarray, bp: np.ndarray):
+        self.R, self.C = cfg.rows, cfg.cols
+        self.bound = _magnitude(ap) * _magnitude(bp)
+        k = ap.shape[1]
+        if k * self.bound >= 1 << 53:
+            dt = np.int64
+        elif self.bound == 0 or ((1 << 24) - 1) // self.bound >= 64:
+            dt = np.float32
+        else:
+            dt = np.float64
+        self.a = ap.astype(dt)
+        self.b = bp.astype(dt)
+        self._full = None
+
+    def full(self) -> np.ndarray:
+        """A times B (exact, int64), once for every segment of the op."""
+        if self._full is None:
+            self._full = exact_product(self.a, self.b, self.bound)
+        return self._full
+
+    def product(self, m0: int, mm: int, t0: int, t1: int, n0: int, nn: int) -> np.ndarray:
+        """Rows ``m0 ..`` of A times column tiles ``n0 ..`` of B over K-tiles
+        ``t0 .. t1-1`` (exact, int64)."""
+        R, C = self.R, self.C
+        if t0 == 0 and t1 * R == self.a.shape[1]:
+            # a whole reduction: a slice of the product of the whole operands
+            return self.full()[m0:m0 + mm, n0 * C:(n0 + nn) * C]
+        return exact_product(self.a[m0:m0 + mm, t0 * R:t1 * R],
+                             self.b[t0 * R:t1 * R, n0 * C:(n0 + nn) * C], self.bound)
+
+
+class _Deferred:
+    """INPUT/WEIGHT Loads whose words matter only to what the scratchpads hold
+    after the op (its GEMMs take their operands from :class:`_Operands`): a
+    Load every word of which a later one rewrites is dropped as it comes."""
+
+    def __init__(self):
+        self._by_start: dict = {}
+        self._seq = 0
+
+    def add(self, load: Load) -> None:
+        key = (load.space, load.addr)
+        kept = [e for e in self._by_start.get(key, ()) if e[1].words > load.words]
+        kept.append((self._seq, load))
+        self._by_start[key] = kept
+        self._seq += 1
+
+    def pop_all(self) -> list:
+        """The surviving Loads, in the order they came."""
+        out = sorted((e for es in self._by_start.values() for e in es), key=lambda e: e[0])
+        self._by_start.clear()
+        return [load for _, load in out]
 
 
 def _with_pending_read(reqs: list, pending):
@@ -182,6 +272,11 @@ class Accelerator:
         mem = config.memory
         self._memory = DeviceMemoryAllocator(mem.bytes, mem.line_bytes) if mem else None
         self._resident: dict[int, DeviceTensor] = {}
+        self._chunk_cache: dict = {}
+        self._plans: dict = {}
+        self._group_checks: dict = {}
+        self._replays: dict = {}
+        self._words: dict = {}
 
     # --- opening and closing -------------------------------------------------
 
@@ -402,11 +497,15 @@ class Accelerator:
                 raise TypeError(f"not a schedule step: {s!r}")
         return reqs
 
-    def _schedule(self, segments, part, finish=None, regs=None):
+    def _schedule(self, segments, part, finish=None, regs=None, pending=None):
         """Runnable ``(requests, on_replies)`` pairs of planner segments: each
         segment's steps carry the previous segment's read-back, whose replies go
-        to ``finish(key, replies)``."""
-        pending = None
+        to ``finish(key, replies)``.  ``pending``: ``(Read, key)`` of an earlier
+        segment whose read-back is still to go."""
+        if pending is not None:
+            r, key = pending
+            pending = (self._read_mem(r.space, r.addr, r.words),
+                       lambda replies, key=key: finish(key, replies))
         for seg in segments:
             yield _with_pending_read(self._requests(seg.steps, part, regs), pending)
             pending = None
@@ -417,17 +516,388 @@ class Accelerator:
         if pending is not None:
             yield pending
 
+    def _run_planned(self, segments, part, finish=None, regs=None) -> None:
+        """Run planner segments: as frames over the link, or straight into an
+        emulated device (:meth:`_run_bulk`)."""
+        dev = self.link.bulk_device
+        if dev is None:
+            self._run(self._schedule(segments, part, finish, regs))
+        else:
+            self._run_bulk(dev, segments, part, finish, regs)
+
+    # The emulator's bulk path: a segment's frames go to the device model's bulk
+    # methods, which have exactly their effect, in the order the link would
+    # carry them (a segment's steps, then the previous segment's read-back), and
+    # the session counts them as sent and acknowledged.  A segment holding a
+    # frame the device would refuse, and everything after it, goes over the
+    # link as frames instead, which answers it as the device does.
+
+    def _chunks(self, space: MemSpace, words: int, read: bool = False) -> tuple:
+        key = (space, words, read)
+        c = self._chunk_cache.get(key)
+        if c is None:
+            c = self._chunk_cache[key] = tuple(
+                (read_chunks if read else write_chunks)(self.config, space, words))
+        return c
+
+    def _fall_back(self, dev, since, rest, part, finish, regs, pending) -> None:
+        self.link.bulk_account(dev, since)
+        self._run(self._schedule(rest, part, finish, regs, pending))
+
+    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> bool:
+        """Planner segments on the bulk path; whether all of them took it."""
+        since = list(dev.bulk_traffic)
+        pending = None
+        segments = iter(segments)
+        try:
+            for seg in segments:
+                if not self._bulk_ok(dev, seg, regs):
+                    self._fall_back(dev, since, itertools.chain([seg], segments), part, finish,
+                                    regs, pending)
+                    return False
+                for s in seg.steps:
+                    if type(s) is Load:
+                        dev.bulk_write(s.space, s.addr, part(s.part), self._chunks(s.space, s.words))
+                    else:
+                        for op, payload in self._requests((s,), part, regs):
+                            dev.bulk_request(op, payload)
+                if pending is not None:
+                    self._bulk_read(dev, pending, finish)
+                pending = None if seg.read is None else (seg.read, seg.key)
+            if pending is not None:
+                self._bulk_read(dev, pending, finish)
+        finally:
+            self.link.bulk_account(dev, since)
+        return True
+
+    def _run_activation_bulk(self, dev, key: tuple, segments: list, part, finish,
+                             result: np.ndarray) -> None:
+        """The activation unit's passes (:func:`~hetaccel.host.planner.activation_segments`)
+        on the bulk path.  The first run of a schedule goes segment by
+        segment and measures what the device counted; when every pass loads
+        ACC rows and activates just those into OUTPUT with one parameter
+        entry, a later run activates all the rows at once (the unit works
+        element by element), stores what the passes leave in ACC and OUTPUT,
+        and counts what the first run counted (it depends on the frames
+        alone)."""
+        replay = self._replays.get(key)
+        if replay is not None:
+            params, acc_loads, outputs, entry, function, flags, counts = replay
+            since = list(dev.bulk_traffic)
+            try:
+                dev.write_array(params.space, params.addr, part(params.part), params.words)
+                rows = result.shape[0]
+                acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
+                out = dev.activate_values(acc, entry, function, flags)
+                self._store(dev, acc_loads, part)
+                for base, r0, rr in outputs:
+                    dev.write_array(MemSpace.OUTPUT, base, out[r0:r0 + rr], rr)
+                dev.add_counts(counts)
+                result[...] = out
+            finally:
+                self.link.bulk_account(dev, since)
+            return
+        before = dev.bulk_counts()
+        if not self._run_bulk(dev, segments, part, finish):
+            return
+        first, passes = segments[0], segments[1:]
+        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
+                and first.read is None and passes):
+            return
+        entry = function = flags = None
+        rows = 0
+        for seg in passes:
+            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
+            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
+                    and act.opcode == Opcode.ACTIVATE):
+                return
+            acc_addr, out_addr, m, e, fn, fl = act.fields
+            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", rows, m)
+                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (rows, m)
+                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
+                return
+            entry, function, flags = e, fn, fl
+            rows += m
+        if rows != result.shape[0]:         # the passes cover every row once, in order
+            return
+        if len(self._replays) > 1024:
+            self._replays.clear()
+        covered = np.zeros(self.config.output_depth, bool)
+        outputs = []
+        for seg in reversed(passes):
+            base, m, r0 = seg.read.addr, seg.read.words, seg.key[0]
+            if not covered[base:base + m].all():
+                outputs.append((base, r0, m))
+                covered[base:base + m] = True
+        self._replays[key] = (first.steps[0], tuple(self._lasting([s.steps[0] for s in passes])),
+                              tuple(outputs[::-1]), entry, function, flags,
+                              dev.counts_since(before))
+
+    def _bulk_ok(self, dev, seg: Segment, regs) -> bool:
+        """Whether the device answers every frame of ``seg`` (its read-back
+        included) OK; the checks depend on the frames alone, not on state."""
+        for s in seg.steps:
+            if type(s) is Load:
+                ok = dev.write_ok(s.space, s.addr, self._chunks(s.space, s.words))
+            else:
+                ok = all(dev.request_ok(op, payload)
+                         for op, payload in self._requests((s,), None, regs))
+            if not ok:
+                return False
+        r = seg.read
+        return r is None or dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True))
+
+    def _bulk_read(self, dev, pending, finish) -> None:
+        r, key = pending
+        data = dev.bulk_read(r.space, r.addr, self._chunks(r.space, r.words, True))
+        if finish is not None:
+            finish(key, [data])
+
+    def _run_gemm_bulk(self, dev, plan, fields: tuple, part, finish, operands: _Operands,
+                       whole=None) -> None:
+        """A GEMM plan's groups (:meth:`~hetaccel.host.planner.DeviceGemmPlan.groups`)
+        on the bulk path.
+
+        A group's GEMMs all add into its ACC region, the first overwriting
+        it, over K-tiles ``0 .. KT-1`` between them: their effect is that
+        region set to the group's product, taken from ``operands``.  So the
+        INPUT and WEIGHT words only matter to what the scratchpads hold after
+        the op: only Loads some word of which no later one rewrites are
+        stored, at the end (:class:`_Deferred`).  Resident weights' LOADs are
+        counted as they come and only those some word of which no later one
+        rewrites run, at the end (:meth:`_lasting_loads`).
+
+        Which frames a plan sends, and so everything they count, depends on
+        the plan and the ACTIVATE fields alone, never on the words: the first
+        run of a plan goes group by group and measures what the device
+        counted (:meth:`~hetaccel.sim.device_model.DeviceModel.counts_since`);
+        a later run of it only moves the words (:meth:`_replay_gemm`) and
+        counts that again.
+        """
+        key = (plan, fields)
+        replay = self._replays.get(key)
+        if replay is not None:
+            self._replay_gemm(dev, plan, replay, part, finish, operands, whole)
+            return
+        before = dev.bulk_counts()
+        since = list(dev.bulk_traffic)
+        deferred = _Deferred()
+        pending = None
+        done: list = []
+        groups = iter(plan.groups(*fields))
+        try:
+            for g in groups:
+                checked = self._group_kinds(dev, g)
+                if checked is None:
+                    self._store(dev, self._lasting(deferred.pop_all()), part)
+                    rest = (x.segment() for x in itertools.chain([g], groups))
+                    self._fall_back(dev, since, rest, part, finish, None, pending)
+                    return
+                self._bulk_group(dev, g, checked, part, operands, deferred)
+                done.append((g, checked[1]))
+                if pending is not None:
+                    self._bulk_read(dev, pending, finish)
+                pending = (g.read, g.key)
+            if pending is not None:
+                self._bulk_read(dev, pending, finish)
+            lasting = self._lasting(deferred.pop_all())
+            self._store(dev, lasting, part)
+            loads = self._lasting_loads([p for _, run in done for p in run])
+            for payload in loads:
+                dev.load_words(payload)
+        finally:
+            self.link.bulk_account(dev, since)
+        if len(self._replays) > 1024:
+            self._replays.clear()
+        # the groups some ACC row of which no later group rewrites
+        covered = np.zeros(self.config.acc_depth, bool)
+        acc_lasting = []
+        for g, _ in reversed(done):
+            rows = covered[g.region:g.region + g.nn * g.mm]
+            if not rows.all():
+                acc_lasting.append(g)
+                rows[...] = True
+        self._replays[key] = (tuple(g for g, _ in done), tuple(lasting),
+                              dev.counts_since(before), tuple(acc_lasting[::-1]), loads)
+
+    def _lasting_loads(self, payloads: list) -> tuple:
+        """The LOADs of ``payloads`` (in order) some word of which no later one
+        rewrites, in order.  Their words come from device memory, which no
+        step of a GEMM plan writes, so running just these, at the end, leaves
+        what all of them leave (their counts are counted apart:
+        :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_load_count`)."""
+        covered: dict = {}
+        keep = []
+        for payload in reversed(payloads):
+            space, addr, _, count = _packer(Opcode.LOAD).unpack(payload)
+            mask = covered.get(space)
+            if mask is None:
+                mask = covered[space] = np.zeros(mem_depth(self.config, space), bool)
+            if not mask[addr:addr + count].all():
+                keep.append(payload)
+                mask[addr:addr + count] = True
+        return tuple(keep[::-1])
+
+    def _replay_gemm(self, dev, plan, replay: tuple, part, finish, operands: _Operands,
+                     whole) -> None:
+        """A plan's groups again: the words they move in the order the frames
+        move them (what no later step rewrites but for the loads of INPUT and
+        WEIGHT, whose lasting words come last, as on the first run), then
+        the counts of the first run.  A matmul's results go to ``whole`` at
+        once when given, and only its groups' ACC rows that no later group
+        rewrites are stored."""
+        groups, lasting, counts, acc_lasting, loads = replay
+        since = list(dev.bulk_traffic)
+        pending = None
+        try:
+            for payload in loads:
+                dev.load_words(payload)
+            if whole is not None and not plan.linear:
+                values = dev.acc_values(operands.full())
+                C = self.config.cols
+                for g in acc_lasting:
+                    dev.gemm_sum_words(g.region, g.mm, g.nn,
+                                       values[g.m0:g.m0 + g.mm, g.n0 * C:(g.n0 + g.nn) * C],
+                                       False)
+                self._store(dev, lasting, part)
+                dev.add_counts(counts)
+                whole(values)
+                return
+            for g in groups:
+                if g.params is not None:
+                    ld = g.params
+                    dev.write_array(ld.space, ld.addr, part(ld.part), ld.words)
+                product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
+                dev.gemm_sum_words(g.region, g.mm, g.nn, product, False)
+                act = g.act_grid()
+                if act is not None:
+                    dev.activate_words(*act)
+                if pending is not None:
+                    r, key = pending
+                    finish(key, [dev.read_words(r.space, r.addr, r.words)])
+                pending = (g.read, g.key)
+            r, key = pending
+            finish(key, [dev.read_words(r.space, r.addr, r.words)])
+            self._store(dev, lasting, part)
+            dev.add_counts(counts)
+        finally:
+            self.link.bulk_account(dev, since)
+
+    def _group_kinds(self, dev, g: GemmGroup) -> tuple | None:
+        """``(g.chunk_kinds(), loads)`` -- chunks of one kind send the same
+        frames but for their data and their LOADs' device-memory addresses;
+        ``loads`` the payloads of the LOADs of resident weights -- or None
+        when the device would refuse a frame of ``g``."""
+        # the checks depend on where the frames go, not on the rows they carry
+        p = g.plan
+        sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
+               g.chunk0 % 2, g.a_base, g.a_load and g.a_load[:3], g.params and g.params[:3],
+               g.act_grid(), g.read, g.n0 if p.weights_at is not None else None)
+        try:
+            return self._group_checks[sig]
+        except KeyError:
+            pass
+        if len(self._group_checks) > 4096:
+            self._group_checks.clear()
+        checked = self._group_checks[sig] = self._check_group(dev, g)
+        return checked
+
+    def _check_group(self, dev, g: GemmGroup) -> tuple | None:
+        kinds = g.chunk_kinds()
+        for ld in (g.a_load, g.params):
+            if ld is not None and not dev.write_ok(ld.space, ld.addr,
+                                                   self._chunks(ld.space, ld.words)):
+                return None
+        resident_weights = g.plan.weights_at is not None
+        for c, _ in kinds:
+            a = g.input_load(c)
+            if not resident_weights:
+                (w,) = g.weight_steps(c)
+                if not dev.write_ok(w.space, w.addr, self._chunks(w.space, w.words)):
+                    return None
+            if a is not None and not dev.write_ok(a.space, a.addr, self._chunks(a.space, a.words)):
+                return None
+            if not dev.gemm_ok(*g.grid(c)):
+                return None
+        loads: list = []
+        if resident_weights:
+            for i in range(g.n_chunks):
+                reqs = self._requests(g.weight_steps(g.chunk(i)), None)
+                if not all(dev.request_ok(op, payload) for op, payload in reqs):
+                    return None
+                loads += (payload for _, payload in reqs)
+        act = g.act_grid()
+        if act is not None and not dev.activate_ok(*act):
+            return None
+        r = g.read
+        if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
+            return None
+        return kinds, tuple(loads)
+
+    def _bulk_group(self, dev, g: GemmGroup, checked: tuple, part, operands: _Operands,
+                    deferred: _Deferred) -> None:
+        kinds, loads = checked
+        resident_weights = g.plan.weights_at is not None
+        if g.a_load is not None:
+            ld = g.a_load
+            dev.bulk_write(ld.space, ld.addr, None, self._chunks(ld.space, ld.words))
+            deferred.add(ld)
+        if g.params is not None:
+            ld = g.params
+            dev.bulk_write(ld.space, ld.addr, part(ld.part), self._chunks(ld.space, ld.words))
+        for c, n in kinds:
+            if not resident_weights:
+                (w,) = g.weight_steps(c)
+                dev.bulk_write(w.space, w.addr, None, self._chunks(w.space, w.words), n)
+            a = g.input_load(c)
+            if a is not None:
+                dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
+        if loads:
+            dev.bulk_load_count(loads)
+        for i in g.lasting_chunks():
+            c = g.chunk(i)
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    deferred.add(ld)
+        # the chunks cover K-tiles 0 .. KT-1, the first overwriting the region
+        product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
+        dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.plan.KT * g.nn, product, False)
+        act = g.act_grid()
+        if act is not None:
+            dev.bulk_activate(*act)
+
+    def _lasting(self, loads: list) -> list:
+        """The Loads of ``loads`` (in order) some word of which no later one
+        rewrites, in order: storing them leaves what all of them leave."""
+        keep = []
+        covered: dict = {}
+        for ld in reversed(loads):
+            mask = covered.get(ld.space)
+            if mask is None:
+                mask = covered[ld.space] = np.zeros(mem_depth(self.config, ld.space), bool)
+            if not mask[ld.addr:ld.addr + ld.words].all():
+                keep.append(ld)
+                mask[ld.addr:ld.addr + ld.words] = True
+        return keep[::-1]
+
+    @staticmethod
+    def _store(dev, loads, part) -> None:
+        for ld in loads:
+            dev.write_array(ld.space, ld.addr, part(ld.part), ld.words)
+
     def _load_table(self, slot: int, tab_bytes: bytes) -> bool:
         """Load an activation table unless the slot holds it; whether it loaded."""
         if self._tables.get(slot) == tab_bytes:
             return False
         self._tables.pop(slot, None)
-        self._run(self._schedule([table_segment(self.config, slot)], lambda part: tab_bytes))
+        self._run_planned([table_segment(self.config, slot)], lambda part: tab_bytes)
         self._tables[slot] = tab_bytes
         return True
 
     def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
-        word = mem_word(self.config, space)
+        word = self._words.get(space)
+        if word is None:
+            word = self._words[space] = mem_word(self.config, space)
         arr = np.frombuffer(b"".join(replies), dtype=word.dtype)
         return arr.reshape((-1,) + word.shape)
 
@@ -488,23 +958,30 @@ class Accelerator:
         bp[:K, :N] = b
         return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
 
-    def _gemm_segments(self, a: np.ndarray, b, *, finish, act=None):
-        """Segments computing ``a @ b`` group by group, as
+    def _run_gemm(self, a: np.ndarray, b, *, finish, act=None, whole=None) -> None:
+        """Compute ``a @ b`` group by group, as
         :func:`~hetaccel.host.planner.plan_device_gemm` plans it.
 
         ``b`` is an array, or a :class:`DeviceTensor` whose tiles the device
         fetches itself.  ``finish(key, replies)`` consumes a group's result
         words: ACC rows for a matmul, OUTPUT rows when ``act`` (the ACTIVATE
-        parameters) is given.
+        parameters) is given.  ``whole(values)``, for a matmul, may take every
+        group's ACC words at once instead (the ``M x NT*cols`` values they
+        hold, as int64), when the emulator has them so.
         """
         cfg = self.config
         R = cfg.rows
         M, K = a.shape
         resident = isinstance(b, DeviceTensor)
         N = b.operand_shape[1] if resident else b.shape[1]
-        plan = plan_device_gemm(cfg, M, K, N, linear=act is not None,
-                                weights_at=b.addr if resident else None)
-        KT = plan.KT
+        key = (M, K, N, act is not None, b.addr if resident else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            plan = self._plans[key] = plan_device_gemm(cfg, M, K, N, linear=act is not None,
+                                                       weights_at=b.addr if resident else None)
+        KT, NT = plan.KT, plan.NT
         in_dt = mem_word(cfg, MemSpace.INPUT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
         ap = np.zeros((M, KT * R), dtype=in_dt)
@@ -524,7 +1001,16 @@ class Accelerator:
             return act.words[n0:n0 + nn].tobytes()
 
         fields = (int(act.fn), act.flags) if act is not None else ()
-        return self._schedule(plan.segments(*fields), part, finish)
+        dev = self.link.bulk_device
+        if dev is None:
+            self._run(self._schedule(plan.segments(*fields), part, finish))
+            return
+        if resident:
+            # the words its LOADs will fetch: no step of the op writes device memory
+            b_tiles = dev.dram_words(MemSpace.WEIGHT, b.addr, KT * NT * R).reshape(
+                KT, NT, R, cfg.cols)
+        bp = b_tiles.transpose(0, 2, 1, 3).reshape(KT * R, NT * cfg.cols)
+        self._run_gemm_bulk(dev, plan, fields, part, finish, _Operands(cfg, ap, bp), whole)
 
     # --- operations ---------------------------------------------------------------
 
@@ -562,8 +1048,11 @@ class Accelerator:
             out[m0:m0 + mm, n0 * C:(n0 + nn) * C] = \
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
+        def whole(values):
+            out[...] = values
+
         start = self._begin()
-        self._run(self._gemm_segments(a, b, finish=finish))
+        self._run_gemm(a, b, finish=finish, whole=whole)
         self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
                   resident=isinstance(b, DeviceTensor))
         return out[:, :N]
@@ -620,8 +1109,7 @@ class Accelerator:
         data = np.ascontiguousarray(self._weight_tiles(operand)).tobytes()
         try:
             start = self._begin()
-            self._run(self._schedule(upload_segments(self.config, addr, nbytes),
-                                     lambda part: data))
+            self._run_planned(upload_segments(self.config, addr, nbytes), lambda part: data)
             self._end(start, "upload", {"bytes": nbytes})
         except BaseException:
             self._memory.release(addr)
@@ -789,7 +1277,7 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run(self._gemm_segments(x2, w if resident else w.T, finish=finish, act=act))
+        self._run_gemm(x2, w if resident else w.T, finish=finish, act=act)
         shape = {"m": M, "k": K, "n": N}
         self._end(start, op_name, shape, macs=M * K * N, table=loaded, resident=resident)
         res = out[:, :N]
@@ -946,8 +1434,13 @@ class Accelerator:
 
         start = self._begin()
         loaded = tab_bytes is not None and self._load_table(slot, tab_bytes)
-        self._run(self._schedule(activation_segments(cfg, flat.size, function=int(fn),
-                                                     flags=flags), part, finish))
+        segments = activation_segments(cfg, flat.size, function=int(fn), flags=flags)
+        dev = self.link.bulk_device
+        if dev is None:
+            self._run(self._schedule(segments, part, finish))
+        else:
+            self._run_activation_bulk(dev, ("activation", flat.size, int(fn), flags),
+                                      list(segments), part, finish, result)
         self._end(start, "activation", {"elements": int(flat.size)}, table=loaded)
         res = result.reshape(-1)[:flat.size].reshape(x.shape)
         if is_float:
@@ -1006,7 +1499,7 @@ class Accelerator:
             result[w0:w0 + ww] = np.frombuffer(b"".join(replies), dtype="<f4").reshape(ww, L, 4)
 
         start = self._begin()
-        self._run(self._schedule(adam_segments(cfg, n), part, finish, regs))
+        self._run_planned(adam_segments(cfg, n), part, finish, regs)
         self._end(start, "adam_step", {"params": int(n)})
         flat = result.reshape(-1, 4)[:n]
         for i, name in ((0, "params"), (2, "m"), (3, "v")):

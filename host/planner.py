@@ -52,11 +52,13 @@ __all__ = [
     "TileOp", "OutputBlock", "GemmPlan", "plan_gemm", "gemm_cycles",
     # schedules
     "Load", "Read", "Instr", "RegWrite", "RegRead", "Segment", "write_chunks", "read_chunks",
-    "DeviceGemmPlan", "plan_device_gemm", "activation_segments", "adam_segments",
+    "DeviceGemmPlan", "GemmGroup", "GemmChunk", "GemmGrid", "ActGrid", "plan_device_gemm",
+    "activation_segments", "adam_segments",
     "table_segment", "PROFILE_COUNTERS", "profile_counters", "profile_segments", "resident_weight_bytes",
     "upload_segments",
     # costs and boards
-    "OPS", "OP_UNITS", "OpCost", "count", "op_cost", "UART_BITS_PER_BYTE", "BoardImage",
+    "OPS", "OP_UNITS", "OpCost", "count", "gemm_plan_cost", "op_cost", "UART_BITS_PER_BYTE",
+    "BoardImage",
     "board_images", "board_image", "Projection", "project", "project_op", "utilisation",
 ]
 
@@ -300,82 +302,283 @@ class DeviceGemmPlan:
     linear: bool
     weights_at: int | None = None
 
-    def segments(self, function: int = 0, flags: int = 0) -> Iterator[Segment]:
-        """The schedule, one segment per (row block, column group).
+    def groups(self, function: int = 0, flags: int = 0) -> Iterator["GemmGroup"]:
+        """The schedule in closed form: one :class:`GemmGroup` per (row
+        block, column group), in order.  :meth:`segments` expands each into
+        its steps; the emulator's bulk path and :func:`op_cost` take them as
+        they are (a MiniLM run has millions of steps, a few hundred groups).
 
         ``function`` and ``flags`` are the ACTIVATE fields of a linear plan.
         """
         cfg = self.config
-        R = cfg.rows
-        KT, NT, M, mb, nb, kc = self.KT, self.NT, self.M, self.mb, self.nb, self.kc
-        wtile = R * mem_word(cfg, MemSpace.WEIGHT).bytes
-        in_half, w_half = cfg.input_depth // 2, _w_half(cfg)
-        w_slots = cfg.weight_depth // w_half
+        KT, NT, M, mb, nb = self.KT, self.NT, self.M, self.mb, self.nb
+        in_half = cfg.input_depth // 2
         acc_half = cfg.acc_depth // 2
         out_half = cfg.output_depth // 2
         # Two halves alternate so a group's parameters load while the one
         # before still activates; a one-entry memory has a single half (the
         # device's hazard checks hold the load until that ACTIVATE is done).
         param_half = cfg.act_param_depth // 2
-        chunk_no = 0
+        n_chunks = _ceil(KT, self.kc)
+        chunk0 = 0
         group_no = 0
-        a_slot = 0
-        a_load = None
         for m0 in range(0, M, mb):
             mm = min(mb, M - m0)
-            if self.resident:
-                a_slot = (m0 // mb) % 2
-                a_load = Load(MemSpace.INPUT, a_slot * in_half, KT * mm, ("a", 0, KT, m0, mm))
+            # resident activations: one INPUT half per row block, loaded by its first group
+            a_base = (m0 // mb) % 2 * in_half if self.resident else 0
             for n0 in range(0, NT, nb):
                 nn = min(nb, NT - n0)
-                region = (group_no % 2) * acc_half
-                steps: list = []
-                if self.resident and n0 == 0:
-                    steps.append(a_load)
-                p_base = (group_no % 2) * param_half
+                half = group_no % 2
+                region = half * acc_half
+                a_load = (Load(MemSpace.INPUT, a_base, KT * mm, ("a", 0, KT, m0, mm))
+                          if self.resident and n0 == 0 else None)
+                p_base, out_base = half * param_half, half * out_half
                 if self.linear:
-                    steps.append(Load(MemSpace.ACT_PARAM, p_base, nn, ("params", n0, nn)))
-                for t0 in range(0, KT, kc):
-                    tt = min(kc, KT - t0)
-                    half = chunk_no % 2
-                    chunk_no += 1
-                    w_base = (half % w_slots) * w_half
-                    if self.weights_at is None:
-                        steps.append(Load(MemSpace.WEIGHT, w_base, tt * nn * R,
-                                          ("w", t0, tt, n0, nn)))
-                    elif nn == NT:
-                        # every column tile: the chunk's K-tiles are consecutive
-                        # in the resident layout, one LOAD
-                        steps.append(Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), w_base,
-                                                         self.weights_at + t0 * NT * wtile,
-                                                         tt * nn * R)))
-                    else:
-                        # K-tile t's column tiles n0.. are consecutive: one LOAD each
-                        steps += [Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), w_base + t * nn * R,
-                                                      self.weights_at + ((t0 + t) * NT + n0) * wtile,
-                                                      nn * R))
-                                  for t in range(tt)]
-                    if self.resident:
-                        a_base = a_slot * in_half + t0 * mm
-                    else:
-                        a_base = half * in_half
-                        steps.append(Load(MemSpace.INPUT, a_base, tt * mm, ("a", t0, tt, m0, mm)))
-                    for t in range(tt):
-                        flag = GEMM_ACCUMULATE if t0 + t > 0 else 0
-                        for j in range(nn):
-                            steps.append(Instr(Opcode.GEMM, (a_base + t * mm,
-                                                             w_base + (t * nn + j) * R,
-                                                             region + j * mm, mm, flag)))
-                if self.linear:
-                    o_base = (group_no % 2) * out_half
-                    steps += [Instr(Opcode.ACTIVATE, (region + j * mm, o_base + j * mm, mm,
-                                                      p_base + j, function, flags))
-                              for j in range(nn)]
-                    read = Read(MemSpace.OUTPUT, o_base, nn * mm)
+                    params = Load(MemSpace.ACT_PARAM, p_base, nn, ("params", n0, nn))
+                    read = Read(MemSpace.OUTPUT, out_base, nn * mm)
                 else:
+                    params = None
                     read = Read(MemSpace.ACC, region, nn * mm)
-                yield Segment(tuple(steps), read, (m0, mm, n0, nn))
+                yield GemmGroup(self, m0, mm, n0, nn, region, a_load, params, chunk0, a_base,
+                                out_base, p_base, function, flags, read)
+                chunk0 += n_chunks
                 group_no += 1
+
+    def segments(self, function: int = 0, flags: int = 0) -> Iterator[Segment]:
+        """The schedule, one segment per (row block, column group): every
+        step of :meth:`groups`, one instruction per tile.
+
+        ``function`` and ``flags`` are the ACTIVATE fields of a linear plan.
+        """
+        for g in self.groups(function, flags):
+            yield g.segment()
+
+
+class GemmChunk(NamedTuple):
+    """K-tiles ``t0 .. t0+tt-1`` of a :class:`GemmGroup`, loaded together:
+    their weights at WEIGHT row ``w_base``, their activations at INPUT
+    word ``a_base``."""
+
+    t0: int
+    tt: int
+    w_base: int
+    a_base: int
+
+
+class GemmGrid(NamedTuple):
+    """The GEMMs of one chunk: for ``t < kt``, ``j < nt``, in that order::
+
+        GEMM(a_addr + t*m, w_addr + (t*nt + j)*rows, acc_addr + j*m, m,
+             ACCUMULATE if t > 0 or accumulate else 0)
+
+    (the grid :meth:`hetaccel.sim.device_model.DeviceModel.bulk_gemm` takes)."""
+
+    a_addr: int
+    w_addr: int
+    acc_addr: int
+    m: int
+    kt: int
+    nt: int
+    accumulate: bool
+
+    def instruction(self, rows: int, t: int, j: int) -> Instr:
+        m = self.m
+        return Instr(Opcode.GEMM, (self.a_addr + t * m, self.w_addr + (t * self.nt + j) * rows,
+                                   self.acc_addr + j * m, m,
+                                   GEMM_ACCUMULATE if t > 0 or self.accumulate else 0))
+
+    def instructions(self, rows: int) -> list:
+        return [self.instruction(rows, t, j) for t in range(self.kt) for j in range(self.nt)]
+
+
+class ActGrid(NamedTuple):
+    """The ACTIVATEs of a linear group: for ``j < n``::
+
+        ACTIVATE(acc_addr + j*m, out_addr + j*m, m, param_entry + j, function, flags)
+
+    (the grid :meth:`hetaccel.sim.device_model.DeviceModel.bulk_activate` takes)."""
+
+    acc_addr: int
+    out_addr: int
+    m: int
+    param_entry: int
+    n: int
+    function: int
+    flags: int
+
+    def instruction(self, j: int) -> Instr:
+        m = self.m
+        return Instr(Opcode.ACTIVATE, (self.acc_addr + j * m, self.out_addr + j * m, m,
+                                       self.param_entry + j, self.function, self.flags))
+
+    def instructions(self) -> list:
+        return [self.instruction(j) for j in range(self.n)]
+
+
+class GemmGroup(NamedTuple):
+    """One segment of a :class:`DeviceGemmPlan` in closed form: rows ``m0 ..
+    m0+mm-1`` of A times column tiles ``n0 .. n0+nn-1`` of B, into ACC rows
+    ``region ..`` (``nn`` runs of ``mm`` rows, one per column tile).
+
+    Its steps (:meth:`steps`): the row block's resident activations
+    (``a_load``, in the block's first group), the ACT_PARAM words
+    (``params``), then for each of its :meth:`chunk` s the weights
+    (:meth:`weight_steps`: a WEIGHT load, or LOADs from device memory), the
+    activations (:meth:`input_load`, unless resident: then at ``a_base`` on)
+    and the GEMMs (:meth:`grid`), then the ACTIVATEs (:meth:`act_grid`,
+    OUTPUT rows ``out_base ..``, parameter entries ``p_base ..``).  ``chunk0``
+    is the op-wide number of its first chunk: chunks alternate between the
+    halves of INPUT and WEIGHT across the whole op.  ``read`` is its
+    read-back.
+    """
+
+    plan: DeviceGemmPlan
+    m0: int
+    mm: int
+    n0: int
+    nn: int
+    region: int
+    a_load: Load | None
+    params: Load | None
+    chunk0: int
+    a_base: int
+    out_base: int
+    p_base: int
+    function: int
+    flags: int
+    read: Read
+
+    @property
+    def key(self) -> tuple:
+        """The segment's key: which part of the result its read returns."""
+        return (self.m0, self.mm, self.n0, self.nn)
+
+    @property
+    def n_chunks(self) -> int:
+        return _ceil(self.plan.KT, self.plan.kc)
+
+    def chunk(self, i: int) -> GemmChunk:
+        """Chunk ``i`` (of :attr:`n_chunks`): ``kc`` K-tiles, the last maybe fewer."""
+        p = self.plan
+        cfg = p.config
+        half = (self.chunk0 + i) % 2
+        w_half = _w_half(cfg)
+        t0 = i * p.kc
+        a_base = self.a_base + t0 * self.mm if p.resident else half * (cfg.input_depth // 2)
+        return GemmChunk(t0, min(p.kc, p.KT - t0), (half % (cfg.weight_depth // w_half)) * w_half,
+                         a_base)
+
+    def chunk_kinds(self) -> list[tuple[GemmChunk, int]]:
+        """``(chunk, count)``: the chunks grouped by the frames they send
+        (their K-tiles' data and resident weights' addresses apart), each kind
+        by its first chunk.  Closed form: the first chunk does not accumulate,
+        all but the last have ``kc`` tiles, and the halves alternate."""
+        n = self.n_chunks
+        kinds: dict = {}
+        middle = max(0, n - 2)                     # chunks 1 .. n-2, halves alternating
+        for i, count in ((0, 1), (1, (middle + 1) // 2), (2, middle // 2),
+                         (n - 1, 1 if n >= 2 else 0)):
+            if count > 0:
+                c = self.chunk(i)
+                k = (c.tt, c.w_base, c.a_base, c.t0 > 0)
+                first, have = kinds.get(k, (c, 0))
+                kinds[k] = (first if first.t0 <= c.t0 else c, have + count)
+        return list(kinds.values())
+
+    def lasting_chunks(self) -> range:
+        """The chunks whose loads may leave words in INPUT and WEIGHT after
+        the group: chunks alternate between two halves, so a chunk's words
+        are rewritten by the chunk two on unless that is the last (maybe
+        shorter) one -- only the last four can."""
+        n = self.n_chunks
+        return range(max(0, n - 4), n)
+
+    def weight_steps(self, c: GemmChunk) -> tuple:
+        """The chunk's weights: one WEIGHT load, or with resident weights
+        (``plan.weights_at``) LOADs from device memory -- one for the chunk
+        when the group is every column tile (its K-tiles are consecutive in
+        the layout of :func:`resident_weight_bytes`), else one per K-tile."""
+        p = self.plan
+        R, nn = p.config.rows, self.nn
+        if p.weights_at is None:
+            return (Load(MemSpace.WEIGHT, c.w_base, c.tt * nn * R, ("w", c.t0, c.tt, self.n0, nn)),)
+        wtile = R * mem_word(p.config, MemSpace.WEIGHT).bytes
+        if nn == p.NT:
+            return (Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), c.w_base,
+                                        p.weights_at + c.t0 * p.NT * wtile, c.tt * nn * R)),)
+        return tuple(Instr(Opcode.LOAD, (int(MemSpace.WEIGHT), c.w_base + t * nn * R,
+                                         p.weights_at + ((c.t0 + t) * p.NT + self.n0) * wtile,
+                                         nn * R))
+                     for t in range(c.tt))
+
+    def input_load(self, c: GemmChunk) -> Load | None:
+        """The chunk's activations (None when the row block's are resident)."""
+        if self.plan.resident:
+            return None
+        return Load(MemSpace.INPUT, c.a_base, c.tt * self.mm, ("a", c.t0, c.tt, self.m0, self.mm))
+
+    def grid(self, c: GemmChunk) -> GemmGrid:
+        """The chunk's GEMMs; the group's first overwrites the region."""
+        return GemmGrid(c.a_base, c.w_base, self.region, self.mm, c.tt, self.nn, c.t0 > 0)
+
+    def act_grid(self) -> ActGrid | None:
+        """The ACTIVATEs of a linear plan's group (None for a matmul)."""
+        if not self.plan.linear:
+            return None
+        return ActGrid(self.region, self.out_base, self.mm, self.p_base, self.nn,
+                       self.function, self.flags)
+
+    def steps(self) -> tuple:
+        """Every step, one instruction per tile."""
+        R = self.plan.config.rows
+        steps: list = [s for s in (self.a_load, self.params) if s is not None]
+        for i in range(self.n_chunks):
+            c = self.chunk(i)
+            steps += self.weight_steps(c)
+            a = self.input_load(c)
+            if a is not None:
+                steps.append(a)
+            steps += self.grid(c).instructions(R)
+        act = self.act_grid()
+        if act is not None:
+            steps += act.instructions()
+        return tuple(steps)
+
+    def segment(self) -> Segment:
+        return Segment(self.steps(), self.read, self.key)
+
+    def tally(self) -> Iterator[tuple]:
+        """``(step, times)``: :meth:`steps` and the read as a multiset of
+        steps that cost the same -- a Load's cost is its space and size, a
+        GEMM's or ACTIVATE's its rows (:mod:`hetaccel.spec.timing`) -- so
+        :func:`op_cost` counts a group in closed form.  A LOAD's cycles depend
+        on its device-memory lines: every one is listed."""
+        p = self.plan
+        R = p.config.rows
+        for s in (self.a_load, self.params):
+            if s is not None:
+                yield s, 1
+        kinds = self.chunk_kinds()
+        for c, n in kinds:
+            if p.weights_at is None:
+                yield self.weight_steps(c)[0], n
+            a = self.input_load(c)
+            if a is not None:
+                yield a, n
+        if p.weights_at is not None:
+            for i in range(self.n_chunks):
+                for s in self.weight_steps(self.chunk(i)):
+                    yield s, 1
+        first = self.grid(self.chunk(0))
+        yield first.instruction(R, 0, 0), self.nn
+        if p.KT > 1:
+            acc = first.instruction(R, 1, 0) if first.kt > 1 else \
+                self.grid(self.chunk(1)).instruction(R, 0, 0)
+            yield acc, (p.KT - 1) * self.nn
+        act = self.act_grid()
+        if act is not None:
+            yield act.instruction(0), self.nn
+        yield self.read, 1
 
 
 def _check_dims(**dims) -> None:
@@ -605,80 +808,123 @@ class OpCost:
                 "dram_bytes": self.dram_bytes}
 
 
+class _Tally:
+    """Frames, bytes and cycles of schedule steps as the runtime sends them:
+    :func:`count` adds a schedule step by step, :func:`op_cost` a GEMM plan
+    group by group (:meth:`GemmGroup.tally`)."""
+
+    _NAMES = {op_: tuple(n for n, _ in fmt.fields) for op_, fmt in INSTRUCTIONS.items()}
+    _FIXED = {op_: fmt.fixed_bytes for op_, fmt in INSTRUCTIONS.items()}
+
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        self.b_in = self.b_out = self.frames = self.cycles = self.dma = self.dram = 0
+        self.busy = {"gemm": 0, "activation": 0, "adam": 0}
+        self.instr: dict = {}
+        self._costs: dict = {}
+
+    def add(self, s, times: int = 1) -> None:
+        """``times`` of step ``s`` (an Instr, Load, Read, RegWrite or RegRead)."""
+        kind = type(s)
+        key = s if kind is not Load else (Load, s.space, s.words)
+        c = self._costs.get(key)
+        if c is None:
+            c = self._costs[key] = self._cost(s)
+        name, frames, b_in, b_out, cycles, unit, busy, dma, dram = c
+        self.instr[name] = self.instr.get(name, 0) + times * frames
+        self.frames += times * frames
+        self.b_in += times * b_in
+        self.b_out += times * b_out
+        if cycles:
+            self.cycles += times * cycles
+            if unit is not None:
+                self.busy[unit] += times * busy
+            self.dma += times * dma
+            self.dram += times * dram
+
+    def _cost(self, s) -> tuple:
+        """``(instruction name, frames, bytes in, bytes out, cycles, unit,
+        unit busy cycles, DMA cycles, device-memory bytes)`` of one step."""
+        cfg, fixed = self.cfg, self._FIXED
+        ack = frame_bytes(0)
+        if isinstance(s, Instr):
+            unit = _UNIT_OF.get(s.opcode)
+            cycles = busy = dma = dram = 0
+            if unit is not None:
+                f = dict(zip(self._NAMES[s.opcode], s.fields))
+                cycles, busy = instruction_cycles(cfg, s.opcode, f), busy_cycles(cfg, s.opcode, f)
+            elif s.opcode in (Opcode.LOAD, Opcode.STORE):
+                f = dict(zip(self._NAMES[s.opcode], s.fields))
+                first, lines = dma_lines(cfg, f)
+                mem = _memory_model(cfg).transfer_cycles(first, lines, s.opcode == Opcode.STORE)
+                cycles = dma = dma_cycles(cfg, s.opcode, f, mem)
+                dram = lines * cfg.memory.line_bytes
+            return (s.opcode.name, 1, frame_bytes(fixed[s.opcode]), ack, cycles, unit, busy,
+                    dma, dram)
+        if isinstance(s, Load):
+            wb = mem_word(cfg, s.space).bytes
+            chunks = write_chunks(cfg, s.space, s.words)
+            return ("WRITE_MEM", len(chunks),
+                    sum(frame_bytes(fixed[Opcode.WRITE_MEM] + w * wb) for w in chunks),
+                    len(chunks) * ack, 0, None, 0, 0, 0)
+        if isinstance(s, Read):
+            wb = mem_word(cfg, s.space).bytes
+            chunks = read_chunks(cfg, s.space, s.words)
+            return ("READ_MEM", len(chunks), len(chunks) * frame_bytes(fixed[Opcode.READ_MEM]),
+                    sum(frame_bytes(w * wb) for w in chunks), 0, None, 0, 0, 0)
+        if isinstance(s, RegWrite):
+            return ("WRITE_REG", 1, frame_bytes(fixed[Opcode.WRITE_REG] * len(s.regs)), ack,
+                    0, None, 0, 0, 0)
+        if isinstance(s, RegRead):
+            return ("READ_REG", 1, frame_bytes(fixed[Opcode.READ_REG] * len(s.regs)),
+                    frame_bytes(_REG_BYTES * len(s.regs)), 0, None, 0, 0, 0)
+        raise TypeError(f"not a schedule step: {s!r}")
+
+    def add_segments(self, segments: Iterable[Segment]) -> None:
+        for seg in segments:
+            for s in seg.steps:
+                self.add(s)
+            if seg.read is not None:
+                self.add(seg.read)
+
+    def add_plan(self, plan: DeviceGemmPlan) -> None:
+        """A GEMM plan's segments in closed form: groups of one shape (rows,
+        column tiles, whether they load the row block) cost the same, but for
+        resident weights, whose LOADs' cycles depend on where their column
+        tiles lie in device memory."""
+        shapes: dict = {}
+        resident = plan.weights_at is not None
+        for g in plan.groups():
+            key = (g.mm, g.nn, g.a_load is not None, g.n0 if resident else None)
+            seen = shapes.get(key)
+            if seen is None:
+                shapes[key] = [g, 1]
+            else:
+                seen[1] += 1
+        for g, n in shapes.values():
+            for s, times in g.tally():
+                self.add(s, times * n)
+
+    def cost(self, op: str, macs: int) -> OpCost:
+        return OpCost(op=op, macs=macs, cycles=self.cycles, busy=dict(self.busy),
+                      bytes_in=self.b_in, bytes_out=self.b_out, frames=self.frames,
+                      instructions=dict(self.instr), dma_cycles=self.dma, dram_bytes=self.dram)
+
+
 def count(config: AcceleratorConfig, segments: Iterable[Segment], *, op: str = "",
           macs: int = 0) -> OpCost:
     """Frames, bytes and cycles of a schedule, step by step as the runtime sends it."""
-    cfg = _check_config(config)
-    names = {op_: tuple(n for n, _ in fmt.fields) for op_, fmt in INSTRUCTIONS.items()}
-    fixed = {op_: fmt.fixed_bytes for op_, fmt in INSTRUCTIONS.items()}
-    ack = frame_bytes(0)
-    b_in = b_out = frames = cycles = dma = dram = 0
-    busy = {"gemm": 0, "activation": 0, "adam": 0}
-    instr: dict = {}
-    timed: dict = {}
+    tally = _Tally(_check_config(config))
+    tally.add_segments(segments)
+    return tally.cost(op, macs)
 
-    def note(opcode: Opcode, n: int = 1) -> None:
-        instr[opcode.name] = instr.get(opcode.name, 0) + n
 
-    for seg in segments:
-        steps = seg.steps + ((seg.read,) if seg.read is not None else ())
-        for s in steps:
-            if isinstance(s, Instr):
-                b_in += frame_bytes(fixed[s.opcode])
-                b_out += ack
-                frames += 1
-                note(s.opcode)
-                unit = _UNIT_OF.get(s.opcode)
-                if unit is not None:
-                    key = (s.opcode, s.fields)
-                    if key not in timed:
-                        f = dict(zip(names[s.opcode], s.fields))
-                        timed[key] = (instruction_cycles(cfg, s.opcode, f),
-                                      busy_cycles(cfg, s.opcode, f))
-                    c, b = timed[key]
-                    cycles += c
-                    busy[unit] += b
-                elif s.opcode in (Opcode.LOAD, Opcode.STORE):
-                    key = (s.opcode, s.fields)
-                    if key not in timed:
-                        f = dict(zip(names[s.opcode], s.fields))
-                        first, lines = dma_lines(cfg, f)
-                        mem = _memory_model(cfg).transfer_cycles(first, lines,
-                                                                 s.opcode == Opcode.STORE)
-                        timed[key] = (dma_cycles(cfg, s.opcode, f, mem),
-                                      lines * cfg.memory.line_bytes)
-                    c, nbytes = timed[key]
-                    cycles += c
-                    dma += c
-                    dram += nbytes
-            elif isinstance(s, Load):
-                wb = mem_word(cfg, s.space).bytes
-                for w in write_chunks(cfg, s.space, s.words):
-                    b_in += frame_bytes(fixed[Opcode.WRITE_MEM] + w * wb)
-                    b_out += ack
-                    frames += 1
-                    note(Opcode.WRITE_MEM)
-            elif isinstance(s, Read):
-                wb = mem_word(cfg, s.space).bytes
-                for w in read_chunks(cfg, s.space, s.words):
-                    b_in += frame_bytes(fixed[Opcode.READ_MEM])
-                    b_out += frame_bytes(w * wb)
-                    frames += 1
-                    note(Opcode.READ_MEM)
-            elif isinstance(s, RegWrite):
-                b_in += frame_bytes(fixed[Opcode.WRITE_REG] * len(s.regs))
-                b_out += ack
-                frames += 1
-                note(Opcode.WRITE_REG)
-            elif isinstance(s, RegRead):
-                b_in += frame_bytes(fixed[Opcode.READ_REG] * len(s.regs))
-                b_out += frame_bytes(_REG_BYTES * len(s.regs))
-                frames += 1
-                note(Opcode.READ_REG)
-            else:
-                raise TypeError(f"not a schedule step: {s!r}")
-    return OpCost(op=op, macs=macs, cycles=cycles, busy=busy, bytes_in=b_in, bytes_out=b_out,
-                  frames=frames, instructions=instr, dma_cycles=dma, dram_bytes=dram)
+def gemm_plan_cost(plan: DeviceGemmPlan, *, op: str = "", macs: int = 0) -> OpCost:
+    """:func:`count` of ``plan.segments()`` in closed form, group by group
+    (:meth:`GemmGroup.tally`); tests/test_planner.py holds the two equal."""
+    tally = _Tally(plan.config)
+    tally.add_plan(plan)
+    return tally.cost(op, macs)
 
 
 def _memory_bytes_per_s(cfg: AcceleratorConfig) -> float:
@@ -731,11 +977,12 @@ def _op_cost(cfg: AcceleratorConfig, op: str, dims: tuple, table: bool,
              profiled: bool, resident: bool = False) -> OpCost:
     segs: list = []
     macs = 0
+    plan = None
     if op in ("matmul", "linear"):
         m, k, n = dims
         macs = m * k * n
-        segs = list(plan_device_gemm(cfg, m, k, n, linear=op == "linear",
-                                     weights_at=0 if resident else None).segments())
+        plan = plan_device_gemm(cfg, m, k, n, linear=op == "linear",
+                                weights_at=0 if resident else None)
     elif op == "upload":
         if cfg.memory is None:
             raise ValueError("this config has no device memory (device_memory='none')")
@@ -745,11 +992,15 @@ def _op_cost(cfg: AcceleratorConfig, op: str, dims: tuple, table: bool,
         segs = list(activation_segments(cfg, dims[0]))
     else:
         segs = list(adam_segments(cfg, dims[0]))
+    tally = _Tally(cfg)
     if table:
-        segs.insert(0, table_segment(cfg, 0))
+        tally.add_segments([table_segment(cfg, 0)])
+    tally.add_segments(segs)
+    if plan is not None:
+        tally.add_plan(plan)
     if profiled:
-        segs += profile_segments(cfg)
-    return count(cfg, segs, op=op, macs=macs)
+        tally.add_segments(profile_segments(cfg))
+    return tally.cost(op, macs)
 
 
 # ---------------------------------------------------------------------------

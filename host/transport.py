@@ -72,6 +72,12 @@ class Transport:
         """Core cycles the device has run, when the backend knows it exactly."""
         return None
 
+    @property
+    def bulk_device(self):
+        """The emulated device, when frames may reach it without their bytes
+        (:class:`EmuTransport` with ``bulk=True`` on an idle link); else None."""
+        return None
+
     def reset_device(self) -> None:
         """Reset the device as a power glitch would (simulated backends only)."""
         raise NotImplementedError(f"{self.kind} transport cannot reset its device")
@@ -91,18 +97,35 @@ class EmuTransport(Transport):
     :meth:`receive`.  So a request that never completes (a dropped byte)
     yields ``b""`` immediately: no wall time is spent waiting for a timeout
     that the model could not change.
+
+    With ``bulk=True`` (the default) the runtime may also skip the bytes:
+    :attr:`bulk_device` hands it the model, whose bulk methods have exactly
+    the effect of the frames they stand for (see
+    :mod:`hetaccel.sim.device_model`).  ``bulk=False`` keeps every frame on
+    the byte path (the reference the bulk path is tested against).
     """
 
     kind = "emu"
     simulated = True
 
-    def __init__(self, config):
+    def __init__(self, config, *, bulk: bool = True):
+        if not isinstance(bulk, bool):
+            raise TypeError(f"bulk must be True or False, not {bulk!r}")
         self.config = config
+        self.bulk = bulk
         self._model_cls = DeviceModel
         self.model = DeviceModel(config)
         self._out = bytearray()
         self._closed = False
         self._base_cycles = 0
+
+    @property
+    def bulk_device(self):
+        # only between whole frames, with every reply collected: then a frame
+        # that skips the bytes meets the link exactly as a fed one would
+        if self.bulk and not self._closed and not self._out and self.model.link_idle:
+            return self.model
+        return None
 
     def send(self, data: bytes) -> None:
         if self._closed:

@@ -471,11 +471,34 @@ class ActivationUnitModel:
         if data.ndim != 2 or data.shape[1] != self.lanes:
             raise ValueError(f"data must have shape (rows, {self.lanes}), got {data.shape}")
         fn, prec = _function(function), _precision(precision)
-        tab = None
+        tab = self._table(fn, prec, table)
+        out = apply(data, self.bias[e], self.multiplier[e], self.shift[e], fn, prec, tab)
+        return out.astype(np.int16)
+
+    def _table(self, fn, prec, table):
+        """The table slot's entries when ``fn`` in ``prec`` reads one, else None."""
         if prec == ActivationPrecision.INT8 and fn in TABLE_FUNCTIONS:
             n = self.config.act_tables
             if not 0 <= int(table) < n:
                 raise ValueError(f"table slot must be in [0, {n - 1}], got {table!r}")
-            tab = self.tables[int(table)]
-        out = apply(data, self.bias[e], self.multiplier[e], self.shift[e], fn, prec, tab)
+            return self.tables[int(table)]
+        return None
+
+    def process_blocks(self, data, function, precision, first_entry, table=0) -> np.ndarray:
+        """:meth:`process` of ``n`` row blocks at once: ``data`` is ``(n, rows,
+        lanes)`` and block ``j`` uses parameter entry ``first_entry + j``
+        (the elementwise arithmetic broadcasts each block's parameters)."""
+        data = np.asarray(data)
+        if data.ndim != 3 or data.shape[2] != self.lanes:
+            raise ValueError(f"data must have shape (blocks, rows, {self.lanes}), "
+                             f"got {data.shape}")
+        n = data.shape[0]
+        e = self._entry(first_entry)
+        if n and e + n > self.config.act_param_depth:
+            self._entry(e + n - 1)
+        fn, prec = _function(function), _precision(precision)
+        tab = self._table(fn, prec, table)
+        sl = slice(e, e + n)
+        out = apply(data, self.bias[sl, None, :], self.multiplier[sl, None, :],
+                    self.shift[sl, None, :], fn, prec, tab)
         return out.astype(np.int16)

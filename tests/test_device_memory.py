@@ -183,8 +183,9 @@ def test_spram_moves_a_line_a_cycle():
 # --- resident tensors ---------------------------------------------------------------
 
 class _Counting(EmuTransport):
+    # the bytes on the wire: every frame takes the byte path (bulk=False)
     def __init__(self, config):
-        super().__init__(config)
+        super().__init__(config, bulk=False)
         self.sent = self.received = 0
 
     def send(self, data):

@@ -2,6 +2,7 @@
 and every projection uses the board image's own config."""
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 
 from hetaccel.cli import main
 from hetaccel.host import Accelerator
-from hetaccel.host.planner import (OPS, board_image, board_images, count, op_cost,
-                                   plan_device_gemm, profile_segments, project, project_op,
-                                   utilisation)
+from hetaccel.host.planner import (OPS, board_image, board_images, count, gemm_plan_cost,
+                                   op_cost, plan_device_gemm, profile_segments, project,
+                                   project_op, table_segment, utilisation)
 from hetaccel.host.transport import EmuTransport, Transport
 from hetaccel.spec import DEFAULT_CONFIG, AcceleratorConfig
 from hetaccel.spec.boards import BOARDS, default_config
@@ -273,3 +274,68 @@ def test_report_quotes_each_image_and_agrees_with_a_run(tmp_path, capsys):
                                                          rel=1e-12)
     assert r["measured"]["gemm_busy"] == r["boards"]["config"]["gemm_busy"]
     assert r["boards"]["ulx3s-85f"]["gemm_busy"] != r["boards"]["config"]["gemm_busy"]
+
+
+# --- the schedule in closed form ---------------------------------------------------
+
+CLOSED_FORM_CONFIGS = [
+    DEFAULT_CONFIG, SMALL, default_config("icebreaker"), default_config("ulx3s-85f"),
+    # odd array, 12-bit operands, a one-entry parameter memory
+    AcceleratorConfig(rows=3, cols=6, operand_bits=12, acc_bits=40, input_depth=64,
+                      weight_depth=16, acc_depth=16, output_depth=16, opt_depth=16, max_k=300,
+                      act_param_depth=1, act_tables=2, act_lanes=3, max_payload=80),
+    # a weight memory of one tile: no alternating WEIGHT halves
+    AcceleratorConfig(rows=4, cols=2, input_depth=16, weight_depth=4, acc_depth=8,
+                      output_depth=8, opt_depth=8, max_k=64, acc_bits=22, act_param_depth=2,
+                      act_tables=1, max_payload=64),
+    # device memory: resident weights fetched by LOAD
+    AcceleratorConfig(device_memory="sdram32m", clock_hz=100_000_000),
+    AcceleratorConfig(rows=4, cols=4, device_memory="spram128k", input_depth=64,
+                      weight_depth=64, acc_depth=64, output_depth=64, max_payload=128),
+]
+CLOSED_FORM_SHAPES = [(1, 1, 1), (5, 9, 6), (12, 40, 10), (37, 130, 29), (70, 256, 45),
+                      (17, 3, 33), (3, 4096, 5), (300, 64, 40), (130, 384, 96)]
+
+
+def _closed_form_plans():
+    for cfg in CLOSED_FORM_CONFIGS:
+        for (m, k, n), linear in itertools.product(CLOSED_FORM_SHAPES, (False, True)):
+            if linear and not cfg.has_activation:
+                continue
+            k = min(k, cfg.max_k)
+            for at in ((None, 0, 3 * 4096) if cfg.memory is not None else (None,)):
+                yield cfg, plan_device_gemm(cfg, m, k, n, linear=linear, weights_at=at)
+
+
+def test_gemm_groups_describe_their_chunks_in_closed_form():
+    """Each group's chunk kinds (first chunk of a kind, how many) are its
+    chunks grouped by the frames they send, and every plan shape occurs:
+    resident row blocks, chunked reductions, LOADs per chunk and per K-tile."""
+    seen = set()
+    for cfg, plan in _closed_form_plans():
+        for g in plan.groups():
+            every: dict = {}
+            for c in map(g.chunk, range(g.n_chunks)):
+                key = (c.tt, c.w_base, c.a_base, c.t0 > 0)
+                every.setdefault(key, [c, 0])[1] += 1
+            assert sorted(g.chunk_kinds()) == sorted(map(tuple, every.values()))
+            seen.add((plan.resident, plan.KT > plan.kc,
+                      None if plan.weights_at is None else g.nn == plan.NT))
+    assert {(True, False, None), (False, True, None), (True, False, True),
+            (False, True, False)} <= seen
+
+
+def test_gemm_cost_in_closed_form_equals_the_step_by_step_count():
+    """op_cost counts a GEMM plan group by group (GemmGroup.tally); that is
+    exactly count() of every step of its segments, on every config and shape,
+    resident weights' LOAD cycles and device-memory bytes included."""
+    for cfg, plan in _closed_form_plans():
+        macs = plan.M * plan.K * plan.N
+        steps = count(cfg, plan.segments(), op="x", macs=macs)
+        assert gemm_plan_cost(plan, op="x", macs=macs) == steps, plan
+        op = "linear" if plan.linear else "matmul"
+        whole = count(cfg, [table_segment(cfg, 0), *plan.segments(), *profile_segments(cfg)],
+                      op=op, macs=macs)
+        shape = {"m": plan.M, "k": plan.K, "n": plan.N}
+        if plan.weights_at in (None, 0):
+            assert op_cost(cfg, op, shape, table=True, resident=plan.weights_at == 0) == whole
