@@ -138,6 +138,16 @@ class FrameFuzzer:
                      m=mm, param_entry=self._addr(cfg.act_param_depth, 1, 0xFFFF), function=self._u(0, 6),
                      flags=self._u(0, 255) if rng.random() < 0.3 else
                      (self._u(0, 1) | self._u(0, cfg.act_tables - 1) << 4))
+        elif op in (Opcode.LOAD, Opcode.STORE):
+            # (UNKNOWN_OPCODE on a device without device memory, checked like
+            # any other instruction on one with it)
+            space = self._u(0, 7)
+            depth = mem_depth(cfg, space) or 16
+            n = self._count(depth)
+            line = cfg.memory.line_bytes if cfg.memory else 16
+            f = dict(space=space, addr=self._addr(depth, n),
+                     dram_addr=self._u(0, 1 << 20) * (line if rng.random() < 0.8 else 1),
+                     count=n)
         else:   # ADAM
             depth = mem_depth(cfg, MemSpace.OPT) or 16
             n = self._count(depth)
