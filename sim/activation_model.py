@@ -368,6 +368,11 @@ def fixed_reference(function, v) -> np.ndarray:
 # the whole unit
 
 
+#: A larger ``acc`` whose values span a quarter of its size or less, with one
+#: set of parameters for every element, is evaluated once per value of its span
+_SPAN_MIN_SIZE = 4096
+
+
 def apply(acc, bias, multiplier, shift, function, precision=ActivationPrecision.INT8,
           table=None) -> np.ndarray:
     """Bit-exact result of the unit for accumulators ``acc``.
@@ -389,6 +394,20 @@ def apply(acc, bias, multiplier, shift, function, precision=ActivationPrecision.
     """
     fn = _function(function)
     prec = _precision(precision)
+    acc = _int_array("acc", acc, -(1 << 63), (1 << 63) - 1)
+    params = [np.asarray(p) for p in (bias, multiplier, shift)]
+    if (acc.size >= _SPAN_MIN_SIZE and all(p.size and (p == p.flat[0]).all() for p in params)
+            and np.broadcast_shapes(acc.shape, *(p.shape for p in params)) == acc.shape):
+        # every step is elementwise: with the same parameters everywhere an
+        # element's result is a function of its value alone
+        lo, hi = int(acc.min()), int(acc.max())
+        if hi - lo < acc.size // 4:
+            span = np.arange(lo, hi + 1, dtype=np.int64)
+            return _apply(span, *(p.flat[0] for p in params), fn, prec, table)[acc - lo]
+    return _apply(acc, bias, multiplier, shift, fn, prec, table)
+
+
+def _apply(acc, bias, multiplier, shift, fn, prec, table) -> np.ndarray:
     y = requantize(acc, bias, multiplier, shift, precision=prec)
     if prec == ActivationPrecision.FIXED16:
         return fixed_function(fn, y)
