@@ -137,9 +137,12 @@ def dequantize_product(acc: np.ndarray, row_scale: np.ndarray,
     """``acc * row_scale * col_scale`` in float64, returned as float32.
 
     ``row_scale`` is ``(M, 1)`` (per token), ``col_scale`` ``(N,)`` or ``(1, N)``
-    (per output channel).
+    (per output channel); a stack of products ``(B, M, N)`` takes ``(B, M, 1)``
+    and ``(B, 1, N)``.
     """
-    col = np.asarray(col_scale, dtype=np.float64).reshape(1, -1)
+    col = np.asarray(col_scale, dtype=np.float64)
+    if col.ndim < 2:
+        col = col.reshape(1, -1)
     return (np.asarray(acc, np.float64) * np.asarray(row_scale, np.float64) * col
             ).astype(np.float32)
 
