@@ -544,8 +544,9 @@ class Accelerator:
         self.link.bulk_account(dev, since)
         self._run(self._schedule(rest, part, finish, regs, pending))
 
-    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> bool:
-        """Planner segments on the bulk path; whether all of them took it."""
+    def _run_bulk(self, dev, segments, part, finish=None, regs=None, activate=None) -> bool:
+        """Planner segments on the bulk path; whether all of them took it.
+        ``activate(fields)``, when given, runs each ACTIVATE instead."""
         since = list(dev.bulk_traffic)
         pending = None
         segments = iter(segments)
@@ -558,6 +559,9 @@ class Accelerator:
                 for s in seg.steps:
                     if type(s) is Load:
                         dev.bulk_write(s.space, s.addr, part(s.part), self._chunks(s.space, s.words))
+                    elif activate is not None and type(s) is Instr \
+                            and s.opcode == Opcode.ACTIVATE:
+                        activate(s.fields)
                     else:
                         for op, payload in self._requests((s,), part, regs):
                             dev.bulk_request(op, payload)
@@ -573,22 +577,21 @@ class Accelerator:
     def _run_activation_bulk(self, dev, key: tuple, segments: list, part, finish,
                              result: np.ndarray) -> None:
         """The activation unit's passes (:func:`~hetaccel.host.planner.activation_segments`)
-        on the bulk path.  The first run of a schedule goes segment by
-        segment and measures what the device counted; when every pass loads
-        ACC rows and activates just those into OUTPUT with one parameter
-        entry, a later run activates all the rows at once (the unit works
-        element by element), stores what the passes leave in ACC and OUTPUT,
-        and counts what the first run counted (it depends on the frames
-        alone)."""
+        on the bulk path.  When every pass loads ACC rows and activates just
+        those into OUTPUT with one parameter entry (the unit works element by
+        element), all the rows are activated at once: on the first run of a
+        schedule, as its first ACTIVATE comes, each pass's then writing its
+        own rows of them; the first run goes segment by segment and measures
+        what the device counted.  A later run of it stores what the passes
+        leave in ACC and OUTPUT and counts what the first run counted (it
+        depends on the frames alone)."""
         replay = self._replays.get(key)
         if replay is not None:
             params, acc_loads, outputs, entry, function, flags, counts = replay
             since = list(dev.bulk_traffic)
             try:
                 dev.write_array(params.space, params.addr, part(params.part), params.words)
-                rows = result.shape[0]
-                acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
-                out = dev.activate_values(acc, entry, function, flags)
+                out = self._activate_all(dev, part, result.shape[0], entry, function, flags)
                 self._store(dev, acc_loads, part)
                 for base, r0, rr in outputs:
                     dev.write_array(MemSpace.OUTPUT, base, out[r0:r0 + rr], rr)
@@ -597,29 +600,27 @@ class Accelerator:
             finally:
                 self.link.bulk_account(dev, since)
             return
+        pattern = self._activation_passes(segments, result.shape[0])
+        if pattern is None:
+            self._run_bulk(dev, segments, part, finish)
+            return
+        entry, function, flags = pattern
+        done: list = []      # the values, and the rows the passes so far activated
+
+        def activate(fields):
+            acc_addr, out_addr, m = fields[:3]
+            if not done:
+                done[:] = [self._activate_all(dev, part, result.shape[0], entry, function,
+                                              flags), 0]
+            out, r0 = done
+            dev.bulk_activate(acc_addr, out_addr, m, entry, 1, function, flags,
+                              values=out[r0:r0 + m])
+            done[1] = r0 + m
+
         before = dev.bulk_counts()
-        if not self._run_bulk(dev, segments, part, finish):
+        if not self._run_bulk(dev, segments, part, finish, activate=activate):
             return
-        first, passes = segments[0], segments[1:]
-        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
-                and first.read is None and passes):
-            return
-        entry = function = flags = None
-        rows = 0
-        for seg in passes:
-            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
-            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
-                    and act.opcode == Opcode.ACTIVATE):
-                return
-            acc_addr, out_addr, m, e, fn, fl = act.fields
-            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", rows, m)
-                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (rows, m)
-                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
-                return
-            entry, function, flags = e, fn, fl
-            rows += m
-        if rows != result.shape[0]:         # the passes cover every row once, in order
-            return
+        passes = segments[1:]
         if len(self._replays) > 1024:
             self._replays.clear()
         covered = np.zeros(self.config.output_depth, bool)
@@ -629,9 +630,42 @@ class Accelerator:
             if not covered[base:base + m].all():
                 outputs.append((base, r0, m))
                 covered[base:base + m] = True
-        self._replays[key] = (first.steps[0], tuple(self._lasting([s.steps[0] for s in passes])),
+        self._replays[key] = (segments[0].steps[0],
+                              tuple(self._lasting([s.steps[0] for s in passes])),
                               tuple(outputs[::-1]), entry, function, flags,
                               dev.counts_since(before))
+
+    @staticmethod
+    def _activate_all(dev, part, rows: int, entry: int, function: int, flags: int):
+        """The OUTPUT words of ACC rows ``0 .. rows-1`` of the data (``part``)."""
+        acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
+        return dev.activate_values(acc, entry, function, flags)
+
+    @staticmethod
+    def _activation_passes(segments: list, rows: int) -> tuple | None:
+        """``(entry, function, flags)`` when ``segments`` are a parameter load,
+        then passes that each load ACC rows and activate just those into
+        OUTPUT, with one parameter entry, covering ``rows`` rows once, in
+        order; else None."""
+        first, passes = segments[0], segments[1:]
+        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
+                and first.read is None and passes):
+            return None
+        entry = function = flags = None
+        done = 0
+        for seg in passes:
+            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
+            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
+                    and act.opcode == Opcode.ACTIVATE):
+                return None
+            acc_addr, out_addr, m, e, fn, fl = act.fields
+            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", done, m)
+                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (done, m)
+                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
+                return None
+            entry, function, flags = e, fn, fl
+            done += m
+        return (entry, function, flags) if done == rows else None
 
     def _bulk_ok(self, dev, seg: Segment, regs) -> bool:
         """Whether the device answers every frame of ``seg`` (its read-back

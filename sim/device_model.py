@@ -567,16 +567,21 @@ class DeviceModel:
                              flags), check)
 
     def bulk_activate(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
-                      function: int, flags: int) -> None:
+                      function: int, flags: int, values: np.ndarray | None = None) -> None:
         """``n`` ACTIVATE instructions, for ``j < n``::
 
             ACTIVATE(acc_addr + j*m, out_addr + j*m, m, param_entry + j, function, flags)
 
         Each reads ACC and writes its own OUTPUT rows, so they run as one
-        vectorised pass with the parameters of each block."""
+        vectorised pass with the parameters of each block.  ``values``: the
+        ``n*m`` OUTPUT words they make, which the caller computed from these
+        ACC rows with :meth:`activate_values` (one parameter entry, ``n = 1``)."""
         if not self.activate_ok(acc_addr, out_addr, m, param_entry, n, function, flags):
             raise ValueError("the device refuses an ACTIVATE of this grid; send it with feed()")
-        self.activate_words(acc_addr, out_addr, m, param_entry, n, function, flags)
+        if values is None:
+            self.activate_words(acc_addr, out_addr, m, param_entry, n, function, flags)
+        else:
+            self.write_array(MemSpace.OUTPUT, out_addr, values, n * m)
         self._compute_tally(Opcode.ACTIVATE, m, n)
 
     def activate_words(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
