@@ -128,6 +128,11 @@ class _Operands:
             self._full = exact_product(self.a, self.b, self.bound)
         return self._full
 
+    def within(self, bits: int) -> bool:
+        """Whether every sum of products fits ``bits``-bit two's complement
+        (so the device's accumulators hold it unwrapped)."""
+        return self.a.shape[1] * self.bound < 1 << (bits - 1)
+
     def product(self, m0: int, mm: int, t0: int, t1: int, n0: int, nn: int) -> np.ndarray:
         """Rows ``m0 ..`` of A times column tiles ``n0 ..`` of B over K-tiles
         ``t0 .. t1-1`` (exact, int64)."""
@@ -787,7 +792,9 @@ class Accelerator:
             for payload in loads:
                 dev.load_words(payload)
             if whole is not None and not plan.linear:
-                values = dev.acc_values(operands.full())
+                values = operands.full()
+                if not operands.within(self.config.acc_bits):
+                    values = dev.acc_values(values)
                 C = self.config.cols
                 for g in acc_lasting:
                     dev.gemm_sum_words(g.region, g.mm, g.nn,
