@@ -317,6 +317,9 @@ class DeviceModel:
         payload = bytes(payload)
         if len(payload) > 64:
             return self._frame_ok(opcode, payload)
+        ok = self._ok.get((opcode, payload))
+        if ok is not None:
+            return ok
         return self._cached((opcode, payload), lambda: self._frame_ok(opcode, payload))
 
     def bulk_request(self, opcode: int, payload: bytes = b"") -> bytes:
@@ -339,7 +342,7 @@ class DeviceModel:
         # (a READ_REG of them sees exactly that)
         self._count_rx(frame_bytes(len(payload)))
         self.link.delivered += 1
-        reply = self._run(Opcode(opcode), fields)
+        reply = self._run(opcode if type(opcode) is Opcode else Opcode(opcode), fields)
         c = self.counters
         c["FRAMES"] = (c["FRAMES"] + 1) & _U32
         c["BYTES_OUT"] = (c["BYTES_OUT"] + frame_bytes(len(reply))) & _U32
@@ -632,7 +635,8 @@ class DeviceModel:
         """What the bulk methods counted since :meth:`bulk_counts` was ``before``."""
         counters, cycles, delivered, traffic = before
         now = self.bulk_counts()
-        return ({k: (v - counters[k]) & _U32 for k, v in now[0].items()}, now[1] - cycles,
+        return ({k: (v - counters[k]) & _U32 for k, v in now[0].items() if v != counters[k]},
+                now[1] - cycles,
                 now[2] - delivered, tuple(a - b for a, b in zip(now[3], traffic)))
 
     def add_counts(self, delta: tuple) -> None:
@@ -676,8 +680,9 @@ class DeviceModel:
                 self._write_reg(rec["reg"], rec["value"])
             return b""
         if op == Opcode.READ_REG:
-            return b"".join(self.read_reg(rec["reg"]).to_bytes(4, "little")
-                            for rec in f["records"])
+            read = self.read_reg
+            values = [read(rec["reg"]) for rec in f["records"]]
+            return struct.pack(f"<{len(values)}I", *values)
         if op in (Opcode.LOAD, Opcode.STORE):
             return self._dma(op, f)
         cycles = instruction_cycles(self.config, op, f)
