@@ -1423,7 +1423,7 @@ class Accelerator:
             xmin, xmax = int(x.min()), int(x.max())
             if xmin < INT32_MIN or xmax > INT32_MAX:
                 raise ValueError(f"x value {xmin if xmin < INT32_MIN else xmax} outside int32")
-            acc = x.astype(np.int64)
+            acc = x
             prec = _precision(precision or "int8")
             if scale is not None:
                 mult, sh = quantize_multiplier(float(scale))
@@ -1454,10 +1454,9 @@ class Accelerator:
                     ActivationFunction.GELU: 2}[fn] % cfg.act_tables
         flat = acc.reshape(-1)
         rows = _ceil(flat.size, C)
-        padded = np.zeros(rows * C, dtype=np.int64)
+        padded = np.zeros(rows * C, dtype=mem_word(cfg, MemSpace.ACC).dtype)
         padded[:flat.size] = flat
-        accw = mem_word(cfg, MemSpace.ACC)
-        data = padded.reshape(rows, C).astype(accw.dtype)
+        data = padded.reshape(rows, C)
         result = np.zeros((rows, C), dtype=np.int16)
         pw = mem_word(cfg, MemSpace.ACT_PARAM)
         params = np.array([[b] * C, [mult] * C, [sh] * C], dtype=np.int64).astype(pw.dtype)

@@ -104,7 +104,7 @@ def _int_array(name: str, value, lo: int, hi: int) -> np.ndarray:
         if amin < lo or amax > hi:
             bad = amin if amin < lo else amax
             raise ValueError(f"{name} must be in [{lo}, {hi}], got {bad}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
 
 
 def _scale_array(name: str, value) -> np.ndarray:
@@ -492,7 +492,7 @@ class ActivationUnitModel:
         fn, prec = _function(function), _precision(precision)
         tab = self._table(fn, prec, table)
         out = apply(data, self.bias[e], self.multiplier[e], self.shift[e], fn, prec, tab)
-        return out.astype(np.int16)
+        return out.astype(np.int16, copy=False)
 
     def _table(self, fn, prec, table):
         """The table slot's entries when ``fn`` in ``prec`` reads one, else None."""
