@@ -115,7 +115,8 @@ def _payload(op: Opcode, *fields) -> bytes | None:
 
 
 def exact_product(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
-    """``a @ b`` of integer matrices exactly, as int64, at BLAS speed.
+    """``a @ b`` of integer matrices exactly, at BLAS speed: int32 when one
+    float32 product holds it (every sum below 2**24), else int64.
 
     ``a`` and ``b`` hold integers (in an integer or float dtype: a caller that
     multiplies many slices of one matrix converts it once); ``bound`` bounds
@@ -133,7 +134,7 @@ def exact_product(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     step = ((1 << 24) - 1) // bound
     if step >= k:
         return (a.astype(np.float32, copy=False) @ b.astype(np.float32, copy=False)
-                ).astype(np.int64)
+                ).astype(np.int32)
     if step < 64:       # slices too thin to be worth it
         return (a.astype(np.float64, copy=False) @ b.astype(np.float64, copy=False)
                 ).astype(np.int64)

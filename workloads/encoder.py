@@ -170,8 +170,12 @@ class QuantizedEncoder:
             for i, (_, fa) in enumerate(use):
                 part = res[i * m:(i + 1) * m]
                 f = fa * fb
-                term = part * f if f != 1 else part
-                acc = term if acc is None else acc + term
+                if acc is None:
+                    acc = part * f if f != 1 else part.copy()
+                elif f != 1:
+                    acc += part * f
+                else:
+                    acc += part
         return acc
 
     def linear(self, name: str, x: np.ndarray, w: _Weight) -> np.ndarray:

@@ -160,8 +160,10 @@ def dequantize_product(acc: np.ndarray, row_scale: np.ndarray,
     col = np.asarray(col_scale, dtype=np.float64)
     if col.ndim < 2:
         col = col.reshape(1, -1)
-    return (np.asarray(acc, np.float64) * np.asarray(row_scale, np.float64) * col
-            ).astype(np.float32)
+    v = np.array(acc, np.float64)
+    v *= np.asarray(row_scale, np.float64)
+    v *= col
+    return v.astype(np.float32)
 
 
 @dataclass
