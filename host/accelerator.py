@@ -456,8 +456,10 @@ class Accelerator:
 
     # --- request helpers -------------------------------------------------------
 
-    def _write_mem(self, space: MemSpace, addr: int, data: bytes, words: int) -> list:
-        wb = mem_word(self.config, space).bytes
+    def _write_mem(self, space: MemSpace, addr: int, data, words: int) -> list:
+        if isinstance(data, np.ndarray):        # a part of a GEMM's operands
+            data = data.tobytes()
+        wb = self._word(space).bytes
         if len(data) != words * wb:
             raise RuntimeError(f"the schedule loads {words} words of {space.name} but the data "
                                f"holds {len(data)} bytes")  # pragma: no cover - internal
@@ -483,7 +485,8 @@ class Accelerator:
         """The request frames ``(opcode, payload)`` of a planner segment's steps.
 
         ``part(key)`` returns the bytes of a :class:`~hetaccel.host.planner.Load`'s
-        part; ``regs`` maps the register names of a RegWrite to their values.
+        part (or an array of its words); ``regs`` maps the register names of a
+        RegWrite to their values.
         """
         reqs = []
         for s in steps:
@@ -935,10 +938,15 @@ class Accelerator:
         self._tables[slot] = tab_bytes
         return True
 
-    def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
+    def _word(self, space: MemSpace):
+        """:func:`~hetaccel.spec.mem_word` of ``space`` on this config."""
         word = self._words.get(space)
         if word is None:
             word = self._words[space] = mem_word(self.config, space)
+        return word
+
+    def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
+        word = self._word(space)
         arr = np.frombuffer(b"".join(replies), dtype=word.dtype)
         return arr.reshape((-1,) + word.shape)
 
@@ -995,7 +1003,7 @@ class Accelerator:
         R, C = cfg.rows, cfg.cols
         K, N = b.shape
         KT, NT = _ceil(K, R), _ceil(N, C)
-        bp = np.zeros((KT * R, NT * C), dtype=mem_word(cfg, MemSpace.WEIGHT).dtype)
+        bp = np.zeros((KT * R, NT * C), dtype=self._word(MemSpace.WEIGHT).dtype)
         bp[:K, :N] = b
         return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
 
@@ -1023,7 +1031,7 @@ class Accelerator:
             plan = self._plans[key] = plan_device_gemm(cfg, M, K, N, linear=act is not None,
                                                        weights_at=b.addr if resident else None)
         KT, NT = plan.KT, plan.NT
-        in_dt = mem_word(cfg, MemSpace.INPUT).dtype
+        in_dt = self._word(MemSpace.INPUT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
         ap = np.zeros((M, KT * R), dtype=in_dt)
         ap[:, :K] = a
@@ -1032,12 +1040,14 @@ class Accelerator:
         b_tiles = None if resident else self._weight_tiles(b)         # (KT, NT, R, C)
 
         def part(p):
+            # the words as arrays: the device model stores them as they are,
+            # the frames carry their bytes
             if p[0] == "a":
                 _, t0, tt, m0, mm = p
-                return np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm]).tobytes()
+                return np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm])
             if p[0] == "w":
                 _, t0, tt, n0, nn = p
-                return np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn]).tobytes()
+                return np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn])
             _, n0, nn = p
             return act.words[n0:n0 + nn].tobytes()
 
