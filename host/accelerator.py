@@ -1092,6 +1092,7 @@ class Accelerator:
         out_dt = np.int32 if cfg.acc_bits <= 32 else np.int64
         out = np.zeros((M, _ceil(N, cfg.cols) * cfg.cols), dtype=out_dt)
         C = cfg.cols
+        held: list = []
 
         def finish(key, replies):
             m0, mm, n0, nn = key
@@ -1100,13 +1101,13 @@ class Accelerator:
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
         def whole(values):
-            out[...] = values
+            held.append(values.astype(out_dt, copy=False))
 
         start = self._begin()
         self._run_gemm(a, b, finish=finish, whole=whole)
         self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
                   resident=isinstance(b, DeviceTensor))
-        return out[:, :N]
+        return (held[0] if held else out)[:, :N]
 
     # --- device memory -------------------------------------------------------------
 

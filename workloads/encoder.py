@@ -191,9 +191,16 @@ class QuantizedEncoder:
         saturating it at -8 changes GELU by < 1e-14, so pre-activations of any
         magnitude are exact to the unit's precision.
         """
-        codes = np.clip(np.rint(-np.abs(y.astype(np.float64)) * Q412), _Q412_MIN, 0)
-        g = self.ex.activation_fixed16("gelu", "gelu", codes.astype(np.int64))
-        return (np.maximum(y, 0) + g.astype(np.float64) / Q412).astype(np.float32)
+        v = y.astype(np.float64)
+        np.abs(v, out=v)
+        v *= -Q412
+        np.rint(v, out=v)
+        np.clip(v, _Q412_MIN, 0, out=v)
+        g = self.ex.activation_fixed16("gelu", "gelu", v.astype(np.int64))
+        out = g.astype(np.float64)
+        out /= Q412
+        out += np.maximum(y, 0)
+        return out.astype(np.float32)
 
     def attention(self, x_q, x_k, x_v, segments) -> np.ndarray:
         """Self-attention of each sentence (``segments``: its rows) separately.
