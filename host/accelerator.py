@@ -828,10 +828,16 @@ class Accelerator:
             self.link.bulk_account(dev, since)
 
     def _group_kinds(self, dev, g: GemmGroup) -> tuple | None:
-        """``(g.chunk_kinds(), loads)`` -- chunks of one kind send the same
-        frames but for their data and their LOADs' device-memory addresses;
-        ``loads`` the payloads of the LOADs of resident weights -- or None
-        when the device would refuse a frame of ``g``."""
+        """``(writes, loads, lasting)`` of a group, or None when the device
+        would refuse a frame of ``g``.  ``writes``: ``(space, addr, chunks,
+        times)`` of the weights' and activations' WRITE_MEMs of each kind of
+        chunk (:meth:`~hetaccel.host.planner.GemmGroup.chunk_kinds`: chunks
+        of one kind send the same frames but for their data and their LOADs'
+        device-memory addresses); ``loads`` the payloads of the LOADs of
+        resident weights; ``lasting``: ``(part kind, space, addr, words, t0,
+        tt)`` of the Loads of the chunks whose words may outlast the group
+        (:meth:`~hetaccel.host.planner.GemmGroup.lasting_chunks`), their parts
+        that group's rows or columns of K-tiles ``t0 ..``."""
         # the checks depend on where the frames go, not on the rows they carry
         p = g.plan
         sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
@@ -876,12 +882,22 @@ class Accelerator:
         r = g.read
         if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
             return None
-        return kinds, tuple(loads)
+        writes = []
+        for c, n in kinds:
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    writes.append((ld.space, ld.addr, self._chunks(ld.space, ld.words), n))
+        lasting = []
+        for i in g.lasting_chunks():
+            c = g.chunk(i)
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    lasting.append((ld.part[0], ld.space, ld.addr, ld.words, c.t0, c.tt))
+        return tuple(writes), tuple(loads), tuple(lasting)
 
     def _bulk_group(self, dev, g: GemmGroup, checked: tuple, part, operands: _Operands,
                     deferred: _Deferred) -> None:
-        kinds, loads = checked
-        resident_weights = g.plan.weights_at is not None
+        writes, loads, lasting = checked
         if g.a_load is not None:
             ld = g.a_load
             dev.bulk_write(ld.space, ld.addr, None, self._chunks(ld.space, ld.words))
@@ -889,20 +905,13 @@ class Accelerator:
         if g.params is not None:
             ld = g.params
             dev.bulk_write(ld.space, ld.addr, part(ld.part), self._chunks(ld.space, ld.words))
-        for c, n in kinds:
-            if not resident_weights:
-                (w,) = g.weight_steps(c)
-                dev.bulk_write(w.space, w.addr, None, self._chunks(w.space, w.words), n)
-            a = g.input_load(c)
-            if a is not None:
-                dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
+        for space, addr, chunks, n in writes:
+            dev.bulk_write(space, addr, None, chunks, n)
         if loads:
             dev.bulk_load_count(loads)
-        for i in g.lasting_chunks():
-            c = g.chunk(i)
-            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
-                if ld is not None:
-                    deferred.add(ld)
+        for kind, space, addr, words, t0, tt in lasting:
+            deferred.add(Load(space, addr, words, (kind, t0, tt, g.n0, g.nn) if kind == "w"
+                              else (kind, t0, tt, g.m0, g.mm)))
         # the chunks cover K-tiles 0 .. KT-1, the first overwriting the region
         product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
         dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.plan.KT * g.nn, product, False)
