@@ -170,12 +170,13 @@ class QuantizedEncoder:
             for i, (_, fa) in enumerate(use):
                 part = res[i * m:(i + 1) * m]
                 f = fa * fb
+                term = part * f if f != 1 else part
                 if acc is None:
-                    acc = part * f if f != 1 else part.copy()
-                elif f != 1:
-                    acc += part * f
+                    acc, owned = term, f != 1
+                elif owned:
+                    acc += term
                 else:
-                    acc += part
+                    acc, owned = acc + term, True
         return acc
 
     def linear(self, name: str, x: np.ndarray, w: _Weight) -> np.ndarray:
