@@ -128,6 +128,11 @@ class _Operands:
             self._full = exact_product(self.a, self.b, self.bound)
         return self._full
 
+    def within(self, bits: int) -> bool:
+        """Whether every sum of products fits ``bits``-bit two's complement
+        (so the device's accumulators hold it unwrapped)."""
+        return self.a.shape[1] * self.bound < 1 << (bits - 1)
+
     def product(self, m0: int, mm: int, t0: int, t1: int, n0: int, nn: int) -> np.ndarray:
         """Rows ``m0 ..`` of A times column tiles ``n0 ..`` of B over K-tiles
         ``t0 .. t1-1`` (exact, int64)."""
@@ -451,8 +456,10 @@ class Accelerator:
 
     # --- request helpers -------------------------------------------------------
 
-    def _write_mem(self, space: MemSpace, addr: int, data: bytes, words: int) -> list:
-        wb = mem_word(self.config, space).bytes
+    def _write_mem(self, space: MemSpace, addr: int, data, words: int) -> list:
+        if isinstance(data, np.ndarray):        # a part of a GEMM's operands
+            data = data.tobytes()
+        wb = self._word(space).bytes
         if len(data) != words * wb:
             raise RuntimeError(f"the schedule loads {words} words of {space.name} but the data "
                                f"holds {len(data)} bytes")  # pragma: no cover - internal
@@ -478,7 +485,8 @@ class Accelerator:
         """The request frames ``(opcode, payload)`` of a planner segment's steps.
 
         ``part(key)`` returns the bytes of a :class:`~hetaccel.host.planner.Load`'s
-        part; ``regs`` maps the register names of a RegWrite to their values.
+        part (or an array of its words); ``regs`` maps the register names of a
+        RegWrite to their values.
         """
         reqs = []
         for s in steps:
@@ -544,8 +552,9 @@ class Accelerator:
         self.link.bulk_account(dev, since)
         self._run(self._schedule(rest, part, finish, regs, pending))
 
-    def _run_bulk(self, dev, segments, part, finish=None, regs=None) -> bool:
-        """Planner segments on the bulk path; whether all of them took it."""
+    def _run_bulk(self, dev, segments, part, finish=None, regs=None, activate=None) -> bool:
+        """Planner segments on the bulk path; whether all of them took it.
+        ``activate(fields)``, when given, runs each ACTIVATE instead."""
         since = list(dev.bulk_traffic)
         pending = None
         segments = iter(segments)
@@ -558,6 +567,9 @@ class Accelerator:
                 for s in seg.steps:
                     if type(s) is Load:
                         dev.bulk_write(s.space, s.addr, part(s.part), self._chunks(s.space, s.words))
+                    elif activate is not None and type(s) is Instr \
+                            and s.opcode == Opcode.ACTIVATE:
+                        activate(s.fields)
                     else:
                         for op, payload in self._requests((s,), part, regs):
                             dev.bulk_request(op, payload)
@@ -573,22 +585,21 @@ class Accelerator:
     def _run_activation_bulk(self, dev, key: tuple, segments: list, part, finish,
                              result: np.ndarray) -> None:
         """The activation unit's passes (:func:`~hetaccel.host.planner.activation_segments`)
-        on the bulk path.  The first run of a schedule goes segment by
-        segment and measures what the device counted; when every pass loads
-        ACC rows and activates just those into OUTPUT with one parameter
-        entry, a later run activates all the rows at once (the unit works
-        element by element), stores what the passes leave in ACC and OUTPUT,
-        and counts what the first run counted (it depends on the frames
-        alone)."""
+        on the bulk path.  When every pass loads ACC rows and activates just
+        those into OUTPUT with one parameter entry (the unit works element by
+        element), all the rows are activated at once: on the first run of a
+        schedule, as its first ACTIVATE comes, each pass's then writing its
+        own rows of them; the first run goes segment by segment and measures
+        what the device counted.  A later run of it stores what the passes
+        leave in ACC and OUTPUT and counts what the first run counted (it
+        depends on the frames alone)."""
         replay = self._replays.get(key)
         if replay is not None:
             params, acc_loads, outputs, entry, function, flags, counts = replay
             since = list(dev.bulk_traffic)
             try:
                 dev.write_array(params.space, params.addr, part(params.part), params.words)
-                rows = result.shape[0]
-                acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
-                out = dev.activate_values(acc, entry, function, flags)
+                out = self._activate_all(dev, part, result.shape[0], entry, function, flags)
                 self._store(dev, acc_loads, part)
                 for base, r0, rr in outputs:
                     dev.write_array(MemSpace.OUTPUT, base, out[r0:r0 + rr], rr)
@@ -597,29 +608,27 @@ class Accelerator:
             finally:
                 self.link.bulk_account(dev, since)
             return
+        pattern = self._activation_passes(segments, result.shape[0])
+        if pattern is None:
+            self._run_bulk(dev, segments, part, finish)
+            return
+        entry, function, flags = pattern
+        done: list = []      # the values, and the rows the passes so far activated
+
+        def activate(fields):
+            acc_addr, out_addr, m = fields[:3]
+            if not done:
+                done[:] = [self._activate_all(dev, part, result.shape[0], entry, function,
+                                              flags), 0]
+            out, r0 = done
+            dev.bulk_activate(acc_addr, out_addr, m, entry, 1, function, flags,
+                              values=out[r0:r0 + m])
+            done[1] = r0 + m
+
         before = dev.bulk_counts()
-        if not self._run_bulk(dev, segments, part, finish):
+        if not self._run_bulk(dev, segments, part, finish, activate=activate):
             return
-        first, passes = segments[0], segments[1:]
-        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
-                and first.read is None and passes):
-            return
-        entry = function = flags = None
-        rows = 0
-        for seg in passes:
-            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
-            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
-                    and act.opcode == Opcode.ACTIVATE):
-                return
-            acc_addr, out_addr, m, e, fn, fl = act.fields
-            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", rows, m)
-                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (rows, m)
-                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
-                return
-            entry, function, flags = e, fn, fl
-            rows += m
-        if rows != result.shape[0]:         # the passes cover every row once, in order
-            return
+        passes = segments[1:]
         if len(self._replays) > 1024:
             self._replays.clear()
         covered = np.zeros(self.config.output_depth, bool)
@@ -629,9 +638,42 @@ class Accelerator:
             if not covered[base:base + m].all():
                 outputs.append((base, r0, m))
                 covered[base:base + m] = True
-        self._replays[key] = (first.steps[0], tuple(self._lasting([s.steps[0] for s in passes])),
+        self._replays[key] = (segments[0].steps[0],
+                              tuple(self._lasting([s.steps[0] for s in passes])),
                               tuple(outputs[::-1]), entry, function, flags,
                               dev.counts_since(before))
+
+    @staticmethod
+    def _activate_all(dev, part, rows: int, entry: int, function: int, flags: int):
+        """The OUTPUT words of ACC rows ``0 .. rows-1`` of the data (``part``)."""
+        acc = dev.decode_words(MemSpace.ACC, part(("acc", 0, rows)))
+        return dev.activate_values(acc, entry, function, flags)
+
+    @staticmethod
+    def _activation_passes(segments: list, rows: int) -> tuple | None:
+        """``(entry, function, flags)`` when ``segments`` are a parameter load,
+        then passes that each load ACC rows and activate just those into
+        OUTPUT, with one parameter entry, covering ``rows`` rows once, in
+        order; else None."""
+        first, passes = segments[0], segments[1:]
+        if not (len(first.steps) == 1 and first.steps[0].space == MemSpace.ACT_PARAM
+                and first.read is None and passes):
+            return None
+        entry = function = flags = None
+        done = 0
+        for seg in passes:
+            ld, act = seg.steps if len(seg.steps) == 2 else (None, None)
+            if not (type(ld) is Load and ld.space == MemSpace.ACC and type(act) is Instr
+                    and act.opcode == Opcode.ACTIVATE):
+                return None
+            acc_addr, out_addr, m, e, fn, fl = act.fields
+            if ((acc_addr, m) != (ld.addr, ld.words) or ld.part != ("acc", done, m)
+                    or seg.read != Read(MemSpace.OUTPUT, out_addr, m) or seg.key != (done, m)
+                    or (entry, function, flags) not in ((None, None, None), (e, fn, fl))):
+                return None
+            entry, function, flags = e, fn, fl
+            done += m
+        return (entry, function, flags) if done == rows else None
 
     def _bulk_ok(self, dev, seg: Segment, regs) -> bool:
         """Whether the device answers every frame of ``seg`` (its read-back
@@ -753,7 +795,9 @@ class Accelerator:
             for payload in loads:
                 dev.load_words(payload)
             if whole is not None and not plan.linear:
-                values = dev.acc_values(operands.full())
+                values = operands.full()
+                if not operands.within(self.config.acc_bits):
+                    values = dev.acc_values(values)
                 C = self.config.cols
                 for g in acc_lasting:
                     dev.gemm_sum_words(g.region, g.mm, g.nn,
@@ -784,10 +828,16 @@ class Accelerator:
             self.link.bulk_account(dev, since)
 
     def _group_kinds(self, dev, g: GemmGroup) -> tuple | None:
-        """``(g.chunk_kinds(), loads)`` -- chunks of one kind send the same
-        frames but for their data and their LOADs' device-memory addresses;
-        ``loads`` the payloads of the LOADs of resident weights -- or None
-        when the device would refuse a frame of ``g``."""
+        """``(writes, loads, lasting)`` of a group, or None when the device
+        would refuse a frame of ``g``.  ``writes``: ``(space, addr, chunks,
+        times)`` of the weights' and activations' WRITE_MEMs of each kind of
+        chunk (:meth:`~hetaccel.host.planner.GemmGroup.chunk_kinds`: chunks
+        of one kind send the same frames but for their data and their LOADs'
+        device-memory addresses); ``loads`` the payloads of the LOADs of
+        resident weights; ``lasting``: ``(part kind, space, addr, words, t0,
+        tt)`` of the Loads of the chunks whose words may outlast the group
+        (:meth:`~hetaccel.host.planner.GemmGroup.lasting_chunks`), their parts
+        that group's rows or columns of K-tiles ``t0 ..``."""
         # the checks depend on where the frames go, not on the rows they carry
         p = g.plan
         sig = (p.KT, p.NT, p.kc, p.resident, p.weights_at, g.mm, g.nn, g.region,
@@ -832,12 +882,22 @@ class Accelerator:
         r = g.read
         if not dev.read_ok(r.space, r.addr, self._chunks(r.space, r.words, True)):
             return None
-        return kinds, tuple(loads)
+        writes = []
+        for c, n in kinds:
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    writes.append((ld.space, ld.addr, self._chunks(ld.space, ld.words), n))
+        lasting = []
+        for i in g.lasting_chunks():
+            c = g.chunk(i)
+            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
+                if ld is not None:
+                    lasting.append((ld.part[0], ld.space, ld.addr, ld.words, c.t0, c.tt))
+        return tuple(writes), tuple(loads), tuple(lasting)
 
     def _bulk_group(self, dev, g: GemmGroup, checked: tuple, part, operands: _Operands,
                     deferred: _Deferred) -> None:
-        kinds, loads = checked
-        resident_weights = g.plan.weights_at is not None
+        writes, loads, lasting = checked
         if g.a_load is not None:
             ld = g.a_load
             dev.bulk_write(ld.space, ld.addr, None, self._chunks(ld.space, ld.words))
@@ -845,20 +905,13 @@ class Accelerator:
         if g.params is not None:
             ld = g.params
             dev.bulk_write(ld.space, ld.addr, part(ld.part), self._chunks(ld.space, ld.words))
-        for c, n in kinds:
-            if not resident_weights:
-                (w,) = g.weight_steps(c)
-                dev.bulk_write(w.space, w.addr, None, self._chunks(w.space, w.words), n)
-            a = g.input_load(c)
-            if a is not None:
-                dev.bulk_write(a.space, a.addr, None, self._chunks(a.space, a.words), n)
+        for space, addr, chunks, n in writes:
+            dev.bulk_write(space, addr, None, chunks, n)
         if loads:
             dev.bulk_load_count(loads)
-        for i in g.lasting_chunks():
-            c = g.chunk(i)
-            for ld in (*(() if resident_weights else g.weight_steps(c)), g.input_load(c)):
-                if ld is not None:
-                    deferred.add(ld)
+        for kind, space, addr, words, t0, tt in lasting:
+            deferred.add(Load(space, addr, words, (kind, t0, tt, g.n0, g.nn) if kind == "w"
+                              else (kind, t0, tt, g.m0, g.mm)))
         # the chunks cover K-tiles 0 .. KT-1, the first overwriting the region
         product = operands.product(g.m0, g.mm, 0, g.plan.KT, g.n0, g.nn)
         dev.bulk_gemm_sum(g.region, g.mm, g.nn, g.plan.KT * g.nn, product, False)
@@ -894,10 +947,15 @@ class Accelerator:
         self._tables[slot] = tab_bytes
         return True
 
-    def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
+    def _word(self, space: MemSpace):
+        """:func:`~hetaccel.spec.mem_word` of ``space`` on this config."""
         word = self._words.get(space)
         if word is None:
             word = self._words[space] = mem_word(self.config, space)
+        return word
+
+    def _unpack(self, space: MemSpace, replies: list) -> np.ndarray:
+        word = self._word(space)
         arr = np.frombuffer(b"".join(replies), dtype=word.dtype)
         return arr.reshape((-1,) + word.shape)
 
@@ -954,7 +1012,7 @@ class Accelerator:
         R, C = cfg.rows, cfg.cols
         K, N = b.shape
         KT, NT = _ceil(K, R), _ceil(N, C)
-        bp = np.zeros((KT * R, NT * C), dtype=mem_word(cfg, MemSpace.WEIGHT).dtype)
+        bp = np.zeros((KT * R, NT * C), dtype=self._word(MemSpace.WEIGHT).dtype)
         bp[:K, :N] = b
         return bp.reshape(KT, R, NT, C).transpose(0, 2, 1, 3)
 
@@ -982,7 +1040,7 @@ class Accelerator:
             plan = self._plans[key] = plan_device_gemm(cfg, M, K, N, linear=act is not None,
                                                        weights_at=b.addr if resident else None)
         KT, NT = plan.KT, plan.NT
-        in_dt = mem_word(cfg, MemSpace.INPUT).dtype
+        in_dt = self._word(MemSpace.INPUT).dtype
         # Zero padding to whole tiles; the pad rows/columns contribute nothing.
         ap = np.zeros((M, KT * R), dtype=in_dt)
         ap[:, :K] = a
@@ -991,12 +1049,14 @@ class Accelerator:
         b_tiles = None if resident else self._weight_tiles(b)         # (KT, NT, R, C)
 
         def part(p):
+            # the words as arrays: the device model stores them as they are,
+            # the frames carry their bytes
             if p[0] == "a":
                 _, t0, tt, m0, mm = p
-                return np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm]).tobytes()
+                return np.ascontiguousarray(a_tiles[t0:t0 + tt, m0:m0 + mm])
             if p[0] == "w":
                 _, t0, tt, n0, nn = p
-                return np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn]).tobytes()
+                return np.ascontiguousarray(b_tiles[t0:t0 + tt, n0:n0 + nn])
             _, n0, nn = p
             return act.words[n0:n0 + nn].tobytes()
 
@@ -1041,6 +1101,7 @@ class Accelerator:
         out_dt = np.int32 if cfg.acc_bits <= 32 else np.int64
         out = np.zeros((M, _ceil(N, cfg.cols) * cfg.cols), dtype=out_dt)
         C = cfg.cols
+        held: list = []
 
         def finish(key, replies):
             m0, mm, n0, nn = key
@@ -1049,13 +1110,13 @@ class Accelerator:
                 words.reshape(nn, mm, C).transpose(1, 0, 2).reshape(mm, nn * C)
 
         def whole(values):
-            out[...] = values
+            held.append(values.astype(out_dt, copy=False))
 
         start = self._begin()
         self._run_gemm(a, b, finish=finish, whole=whole)
         self._end(start, "matmul", {"m": M, "k": K, "n": N}, macs=M * K * N,
                   resident=isinstance(b, DeviceTensor))
-        return out[:, :N]
+        return (held[0] if held else out)[:, :N]
 
     # --- device memory -------------------------------------------------------------
 
@@ -1382,7 +1443,7 @@ class Accelerator:
             xmin, xmax = int(x.min()), int(x.max())
             if xmin < INT32_MIN or xmax > INT32_MAX:
                 raise ValueError(f"x value {xmin if xmin < INT32_MIN else xmax} outside int32")
-            acc = x.astype(np.int64)
+            acc = x
             prec = _precision(precision or "int8")
             if scale is not None:
                 mult, sh = quantize_multiplier(float(scale))
@@ -1413,10 +1474,9 @@ class Accelerator:
                     ActivationFunction.GELU: 2}[fn] % cfg.act_tables
         flat = acc.reshape(-1)
         rows = _ceil(flat.size, C)
-        padded = np.zeros(rows * C, dtype=np.int64)
+        padded = np.zeros(rows * C, dtype=mem_word(cfg, MemSpace.ACC).dtype)
         padded[:flat.size] = flat
-        accw = mem_word(cfg, MemSpace.ACC)
-        data = padded.reshape(rows, C).astype(accw.dtype)
+        data = padded.reshape(rows, C)
         result = np.zeros((rows, C), dtype=np.int16)
         pw = mem_word(cfg, MemSpace.ACT_PARAM)
         params = np.array([[b] * C, [mult] * C, [sh] * C], dtype=np.int64).astype(pw.dtype)

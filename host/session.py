@@ -13,6 +13,7 @@ returning a result.  The policy is described in :mod:`hetaccel.host.accelerator`
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 from ..spec import GEMM_ACCUMULATE, AcceleratorConfig, Opcode, Status, encode_instruction
@@ -149,7 +150,7 @@ class Session:
         if they had crossed the link (sequence numbers included); ``since``
         is brought up to date."""
         now = device.bulk_traffic
-        frames, sent, received = (a - b for a, b in zip(now, since))
+        frames, sent, received = now[0] - since[0], now[1] - since[1], now[2] - since[2]
         self.seq = (self.seq + frames) & 0xFF
         self.frames_sent += frames
         self.frames_ok += frames
@@ -242,7 +243,7 @@ class Session:
             payload = self._read_payloads[key] = encode_instruction(
                 Opcode.READ_REG, *({"reg": a} for a in addrs))
         (reply,) = self.run([(Opcode.READ_REG, payload)])
-        return [int.from_bytes(reply[4 * i:4 * i + 4], "little") for i in range(len(addrs))]
+        return list(struct.unpack_from(f"<{len(addrs)}I", reply))
 
     def baseline(self, frames_reg: int) -> None:
         """Start counting acknowledged frames from the device's FRAMES now."""

@@ -104,7 +104,7 @@ def _int_array(name: str, value, lo: int, hi: int) -> np.ndarray:
         if amin < lo or amax > hi:
             bad = amin if amin < lo else amax
             raise ValueError(f"{name} must be in [{lo}, {hi}], got {bad}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
 
 
 def _scale_array(name: str, value) -> np.ndarray:
@@ -368,6 +368,11 @@ def fixed_reference(function, v) -> np.ndarray:
 # the whole unit
 
 
+#: A larger ``acc`` whose values span a quarter of its size or less, with one
+#: set of parameters for every element, is evaluated once per value of its span
+_SPAN_MIN_SIZE = 4096
+
+
 def apply(acc, bias, multiplier, shift, function, precision=ActivationPrecision.INT8,
           table=None) -> np.ndarray:
     """Bit-exact result of the unit for accumulators ``acc``.
@@ -389,6 +394,20 @@ def apply(acc, bias, multiplier, shift, function, precision=ActivationPrecision.
     """
     fn = _function(function)
     prec = _precision(precision)
+    acc = _int_array("acc", acc, -(1 << 63), (1 << 63) - 1)
+    params = [np.asarray(p) for p in (bias, multiplier, shift)]
+    if (acc.size >= _SPAN_MIN_SIZE and all(p.size and (p == p.flat[0]).all() for p in params)
+            and np.broadcast_shapes(acc.shape, *(p.shape for p in params)) == acc.shape):
+        # every step is elementwise: with the same parameters everywhere an
+        # element's result is a function of its value alone
+        lo, hi = int(acc.min()), int(acc.max())
+        if hi - lo < acc.size // 4:
+            span = np.arange(lo, hi + 1, dtype=np.int64)
+            return _apply(span, *(p.flat[0] for p in params), fn, prec, table)[acc - lo]
+    return _apply(acc, bias, multiplier, shift, fn, prec, table)
+
+
+def _apply(acc, bias, multiplier, shift, fn, prec, table) -> np.ndarray:
     y = requantize(acc, bias, multiplier, shift, precision=prec)
     if prec == ActivationPrecision.FIXED16:
         return fixed_function(fn, y)
@@ -473,7 +492,7 @@ class ActivationUnitModel:
         fn, prec = _function(function), _precision(precision)
         tab = self._table(fn, prec, table)
         out = apply(data, self.bias[e], self.multiplier[e], self.shift[e], fn, prec, tab)
-        return out.astype(np.int16)
+        return out.astype(np.int16, copy=False)
 
     def _table(self, fn, prec, table):
         """The table slot's entries when ``fn`` in ``prec`` reads one, else None."""

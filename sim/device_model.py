@@ -115,7 +115,8 @@ def _payload(op: Opcode, *fields) -> bytes | None:
 
 
 def exact_product(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
-    """``a @ b`` of integer matrices exactly, as int64, at BLAS speed.
+    """``a @ b`` of integer matrices exactly, at BLAS speed: int32 when one
+    float32 product holds it (every sum below 2**24), else int64.
 
     ``a`` and ``b`` hold integers (in an integer or float dtype: a caller that
     multiplies many slices of one matrix converts it once); ``bound`` bounds
@@ -133,7 +134,7 @@ def exact_product(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     step = ((1 << 24) - 1) // bound
     if step >= k:
         return (a.astype(np.float32, copy=False) @ b.astype(np.float32, copy=False)
-                ).astype(np.int64)
+                ).astype(np.int32)
     if step < 64:       # slices too thin to be worth it
         return (a.astype(np.float64, copy=False) @ b.astype(np.float64, copy=False)
                 ).astype(np.int64)
@@ -317,6 +318,9 @@ class DeviceModel:
         payload = bytes(payload)
         if len(payload) > 64:
             return self._frame_ok(opcode, payload)
+        ok = self._ok.get((opcode, payload))
+        if ok is not None:
+            return ok
         return self._cached((opcode, payload), lambda: self._frame_ok(opcode, payload))
 
     def bulk_request(self, opcode: int, payload: bytes = b"") -> bytes:
@@ -339,7 +343,7 @@ class DeviceModel:
         # (a READ_REG of them sees exactly that)
         self._count_rx(frame_bytes(len(payload)))
         self.link.delivered += 1
-        reply = self._run(Opcode(opcode), fields)
+        reply = self._run(opcode if type(opcode) is Opcode else Opcode(opcode), fields)
         c = self.counters
         c["FRAMES"] = (c["FRAMES"] + 1) & _U32
         c["BYTES_OUT"] = (c["BYTES_OUT"] + frame_bytes(len(reply))) & _U32
@@ -567,16 +571,21 @@ class DeviceModel:
                              flags), check)
 
     def bulk_activate(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
-                      function: int, flags: int) -> None:
+                      function: int, flags: int, values: np.ndarray | None = None) -> None:
         """``n`` ACTIVATE instructions, for ``j < n``::
 
             ACTIVATE(acc_addr + j*m, out_addr + j*m, m, param_entry + j, function, flags)
 
         Each reads ACC and writes its own OUTPUT rows, so they run as one
-        vectorised pass with the parameters of each block."""
+        vectorised pass with the parameters of each block.  ``values``: the
+        ``n*m`` OUTPUT words they make, which the caller computed from these
+        ACC rows with :meth:`activate_values` (one parameter entry, ``n = 1``)."""
         if not self.activate_ok(acc_addr, out_addr, m, param_entry, n, function, flags):
             raise ValueError("the device refuses an ACTIVATE of this grid; send it with feed()")
-        self.activate_words(acc_addr, out_addr, m, param_entry, n, function, flags)
+        if values is None:
+            self.activate_words(acc_addr, out_addr, m, param_entry, n, function, flags)
+        else:
+            self.write_array(MemSpace.OUTPUT, out_addr, values, n * m)
         self._compute_tally(Opcode.ACTIVATE, m, n)
 
     def activate_words(self, acc_addr: int, out_addr: int, m: int, param_entry: int, n: int,
@@ -627,7 +636,8 @@ class DeviceModel:
         """What the bulk methods counted since :meth:`bulk_counts` was ``before``."""
         counters, cycles, delivered, traffic = before
         now = self.bulk_counts()
-        return ({k: (v - counters[k]) & _U32 for k, v in now[0].items()}, now[1] - cycles,
+        return ({k: (v - counters[k]) & _U32 for k, v in now[0].items() if v != counters[k]},
+                now[1] - cycles,
                 now[2] - delivered, tuple(a - b for a, b in zip(now[3], traffic)))
 
     def add_counts(self, delta: tuple) -> None:
@@ -671,8 +681,9 @@ class DeviceModel:
                 self._write_reg(rec["reg"], rec["value"])
             return b""
         if op == Opcode.READ_REG:
-            return b"".join(self.read_reg(rec["reg"]).to_bytes(4, "little")
-                            for rec in f["records"])
+            read = self.read_reg
+            values = [read(rec["reg"]) for rec in f["records"]]
+            return struct.pack(f"<{len(values)}I", *values)
         if op in (Opcode.LOAD, Opcode.STORE):
             return self._dma(op, f)
         cycles = instruction_cycles(self.config, op, f)

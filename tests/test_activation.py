@@ -215,6 +215,25 @@ def test_apply_composes_requant_and_function():
         am.apply(acc, bias, mult, shift, AF.GELU, AP.INT8)
 
 
+@pytest.mark.parametrize("fn,prec", [(AF.GELU, AP.FIXED16), (AF.TANH, AP.FIXED16),
+                                     (AF.SIGMOID, AP.INT8), (AF.RELU, AP.INT8)])
+@pytest.mark.parametrize("lo,hi", [(-32768, 0), (2**31 - 3000, 2**31 + 3000), (-7, 7)])
+def test_apply_of_a_narrow_span_is_elementwise(fn, prec, lo, hi):
+    # a large array whose values span little is evaluated once per value of
+    # the span: row by row (small arrays, evaluated directly) must agree
+    rng = np.random.default_rng(11)
+    acc = rng.integers(lo, hi + 1, (20000, 8))
+    mult, shift = am.quantize_multiplier(0.75)
+    tab = am.build_table(AF.SIGMOID, 0.05, 1 / 127)
+    for bias in (0, -1234):
+        whole = am.apply(acc, bias, [mult] * 8, shift, fn, prec, tab)
+        rows = np.concatenate([am.apply(acc[i:i + 500], bias, mult, shift, fn, prec, tab)
+                               for i in range(0, 20000, 500)])
+        assert whole.dtype == rows.dtype and np.array_equal(whole, rows)
+    with pytest.raises(ValueError, match="bias"):
+        am.apply(acc, 2**31, mult, shift, fn, prec, tab)
+
+
 def test_unit_model_checks_addresses():
     m = am.ActivationUnitModel(AcceleratorConfig(cols=2, act_param_depth=4, act_tables=2))
     with pytest.raises(ValueError, match="param entry"):

@@ -171,7 +171,12 @@ class QuantizedEncoder:
                 part = res[i * m:(i + 1) * m]
                 f = fa * fb
                 term = part * f if f != 1 else part
-                acc = term if acc is None else acc + term
+                if acc is None:
+                    acc, owned = term, f != 1
+                elif owned:
+                    acc += term
+                else:
+                    acc, owned = acc + term, True
         return acc
 
     def linear(self, name: str, x: np.ndarray, w: _Weight) -> np.ndarray:
@@ -187,30 +192,50 @@ class QuantizedEncoder:
         saturating it at -8 changes GELU by < 1e-14, so pre-activations of any
         magnitude are exact to the unit's precision.
         """
-        codes = np.clip(np.rint(-np.abs(y.astype(np.float64)) * Q412), _Q412_MIN, 0)
-        g = self.ex.activation_fixed16("gelu", "gelu", codes.astype(np.int64))
-        return (np.maximum(y, 0) + g.astype(np.float64) / Q412).astype(np.float32)
+        v = y.astype(np.float64)
+        np.abs(v, out=v)
+        v *= -Q412
+        np.rint(v, out=v)
+        np.clip(v, _Q412_MIN, 0, out=v)
+        g = self.ex.activation_fixed16("gelu", "gelu", v.astype(np.int64))
+        out = g.astype(np.float64)
+        out /= Q412
+        out += np.maximum(y, 0)
+        return out.astype(np.float32)
 
     def attention(self, x_q, x_k, x_v, segments) -> np.ndarray:
-        """Self-attention of each sentence (``segments``: its rows) separately."""
+        """Self-attention of each sentence (``segments``: its rows) separately.
+
+        Every scale is per token and head (per row of a head's slice) or per
+        head channel, so each sentence's heads are quantized together, their
+        scores taken head by head and their softmax and probabilities' split
+        done together before the heads' P·V products.
+        """
         cfg = self.model.config
         nh, d = cfg.num_attention_heads, cfg.head_dim
         ctx = np.empty((x_q.shape[0], nh * d), dtype=np.float32)
         inv = 1.0 / math.sqrt(d)
         for r0, r1 in segments:
+            t = r1 - r0
+            # rows (token, head) of d channels: each head's per-token quantization
+            qp, qs = self._act_parts(x_q[r0:r1].reshape(t * nh, d), self.scheme.split_qk)
+            qp = [(xa.reshape(t, nh, d), fa) for xa, fa in qp]
+            kq = Q.quantize_rows(x_k[r0:r1].reshape(t * nh, d))
+            kv = kq.values.reshape(t, nh, d)
+            acc = np.stack([self._product(f"attn_qk[{h}]", [(xa[:, h], fa) for xa, fa in qp],
+                                          [(np.ascontiguousarray(kv[:, h].T), 1)])
+                            for h in range(nh)])                          # (nh, t, t)
+            scores = Q.dequantize_product(acc, qs.reshape(t, nh).T[:, :, None] * inv,
+                                          kq.scale.reshape(t, nh).T[:, None, :])
+            pp, ps = self._act_parts(softmax(scores).reshape(nh * t, t), self.scheme.split_pv)
+            pp = [(xa.reshape(nh, t, t), fa) for xa, fa in pp]
+            ps = ps.reshape(nh, t, 1)
+            vq = Q.quantize_weight(x_v[r0:r1].T)            # per head channel = output column
             for h in range(nh):
                 sl = slice(h * d, (h + 1) * d)
-                qp, qs = self._act_parts(x_q[r0:r1, sl], self.scheme.split_qk)
-                kq = Q.quantize_rows(x_k[r0:r1, sl])       # per key token = per output column
-                acc = self._product(f"attn_qk[{h}]", qp,
-                                    [(np.ascontiguousarray(kq.values.T), 1)])
-                scores = Q.dequantize_product(acc, qs * inv, kq.scale.ravel())
-                p = softmax(scores)
-                pp, ps = self._act_parts(p, self.scheme.split_pv)
-                vq = Q.quantize_weight(x_v[r0:r1, sl].T)   # per head channel = output column
-                acc = self._product(f"attn_pv[{h}]", pp,
-                                    [(np.ascontiguousarray(vq.values.T), 1)])
-                ctx[r0:r1, sl] = Q.dequantize_product(acc, ps, vq.scale.ravel())
+                acc = self._product(f"attn_pv[{h}]", [(xa[h], fa) for xa, fa in pp],
+                                    [(np.ascontiguousarray(vq.values[sl].T), 1)])
+                ctx[r0:r1, sl] = Q.dequantize_product(acc, ps[h], vq.scale[sl].ravel())
         return ctx
 
     def layer(self, i: int, x: np.ndarray, segments=None) -> np.ndarray:

@@ -82,26 +82,47 @@ def _safe_scale(maxabs: np.ndarray, qmax: int) -> np.ndarray:
     return np.where(maxabs > 0, maxabs / qmax, 1.0)
 
 
+def _row_codes(x: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(clip(round(x / s), -qmax, qmax), s)`` per row, ``s = max|row| / qmax``,
+    the codes as float64 integers."""
+    # |x| of a float matrix in its own dtype: widening to float64 is exact and
+    # keeps the order, so the row maxima are those of the float64 values
+    ax = np.abs(x) if x.dtype.kind == "f" else np.abs(x.astype(np.float64))
+    scale = _safe_scale(ax.max(axis=1, keepdims=True).astype(np.float64), qmax)
+    r = x.astype(np.float64)
+    r /= scale
+    np.rint(r, out=r)
+    np.clip(r, -qmax, qmax, out=r)
+    return r, scale
+
+
+def _split_codes(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``hi = floor((q + 128) / 256)``, ``lo = q - 256 * hi`` (int8 both) of the
+    codes ``q`` (``|q| <= SPLIT_QMAX``)."""
+    q = r.astype(np.int16)      # q + 128 and 256 * hi stay within int16
+    hi = q + 128
+    hi >>= 8
+    lo = q - (hi << 8)
+    return hi.astype(np.int8), lo.astype(np.int8)
+
+
 def quantize_weight(w) -> QuantizedTensor:
     """Symmetric int8 per output channel.
 
     ``w`` is ``out x in`` (torch's Linear layout); the result's ``values`` are
     ``out x in`` int8 and ``scale`` is ``(out, 1)``.
     """
-    w = _check_matrix("weight", w).astype(np.float64)
-    scale = _safe_scale(np.abs(w).max(axis=1, keepdims=True), QMAX)
-    q = np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8)
-    return QuantizedTensor(q, scale)
+    r, scale = _row_codes(_check_matrix("weight", w), QMAX)
+    return QuantizedTensor(r.astype(np.int8), scale)
 
 
 def quantize_rows(x, qmax: int = QMAX) -> QuantizedTensor:
     """Symmetric int8 with one scale per row (per token), calibrated from the row."""
-    x = _check_matrix("activation", x).astype(np.float64)
+    x = _check_matrix("activation", x)
     if not 1 <= qmax <= 127:
         raise ValueError(f"qmax must be in [1, 127], got {qmax}")
-    scale = _safe_scale(np.abs(x).max(axis=1, keepdims=True), qmax)
-    q = np.clip(np.rint(x / scale), -qmax, qmax).astype(np.int8)
-    return QuantizedTensor(q, scale)
+    r, scale = _row_codes(x, qmax)
+    return QuantizedTensor(r.astype(np.int8), scale)
 
 
 def split_rows(x) -> SplitTensor:
@@ -111,12 +132,8 @@ def split_rows(x) -> SplitTensor:
     and ``lo = q - 256 * hi`` so ``lo`` is in ``[-128, 127]`` and ``hi`` in
     ``[-128, 127]``.
     """
-    x = _check_matrix("activation", x).astype(np.float64)
-    scale = _safe_scale(np.abs(x).max(axis=1, keepdims=True), SPLIT_QMAX)
-    q = np.clip(np.rint(x / scale), -SPLIT_QMAX, SPLIT_QMAX).astype(np.int64)
-    hi = np.floor_divide(q + 128, 256)
-    lo = q - 256 * hi
-    return SplitTensor(hi.astype(np.int8), lo.astype(np.int8), scale)
+    r, scale = _row_codes(_check_matrix("activation", x), SPLIT_QMAX)
+    return SplitTensor(*_split_codes(r), scale)
 
 
 def combine_split(acc_parts: list[np.ndarray]) -> np.ndarray:
@@ -137,11 +154,16 @@ def dequantize_product(acc: np.ndarray, row_scale: np.ndarray,
     """``acc * row_scale * col_scale`` in float64, returned as float32.
 
     ``row_scale`` is ``(M, 1)`` (per token), ``col_scale`` ``(N,)`` or ``(1, N)``
-    (per output channel).
+    (per output channel); a stack of products ``(B, M, N)`` takes ``(B, M, 1)``
+    and ``(B, 1, N)``.
     """
-    col = np.asarray(col_scale, dtype=np.float64).reshape(1, -1)
-    return (np.asarray(acc, np.float64) * np.asarray(row_scale, np.float64) * col
-            ).astype(np.float32)
+    col = np.asarray(col_scale, dtype=np.float64)
+    if col.ndim < 2:
+        col = col.reshape(1, -1)
+    v = np.array(acc, np.float64)
+    v *= np.asarray(row_scale, np.float64)
+    v *= col
+    return v.astype(np.float32)
 
 
 @dataclass
@@ -163,9 +185,5 @@ def split_weight(w) -> SplitWeight:
     Used for the few layers whose int8 weight error dominates the encoder's
     (measured: MiniLM's FFN down-projection, docs/quantization.md).
     """
-    w = _check_matrix("weight", w).astype(np.float64)
-    scale = _safe_scale(np.abs(w).max(axis=1, keepdims=True), SPLIT_QMAX)
-    q = np.clip(np.rint(w / scale), -SPLIT_QMAX, SPLIT_QMAX).astype(np.int64)
-    hi = np.floor_divide(q + 128, 256)
-    lo = q - 256 * hi
-    return SplitWeight(hi.astype(np.int8), lo.astype(np.int8), scale)
+    r, scale = _row_codes(_check_matrix("weight", w), SPLIT_QMAX)
+    return SplitWeight(*_split_codes(r), scale)
