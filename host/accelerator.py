@@ -144,6 +144,12 @@ class _Operands:
                              self.b[t0 * R:t1 * R, n0 * C:(n0 + nn) * C], self.bound)
 
 
+def _load_extent(payload: bytes) -> tuple:
+    """``(space, addr, words)`` a LOAD's payload writes."""
+    space, addr, _, count = _packer(Opcode.LOAD).unpack(payload)
+    return space, addr, count
+
+
 class _Deferred:
     """INPUT/WEIGHT Loads whose words matter only to what the scratchpads hold
     after the op (its GEMMs take their operands from :class:`_Operands`): a
@@ -631,16 +637,11 @@ class Accelerator:
         passes = segments[1:]
         if len(self._replays) > 1024:
             self._replays.clear()
-        covered = np.zeros(self.config.output_depth, bool)
-        outputs = []
-        for seg in reversed(passes):
-            base, m, r0 = seg.read.addr, seg.read.words, seg.key[0]
-            if not covered[base:base + m].all():
-                outputs.append((base, r0, m))
-                covered[base:base + m] = True
+        outputs = self._last_writers([(s.read.addr, s.key[0], s.read.words) for s in passes],
+                                     lambda o: (MemSpace.OUTPUT, o[0], o[2]))
         self._replays[key] = (segments[0].steps[0],
                               tuple(self._lasting([s.steps[0] for s in passes])),
-                              tuple(outputs[::-1]), entry, function, flags,
+                              tuple(outputs), entry, function, flags,
                               dev.counts_since(before))
 
     @staticmethod
@@ -707,7 +708,9 @@ class Accelerator:
         the op: only Loads some word of which no later one rewrites are
         stored, at the end (:class:`_Deferred`).  Resident weights' LOADs are
         counted as they come and only those some word of which no later one
-        rewrites run, at the end (:meth:`_lasting_loads`).
+        rewrites run, at the end (their words come from device memory, which
+        no step of a GEMM plan writes; their counts are counted apart:
+        :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_load_count`).
 
         Which frames a plan sends, and so everything they count, depends on
         the plan and the ACTIVATE fields alone, never on the words: the first
@@ -744,7 +747,8 @@ class Accelerator:
                 self._bulk_read(dev, pending, finish)
             lasting = self._lasting(deferred.pop_all())
             self._store(dev, lasting, part)
-            loads = self._lasting_loads([p for _, run in done for p in run])
+            loads = tuple(self._last_writers([p for _, run in done for p in run],
+                                             _load_extent))
             for payload in loads:
                 dev.load_words(payload)
         finally:
@@ -752,33 +756,10 @@ class Accelerator:
         if len(self._replays) > 1024:
             self._replays.clear()
         # the groups some ACC row of which no later group rewrites
-        covered = np.zeros(self.config.acc_depth, bool)
-        acc_lasting = []
-        for g, _ in reversed(done):
-            rows = covered[g.region:g.region + g.nn * g.mm]
-            if not rows.all():
-                acc_lasting.append(g)
-                rows[...] = True
+        acc_lasting = self._last_writers([g for g, _ in done],
+                                         lambda g: (MemSpace.ACC, g.region, g.nn * g.mm))
         self._replays[key] = (tuple(g for g, _ in done), tuple(lasting),
-                              dev.counts_since(before), tuple(acc_lasting[::-1]), loads)
-
-    def _lasting_loads(self, payloads: list) -> tuple:
-        """The LOADs of ``payloads`` (in order) some word of which no later one
-        rewrites, in order.  Their words come from device memory, which no
-        step of a GEMM plan writes, so running just these, at the end, leaves
-        what all of them leave (their counts are counted apart:
-        :meth:`~hetaccel.sim.device_model.DeviceModel.bulk_load_count`)."""
-        covered: dict = {}
-        keep = []
-        for payload in reversed(payloads):
-            space, addr, _, count = _packer(Opcode.LOAD).unpack(payload)
-            mask = covered.get(space)
-            if mask is None:
-                mask = covered[space] = np.zeros(mem_depth(self.config, space), bool)
-            if not mask[addr:addr + count].all():
-                keep.append(payload)
-                mask[addr:addr + count] = True
-        return tuple(keep[::-1])
+                              dev.counts_since(before), tuple(acc_lasting), loads)
 
     def _replay_gemm(self, dev, plan, replay: tuple, part, finish, operands: _Operands,
                      whole) -> None:
@@ -922,15 +903,21 @@ class Accelerator:
     def _lasting(self, loads: list) -> list:
         """The Loads of ``loads`` (in order) some word of which no later one
         rewrites, in order: storing them leaves what all of them leave."""
+        return self._last_writers(loads, lambda ld: (ld.space, ld.addr, ld.words))
+
+    def _last_writers(self, items: list, extent) -> list:
+        """The items (in order) some word of which no later item writes again,
+        in order; ``extent(item)`` is the ``(space, addr, words)`` it writes."""
         keep = []
         covered: dict = {}
-        for ld in reversed(loads):
-            mask = covered.get(ld.space)
+        for item in reversed(items):
+            space, addr, words = extent(item)
+            mask = covered.get(space)
             if mask is None:
-                mask = covered[ld.space] = np.zeros(mem_depth(self.config, ld.space), bool)
-            if not mask[ld.addr:ld.addr + ld.words].all():
-                keep.append(ld)
-                mask[ld.addr:ld.addr + ld.words] = True
+                mask = covered[space] = np.zeros(mem_depth(self.config, space), bool)
+            if not mask[addr:addr + words].all():
+                keep.append(item)
+                mask[addr:addr + words] = True
         return keep[::-1]
 
     @staticmethod
