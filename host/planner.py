@@ -45,6 +45,7 @@ from ..spec import (ADAM_HYPERPARAMETERS, COUNTERS, DEFAULT_CONFIG, GEMM_ACCUMUL
                     MEMORY_COUNTERS, AcceleratorConfig, MemSpace, Opcode, mem_depth, mem_word)
 from ..spec.boards import BOARDS, default_config
 from ..spec.link import frame_bytes
+from ..spec.sdram import MODE_BURST_LENGTH
 from ..spec.timing import busy_cycles, dma_cycles, dma_lines, instruction_cycles, tile_cycles
 
 __all__ = [
@@ -928,8 +929,8 @@ def gemm_plan_cost(plan: DeviceGemmPlan, *, op: str = "", macs: int = 0) -> OpCo
 
 
 def _memory_bytes_per_s(cfg: AcceleratorConfig) -> float:
-    """The device memory's peak rate: an SDRAM line is a burst of 8 beats."""
-    per_cycle = cfg.memory.line_bytes / (8 if cfg.memory.kind == "sdram" else 1)
+    """The device memory's peak rate: an SDRAM line is one burst, a beat a cycle."""
+    per_cycle = cfg.memory.line_bytes / (MODE_BURST_LENGTH if cfg.memory.kind == "sdram" else 1)
     return per_cycle * cfg.clock_hz
 
 
