@@ -230,7 +230,36 @@ class BoardTop(Elaboratable):
         m.d.comb += [phy.rx_pin.eq(uart_rx.i), uart_tx.o.eq(phy.tx_pin)]
         wiring.connect(m, phy.rx, core.rx)
         wiring.connect(m, core.tx, phy.tx)
+        if cfg.memory is not None and cfg.memory.kind == "sdram" and self.core is None:
+            self._sdram_pins(m, platform, core)
         return m
+
+    @staticmethod
+    def _sdram_pins(m, platform, core):
+        """The Device's SDRAM pins to the board's chip.
+
+        The chip's clock is the core clock inverted (a DDR output register,
+        so it leaves the FPGA like the other pins): commands and write data,
+        launched at the core's rising edge, reach the chip half a cycle before
+        it samples them.  Read data leave the chip ``tAC`` after its edge, i.e.
+        half a cycle plus ``tAC`` after the core's edge; the Device's input
+        register takes each beat at the core edge one cycle after the
+        zero-delay schedule (the contract's ``read_delay`` = 1).  That capture
+        leans on the round trip through the pads (clock out, data in) being
+        at least ``tAC + tOH``'s shortfall of a cycle at 100 MHz (about 2 ns;
+        docs/boards.md); it is an analysis, not a measurement on a board."""
+        pins = platform.request("sdram", 0, dir="-")
+        m.submodules.sdram_clk = clk = io.DDRBuffer("o", pins.clk)
+        m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
+        sd = core.sdram
+        outs = {"clk_en": sd.cke, "cs": ~sd.cs_n, "we": ~sd.we_n, "ras": ~sd.ras_n,
+                "cas": ~sd.cas_n, "ba": sd.ba, "a": sd.a, "dqm": sd.dqm}
+        for name, value in outs.items():
+            buf = io.Buffer("o", getattr(pins, name))
+            m.submodules[f"sdram_{name}"] = buf
+            m.d.comb += buf.o.eq(value)
+        m.submodules.sdram_dq = dq = io.Buffer("io", pins.dq)
+        m.d.comb += [dq.o.eq(sd.dq_o), dq.oe.eq(sd.dq_oe), sd.dq_i.eq(dq.i)]
 
 
 # ----------------------------------------------------------------------------

@@ -95,25 +95,28 @@ frame's opcode and length are copied into registers before they are decoded.
 
 from __future__ import annotations
 
+import contextlib
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import (ACT_PRECISION_MASK, ACT_TABLE_SHIFT, ACTIVATION_FORMAT, ADAM_HYPERPARAMETERS,
-                    COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, AcceleratorConfig,
-                    ActivationFunction, MemSpace, Opcode, Status, identity_words, mem_depth,
-                    mem_present, mem_readable, mem_word, opcode_present, register_map)
+                    COUNTERS, GEMM_ACCUMULATE, INSTRUCTIONS, MEMORY_COUNTERS, AcceleratorConfig,
+                    ActivationFunction, MemSpace, Opcode, Status, dma_spaces, identity_words,
+                    mem_depth, mem_present, mem_readable, mem_word, opcode_present, register_map)
 from .activation import ActivationUnit
 from .adam import AdamUnit
 from .bram import RegisteredReadPort
 from .contract import check_generated
+from .dma import LINE_BITS, DmaEngine
 from .engine import MatmulEngine
 from .link import FRAME_INFO, REPLY_HEADER
 
 __all__ = ["CommandProcessor"]
 
 # Queue entry operation codes.
-_OP_GEMM, _OP_ACT, _OP_ADAM = 0, 1, 2
+_OP_GEMM, _OP_ACT, _OP_ADAM, _OP_DMA = 0, 1, 2, 3
 #: Bytes of the fixed-field prefix fetched for every frame (the longest layout).
 _HDR_BYTES = max(f.fixed_bytes for f in INSTRUCTIONS.values())
 #: Bytes of a WRITE_REG and of a READ_REG record.
@@ -269,6 +272,18 @@ class CounterBank(wiring.Component):
         return m
 
 
+def memory_members(config: AcceleratorConfig) -> dict:
+    """The device-memory ports of :class:`CommandProcessor` (the SDRAM
+    controller's consumer side: lines of :data:`~hetaccel.rtl.dma.LINE_BITS`)."""
+    line_addr = _bits(config.memory.lines)
+    return {
+        "mem_cmd": Out(stream.Signature(data.StructLayout({"addr": line_addr, "write": 1}))),
+        "mem_wdata": Out(stream.Signature(LINE_BITS)),
+        "mem_rdata": In(stream.Signature(LINE_BITS)),
+        "mem_ready": In(1),
+    }
+
+
 class CommandProcessor(wiring.Component):
     """Frame decoder, command queue, executor, scratchpads and units (see module doc).
 
@@ -288,6 +303,11 @@ class CommandProcessor(wiring.Component):
         there after every frame.
     queue_empty : Out(1)
         No compute instruction queued or running.
+    mem_cmd, mem_wdata, mem_rdata, mem_ready
+        With a device memory only: the consumer side of
+        :class:`hetaccel.rtl.sdram.SdramController` (``cmd``, ``wdata``,
+        ``rdata``, ``ready``; ``mem_cmd.addr`` counts lines), shared by the DMA
+        engine (LOAD / STORE) and the front end (WRITE_MEM / READ_MEM of DEVICE).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -295,7 +315,7 @@ class CommandProcessor(wiring.Component):
             raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
         check_generated(config)
         self.config = config
-        super().__init__({
+        members = {
             "frame": In(stream.Signature(FRAME_INFO)),
             "payload_addr": Out(range(config.max_payload)),
             "payload_data": In(8),
@@ -304,7 +324,10 @@ class CommandProcessor(wiring.Component):
             "rx_byte": In(1),
             "decoder_idle": Out(1),
             "queue_empty": Out(1),
-        })
+        }
+        if config.memory is not None:
+            members.update(memory_members(config))
+        super().__init__(members)
 
     # ------------------------------------------------------------------ helpers
 
@@ -319,12 +342,20 @@ class CommandProcessor(wiring.Component):
         depth = {s: mem_depth(cfg, s) for s in spaces}
         word = {s: mem_word(cfg, s) for s in spaces}
         wbytes = {s: word[s].bytes for s in spaces}
-        # Row addresses of any space fit RA bits, row counts and address + count
-        # sums (after the range checks: at most the depth) CW bits.  Address
-        # pointers are RA bits: one that steps past the last row wraps, and is
-        # not used again.
-        RA = _bits(max(depth.values()))
-        CW = max(depth.values()).bit_length()
+        # Row addresses of any scratchpad fit RA bits, row counts and address +
+        # count sums (after the range checks: at most the depth) CW bits.
+        # Address pointers are RA bits: one that steps past the last row wraps,
+        # and is not used again.  The device memory's lines have pointers of
+        # their own (LA bits), and its frames at most max_payload // line words.
+        mem = cfg.memory
+        scratch = [s for s in spaces if s != MemSpace.DEVICE]
+        RA = _bits(max(depth[s] for s in scratch))
+        CW = max(depth[s] for s in scratch).bit_length()
+        if mem is not None:
+            CW = max(CW, (cfg.max_payload // mem.line_bytes).bit_length())
+            LA = _bits(mem.lines)
+        #: bits of a range check's sum (the deepest space, DEVICE included)
+        CWD = max(depth.values()).bit_length()
         max_wb = max(wbytes.values())
         rd_spaces = [s for s in spaces if mem_readable(cfg, s)]
         max_rb = max(max(wbytes[s] for s in rd_spaces), 8)
@@ -336,6 +367,9 @@ class CommandProcessor(wiring.Component):
             m.submodules.act = act = ActivationUnit(cfg)
         if cfg.has_adam:
             m.submodules.adam = adam = AdamUnit(cfg)
+        dma = None
+        if mem is not None:
+            m.submodules.dma = dma = DmaEngine(cfg)
 
         # ------------------------------------------------------- scratchpads
         # `no_rw_check`: no read of a scratchpad row meets a write to that row
@@ -388,11 +422,14 @@ class CommandProcessor(wiring.Component):
             absent |= {"ADAM_BUSY", "ADAM_STALL"}
         # Present counters live in a CounterBank (block RAM); BYTES_OUT adds a
         # whole reply (payload + 7 framing bytes) when a frame is done.
-        cnt_names = [name for name, _ in COUNTERS if name not in absent]
+        # The DMA counters count 16 bytes per line moved.
+        all_counters = COUNTERS + (MEMORY_COUNTERS if mem is not None else ())
+        wide_add = {"BYTES_OUT": cfg.max_payload + 7, "DMA_BYTES_IN": LINE_BITS // 8,
+                    "DMA_BYTES_OUT": LINE_BITS // 8}
+        cnt_names = [name for name, _ in all_counters if name not in absent]
         cnt_index = {name: i for i, name in enumerate(cnt_names)}
-        m.submodules.counters = bank = CounterBank(
-            [cfg.max_payload + 7 if name == "BYTES_OUT" else 1 for name in cnt_names])
-        cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name, _ in COUNTERS}
+        m.submodules.counters = bank = CounterBank([wide_add.get(name, 1) for name in cnt_names])
+        cnt_inc = {name: Signal(name=f"inc_{name.lower()}") for name, _ in all_counters}
         cnt_clear = Signal()
         m.d.sync += bank.clear.eq(cnt_clear)       # (see the counters below)
         if adam is not None:
@@ -471,6 +508,9 @@ class CommandProcessor(wiring.Component):
         fn_bits = max(int(f) for f in ActivationFunction).bit_length()
         q_func = entry(fn_bits if cfg.has_activation else 1, "q_func")
         q_pe = entry(_bits(cfg.act_param_depth) if cfg.has_activation else 1, "q_pe")
+        # LOAD / STORE: q_x addr, q_n count, q_flags store | space << 1, q_d
+        # the first device-memory line
+        q_d = entry(LA, "q_d") if mem is not None else None
         head = Signal(range(QD))
         tail = Signal(range(QD))
         q_full = Signal()
@@ -484,8 +524,13 @@ class CommandProcessor(wiring.Component):
         def wrap_inc(ptr):
             return Mux(ptr == QD - 1, 0, ptr + 1)
 
-        # weight jobs: one per queued GEMM, consumed by the weight feeder in order
-        m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(width=RA, depth=QD)
+        # weight jobs: one per queued GEMM, consumed by the weight feeder in order;
+        # with a device memory, a LOAD / STORE of WEIGHT queues a barrier (bit
+        # RA) that the feeder keeps at its head until that transfer retires, so
+        # it reads no weight tile of a later GEMM before the LOAD wrote it, and
+        # leaves the read port to the STORE
+        m.submodules.wjobs = wjobs = fifo.SyncFIFOBuffered(
+            width=RA + (1 if mem is not None else 0), depth=QD)
 
         # ---------------------------------------------------------- front end
         # One byte shift register serves as the fixed-field header (its top
@@ -659,7 +704,7 @@ class CommandProcessor(wiring.Component):
         space_ok_w = Signal()
         space_ok_r = Signal()
         sp_wb = Signal(range(max_wb + 1))
-        sp_depth = Signal(CW)
+        sp_depth = Signal(CWD)
         sp_maxcount = Signal(range(max(min(0xFFFF, cfg.max_payload // wbytes[s]) for s in spaces) + 1))
         m.d.comb += [
             space_ok_w.eq(Cat(*sp_hit.values()).any()),
@@ -758,6 +803,50 @@ class CommandProcessor(wiring.Component):
         rr_len_bad = Signal()
         m.d.sync += rr_len_bad.eq(length > cfg.max_payload // 2)
 
+        # LOAD / STORE (same layout): the space moves in this direction, its
+        # words in range, and the device-memory bytes whole lines inside the
+        # store.  The lines the transfer covers are a flip-flop (PRE: a
+        # constant multiple of the count per space, or half of it for
+        # words of half a line), their end is compared with the store's size
+        # in PRE2 (verdict).
+        m_ok = Const(0)
+        if mem is not None:
+            for name in ("space", "addr", "dram_addr", "count"):
+                assert (INSTRUCTIONS[Opcode.LOAD].offsets()[name]
+                        == INSTRUCTIONS[Opcode.STORE].offsets()[name])
+            line_b = mem.line_bytes
+            ld_sp, st_sp = dma_spaces(cfg, Opcode.LOAD), dma_spaces(cfg, Opcode.STORE)
+            f_dcount = field(Opcode.LOAD, "count")
+            f_dram = field(Opcode.LOAD, "dram_addr")
+            lb = line_b.bit_length() - 1
+            max_l = max(max(1, wbytes[s_] // line_b) for s_ in ld_sp | st_sp)
+            d_lines = Signal(CW + max_l.bit_length(), name="dma_lines")
+            d_odd = Signal(name="dma_odd")      # an odd count of half-line words
+            d_hi0 = Signal(name="dma_hi0")      # dram_addr below 2**32 / ... the store's size
+            d_al = Signal(name="dma_aligned")   # dram_addr on a line boundary
+            per_space = []
+            for s_ in sorted(ld_sp | st_sp):
+                wb_ = wbytes[s_]
+                n_ = f_dcount[:CW]
+                per_space.append(Mux(sp_hit[s_], n_ >> 1 if 2 * wb_ == line_b
+                                     else _times(n_, wb_ // line_b), 0))
+            m.d.sync += [
+                d_lines.eq(_or_all(per_space, len(d_lines))),
+                d_odd.eq(Cat(*(sp_hit[s_] & f_dcount[0] for s_ in sorted(ld_sp | st_sp)
+                               if 2 * wbytes[s_] == line_b)).any()),
+                d_hi0.eq(f_dram[lb + LA:] == 0),
+                d_al.eq(f_dram[:lb] == 0),
+            ]
+            d_sp_ok = Signal(name="dma_space_ok")
+            m.d.sync += d_sp_ok.eq(
+                (op_is[Opcode.LOAD] & Cat(*(sp_hit[s_] for s_ in sorted(ld_sp))).any()) |
+                (op_is[Opcode.STORE] & Cat(*(sp_hit[s_] for s_ in sorted(st_sp))).any()))
+            m_ok = verdict(
+                "m_ok",
+                inside(field(Opcode.LOAD, "addr"), f_dcount, sp_depth, w=CW, staged=True),
+                d_sp_ok & ~d_odd & d_hi0 & d_al,
+                (f_dram[lb:lb + LA] + d_lines) <= mem.lines)
+
         # The verdict's parts that are known in PRE2 (opcode, length, space,
         # READ_REG's length) are combined there into flip-flops; CHECK then
         # adds only the checks registered in PRE2 (READ_MEM's count, the
@@ -772,6 +861,7 @@ class CommandProcessor(wiring.Component):
             Signal(name=f"e_{n}") for n in ("err", "nop", "sync", "div", "rec", "rm", "enq"))
         e_status = Signal(8)
         e_gemm, e_act, e_adam = Signal(), Signal(), Signal()
+        e_dma = Signal()
         m.d.sync += [
             e_err.eq(e_err_c),
             e_status.eq(Mux(~op_known, Status.UNKNOWN_OPCODE,
@@ -786,6 +876,8 @@ class CommandProcessor(wiring.Component):
             e_act.eq(~e_err_c & _op(Opcode.ACTIVATE)),
             e_adam.eq(~e_err_c & _op(Opcode.ADAM)),
         ]
+        if mem is not None:
+            m.d.sync += e_dma.eq(~e_err_c & (_op(Opcode.LOAD) | _op(Opcode.STORE)))
 
         # The accessed space: one flip-flop per present space, copied from
         # sp_hit in DISPATCH (READ_MEM's read data, WRITE_MEM's write enables,
@@ -824,14 +916,23 @@ class CommandProcessor(wiring.Component):
             # space and acc_write are stable from DIV on), so the live
             # verdict is one LUT per entry (from the decode it was 5 levels).
             always, if_ov = Signal(name=f"haz_always{i}"), Signal(name=f"haz_ifov{i}")
+            always_c = ((gemm & sp_is(MemSpace.INPUT) & ~acc_write) |
+                        (gemm & sp_is(MemSpace.WEIGHT) & ~acc_write) |
+                        (gemm & sp_is(MemSpace.ACC) & acc_write) |
+                        (actv & (sp_is(MemSpace.ACC) | sp_is(MemSpace.TABLE) |
+                                 sp_is(MemSpace.ACT_PARAM))) |
+                        (actv & sp_is(MemSpace.OUTPUT) & acc_write) |
+                        (adm & sp_is(MemSpace.OPT)))
+            if mem is not None:
+                # a LOAD / STORE: any access to its space (it owns the
+                # space's ports while it runs), and any DEVICE access
+                q_sp = q_flags[i][1:4]
+                same = Cat(*(sp_is(s_) & (q_sp == int(s_))
+                             for s_ in sorted(dma_spaces(cfg, Opcode.LOAD) |
+                                              dma_spaces(cfg, Opcode.STORE)))).any()
+                always_c = always_c | ((opi == _OP_DMA) & (same | sp_is(MemSpace.DEVICE)))
             m.d.sync += [
-                always.eq((gemm & sp_is(MemSpace.INPUT) & ~acc_write) |
-                          (gemm & sp_is(MemSpace.WEIGHT) & ~acc_write) |
-                          (gemm & sp_is(MemSpace.ACC) & acc_write) |
-                          (actv & (sp_is(MemSpace.ACC) | sp_is(MemSpace.TABLE) |
-                                   sp_is(MemSpace.ACT_PARAM))) |
-                          (actv & sp_is(MemSpace.OUTPUT) & acc_write) |
-                          (adm & sp_is(MemSpace.OPT))),
+                always.eq(always_c),
                 if_ov.eq((gemm & (sp_is(MemSpace.INPUT) | sp_is(MemSpace.WEIGHT) |
                                   sp_is(MemSpace.ACC))) |
                          (actv & sp_is(MemSpace.OUTPUT)))]
@@ -843,9 +944,15 @@ class CommandProcessor(wiring.Component):
         rd_in_own, rd_w_own = Signal(), Signal()
         m.d.sync += [rd_in_own.eq(sp_is(MemSpace.INPUT) & ~acc_write),
                      rd_w_own.eq(sp_is(MemSpace.WEIGHT) & ~acc_write)]
-        m.d.comb += conflict.eq(Cat(*terms).any() | (sp_is(MemSpace.ACC) & eng_busy) |
-                                (sp_is(MemSpace.WEIGHT) & gemm_tail) |
-                                (rd_in_own & in_port_busy) | (rd_w_own & w_port_busy))
+        conflict_c = (Cat(*terms).any() | (sp_is(MemSpace.ACC) & eng_busy) |
+                      (sp_is(MemSpace.WEIGHT) & gemm_tail) |
+                      (rd_in_own & in_port_busy) | (rd_w_own & w_port_busy))
+        # a DEVICE access also waits until the front end's earlier DEVICE
+        # writes have all gone to the controller (its requests keep their order)
+        dev_pending = Signal()
+        if mem is not None:
+            conflict_c = conflict_c | (sp_is(MemSpace.DEVICE) & dev_pending)
+        m.d.comb += conflict.eq(conflict_c)
         # Registered (two stages): entries only leave the queue while the front
         # end waits in HAZARD (it is the only producer), so a conflict-free
         # verdict two cycles old is still true.  haz_armed comes after the
@@ -932,8 +1039,33 @@ class CommandProcessor(wiring.Component):
         with m.If(acc_take & engine.rd_data.valid):
             m.d.sync += [acc_take.eq(0), acc_done.eq(1)]
 
+        # DEVICE (device memory lines): a READ_MEM word is requested from the
+        # controller (dev_req, then dev_take until the line comes back, like
+        # an ACC word); WRITE_MEM words go into dev_wr, a FIFO that holds a
+        # whole frame's lines (so WRITE_MEM never waits for the controller)
+        # and drains into the controller.  dev_pending: a DEVICE request is
+        # still outstanding; a DEVICE access (HAZARD) and a LOAD / STORE
+        # (the executor) wait for it, so the controller sees the requests in
+        # order.
+        is_rd_dev = Signal()    # the space is DEVICE, as a flip-flop (set in DISPATCH)
+        dev_ptr = Signal(LA if mem is not None else 1)   # the line being read or written
+        dev_req, dev_take, dev_done = Signal(), Signal(), Signal()
+        fe_dwaddr = Signal.like(dev_ptr)    # the line of the word being written
+        if mem is not None:
+            m.submodules.dev_wr = dev_wr = fifo.SyncFIFOBuffered(
+                width=LA + LINE_BITS, depth=max(2, cfg.max_payload // mem.line_bytes))
+            m.d.comb += dev_pending.eq(dev_wr.r_rdy | dev_req | dev_take)
+            with m.If(dev_req & self.mem_cmd.ready & ~dev_wr.r_rdy & ~dma.busy):
+                m.d.sync += [dev_req.eq(0), dev_take.eq(1)]
+            with m.If(dev_take & self.mem_rdata.valid):
+                m.d.sync += [dev_take.eq(0), dev_done.eq(1)]
+
         def rm_start():
-            m.d.sync += [rm_go.eq(~is_rd_acc), acc_req.eq(is_rd_acc), acc_done.eq(0)]
+            if mem is None:
+                m.d.sync += [rm_go.eq(~is_rd_acc), acc_req.eq(is_rd_acc), acc_done.eq(0)]
+            else:
+                m.d.sync += [rm_go.eq(~is_rd_acc & ~is_rd_dev), acc_req.eq(is_rd_acc),
+                             acc_done.eq(0), dev_req.eq(is_rd_dev), dev_done.eq(0)]
 
         def next_word():
             m.d.sync += [k_left.eq(k_left - 1), k_last.eq(k_left == 2)]
@@ -983,7 +1115,11 @@ class CommandProcessor(wiring.Component):
         # only free up, and a verdict a cycle old still holds (a push then
         # waits one cycle more after a full queue frees a slot)
         enq_go = Signal()
-        m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM]))
+        if mem is None:
+            m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~op_is[Opcode.GEMM]))
+        else:
+            w_barrier = ((op_is[Opcode.LOAD] | op_is[Opcode.STORE]) & sp_hit[MemSpace.WEIGHT])
+            m.d.sync += enq_go.eq(~q_full & (wjobs.w_rdy | ~(op_is[Opcode.GEMM] | w_barrier)))
         # SYNC's verdict likewise: while the decoder waits in SYNC_WAIT nothing
         # enters the queue, so an empty queue and an idle engine stay so
         sync_ok = Signal()
@@ -1071,6 +1207,8 @@ class CommandProcessor(wiring.Component):
                 l_len = e_rm & ~rm_count_ok           # READ_MEM count: BAD_LENGTH
                 l_range = ((e_gemm & ~g_ok) | (e_act & ~a_ok if cfg.has_activation else 0) |
                            (e_adam & ~d_ok if cfg.has_adam else 0))
+                if mem is not None:
+                    l_range = l_range | (e_dma & ~m_ok)
                 bad = e_err | l_len | l_range
                 m.d.sync += [v_err.eq(bad), v_nop.eq(e_nop),
                              v_status.eq(Mux(e_err, e_status,
@@ -1097,6 +1235,8 @@ class CommandProcessor(wiring.Component):
                              *(sel.eq(sp_hit[s_]) for s_, sel in rd_sel.items()),
                              rec_mode.eq(_SCAN), cnt.eq(0), cnt_nz.eq(0),
                              rec_len.eq(Mux(op_is_wr, _REC_W, _REC_R)), rec_w.eq(op_is_wr)]
+                if mem is not None:
+                    m.d.sync += is_rd_dev.eq(sp_hit[MemSpace.DEVICE])
                 if pow2:
                     m.d.sync += [div_q.eq(v_words), div_r.eq(v_ge), div_ge.eq(0)]
                 else:
@@ -1149,6 +1289,8 @@ class CommandProcessor(wiring.Component):
                              bleft.eq(sp_wb - 1), bleft_z.eq(sp_wb == 1),
                              fe_ptr.eq(acc_base), wlast.eq(sp_wb - 1), wlast_z.eq(sp_wb == 1),
                              cnt.eq(0), cnt_nz.eq(0)]
+                if mem is not None:
+                    m.d.sync += dev_ptr.eq(f_addr[:LA])
                 set_p(INSTRUCTIONS[Opcode.WRITE_MEM].fixed_bytes)
                 with m.If(~acc_write):
                     for s_ in rd_spaces:
@@ -1173,6 +1315,8 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [fe_we.eq(1), fe_waddr.eq(fe_ptr)]
                         m.d.sync += [w.eq(rd_sel[sp_]) for sp_, w in fe_we_sp.items()]
                         m.d.sync += fe_ptr.eq(fe_ptr + 1)
+                        if mem is not None:
+                            m.d.sync += [fe_dwaddr.eq(dev_ptr), dev_ptr.eq(dev_ptr + 1)]
                         set_bleft(wlast, zero=wlast_z)
                         next_word()
                         with m.If(k_last):
@@ -1190,8 +1334,12 @@ class CommandProcessor(wiring.Component):
                 # engine's rd_data.valid then reaches only rd_word's enable
                 # and acc_take, not the state register; one cycle more per
                 # ACC word)
-                with m.If(~is_rd_acc | acc_done):
-                    m.next = "RM_LOAD"
+                if mem is None:
+                    with m.If(~is_rd_acc | acc_done):
+                        m.next = "RM_LOAD"
+                else:
+                    with m.If((~is_rd_acc & ~is_rd_dev) | acc_done | dev_done):
+                        m.next = "RM_LOAD"
             with m.State("RM_LOAD"):
                 # buf takes the word from rd_word, a register: the read
                 # strobe, the spaces' AND-OR and the block RAMs' output
@@ -1210,6 +1358,8 @@ class CommandProcessor(wiring.Component):
                         set_bleft(wlast, zero=wlast_z)
                         with m.If(op_is_rm):
                             m.d.sync += fe_ptr.eq(fe_ptr + 1)
+                            if mem is not None:
+                                m.d.sync += dev_ptr.eq(dev_ptr + 1)
                             next_word()
                             with m.If(~k_last):
                                 rm_start()
@@ -1319,6 +1469,19 @@ class CommandProcessor(wiring.Component):
                                 m.d.sync += [q_op[tail].eq(_OP_ADAM),
                                              q_x[tail].eq(field(Opcode.ADAM, "addr")),
                                              q_n[tail].eq(field(Opcode.ADAM, "count"))]
+                        if mem is not None:
+                            for o in (Opcode.LOAD, Opcode.STORE):
+                                with m.Case(OPK[o]):
+                                    m.d.sync += [
+                                        q_op[tail].eq(_OP_DMA),
+                                        q_x[tail].eq(field(o, "addr")),
+                                        q_n[tail].eq(field(o, "count")),
+                                        q_flags[tail].eq(Cat(Const(o == Opcode.STORE, 1),
+                                                             field(o, "space")[:3])),
+                                        q_d[tail].eq(field(o, "dram_addr")[lb:lb + LA])]
+                                    with m.If(sp_hit[MemSpace.WEIGHT]):
+                                        m.d.comb += [wjobs.w_en.eq(1),
+                                                     wjobs.w_data.eq(1 << RA)]
                     m.next = "REPLY"
 
             with m.State("REPLY"):
@@ -1355,6 +1518,8 @@ class CommandProcessor(wiring.Component):
             rd_src[MemSpace.OUTPUT] = fmt_word(MemSpace.OUTPUT, out_rp.data.as_value())
         if opt_rp is not None:
             rd_src[MemSpace.OPT] = opt_rp.data
+        if mem is not None:
+            rd_src[MemSpace.DEVICE] = self.mem_rdata.payload
         # Each space's read data enters buf's AND-OR under its own strobe (a
         # flip-flop per space, set in DISPATCH): no multiplexer between the
         # block RAM outputs (slow on the ECP5) and buf.  Only the word's own
@@ -1373,7 +1538,12 @@ class CommandProcessor(wiring.Component):
             else:
                 v = Mux(rd_sel[s_], v, 0)
             rd_any = rd_any | v
-        with m.If(~is_rd_acc | (acc_take & engine.rd_data.valid)):
+        if mem is None:
+            rd_load = ~is_rd_acc | (acc_take & engine.rd_data.valid)
+        else:
+            rd_load = ((~is_rd_acc & ~is_rd_dev) | (acc_take & engine.rd_data.valid) |
+                       (dev_take & self.mem_rdata.valid))
+        with m.If(rd_load):
             m.d.sync += rd_word.eq(rd_any)
         rd_terms = [(b_rd, rd_word)]
 
@@ -1416,14 +1586,19 @@ class CommandProcessor(wiring.Component):
 
         # --- assembled word for WRITE_MEM (top wb bytes of buf, the cycle after
         # its last byte was shifted in)
-        def word_bits(space):
+        def wire_bits(space, raw):
+            """A word of ``space`` as the scratchpad keeps it, from its wire
+            layout ``raw`` (each element's low ``width`` bits)."""
             w = word[space]
-            base = 8 * (buf_bytes - w.bytes)
             eb = 8 * w.element_bytes
-            raw = buf[base:base + 8 * w.bytes]
+            raw = raw[:8 * w.bytes]
             if w.kind == "float":
                 return raw
             return Cat(*(raw[i * eb:i * eb + w.width] for i in range(w.elements)))
+
+        def word_bits(space):
+            base = 8 * (buf_bytes - word[space].bytes)
+            return wire_bits(space, buf[base:])
 
         # (per-space write enables are flip-flops)
         with m.If(fe_we_sp[MemSpace.INPUT]):
@@ -1441,10 +1616,9 @@ class CommandProcessor(wiring.Component):
             with m.If(fe_we_sp[MemSpace.TABLE]):
                 m.d.comb += [act.table_w_en.eq(1), act.table_w_addr.eq(fe_waddr),
                              act.table_w_data.eq(word_bits(MemSpace.TABLE))]
-            with m.If(fe_we_sp[MemSpace.ACT_PARAM]):
-                bits = word_bits(MemSpace.ACT_PARAM)
+            def write_param(addr, bits):
                 F = ACTIVATION_FORMAT
-                m.d.comb += [act.param_w_en.eq(1), act.param_w_addr.eq(fe_waddr)]
+                m.d.comb += [act.param_w_en.eq(1), act.param_w_addr.eq(addr)]
                 for j in range(cfg.cols):
                     def elem(row):
                         i = row * cfg.cols + j
@@ -1452,6 +1626,8 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += [act.param_w_data[j].bias.eq(elem(0)[:F.bias_bits]),
                                  act.param_w_data[j].multiplier.eq(elem(1)[:F.multiplier_bits]),
                                  act.param_w_data[j].shift.eq(elem(2)[:F.shift_bits])]
+            with m.If(fe_we_sp[MemSpace.ACT_PARAM]):
+                write_param(fe_waddr, word_bits(MemSpace.ACT_PARAM))
 
         # ----------------------------------------------------------- executor
         # The head entry is copied into address pointers and down-counters when
@@ -1472,6 +1648,19 @@ class CommandProcessor(wiring.Component):
         # fields are a multiplexer on head, which sat in front of the engine's
         # lookahead hazard logic through acts_next)
         ex_accum = Signal()
+        # a LOAD / STORE taken: its direction, space (one flip-flop each),
+        # first device-memory line, and the job offered to the DMA engine
+        ex_dma, ex_st = Signal(), Signal()
+        ex_sp = {s_: Signal(name=f"ex_dma_{s_.name.lower()}")
+                 for s_ in sorted(dma_spaces(cfg, Opcode.LOAD) | dma_spaces(cfg, Opcode.STORE))}
+        ex_space = Signal(3)
+        ex_dram = Signal(LA if mem is not None else 1)
+        if mem is not None:
+            with m.If(h_valid & ~ex_ld):
+                m.d.sync += [ex_dma.eq(h_op == _OP_DMA), ex_st.eq(h_flags[0]),
+                             ex_space.eq(h_flags[1:4]), ex_dram.eq(q_d[head]),
+                             *(f_.eq((h_op == _OP_DMA) & (h_flags[1:4] == int(s_)))
+                               for s_, f_ in ex_sp.items())]
         with m.If(h_valid & ~ex_ld):
             # (every queued entry has n >= 1: the decoder's range checks)
             m.d.sync += [ex_ld.eq(1), ex_p.eq(h_x), ex_left.eq(h_n), ex_wleft.eq(h_n),
@@ -1539,10 +1728,19 @@ class CommandProcessor(wiring.Component):
         wf_ren = Signal()
         wf_raddr = Signal(RA)
         m.d.comb += wts.payload.eq(w_rp.data)
-        with m.If(~wf_busy):
-            m.d.comb += wjobs.r_en.eq(1)
-            with m.If(wjobs.r_rdy):
-                m.d.sync += [wf_busy.eq(1), wf_ptr.eq(wjobs.r_data), wf_r.eq(0)]
+        w_barrier_head = Signal()   # a LOAD / STORE of WEIGHT waits at the feeder's head
+        w_barrier_done = Signal()   # ... and retires now
+        if mem is None:
+            with m.If(~wf_busy):
+                m.d.comb += wjobs.r_en.eq(1)
+                with m.If(wjobs.r_rdy):
+                    m.d.sync += [wf_busy.eq(1), wf_ptr.eq(wjobs.r_data), wf_r.eq(0)]
+        else:
+            m.d.comb += w_barrier_head.eq(wjobs.r_rdy & wjobs.r_data[RA])
+            with m.If(~wf_busy):
+                m.d.comb += wjobs.r_en.eq(~wjobs.r_data[RA] | w_barrier_done)
+                with m.If(wjobs.r_rdy & ~wjobs.r_data[RA]):
+                    m.d.sync += [wf_busy.eq(1), wf_ptr.eq(wjobs.r_data[:RA]), wf_r.eq(0)]
         with m.If(wadv):
             m.d.sync += wts.valid.eq(0)
             with m.If(wf_busy):
@@ -1631,10 +1829,131 @@ class CommandProcessor(wiring.Component):
                 cnt_inc["ADAM_STALL"].eq(ain.valid & ~ain.ready),
             ]
 
+        # LOAD / STORE: the DMA engine takes the job once the rows it touches
+        # are free (in queue order, everything before it has retired): WEIGHT
+        # once the feeder has fed every earlier tile and waits at this
+        # transfer's barrier, INPUT once the last GEMM row left the read
+        # port, ACC once the engine is idle; and once the front end's DEVICE
+        # requests are done.  While it runs it owns its space's ports.
+        if dma is not None:
+            job = dma.job
+            go_c = ex_dma & ~ex_run & ~job.valid & ~dev_pending
+            if MemSpace.WEIGHT in ex_sp:
+                go_c = go_c & (~ex_sp[MemSpace.WEIGHT] |
+                               (~wf_busy & ~wts.valid & w_barrier_head))
+            if MemSpace.INPUT in ex_sp:
+                go_c = go_c & (~ex_sp[MemSpace.INPUT] | ~acts.valid)
+            if MemSpace.ACC in ex_sp:
+                go_c = go_c & (~ex_sp[MemSpace.ACC] | ~eng_busy)
+            with m.If(go_c):
+                m.d.sync += job.valid.eq(1)
+            taken = job.valid & job.ready
+            # the spaces whose ports the running transfer holds
+            d_wr = {s_: Signal(name=f"dma_wr_{s_.name.lower()}")
+                    for s_ in dma_spaces(cfg, Opcode.LOAD)}
+            d_rd = {s_: Signal(name=f"dma_rd_{s_.name.lower()}")
+                    for s_ in dma_spaces(cfg, Opcode.STORE)}
+            with m.If(taken):
+                m.d.sync += [job.valid.eq(0), ex_run.eq(1),
+                             *(f_.eq(ex_sp[s_] & ~ex_st) for s_, f_ in d_wr.items()),
+                             *(f_.eq(ex_sp[s_] & ex_st) for s_, f_ in d_rd.items())]
+            m.d.comb += [job.payload.store.eq(ex_st), job.payload.space.eq(ex_space),
+                         job.payload.addr.eq(ex_p), job.payload.count.eq(ex_left),
+                         job.payload.dram_addr.eq(Cat(Const(0, lb), ex_dram))]
+            with m.If(ex_dma & dma.done):
+                m.d.comb += retire.eq(1)
+                m.d.sync += [f_.eq(0) for f_ in (*d_wr.values(), *d_rd.values())]
+                if MemSpace.WEIGHT in ex_sp:
+                    m.d.comb += w_barrier_done.eq(ex_sp[MemSpace.WEIGHT])
+
+            # LOAD: a word a cycle into the scratchpad (the other writers of
+            # the space wait: the hazard rules and the queue order)
+            wr_en = {s_: dma.sp_wr_en & (dma.sp_wr_space == int(s_)) for s_ in d_wr}
+            wr_data = dma.sp_wr_data
+            for s_, en in wr_en.items():
+                bits = wire_bits(s_, wr_data)
+                with m.If(en):
+                    if s_ == MemSpace.INPUT:
+                        m.d.comb += [in_wp.en.eq(1), in_wp.addr.eq(dma.sp_wr_addr),
+                                     in_wp.data.eq(bits)]
+                    elif s_ == MemSpace.WEIGHT:
+                        m.d.comb += [w_wp.en.eq(1), w_wp.addr.eq(dma.sp_wr_addr),
+                                     w_wp.data.eq(bits)]
+                    elif s_ == MemSpace.ACC:
+                        # (the engine is idle: acc_write is ready)
+                        m.d.comb += [engine.acc_write.valid.eq(1),
+                                     engine.acc_write.payload.addr.eq(dma.sp_wr_addr),
+                                     engine.acc_write.payload.data.eq(bits)]
+                    elif s_ == MemSpace.OPT:
+                        m.d.comb += [opt_wp.en.eq((1 << (4 * cfg.adam_lanes)) - 1),
+                                     opt_wp.addr.eq(dma.sp_wr_addr), opt_wp.data.eq(bits)]
+                    elif s_ == MemSpace.ACT_PARAM:
+                        write_param(dma.sp_wr_addr, bits)
+                    else:   # pragma: no cover - DMA_LOAD_SPACES
+                        raise AssertionError(f"no LOAD port for {s_!r}")
+
+            # STORE: a word a cycle from the scratchpad's read port, in the
+            # wire layout, the cycle after its read
+            rd_data = []
+            for s_, sel in d_rd.items():
+                with m.If(sel):
+                    if s_ == MemSpace.INPUT:
+                        m.d.comb += [in_rp.addr.eq(dma.sp_rd_addr), in_rp.en.eq(dma.sp_rd_en)]
+                        raw = fmt_word(s_, in_rp.data.as_value())
+                    elif s_ == MemSpace.WEIGHT:
+                        m.d.comb += [w_rp.addr.eq(dma.sp_rd_addr), w_rp.en.eq(dma.sp_rd_en)]
+                        raw = fmt_word(s_, w_rp.data.as_value())
+                    elif s_ == MemSpace.ACC:
+                        # (rd_data is always taken, so a read is answered
+                        # the next cycle, like a block RAM's)
+                        m.d.comb += [engine.rd_addr.valid.eq(dma.sp_rd_en),
+                                     engine.rd_addr.payload.eq(dma.sp_rd_addr),
+                                     engine.rd_data.ready.eq(1)]
+                        raw = fmt_word(s_, engine.rd_data.payload.as_value())
+                    elif s_ == MemSpace.OUTPUT:
+                        m.d.comb += [out_rp.addr.eq(dma.sp_rd_addr), out_rp.en.eq(dma.sp_rd_en)]
+                        raw = fmt_word(s_, out_rp.data.as_value())
+                    elif s_ == MemSpace.OPT:
+                        m.d.comb += [opt_rp.addr.eq(dma.sp_rd_addr), opt_rp.en.eq(dma.sp_rd_en)]
+                        raw = Value.cast(opt_rp.data)
+                    else:   # pragma: no cover - DMA_STORE_SPACES
+                        raise AssertionError(f"no STORE port for {s_!r}")
+                rd_data.append(Mux(sel, raw, 0))
+            m.d.comb += dma.sp_rd_data.eq(_or_all(rd_data, len(dma.sp_rd_data)))
+
+            # the controller: the DMA engine while it holds a job, else the
+            # front end's DEVICE writes (dev_wr) and reads (dev_req); never
+            # both (a LOAD / STORE waits for dev_pending, a DEVICE access for
+            # every queued LOAD / STORE)
+            mc, mw, mr = self.mem_cmd, self.mem_wdata, self.mem_rdata
+            fe_cmd = dev_wr.r_rdy | dev_req
+            m.d.comb += [
+                dev_wr.w_en.eq(fe_we_sp[MemSpace.DEVICE]),
+                dev_wr.w_data.eq(Cat(fe_dwaddr, word_bits(MemSpace.DEVICE))),
+                mc.valid.eq(Mux(dma.busy, dma.mem_cmd.valid, fe_cmd)),
+                mc.payload.addr.eq(Mux(dma.busy, dma.mem_cmd.payload.addr,
+                                       Mux(dev_wr.r_rdy, dev_wr.r_data[:LA], dev_ptr))),
+                mc.payload.write.eq(Mux(dma.busy, dma.mem_cmd.payload.write, dev_wr.r_rdy)),
+                mw.valid.eq(Mux(dma.busy, dma.mem_wdata.valid, dev_wr.r_rdy)),
+                mw.payload.eq(Mux(dma.busy, dma.mem_wdata.payload, dev_wr.r_data[LA:])),
+                dma.mem_cmd.ready.eq(mc.ready & dma.busy),
+                dma.mem_wdata.ready.eq(mw.ready & dma.busy),
+                dev_wr.r_en.eq(mw.ready & ~dma.busy),
+                dma.mem_rdata.valid.eq(mr.valid & dma.busy),
+                dma.mem_rdata.payload.eq(mr.payload),
+                mr.ready.eq(Mux(dma.busy, dma.mem_rdata.ready, dev_take)),
+                dma.mem_ready.eq(self.mem_ready),
+                cnt_inc["DMA_BUSY"].eq(taken | dma.busy),
+                cnt_inc["DMA_BYTES_IN"].eq(dma.mem_rdata.valid & dma.mem_rdata.ready),
+                cnt_inc["DMA_BYTES_OUT"].eq(dma.mem_wdata.valid & dma.mem_wdata.ready),
+            ]
+
         # retiring resets the executor (after the unit blocks, so it wins)
         with m.If(retire):
             m.d.sync += [q_valid.bit_select(head, 1).eq(0), head.eq(wrap_inc(head)),
                          ex_run.eq(0), ex_ld.eq(0), ex_gemm.eq(0), ex_act.eq(0), ex_adam.eq(0)]
+            if dma is not None:
+                m.d.sync += [ex_dma.eq(0), *(f_.eq(0) for f_ in ex_sp.values())]
 
         # ----------------------------------------------------------- counters
         m.d.comb += [cnt_inc["CYCLES"].eq(1), cnt_inc["BYTES_IN"].eq(self.rx_byte)]
@@ -1645,6 +1964,8 @@ class CommandProcessor(wiring.Component):
         for name, i in cnt_index.items():
             if name == "BYTES_OUT":
                 m.d.sync += bank.add[i].eq(Mux(fsm.ongoing("DONE"), rlen + 7, 0))
+            elif name in ("DMA_BYTES_IN", "DMA_BYTES_OUT"):
+                m.d.sync += bank.add[i].eq(Mux(cnt_inc[name], LINE_BITS // 8, 0))
             else:
                 m.d.sync += bank.add[i].eq(cnt_inc[name])
         return m

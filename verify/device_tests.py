@@ -209,9 +209,11 @@ class DeviceDriver:
         return {n: int.from_bytes(payload[4 * i:4 * i + 4], "little") for i, n in enumerate(names)}
 
     async def check_memories(self):
-        """Read every readable scratchpad back; the model comparison checks it."""
+        """Read every readable scratchpad back; the model comparison checks it.
+        (Not the device memory: megabytes, most of them never written, which
+        read as whatever the chip powered up with.)"""
         for space in MemSpace:
-            if mem_readable(self.config, space):
+            if mem_readable(self.config, space) and space != MemSpace.DEVICE:
                 await self.read_mem(space, 0, mem_depth(self.config, space))
 
 
