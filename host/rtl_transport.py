@@ -76,6 +76,10 @@ class RtlTransport(Transport):
             raise ValueError(f"harness must be 'native' or 'cocotb', got {harness!r}")
         if harness == "native" and (sim != "verilator" or device != "device"):
             raise ValueError("the native harness runs the Device on Verilator only")
+        if getattr(config, "memory", None) is not None and harness != "native":
+            raise ValueError(f"a device with device memory ({config.device_memory!r}) runs on "
+                             f"the native Verilator harness only (its SDRAM model): use "
+                             f"sim='verilator'")
         if native_opt not in _NATIVE_OPTS:
             raise ValueError(f"native_opt must be one of -O0, -O1, -O2, -O3, -Os, got {native_opt!r}")
         # The simulator process generates the RTL and runs it: say so here, in one line,

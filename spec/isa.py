@@ -701,7 +701,8 @@ def isa_markdown(config: AcceleratorConfig = None) -> str:
             "(shared read port); READ_MEM of ACC rows it writes; any WRITE_MEM of ACC |",
             "| ACTIVATE | any access to ACC, TABLE, ACT_PARAM; any WRITE_MEM of OUTPUT; "
             "READ_MEM of OUTPUT rows it writes |",
-            "| ADAM | any access to OPT |", "",
+            "| ADAM | any access to OPT |",
+            "| LOAD / STORE | any access to the space it moves; any access to DEVICE |", "",
             "Every ACC access also waits until the matmul engine is idle (all GEMM results",
             "written). ACTIVATE starts only once the engine is idle. WRITE_REG waits until the",
             "queue is empty (Adam hyperparameters stay stable during a pass); SYNC replies",

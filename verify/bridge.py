@@ -76,6 +76,8 @@ BRIDGE_TOPLEVEL = "hetaccel_bridge"
 #: the Device's Verilog
 NATIVE_HARNESS = Path(__file__).with_name("bridge_native.cpp")
 NATIVE_TOP = Path(__file__).with_name("bridge_native_top.v")
+#: ... for a Device with an SDRAM (its pins to the harness's SDRAM model)
+NATIVE_SDRAM_TOP = Path(__file__).with_name("bridge_native_sdram_top.v")
 
 
 class LoopbackDevice(wiring.Component):
@@ -214,7 +216,12 @@ def build_native(config, *, opt: str = "-O2") -> Path:
     executable (its one argument: the socket to connect to); raises
     :class:`~hetaccel.host.rtl_transport.BridgeError` with the build log on failure.
     """
-    harness, top = NATIVE_HARNESS.read_text(), NATIVE_TOP.read_text()
+    sdram = config.memory is not None
+    harness = NATIVE_HARNESS.read_text()
+    top = (NATIVE_SDRAM_TOP if sdram else NATIVE_TOP).read_text()
+    if sdram:
+        # (the harness's SDRAM model is compiled in; part of the build's key)
+        harness = "#define HETACCEL_SDRAM 1\n" + harness
     # Converting the Device to Verilog takes seconds; a build is found by a key
     # over everything the Verilog is generated from, and keyed by the Verilog.
     pkg = Path(__file__).resolve().parent.parent

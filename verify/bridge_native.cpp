@@ -16,6 +16,73 @@
 
 static int sock_fd = -1;
 
+#ifdef HETACCEL_SDRAM
+// The board's SDRAM as the Device's pins see it: contents and the data bus
+// only (the datasheet rules are checked by the cocotb chip model,
+// hetaccel/verify/sdram_chip.py, in the device tests).  Same edges as that
+// model: a READ sampled at edge N drives beat k for edge N + CL + k; a WRITE
+// sampled at edge N takes beat k from dq_o at edge N + k (DQM masks bytes).
+// Bursts of 8, sequential, wrapping in their aligned block of 8 columns.
+struct Sdram {
+    static const int BANKS = 4, ROWS = 8192, COLS = 512;
+    std::vector<uint16_t> mem = std::vector<uint16_t>((size_t)BANKS * ROWS * COLS);
+    int open_row[BANKS] = {0, 0, 0, 0};
+    int cas_latency = 3;
+    uint16_t beat[16] = {};
+    bool beat_valid[16] = {};
+    int w_left = 0, w_bank = 0, w_row = 0, w_col = 0, w_k = 0;
+    size_t at(int bank, int row, int col) const {
+        return ((size_t)bank * ROWS + row) * COLS + col;
+    }
+    // dq_i for edge e (what the chip drives before it)
+    uint16_t drive(uint64_t e) {
+        int i = e & 15;
+        uint16_t v = beat_valid[i] ? beat[i] : 0xDEAD;
+        beat_valid[i] = false;
+        return v;
+    }
+    // the pins the chip samples at edge e
+    void edge(uint64_t e, int cs_n, int ras_n, int cas_n, int we_n, int ba, int a, int dqm,
+              uint16_t dq_o, int dq_oe) {
+        if (w_left) {
+            int col = (w_col & ~7) | ((w_col + w_k) & 7);
+            uint16_t& w = mem[at(w_bank, w_row, col)];
+            if (dq_oe) {
+                if (!(dqm & 1)) w = (w & 0xFF00) | (dq_o & 0x00FF);
+                if (!(dqm & 2)) w = (w & 0x00FF) | (dq_o & 0xFF00);
+            }
+            w_k++; w_left--;
+        }
+        if (cs_n) return;
+        int cmd = ras_n << 2 | cas_n << 1 | we_n;
+        if (cmd == 0b011) {                         // ACTIVE
+            open_row[ba] = a;
+        } else if (cmd == 0b101) {                  // READ
+            int col = a & (COLS - 1);
+            for (int k = 0; k < 8; k++) {
+                int c = (col & ~7) | ((col + k) & 7);
+                int i = (e + cas_latency + k) & 15;
+                beat[i] = mem[at(ba, open_row[ba], c)];
+                beat_valid[i] = true;
+            }
+        } else if (cmd == 0b100) {                  // WRITE: beat 0 at this edge
+            w_bank = ba; w_row = open_row[ba]; w_col = a & (COLS - 1); w_k = 0; w_left = 8;
+            edge_write_now(dqm, dq_o, dq_oe);
+        } else if (cmd == 0b000) {                  // LOAD MODE
+            cas_latency = (a >> 4) & 7;
+        }
+    }
+    void edge_write_now(int dqm, uint16_t dq_o, int dq_oe) {
+        uint16_t& w = mem[at(w_bank, w_row, w_col)];
+        if (dq_oe) {
+            if (!(dqm & 1)) w = (w & 0xFF00) | (dq_o & 0x00FF);
+            if (!(dqm & 2)) w = (w & 0x00FF) | (dq_o & 0xFF00);
+        }
+        w_k = 1; w_left = 7;
+    }
+};
+#endif
+
 static bool read_exact(void* buf, size_t n) {
     uint8_t* p = (uint8_t*)buf;
     while (n) {
@@ -51,13 +118,24 @@ int main(int argc, char** argv) {
     // reply-frame counter over the device's output (always well formed)
     std::vector<uint8_t> fbuf; uint64_t frames = 0;
 
+#ifdef HETACCEL_SDRAM
+    Sdram* sdram = new Sdram;
+#endif
     auto tick = [&](bool feed) {
         // inputs for this cycle; outputs settle at clk low
         bool have = feed && rx_pos < rx.size();
         top->rx_valid = have;
         top->rx_data = have ? rx[rx_pos] : 0;
         top->tx_ready = 1;
+#ifdef HETACCEL_SDRAM
+        top->sdram_dq_i = sdram->drive(cycles);
+#endif
         top->clk = 0; top->eval();
+#ifdef HETACCEL_SDRAM
+        sdram->edge(cycles, top->sdram_cs_n, top->sdram_ras_n, top->sdram_cas_n,
+                    top->sdram_we_n, top->sdram_ba, top->sdram_a, top->sdram_dqm,
+                    top->sdram_dq_o, top->sdram_dq_oe);
+#endif
         bool take = have && top->rx_ready;
         bool give = top->tx_valid;
         uint8_t byte = top->tx_data;
