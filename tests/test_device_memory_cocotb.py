@@ -27,3 +27,57 @@ def test_device_with_sdram(sim):
                test_module="hetaccel.verify.device_memory_tests", waves=sim != "verilator",
                extra_env={"HETACCEL_CONFIG": MEM_CONFIG.to_json(), "SDRAM_CHIP": CHIP_FOR[sim],
                           "SDRAM_POWER_UP": str(SHORT_POWER_UP)})
+
+
+@pytest.mark.slow
+def test_minilm_layer_with_resident_weights_on_verilator():
+    """A MiniLM layer with its Linear weights resident in the SDRAM, on the
+    generated Device (native Verilator harness and its SDRAM model): bit-exact
+    with the emulator, and the device's busy cycles (GEMM, ACTIVATE, DMA) near
+    the planner's.  The planner times every transfer from closed banks right
+    after a refresh (the emulator's cycles, exactly); the device keeps rows
+    open, so a LOAD that continues the row the previous one left open saves
+    the ACTIVE's tRCD, and a refresh falls inside a transfer or between two:
+    each transfer is within 2 tRP + tRFC + tRCD cycles of the planner's.  And
+    the planner times each GEMM as if run on its own: one queued right behind
+    another stalls one cycle less on the device (GEMM_STALL)."""
+    import numpy as np
+
+    from hetaccel.host.accelerator import Accelerator
+    from hetaccel.host.planner import op_cost
+    from hetaccel.spec import DEFAULT_CONFIG
+    from hetaccel.spec.device_memory import sdram_timing
+    from hetaccel.workloads.bert import BertModel
+    from hetaccel.workloads.encoder import QuantizedEncoder
+    from hetaccel.workloads.placement import Executor
+
+    cfg = DEFAULT_CONFIG.replace(device_memory="sdram32m", has_activation=True,
+                                 clock_hz=100_000_000)
+    model = BertModel.packaged_minilm()
+    x0 = model.embed(model.tokenize("A man is playing a guitar.").ids[:8])
+    runs = {}
+    for backend, kw in (("emu", {}), ("rtl", {"sim": "verilator"})):
+        with Accelerator.open(backend, config=cfg, **kw) as acc:
+            y = QuantizedEncoder(model, Executor(acc, "accelerator")).layer(0, x0)
+            runs[backend] = (y, list(acc.profile.ops))
+    np.testing.assert_array_equal(runs["emu"][0], runs["rtl"][0])
+    t = sdram_timing(cfg.memory, cfg.clock_hz)
+    per_transfer = 2 * t.rp + t.rfc + t.rcd
+    plan_total = rtl_total = resident_ops = 0
+    for emu, rtl in zip(*(r[1] for r in runs.values())):
+        assert (emu.op, emu.shape) == (rtl.op, rtl.shape)
+        cost = op_cost(cfg, rtl.op, rtl.shape, table=rtl.table_load, resident=rtl.resident)
+        plan = cost.busy_cycles + cost.dma_cycles
+        assert plan == sum(emu.busy_cycles.values()) + emu.dma_cycles, "planner != emulator"
+        got = sum(rtl.busy_cycles.values()) + rtl.dma_cycles
+        transfers = cost.instructions.get("LOAD", 0) + cost.instructions.get("STORE", 0)
+        behind = max(0, cost.instructions.get("GEMM", 0) - 1)
+        assert plan - behind - transfers * per_transfer <= got <= plan + transfers * per_transfer, (
+            f"{rtl.op} {rtl.shape}: device {got} busy cycles, planner {plan}: outside "
+            f"{per_transfer} per transfer ({transfers}) and 1 per queued GEMM ({behind})")
+        resident_ops += rtl.resident
+        plan_total += plan
+        rtl_total += got
+    assert resident_ops == 4, "the layer's four Linears should use resident weights"
+    print(f"MiniLM layer, busy cycles: device {rtl_total}, planner {plan_total} "
+          f"({rtl_total / plan_total - 1:+.2%})")

@@ -191,6 +191,14 @@ def test_rtl_transport_checks_its_arguments_before_starting(kwargs, message):
         RtlTransport(SMALL, **kwargs)
 
 
+def test_device_memory_needs_the_native_harness():
+    # the cocotb harness's top leaves the SDRAM pins open
+    mem = SMALL.replace(device_memory="sdram32m", clock_hz=100_000_000)
+    for sim in ("icarus", "verilator"):
+        with pytest.raises(ValueError, match="native Verilator harness only"):
+            RtlTransport(mem, sim, harness="cocotb" if sim == "verilator" else None)
+
+
 def test_rtl_backend_without_the_sim_extra_names_it(monkeypatch):
     # A core install has no Amaranth: the rtl backend says which extra it needs before
     # starting a simulator process, as an ImportError the CLI turns into one line.
