@@ -191,6 +191,20 @@ class RtlTransport(Transport):
     def device_cycles(self) -> int:
         return self._cycles
 
+    def pace(self, cycles_per_byte: int) -> None:
+        """Offer request bytes at most one every ``cycles_per_byte`` device
+        cycles from now on, as a board's UART delivers them (``clock_hz * 10
+        / baud``); 1 is the default, as fast as the device takes them.  Frames
+        then reach the device as far apart as on the board, so compute
+        instructions run as they would there (a GEMM queued right behind
+        another stalls less than one run alone).  Native harness only."""
+        if not isinstance(cycles_per_byte, int) or not 1 <= cycles_per_byte < 1 << 32:
+            raise ValueError(f"cycles_per_byte must be an int in [1, 2**32), "
+                             f"not {cycles_per_byte!r}")
+        if self.harness != "native":
+            raise ValueError("pacing the request bytes needs the native harness")
+        self._send_msg(b"P", struct.pack("<I", cycles_per_byte))
+
     def reset_device(self) -> None:
         self._send_msg(b"X")
 

@@ -433,3 +433,27 @@ def test_linear_with_a_one_entry_parameter_memory():
         y = acc.linear(x, w, bias, "relu", scale=scale)
     np.testing.assert_array_equal(
         y, am.apply(accv, bias, mult, shift, ActivationFunction.RELU, 0, None))
+
+
+def test_rtl_at_the_boards_pace_runs_the_planners_cycles(rtl_small):
+    """At a byte a cycle, a matmul's GEMMs queue back to back on the simulated
+    device and stall less than the planner's GEMM run on its own; with the
+    request bytes at the board's UART pace they arrive as on the board, and
+    every busy counter is the planner's."""
+    from hetaccel.host.planner import op_cost
+
+    acc = rtl_small
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (9, 10), dtype=np.int8)
+    b = rng.integers(-128, 128, (10, 14), dtype=np.int8)
+    plan = op_cost(acc.config, "matmul", {"m": 9, "k": 10, "n": 14})
+    assert plan.instructions["GEMM"] > 1
+    acc.matmul(a, b)
+    fast = acc.profile.last.busy_cycles
+    assert fast["gemm"] <= plan.busy["gemm"]
+    try:
+        acc.transport.pace(round(acc.config.clock_hz * 10 / acc.config.baud))
+        np.testing.assert_array_equal(acc.matmul(a, b), a.astype(np.int32) @ b)
+        assert acc.profile.last.busy_cycles == plan.busy
+    finally:
+        acc.transport.pace(1)

@@ -164,6 +164,10 @@ def test_bridge_moves_bytes_in_bulk_both_ways():
         assert t.device_cycles >= len(data)
         # nothing more: the budget runs out with no bytes
         assert t.receive(1e-5) == b""
+        with pytest.raises(ValueError, match="needs the native harness"):
+            t.pace(100)
+        with pytest.raises(ValueError, match="cycles_per_byte must be an int"):
+            t.pace(0)
     assert not _group_alive(pid)
 
 

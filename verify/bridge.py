@@ -42,6 +42,9 @@ Bridge messages, each ``cmd u8 | len u32 LE | body``:
        until ``frames`` more complete reply frames left the device or
        ``max_cycles`` cycles passed; answered by ``T``.
 ``T``  sim->host: body ``cycles u64 | tx bytes``.
+``P``  host->sim (native harness only): body ``cycles u32``: offer request
+       bytes at most one every ``cycles`` cycles from now on (1, the start:
+       as fast as the device takes them).
 ``X``  host->sim: reset the device (scratchpads, queues), keep the bridge.
 ``Q``  host->sim: finish the simulation.
 """

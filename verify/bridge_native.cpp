@@ -121,9 +121,12 @@ int main(int argc, char** argv) {
 #ifdef HETACCEL_SDRAM
     Sdram* sdram = new Sdram;
 #endif
+    // a request byte is offered at most every byte_cycles cycles (1: as fast
+    // as the device takes them; a UART's 10 bits at its baud: a board's pace)
+    uint64_t byte_cycles = 1, next_byte = 0;
     auto tick = [&](bool feed) {
         // inputs for this cycle; outputs settle at clk low
-        bool have = feed && rx_pos < rx.size();
+        bool have = feed && rx_pos < rx.size() && cycles >= next_byte;
         top->rx_valid = have;
         top->rx_data = have ? rx[rx_pos] : 0;
         top->tx_ready = 1;
@@ -141,7 +144,7 @@ int main(int argc, char** argv) {
         uint8_t byte = top->tx_data;
         top->clk = 1; top->eval();
         cycles++;
-        if (take) rx_pos++;
+        if (take) { rx_pos++; next_byte = cycles - 1 + byte_cycles; }
         if (give) { out.push_back(byte); fbuf.push_back(byte); }
     };
     auto count_frames = [&]() {
@@ -187,6 +190,9 @@ int main(int argc, char** argv) {
             if (!out.empty()) memcpy(&msg[13], out.data(), out.size());
             out.clear();
             if (!write_all(msg.data(), msg.size())) break;
+        } else if (cmd == 'P') {
+            uint32_t n; memcpy(&n, body.data(), 4);
+            byte_cycles = n ? n : 1;
         } else if (cmd == 'X') {
             reset(4);
             rx.clear(); rx_pos = 0;
