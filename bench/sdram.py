@@ -224,7 +224,7 @@ def run(args) -> dict:
         raise ValueError(f"--clock-mhz must be positive, not {args.clock_mhz!r}")
     clock_hz = args.clock_mhz * 1e6
     chip = CHIPS[args.chip]
-    timing = dataclasses.replace(worst_case(ULX3S_CHIPS, clock_hz), power_up=POWER_UP_CYCLES)
+    timing = worst_case(ULX3S_CHIPS, clock_hz).with_power_up(POWER_UP_CYCLES)
     ready = ready_function(args.rdata_ready)
     names = _selected(args.patterns)
     model = SdramModel(chip, timing, rdata_depth=args.rdata_depth)

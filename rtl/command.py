@@ -95,8 +95,6 @@ frame's opcode and length are copied into registers before they are decoded.
 
 from __future__ import annotations
 
-import contextlib
-
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -356,6 +354,8 @@ class CommandProcessor(wiring.Component):
             LA = _bits(mem.lines)
         #: bits of a range check's sum (the deepest space, DEVICE included)
         CWD = max(depth.values()).bit_length()
+        #: the spaces LOAD or STORE move
+        dma_all = sorted(dma_spaces(cfg, Opcode.LOAD) | dma_spaces(cfg, Opcode.STORE))
         max_wb = max(wbytes.values())
         rd_spaces = [s for s in spaces if mem_readable(cfg, s)]
         max_rb = max(max(wbytes[s] for s in rd_spaces), 8)
@@ -819,20 +819,20 @@ class CommandProcessor(wiring.Component):
             f_dcount = field(Opcode.LOAD, "count")
             f_dram = field(Opcode.LOAD, "dram_addr")
             lb = line_b.bit_length() - 1
-            max_l = max(max(1, wbytes[s_] // line_b) for s_ in ld_sp | st_sp)
+            max_l = max(max(1, wbytes[s_] // line_b) for s_ in dma_all)
             d_lines = Signal(CW + max_l.bit_length(), name="dma_lines")
             d_odd = Signal(name="dma_odd")      # an odd count of half-line words
-            d_hi0 = Signal(name="dma_hi0")      # dram_addr below 2**32 / ... the store's size
+            d_hi0 = Signal(name="dma_hi0")      # dram_addr's bits above the store's zero
             d_al = Signal(name="dma_aligned")   # dram_addr on a line boundary
             per_space = []
-            for s_ in sorted(ld_sp | st_sp):
+            for s_ in dma_all:
                 wb_ = wbytes[s_]
                 n_ = f_dcount[:CW]
                 per_space.append(Mux(sp_hit[s_], n_ >> 1 if 2 * wb_ == line_b
                                      else _times(n_, wb_ // line_b), 0))
             m.d.sync += [
                 d_lines.eq(_or_all(per_space, len(d_lines))),
-                d_odd.eq(Cat(*(sp_hit[s_] & f_dcount[0] for s_ in sorted(ld_sp | st_sp)
+                d_odd.eq(Cat(*(sp_hit[s_] & f_dcount[0] for s_ in dma_all
                                if 2 * wbytes[s_] == line_b)).any()),
                 d_hi0.eq(f_dram[lb + LA:] == 0),
                 d_al.eq(f_dram[:lb] == 0),
@@ -927,9 +927,7 @@ class CommandProcessor(wiring.Component):
                 # a LOAD / STORE: any access to its space (it owns the
                 # space's ports while it runs), and any DEVICE access
                 q_sp = q_flags[i][1:4]
-                same = Cat(*(sp_is(s_) & (q_sp == int(s_))
-                             for s_ in sorted(dma_spaces(cfg, Opcode.LOAD) |
-                                              dma_spaces(cfg, Opcode.STORE)))).any()
+                same = Cat(*(sp_is(s_) & (q_sp == int(s_)) for s_ in dma_all)).any()
                 always_c = always_c | ((opi == _OP_DMA) & (same | sp_is(MemSpace.DEVICE)))
             m.d.sync += [
                 always.eq(always_c),
@@ -1651,8 +1649,7 @@ class CommandProcessor(wiring.Component):
         # a LOAD / STORE taken: its direction, space (one flip-flop each),
         # first device-memory line, and the job offered to the DMA engine
         ex_dma, ex_st = Signal(), Signal()
-        ex_sp = {s_: Signal(name=f"ex_dma_{s_.name.lower()}")
-                 for s_ in sorted(dma_spaces(cfg, Opcode.LOAD) | dma_spaces(cfg, Opcode.STORE))}
+        ex_sp = {s_: Signal(name=f"ex_dma_{s_.name.lower()}") for s_ in dma_all}
         ex_space = Signal(3)
         ex_dram = Signal(LA if mem is not None else 1)
         if mem is not None:
@@ -1848,37 +1845,28 @@ class CommandProcessor(wiring.Component):
             with m.If(go_c):
                 m.d.sync += job.valid.eq(1)
             taken = job.valid & job.ready
-            # the spaces whose ports the running transfer holds
-            d_wr = {s_: Signal(name=f"dma_wr_{s_.name.lower()}")
-                    for s_ in dma_spaces(cfg, Opcode.LOAD)}
-            d_rd = {s_: Signal(name=f"dma_rd_{s_.name.lower()}")
-                    for s_ in dma_spaces(cfg, Opcode.STORE)}
             with m.If(taken):
-                m.d.sync += [job.valid.eq(0), ex_run.eq(1),
-                             *(f_.eq(ex_sp[s_] & ~ex_st) for s_, f_ in d_wr.items()),
-                             *(f_.eq(ex_sp[s_] & ex_st) for s_, f_ in d_rd.items())]
+                m.d.sync += [job.valid.eq(0), ex_run.eq(1)]
+            # the spaces whose read ports a running STORE holds (ex_run: the
+            # DMA engine has taken the head entry)
+            d_rd = {s_: ex_sp[s_] & ex_st & ex_run for s_ in dma_spaces(cfg, Opcode.STORE)}
             m.d.comb += [job.payload.store.eq(ex_st), job.payload.space.eq(ex_space),
                          job.payload.addr.eq(ex_p), job.payload.count.eq(ex_left),
                          job.payload.dram_addr.eq(Cat(Const(0, lb), ex_dram))]
             with m.If(ex_dma & dma.done):
                 m.d.comb += retire.eq(1)
-                m.d.sync += [f_.eq(0) for f_ in (*d_wr.values(), *d_rd.values())]
                 if MemSpace.WEIGHT in ex_sp:
                     m.d.comb += w_barrier_done.eq(ex_sp[MemSpace.WEIGHT])
 
             # LOAD: a word a cycle into the scratchpad (the other writers of
             # the space wait: the hazard rules and the queue order)
-            wr_en = {s_: dma.sp_wr_en & (dma.sp_wr_space == int(s_)) for s_ in d_wr}
-            wr_data = dma.sp_wr_data
-            for s_, en in wr_en.items():
-                bits = wire_bits(s_, wr_data)
-                with m.If(en):
-                    if s_ == MemSpace.INPUT:
-                        m.d.comb += [in_wp.en.eq(1), in_wp.addr.eq(dma.sp_wr_addr),
-                                     in_wp.data.eq(bits)]
-                    elif s_ == MemSpace.WEIGHT:
-                        m.d.comb += [w_wp.en.eq(1), w_wp.addr.eq(dma.sp_wr_addr),
-                                     w_wp.data.eq(bits)]
+            write_ports = {MemSpace.INPUT: in_wp, MemSpace.WEIGHT: w_wp}
+            for s_ in dma_spaces(cfg, Opcode.LOAD):
+                bits = wire_bits(s_, dma.sp_wr_data)
+                with m.If(dma.sp_wr_en & (dma.sp_wr_space == int(s_))):
+                    if s_ in write_ports:
+                        wp = write_ports[s_]
+                        m.d.comb += [wp.en.eq(1), wp.addr.eq(dma.sp_wr_addr), wp.data.eq(bits)]
                     elif s_ == MemSpace.ACC:
                         # (the engine is idle: acc_write is ready)
                         m.d.comb += [engine.acc_write.valid.eq(1),
@@ -1894,31 +1882,25 @@ class CommandProcessor(wiring.Component):
 
             # STORE: a word a cycle from the scratchpad's read port, in the
             # wire layout, the cycle after its read
+            read_ports = {MemSpace.INPUT: in_rp, MemSpace.WEIGHT: w_rp, MemSpace.OUTPUT: out_rp,
+                          MemSpace.OPT: opt_rp}
             rd_data = []
             for s_, sel in d_rd.items():
                 with m.If(sel):
-                    if s_ == MemSpace.INPUT:
-                        m.d.comb += [in_rp.addr.eq(dma.sp_rd_addr), in_rp.en.eq(dma.sp_rd_en)]
-                        raw = fmt_word(s_, in_rp.data.as_value())
-                    elif s_ == MemSpace.WEIGHT:
-                        m.d.comb += [w_rp.addr.eq(dma.sp_rd_addr), w_rp.en.eq(dma.sp_rd_en)]
-                        raw = fmt_word(s_, w_rp.data.as_value())
+                    if s_ in read_ports:
+                        rp = read_ports[s_]
+                        m.d.comb += [rp.addr.eq(dma.sp_rd_addr), rp.en.eq(dma.sp_rd_en)]
+                        raw = Value.cast(rp.data)
                     elif s_ == MemSpace.ACC:
                         # (rd_data is always taken, so a read is answered
                         # the next cycle, like a block RAM's)
                         m.d.comb += [engine.rd_addr.valid.eq(dma.sp_rd_en),
                                      engine.rd_addr.payload.eq(dma.sp_rd_addr),
                                      engine.rd_data.ready.eq(1)]
-                        raw = fmt_word(s_, engine.rd_data.payload.as_value())
-                    elif s_ == MemSpace.OUTPUT:
-                        m.d.comb += [out_rp.addr.eq(dma.sp_rd_addr), out_rp.en.eq(dma.sp_rd_en)]
-                        raw = fmt_word(s_, out_rp.data.as_value())
-                    elif s_ == MemSpace.OPT:
-                        m.d.comb += [opt_rp.addr.eq(dma.sp_rd_addr), opt_rp.en.eq(dma.sp_rd_en)]
-                        raw = Value.cast(opt_rp.data)
+                        raw = Value.cast(engine.rd_data.payload)
                     else:   # pragma: no cover - DMA_STORE_SPACES
                         raise AssertionError(f"no STORE port for {s_!r}")
-                rd_data.append(Mux(sel, raw, 0))
+                rd_data.append(Mux(sel, fmt_word(s_, raw), 0))
             m.d.comb += dma.sp_rd_data.eq(_or_all(rd_data, len(dma.sp_rd_data)))
 
             # the controller: the DMA engine while it holds a job, else the

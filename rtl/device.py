@@ -39,8 +39,6 @@ Clock and reset are the ``sync`` domain's ``clk`` / ``rst``.
 
 from __future__ import annotations
 
-import dataclasses
-
 from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -83,10 +81,7 @@ class Device(wiring.Component):
         if config.memory is not None:
             timing = sdram_timing(config.memory, config.clock_hz)
             if sdram_power_up is not None:
-                if not isinstance(sdram_power_up, int) or sdram_power_up < 1:
-                    raise ValueError(f"sdram_power_up must be a positive int, "
-                                     f"not {sdram_power_up!r}")
-                timing = dataclasses.replace(timing, power_up=sdram_power_up)
+                timing = timing.with_power_up(sdram_power_up, "sdram_power_up")
             self.sdram_timing = timing
             members["sdram"] = Out(SdramPins)
         elif sdram_power_up is not None:

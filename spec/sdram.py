@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 __all__ = ["SdramChip", "SdramTiming", "SdramCommand", "CHIPS", "ULX3S_CHIPS", "worst_case",
            "MODE_BURST_LENGTH", "mode_register", "A10_ALL_BANKS", "split_address",
@@ -116,6 +116,14 @@ class SdramTiming:
     mrd: int
     refi: int
     power_up: int
+
+    def with_power_up(self, cycles: int, name: str = "power_up") -> "SdramTiming":
+        """These timings with another power-up wait (a simulation shortens
+        it, and tells its chip model the same); ``name`` is the caller's
+        argument in the error."""
+        if not isinstance(cycles, int) or cycles < 0:
+            raise ValueError(f"{name} must be a non-negative int, not {cycles!r}")
+        return replace(self, power_up=cycles)
 
     @classmethod
     def of(cls, chip: SdramChip, clock_hz: float, cas_latency: int = 3) -> "SdramTiming":

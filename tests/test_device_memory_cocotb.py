@@ -1,11 +1,18 @@
 """A whole Device with the SDRAM controller and DMA engine, on Icarus and
 Verilator, with the SDRAM chip model on its pins (verify/device_memory_tests.py)."""
 
+import numpy as np
 import pytest
 
+from hetaccel.host.accelerator import Accelerator
+from hetaccel.host.planner import op_cost
 from hetaccel.rtl.device import Device
-from hetaccel.spec import AcceleratorConfig
+from hetaccel.spec import DEFAULT_CONFIG, AcceleratorConfig
+from hetaccel.spec.device_memory import sdram_timing
 from hetaccel.verify.cocotb_runner import SIMULATORS, run_cocotb
+from hetaccel.workloads.bert import BertModel
+from hetaccel.workloads.encoder import QuantizedEncoder
+from hetaccel.workloads.placement import Executor
 
 #: 8x8: INPUT / WEIGHT words of half a line (two a line), ACC words of two
 #: lines, OUTPUT and OPT words of one, ACT_PARAM of six; every unit
@@ -49,16 +56,6 @@ def test_minilm_layer_with_resident_weights_on_verilator():
     LOAD that continues the previous one's row skips its ACTIVE) and meets
     refreshes on its own timeline: each transfer is within 2 tRP + tRFC + tRCD
     cycles of the planner's."""
-    import numpy as np
-
-    from hetaccel.host.accelerator import Accelerator
-    from hetaccel.host.planner import op_cost
-    from hetaccel.spec import DEFAULT_CONFIG
-    from hetaccel.spec.device_memory import sdram_timing
-    from hetaccel.workloads.bert import BertModel
-    from hetaccel.workloads.encoder import QuantizedEncoder
-    from hetaccel.workloads.placement import Executor
-
     cfg = DEFAULT_CONFIG.replace(device_memory="sdram32m", has_activation=True,
                                  clock_hz=100_000_000)
     model = BertModel.packaged_minilm()

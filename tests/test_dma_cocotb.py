@@ -43,7 +43,7 @@ class DmaTop(wiring.Component):
 
     def __init__(self, config, power_up=SHORT_POWER_UP):
         mem = config.memory
-        self.timing = dataclasses.replace(sdram_timing(mem, config.clock_hz), power_up=power_up)
+        self.timing = sdram_timing(mem, config.clock_hz).with_power_up(power_up)
         self.dma = DmaEngine(config)
         self.ctrl = SdramController(self.timing, CHIPS[mem.chips[0]], read_delay=mem.read_delay)
         members = {name: member for name, member in self.dma.signature.members.items()

@@ -44,17 +44,7 @@ struct Sdram {
     // the pins the chip samples at edge e
     void edge(uint64_t e, int cs_n, int ras_n, int cas_n, int we_n, int ba, int a, int dqm,
               uint16_t dq_o, int dq_oe) {
-        if (w_left) {
-            int col = (w_col & ~7) | ((w_col + w_k) & 7);
-            uint16_t& w = mem[at(w_bank, w_row, col)];
-            if (dq_oe) {
-                if (!(dqm & 1)) w = (w & 0xFF00) | (dq_o & 0x00FF);
-                if (!(dqm & 2)) w = (w & 0x00FF) | (dq_o & 0xFF00);
-            }
-            w_k++; w_left--;
-        }
-        if (cs_n) return;
-        int cmd = ras_n << 2 | cas_n << 1 | we_n;
+        int cmd = cs_n ? -1 : ras_n << 2 | cas_n << 1 | we_n;
         if (cmd == 0b011) {                         // ACTIVE
             open_row[ba] = a;
         } else if (cmd == 0b101) {                  // READ
@@ -65,20 +55,20 @@ struct Sdram {
                 beat[i] = mem[at(ba, open_row[ba], c)];
                 beat_valid[i] = true;
             }
-        } else if (cmd == 0b100) {                  // WRITE: beat 0 at this edge
+        } else if (cmd == 0b100) {                  // WRITE: its beat 0 is at this edge
             w_bank = ba; w_row = open_row[ba]; w_col = a & (COLS - 1); w_k = 0; w_left = 8;
-            edge_write_now(dqm, dq_o, dq_oe);
         } else if (cmd == 0b000) {                  // LOAD MODE
             cas_latency = (a >> 4) & 7;
         }
-    }
-    void edge_write_now(int dqm, uint16_t dq_o, int dq_oe) {
-        uint16_t& w = mem[at(w_bank, w_row, w_col)];
-        if (dq_oe) {
-            if (!(dqm & 1)) w = (w & 0xFF00) | (dq_o & 0x00FF);
-            if (!(dqm & 2)) w = (w & 0x00FF) | (dq_o & 0xFF00);
+        if (w_left) {
+            int col = (w_col & ~7) | ((w_col + w_k) & 7);
+            uint16_t& w = mem[at(w_bank, w_row, col)];
+            if (dq_oe) {
+                if (!(dqm & 1)) w = (w & 0xFF00) | (dq_o & 0x00FF);
+                if (!(dqm & 2)) w = (w & 0x00FF) | (dq_o & 0xFF00);
+            }
+            w_k++; w_left--;
         }
-        w_k = 1; w_left = 7;
     }
 };
 #endif

@@ -184,10 +184,7 @@ class SdramChipModel:
             raise TypeError(f"chip must be an SdramChip, not {chip!r}")
         timing = SdramTiming.of(chip, clock_hz, cas_latency)
         if power_up_cycles is not None:
-            if not isinstance(power_up_cycles, int) or power_up_cycles < 0:
-                raise ValueError(f"power_up_cycles must be a non-negative int, "
-                                 f"not {power_up_cycles!r}")
-            timing = dataclasses.replace(timing, power_up=power_up_cycles)
+            timing = timing.with_power_up(power_up_cycles, "power_up_cycles")
         self.chip = chip
         self.timing = timing
         self.strict_refresh = strict_refresh
